@@ -1,0 +1,119 @@
+//! The one error type that crosses the wire. Clients match on [`ErrorCode`];
+//! the reason is for people and is never parsed.
+
+use crate::NodeId;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Every way a request can fail, as seen by a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request is not signed by a configured initiator key, or the
+    /// signature does not verify.
+    Unauthorized,
+    /// The request is not valid JSON of the documented shape, or a field is
+    /// out of range.
+    Malformed,
+    /// The request exceeds the size limit.
+    TooLarge,
+    /// The request speaks a protocol version this cluster does not.
+    UnsupportedVersion,
+    /// The request is older than the signer accepts, or dated in the future.
+    Expired,
+    /// No key is stored for this wallet and scheme.
+    UnknownWallet,
+    /// A key already exists for this wallet and scheme.
+    WalletExists,
+    /// The request asks for something this scheme or build cannot do.
+    Unsupported,
+    /// Fewer than the threshold of the wallet's committee are ready.
+    InsufficientPeers,
+    /// A participant went away during the session.
+    PeerUnavailable,
+    /// The session did not finish before its deadline.
+    Timeout,
+    /// The protocol aborted; `blamed` names the misbehaving party when the
+    /// protocol identifies one.
+    ProtocolAbort,
+    /// A message from a peer failed authentication or decryption.
+    BadEnvelope,
+    /// A sealed share could not be stored, found or opened.
+    Storage,
+    /// A bug or an unexpected state; the reason says where.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The snake_case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::Expired => "expired",
+            ErrorCode::UnknownWallet => "unknown_wallet",
+            ErrorCode::WalletExists => "wallet_exists",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::InsufficientPeers => "insufficient_peers",
+            ErrorCode::PeerUnavailable => "peer_unavailable",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::ProtocolAbort => "protocol_abort",
+            ErrorCode::BadEnvelope => "bad_envelope",
+            ErrorCode::Storage => "storage",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed request: what went wrong, why, and who is to blame if anyone is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {reason}")]
+pub struct RequestError {
+    /// What went wrong; match on this.
+    pub code: ErrorCode,
+    /// Why, for people.
+    pub reason: String,
+    /// Parties the protocol identified as misbehaving.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blamed: Vec<NodeId>,
+}
+
+impl RequestError {
+    /// An error that blames nobody.
+    pub fn new(code: ErrorCode, reason: impl fmt::Display) -> Self {
+        RequestError { code, reason: reason.to_string(), blamed: Vec::new() }
+    }
+
+    /// Names the misbehaving parties.
+    pub fn blaming(mut self, blamed: Vec<NodeId>) -> Self {
+        self.blamed = blamed;
+        self
+    }
+}
+
+impl From<crate::codec::DecodeError> for RequestError {
+    fn from(e: crate::codec::DecodeError) -> Self {
+        RequestError::new(e.code(), e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialise_as_their_documented_names() {
+        for code in [ErrorCode::Unauthorized, ErrorCode::InsufficientPeers, ErrorCode::TooLarge, ErrorCode::BadEnvelope] {
+            assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{}\"", code.as_str()));
+        }
+    }
+}

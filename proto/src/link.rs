@@ -1,0 +1,332 @@
+//! The host<->enclave link: length-prefixed JSON frames over a Unix socket
+//! (dev, hsm) or vsock (nitro). The enclave is the server; the host connects.
+//!
+//! Frame: 4-byte big-endian length, then that many bytes of JSON. Both sides
+//! refuse a frame longer than [`MAX_FRAME_BYTES`] before reading it.
+
+use crate::codec::{self, DecodeError};
+use crate::envelope::Envelope;
+use crate::request::SignedRequest;
+use crate::result::Outcome;
+use crate::{CommitteeId, ErrorCode, NodeId, RequestId, Scheme, SessionId, WalletId};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+
+/// Largest frame either side accepts.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// Where the link listens, from configuration: `unix:/path/to.sock` or
+/// `vsock:CID:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkAddr {
+    /// A Unix stream socket (dev and hsm modes, and tests).
+    Unix(PathBuf),
+    /// An AF_VSOCK address (nitro mode).
+    Vsock {
+        /// Context id of the enclave.
+        cid: u32,
+        /// Port.
+        port: u32,
+    },
+}
+
+/// A link address that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid link address {0:?}: expected unix:/path or vsock:CID:PORT")]
+pub struct LinkAddrError(String);
+
+impl std::str::FromStr for LinkAddr {
+    type Err = LinkAddrError;
+    fn from_str(s: &str) -> Result<Self, LinkAddrError> {
+        let err = || LinkAddrError(s.to_string());
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(err());
+            }
+            Ok(LinkAddr::Unix(PathBuf::from(path)))
+        } else if let Some(rest) = s.strip_prefix("vsock:") {
+            let (cid, port) = rest.split_once(':').ok_or_else(err)?;
+            Ok(LinkAddr::Vsock { cid: cid.parse().map_err(|_| err())?, port: port.parse().map_err(|_| err())? })
+        } else {
+            Err(err())
+        }
+    }
+}
+
+impl fmt::Display for LinkAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            LinkAddr::Vsock { cid, port } => write!(f, "vsock:{cid}:{port}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LinkAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for LinkAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Encodes one frame: length prefix and JSON.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Vec<u8> {
+    let body = serde_json::to_vec(msg).expect("link frames serialise infallibly");
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Reads the length prefix and checks it against [`MAX_FRAME_BYTES`] before
+/// anything is allocated.
+pub fn frame_len(prefix: [u8; 4]) -> Result<usize, DecodeError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(DecodeError::TooLarge { what: "link frame", len, limit: MAX_FRAME_BYTES });
+    }
+    Ok(len)
+}
+
+/// Decodes a frame body.
+pub fn decode_frame<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
+    codec::decode_json("link frame", body, MAX_FRAME_BYTES)
+}
+
+/// How a node keeps its shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Local key file. Insecure; for experiments only.
+    Dev,
+    /// Sealed by a PKCS#11 token.
+    Hsm,
+    /// Sealed by a KMS key released to an attested Nitro Enclave.
+    Nitro,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Dev => "dev",
+            Mode::Hsm => "hsm",
+            Mode::Nitro => "nitro",
+        })
+    }
+}
+
+/// A node's public identity, as its enclave reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    /// Node id.
+    pub node_id: NodeId,
+    /// How it keeps shares.
+    pub mode: Mode,
+    /// Ed25519 key that signs its broadcasts.
+    #[serde(with = "codec::hex_array")]
+    pub sign_key: [u8; 32],
+    /// X25519 key that peers encrypt to.
+    #[serde(with = "codec::hex_array")]
+    pub kx_key: [u8; 32],
+}
+
+/// Where a sealed blob lives in the host's store. Each slot holds numbered
+/// versions; a version, once written, is never overwritten.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "slot", rename_all = "snake_case")]
+pub enum BlobSlot {
+    /// A wallet's key share.
+    Share {
+        /// The wallet.
+        wallet: WalletId,
+        /// Its scheme.
+        scheme: Scheme,
+    },
+    /// ECDSA auxiliary info of a committee.
+    AuxInfo {
+        /// The committee.
+        committee: CommitteeId,
+    },
+    /// The enclave's pool of pre-generated Paillier primes.
+    Primes,
+}
+
+impl BlobSlot {
+    /// A relative path for the slot, safe by construction (ids exclude `/`
+    /// and `.`).
+    pub fn path(&self) -> String {
+        match self {
+            BlobSlot::Share { wallet, scheme } => format!("share/{wallet}/{scheme}"),
+            BlobSlot::AuxInfo { committee } => format!("aux/{committee}"),
+            BlobSlot::Primes => "primes".to_string(),
+        }
+    }
+}
+
+/// A sealed blob and its version. The host cannot open `sealed`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBlob {
+    /// Version within its slot.
+    pub version: u32,
+    /// Opaque sealed bytes.
+    #[serde(with = "codec::b64")]
+    pub sealed: Vec<u8>,
+}
+
+impl fmt::Debug for StoredBlob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoredBlob(v{}, {} sealed bytes)", self.version, self.sealed.len())
+    }
+}
+
+/// What the coordinator decided for one attempt at a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionPlan {
+    /// The request.
+    pub request_id: RequestId,
+    /// Attempt number, from 1; part of the session id.
+    pub attempt: u32,
+    /// Who takes part: the whole committee for keygen, exactly `threshold`
+    /// members for signing.
+    pub participants: Vec<NodeId>,
+    /// Unix milliseconds by which the session must end.
+    pub deadline_ms: u64,
+}
+
+/// Frames from the host to the enclave.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToEnclave {
+    /// First frame on a connection.
+    Hello {
+        /// Link version.
+        v: u16,
+    },
+    /// Run a session for a request.
+    Start {
+        /// The authorised request, verified by the enclave.
+        request: SignedRequest,
+        /// Who takes part and until when.
+        plan: SessionPlan,
+    },
+    /// A message from a peer.
+    Deliver {
+        /// The envelope.
+        envelope: Envelope,
+    },
+    /// Answer to [`FromEnclave::Load`]: the highest version in the slot.
+    Loaded {
+        /// The call this answers.
+        call: u64,
+        /// The blob, if the slot has any.
+        blob: Option<StoredBlob>,
+    },
+    /// Answer to [`FromEnclave::Store`].
+    Stored {
+        /// The call this answers.
+        call: u64,
+        /// Why the blob was not stored, if it was not.
+        error: Option<StoreError>,
+    },
+}
+
+/// Why the host did not store a blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum StoreError {
+    /// That version of the slot exists already; nothing was overwritten.
+    #[error("version exists already")]
+    Exists,
+    /// The disk write failed.
+    #[error("write failed: {detail}")]
+    Io {
+        /// What the OS said.
+        detail: String,
+    },
+}
+
+/// Frames from the enclave to the host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromEnclave {
+    /// First frame on a connection.
+    Hello {
+        /// Link version.
+        v: u16,
+        /// Who this enclave is.
+        identity: NodeIdentity,
+    },
+    /// Deliver this to `envelope.header.recipient`.
+    Send {
+        /// The envelope.
+        envelope: Envelope,
+    },
+    /// Fetch the highest version of a slot.
+    Load {
+        /// Correlates the answer.
+        call: u64,
+        /// Which slot.
+        slot: BlobSlot,
+    },
+    /// Persist a sealed blob (never overwriting a version).
+    Store {
+        /// Correlates the answer.
+        call: u64,
+        /// Which slot.
+        slot: BlobSlot,
+        /// The blob.
+        blob: StoredBlob,
+    },
+    /// A session ended.
+    Finished {
+        /// The request.
+        request_id: RequestId,
+        /// The session.
+        session: SessionId,
+        /// What came of it.
+        outcome: Outcome,
+    },
+    /// Something from outside was refused (for the host's logs and metrics).
+    Rejected {
+        /// Why, as a code.
+        code: ErrorCode,
+        /// Why, for people.
+        reason: String,
+        /// The peer that sent it, if it came from a peer.
+        peer: Option<NodeId>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_addresses_parse_both_kinds() {
+        assert_eq!("unix:/tmp/a.sock".parse::<LinkAddr>().unwrap(), LinkAddr::Unix("/tmp/a.sock".into()));
+        assert_eq!("vsock:16:5000".parse::<LinkAddr>().unwrap(), LinkAddr::Vsock { cid: 16, port: 5000 });
+        for bad in ["", "unix:", "vsock:16", "vsock:x:1", "tcp:1.2.3.4:5"] {
+            assert!(bad.parse::<LinkAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_before_reading() {
+        assert!(frame_len((MAX_FRAME_BYTES as u32 + 1).to_be_bytes()).is_err());
+        assert_eq!(frame_len(5u32.to_be_bytes()).unwrap(), 5);
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let f = encode_frame(&ToEnclave::Hello { v: 1 });
+        let len = frame_len(f[..4].try_into().unwrap()).unwrap();
+        let back: ToEnclave = decode_frame(&f[4..4 + len]).unwrap();
+        assert!(matches!(back, ToEnclave::Hello { v: 1 }));
+    }
+}

@@ -1,0 +1,48 @@
+//! Records in the peer registry (NATS KV buckets named in [`crate::subjects`]).
+//! The registry is untrusted: these records steer routing and liveness, never
+//! what an enclave accepts.
+
+use crate::link::{Mode, NodeIdentity};
+use crate::{NodeId, RequestId};
+use serde::{Deserialize, Serialize};
+
+/// A registered node (members bucket, no expiry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Must be [`crate::PROTOCOL_VERSION`].
+    pub v: u16,
+    /// The enclave's identity.
+    #[serde(flatten)]
+    pub identity: NodeIdentity,
+    /// The host's HTTP address for health and metrics.
+    pub http: String,
+    /// Unix milliseconds of the last registration.
+    pub registered_at_ms: u64,
+}
+
+/// A readiness heartbeat (ready bucket; the bucket's TTL expires it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadyRecord {
+    /// Must be [`crate::PROTOCOL_VERSION`].
+    pub v: u16,
+    /// Who is ready.
+    pub node_id: NodeId,
+    /// How it keeps shares.
+    pub mode: Mode,
+    /// Unix milliseconds of this heartbeat.
+    pub at_ms: u64,
+}
+
+/// The fencing record of a request (sessions bucket). Created with a
+/// compare-and-set, so exactly one coordinator plans each attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Must be [`crate::PROTOCOL_VERSION`].
+    pub v: u16,
+    /// The request.
+    pub request_id: RequestId,
+    /// The node that planned this attempt.
+    pub coordinator: NodeId,
+    /// The plan every participant runs.
+    pub plan: crate::link::SessionPlan,
+}

@@ -1,0 +1,252 @@
+//! Client requests. A request is a JSON body, carried as a string inside a
+//! [`SignedRequest`] together with the initiator's Ed25519 signature over
+//! [`SignedRequest::signing_bytes`]. Signing the exact string avoids any JSON
+//! canonicalisation, so a client in any language can produce it.
+
+use crate::codec::{self, DecodeError};
+use crate::{NodeId, RequestId, Scheme, WalletId};
+use serde::{Deserialize, Serialize};
+
+/// Largest request the cluster accepts, in bytes on the wire.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest message an EdDSA request may ask to sign.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// Largest committee.
+pub const MAX_COMMITTEE: usize = 16;
+/// Deepest derivation path.
+pub const MAX_PATH_DEPTH: usize = 16;
+/// Domain separation for the initiator's signature.
+pub const REQUEST_SIGNING_CONTEXT: &[u8] = b"conclave/request/v1\n";
+
+/// What the client asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RequestBody {
+    /// Generate a new key for `wallet` shared by `committee`.
+    Keygen(KeygenRequest),
+    /// Sign with an existing key.
+    Sign(SignRequest),
+}
+
+impl RequestBody {
+    /// The request id (idempotency key).
+    pub fn request_id(&self) -> &RequestId {
+        match self {
+            RequestBody::Keygen(r) => &r.request_id,
+            RequestBody::Sign(r) => &r.request_id,
+        }
+    }
+
+    /// The wallet the request concerns.
+    pub fn wallet(&self) -> (&WalletId, Scheme) {
+        match self {
+            RequestBody::Keygen(r) => (&r.wallet, r.scheme),
+            RequestBody::Sign(r) => (&r.wallet, r.scheme),
+        }
+    }
+
+    /// When the initiator issued it (Unix milliseconds).
+    pub fn issued_at_ms(&self) -> u64 {
+        match self {
+            RequestBody::Keygen(r) => r.issued_at_ms,
+            RequestBody::Sign(r) => r.issued_at_ms,
+        }
+    }
+
+    /// Checks ranges that the type system does not.
+    pub fn validate(&self) -> Result<(), crate::RequestError> {
+        use crate::{ErrorCode::Malformed, RequestError};
+        match self {
+            RequestBody::Keygen(k) => {
+                let n = k.committee.len();
+                if n < 2 || n > MAX_COMMITTEE {
+                    return Err(RequestError::new(Malformed, format!("committee of {n} nodes (2 to {MAX_COMMITTEE})")));
+                }
+                let mut sorted = k.committee.clone();
+                sorted.sort();
+                sorted.dedup();
+                if sorted.len() != n {
+                    return Err(RequestError::new(Malformed, "committee names a node twice"));
+                }
+                if k.threshold < 1 || usize::from(k.threshold) > n {
+                    return Err(RequestError::new(Malformed, format!("threshold {} of {n} nodes", k.threshold)));
+                }
+                if k.scheme == Scheme::Ecdsa && k.threshold < 2 {
+                    return Err(RequestError::new(Malformed, "ECDSA (CGGMP21) needs a threshold of at least 2"));
+                }
+            }
+            RequestBody::Sign(s) => {
+                match (&s.payload, s.scheme) {
+                    (SignPayload::Digest(d), Scheme::Ecdsa) if d.len() != 32 => {
+                        return Err(RequestError::new(Malformed, format!("digest of {} bytes, expected 32", d.len())));
+                    }
+                    (SignPayload::Digest(m) | SignPayload::Message(m), _) if m.len() > MAX_MESSAGE_BYTES => {
+                        return Err(RequestError::new(Malformed, format!("message of {} bytes exceeds {MAX_MESSAGE_BYTES}", m.len())));
+                    }
+                    _ => {}
+                }
+                if s.path.len() > MAX_PATH_DEPTH {
+                    return Err(RequestError::new(Malformed, format!("derivation path deeper than {MAX_PATH_DEPTH}")));
+                }
+                if let Some(i) = s.path.iter().find(|i| **i >= 1 << 31) {
+                    return Err(RequestError::new(Malformed, format!("path index {i} is hardened; only non-hardened derivation is possible on a shared key")));
+                }
+                if let Some(signers) = &s.signers {
+                    let mut sorted = signers.clone();
+                    sorted.sort();
+                    sorted.dedup();
+                    if sorted.len() != signers.len() || signers.is_empty() {
+                        return Err(RequestError::new(Malformed, "signers must be distinct and non-empty"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Generate a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeygenRequest {
+    /// Idempotency key.
+    pub request_id: RequestId,
+    /// The wallet to create.
+    pub wallet: WalletId,
+    /// Which scheme.
+    pub scheme: Scheme,
+    /// How many signers it takes to sign (t of n).
+    pub threshold: u16,
+    /// The nodes that will hold shares (n). Order does not matter.
+    pub committee: Vec<NodeId>,
+    /// Unix milliseconds when issued; stale requests are refused.
+    pub issued_at_ms: u64,
+}
+
+/// What to sign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignPayload {
+    /// A 32-byte digest, signed as is (ECDSA). For EdDSA, the bytes are the
+    /// message.
+    Digest(#[serde(with = "codec::hex_bytes")] Vec<u8>),
+    /// A message: hashed with SHA-256 for ECDSA, signed as is for EdDSA.
+    Message(#[serde(with = "codec::hex_bytes")] Vec<u8>),
+}
+
+/// Sign with a wallet's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignRequest {
+    /// Idempotency key.
+    pub request_id: RequestId,
+    /// The wallet whose key signs.
+    pub wallet: WalletId,
+    /// Which of the wallet's keys.
+    pub scheme: Scheme,
+    /// What to sign.
+    pub payload: SignPayload,
+    /// Non-hardened BIP-32 derivation path (ECDSA only); empty for the root key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<u32>,
+    /// Exactly these nodes sign, if given (they must be `threshold` members
+    /// of the committee); otherwise the cluster picks ready members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signers: Option<Vec<NodeId>>,
+    /// Unix milliseconds when issued; stale requests are refused.
+    pub issued_at_ms: u64,
+}
+
+/// A request as published: the body as a JSON string, signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedRequest {
+    /// Must be [`crate::PROTOCOL_VERSION`].
+    pub v: u16,
+    /// The [`RequestBody`] as a JSON string, exactly as signed.
+    pub body: String,
+    /// The initiator's Ed25519 public key.
+    #[serde(with = "codec::hex_array")]
+    pub initiator: [u8; 32],
+    /// Ed25519 signature over [`SignedRequest::signing_bytes`].
+    #[serde(with = "codec::hex_array")]
+    pub signature: [u8; 64],
+}
+
+impl SignedRequest {
+    /// The bytes the initiator signs: a fixed context string followed by the
+    /// body string.
+    pub fn signing_bytes(body: &str) -> Vec<u8> {
+        [REQUEST_SIGNING_CONTEXT, body.as_bytes()].concat()
+    }
+
+    /// Decodes a request from untrusted bytes: size, JSON shape, version, and
+    /// the body's own shape and ranges. The signature is *not* checked here;
+    /// the signer does that.
+    pub fn decode(bytes: &[u8]) -> Result<(SignedRequest, RequestBody), DecodeError> {
+        let req: SignedRequest = codec::decode_json("request", bytes, MAX_REQUEST_BYTES)?;
+        codec::check_version("request", req.v)?;
+        let body = req.parse_body()?;
+        Ok((req, body))
+    }
+
+    /// Parses the signed body string.
+    pub fn parse_body(&self) -> Result<RequestBody, DecodeError> {
+        codec::decode_json("request body", self.body.as_bytes(), MAX_REQUEST_BYTES)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sign_body() -> RequestBody {
+        RequestBody::Sign(SignRequest {
+            request_id: RequestId::new("r-1").unwrap(),
+            wallet: WalletId::new("w").unwrap(),
+            scheme: Scheme::Ecdsa,
+            payload: SignPayload::Digest(vec![7; 32]),
+            path: vec![0, 5],
+            signers: None,
+            issued_at_ms: 1,
+        })
+    }
+
+    #[test]
+    fn body_round_trips_with_documented_field_names() {
+        let json = serde_json::to_string(&sign_body()).unwrap();
+        assert!(json.contains("\"kind\":\"sign\""), "{json}");
+        assert!(json.contains("\"payload\":{\"digest\":\"0707"), "{json}");
+        assert_eq!(serde_json::from_str::<RequestBody>(&json).unwrap(), sign_body());
+    }
+
+    #[test]
+    fn decode_refuses_oversized_unknown_version_and_unknown_fields() {
+        let big = vec![b' '; MAX_REQUEST_BYTES + 1];
+        assert!(matches!(SignedRequest::decode(&big), Err(DecodeError::TooLarge { .. })));
+        let body = serde_json::to_string(&sign_body()).unwrap();
+        let req = SignedRequest { v: 9, body, initiator: [0; 32], signature: [0; 64] };
+        let bytes = serde_json::to_vec(&req).unwrap();
+        assert!(matches!(SignedRequest::decode(&bytes), Err(DecodeError::Version { got: 9, .. })));
+        let extra = br#"{"kind":"sign","surprise":1}"#;
+        assert!(serde_json::from_slice::<RequestBody>(extra).is_err());
+    }
+
+    #[test]
+    fn validate_refuses_bad_ranges() {
+        let mut b = sign_body();
+        if let RequestBody::Sign(s) = &mut b {
+            s.path = vec![1 << 31];
+        }
+        assert_eq!(b.validate().unwrap_err().code, crate::ErrorCode::Malformed);
+        let k = RequestBody::Keygen(KeygenRequest {
+            request_id: RequestId::new("k").unwrap(),
+            wallet: WalletId::new("w").unwrap(),
+            scheme: Scheme::Eddsa,
+            threshold: 4,
+            committee: vec![NodeId::new("a").unwrap(), NodeId::new("b").unwrap(), NodeId::new("c").unwrap()],
+            issued_at_ms: 1,
+        });
+        assert!(k.validate().is_err());
+    }
+}

@@ -1,0 +1,51 @@
+//! NATS names: streams, subjects, KV buckets, message ids.
+
+use crate::{NodeId, RequestId, Scheme, WalletId};
+
+/// JetStream stream of client requests (`conclave.req.>`), with message-id
+/// deduplication on the request id.
+pub const REQUEST_STREAM: &str = "CONCLAVE_REQUESTS";
+/// Subject for keygen requests.
+pub const KEYGEN_SUBJECT: &str = "conclave.req.keygen";
+/// Subject for sign requests.
+pub const SIGN_SUBJECT: &str = "conclave.req.sign";
+/// Wildcard of all request subjects.
+pub const REQUEST_SUBJECTS: &str = "conclave.req.>";
+/// JetStream stream of results (`conclave.res.>`), one message per request.
+pub const RESULT_STREAM: &str = "CONCLAVE_RESULTS";
+/// Wildcard of all result subjects.
+pub const RESULT_SUBJECTS: &str = "conclave.res.>";
+/// How long JetStream remembers a request id for deduplication.
+pub const DEDUP_WINDOW_SECS: u64 = 24 * 3600;
+
+/// KV bucket of registered nodes.
+pub const MEMBERS_BUCKET: &str = "conclave-members";
+/// KV bucket of readiness heartbeats (entries expire).
+pub const READY_BUCKET: &str = "conclave-ready";
+/// KV bucket of public wallet records ([`crate::result::KeygenResult`]),
+/// keyed by [`wallet_key`], so that any node can route a sign request or
+/// answer `unknown_wallet`.
+pub const WALLETS_BUCKET: &str = "conclave-wallets";
+/// KV bucket of per-request fencing records.
+pub const SESSIONS_BUCKET: &str = "conclave-sessions";
+
+/// Where the result of `request` is published.
+pub fn result_subject(request: &RequestId) -> String {
+    format!("conclave.res.{request}")
+}
+
+/// The JetStream message id of the result of `request` (deduplicates results
+/// reported by several nodes).
+pub fn result_msg_id(request: &RequestId) -> String {
+    format!("result-{request}")
+}
+
+/// Where envelopes for `node` are published (core NATS).
+pub fn p2p_subject(node: &NodeId) -> String {
+    format!("conclave.p2p.{node}")
+}
+
+/// The key of a wallet's record in [`WALLETS_BUCKET`].
+pub fn wallet_key(wallet: &WalletId, scheme: Scheme) -> String {
+    format!("{wallet}.{scheme}")
+}
