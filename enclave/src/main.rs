@@ -1,1 +1,81 @@
-fn main(){}
+//! `conclave-enclave`: the signer process.
+
+use clap::{Parser, Subcommand};
+use conclave_enclave::config::EnclaveConfig;
+use conclave_enclave::identity::NodeKeys;
+use conclave_enclave::primes::PrimePool;
+use conclave_enclave::seal::DevSealer;
+use conclave_enclave::service::Enclave;
+use conclave_enclave::link;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "conclave-enclave", about = "Conclave signer: holds shares, runs protocol rounds")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create this node's identity (and dev seal key) if absent; print the
+    /// identity as JSON for the cluster roster.
+    Init {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Serve the link.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("conclave-enclave: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Init { config } => {
+            let config = EnclaveConfig::load(&config).map_err(|e| e.to_string())?;
+            let keys = NodeKeys::load_or_create_dev(&config.state_dir, config.node_id.clone()).map_err(|e| e.to_string())?;
+            DevSealer::load_or_create(&config.state_dir).map_err(|e| e.to_string())?;
+            println!("{}", serde_json::to_string(&keys.identity()).expect("identity serialises"));
+            Ok(())
+        }
+        Command::Run { config } => {
+            let config = EnclaveConfig::load(&config).map_err(|e| e.to_string())?;
+            tracing::warn!(
+                state_dir = %config.state_dir.display(),
+                "DEV MODE: shares are sealed with a key file on disk and identity keys are files. INSECURE: for experiments and tests only"
+            );
+            let keys = NodeKeys::load_or_create_dev(&config.state_dir, config.node_id.clone()).map_err(|e| e.to_string())?;
+            let sealer = DevSealer::load_or_create(&config.state_dir).map_err(|e| e.to_string())?;
+            let roster = config.load_roster().map_err(|e| e.to_string())?;
+            let enclave = Arc::new(Enclave::new(config, keys, Box::new(sealer), roster)?);
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+            rt.block_on(async move {
+                let server = tokio::spawn(link::serve(enclave.clone()));
+                // The pool loads through the host, so it waits for one to attach.
+                tokio::spawn(async move {
+                    enclave.host.wait_attached().await;
+                    PrimePool::start(&enclave).await;
+                });
+                server.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+            })
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The enclave's configuration: one typed struct, loaded and validated at
+//! start-up, with errors that name the field.
+
+use conclave_proto::link::{LinkAddr, Mode, NodeIdentity};
+use conclave_proto::NodeId;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is not valid or has unknown fields.
+    #[error("cannot parse {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser error.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// The roster JSON is not valid.
+    #[error("cannot parse roster {path}: {source}")]
+    Roster {
+        /// The file.
+        path: PathBuf,
+        /// The parser error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A field has a value that cannot work.
+    #[error("config field `{field}`: {reason}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node_id: NodeId,
+    mode: Mode,
+    link: LinkAddr,
+    state_dir: PathBuf,
+    roster: PathBuf,
+    initiators: Vec<String>,
+    #[serde(default = "default_max_request_age_secs")]
+    max_request_age_secs: u64,
+}
+
+fn default_max_request_age_secs() -> u64 {
+    300
+}
+
+/// Validated enclave configuration.
+#[derive(Debug, Clone)]
+pub struct EnclaveConfig {
+    /// This node.
+    pub node_id: NodeId,
+    /// How shares are sealed.
+    pub mode: Mode,
+    /// Where the link listens.
+    pub link: LinkAddr,
+    /// Where this node's own secrets live (dev mode).
+    pub state_dir: PathBuf,
+    /// The file listing the peers this enclave trusts.
+    pub roster: PathBuf,
+    /// Ed25519 keys whose signatures authorise requests.
+    pub initiators: Vec<ed25519_dalek::VerifyingKey>,
+    /// Requests issued longer ago than this are refused.
+    pub max_request_age: Duration,
+}
+
+impl EnclaveConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+        if raw.mode != Mode::Dev {
+            return Err(ConfigError::Field {
+                field: "mode",
+                reason: format!("mode `{}` is not available in this build; use `dev`", raw.mode),
+            });
+        }
+        if raw.initiators.is_empty() {
+            return Err(ConfigError::Field { field: "initiators", reason: "at least one initiator key is required".into() });
+        }
+        let initiators = raw
+            .initiators
+            .iter()
+            .map(|hex_key| {
+                let mut bytes = [0u8; 32];
+                hex::decode_to_slice(hex_key, &mut bytes)
+                    .ok()
+                    .and_then(|_| ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok())
+                    .ok_or_else(|| ConfigError::Field {
+                        field: "initiators",
+                        reason: format!("{hex_key:?} is not a hex Ed25519 public key"),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        if raw.max_request_age_secs == 0 || raw.max_request_age_secs > 24 * 3600 {
+            return Err(ConfigError::Field { field: "max_request_age_secs", reason: "must be 1 to 86400".into() });
+        }
+        Ok(EnclaveConfig {
+            node_id: raw.node_id,
+            mode: raw.mode,
+            link: raw.link,
+            state_dir: raw.state_dir,
+            roster: raw.roster,
+            initiators,
+            max_request_age: Duration::from_secs(raw.max_request_age_secs),
+        })
+    }
+
+    /// Reads the roster: the identities of every node this enclave will run
+    /// protocols with. It is configuration, not something the host tells us,
+    /// so a hostile host cannot introduce a peer.
+    pub fn load_roster(&self) -> Result<Vec<NodeIdentity>, ConfigError> {
+        let text = std::fs::read(&self.roster).map_err(|source| ConfigError::Read { path: self.roster.clone(), source })?;
+        let roster: Vec<NodeIdentity> =
+            serde_json::from_slice(&text).map_err(|source| ConfigError::Roster { path: self.roster.clone(), source })?;
+        let mut ids: Vec<_> = roster.iter().map(|n| &n.node_id).collect();
+        ids.sort();
+        ids.dedup();
+        if ids.len() != roster.len() {
+            return Err(ConfigError::Field { field: "roster", reason: "a node id appears twice".into() });
+        }
+        Ok(roster)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, body: &str) -> PathBuf {
+        let p = dir.join("enclave.toml");
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    const KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+    #[test]
+    fn errors_name_the_field() {
+        let d = tempfile::tempdir().unwrap();
+        let base = format!(
+            "node_id = \"node-1\"\nlink = \"unix:/tmp/x.sock\"\nstate_dir = \"/tmp\"\nroster = \"/tmp/r.json\"\n"
+        );
+        let e = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"dev\"\ninitiators = [\"zz\"]\n"))).unwrap_err();
+        assert!(matches!(e, ConfigError::Field { field: "initiators", .. }), "{e}");
+        let e = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"hsm\"\ninitiators = [\"{KEY}\"]\n"))).unwrap_err();
+        assert!(matches!(e, ConfigError::Field { field: "mode", .. }), "{e}");
+        let e = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"dev\"\ninitiators = [\"{KEY}\"]\nsurprise = 1\n")))
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+        let ok = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"dev\"\ninitiators = [\"{KEY}\"]\n"))).unwrap();
+        assert_eq!(ok.max_request_age, Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,178 @@
+//! The ECDSA engine: CGGMP21 on secp256k1 (crate `cggmp21` 0.6).
+//!
+//! This is the only module that names `cggmp21`. Its maintainers advise
+//! moving to CGGMP24; that swap replaces this file and nothing else (see
+//! SECURITY.md). Everything here takes and returns serialised shares and
+//! plain bytes, so callers never see a cggmp21 type.
+
+use crate::session::{self, Party, SessionSpec};
+use crate::service::Enclave;
+use cggmp21::generic_ec::{Point, Scalar};
+use cggmp21::hd_wallet::Slip10;
+use cggmp21::security_level::SecurityLevel128;
+use cggmp21::supported_curves::Secp256k1;
+use cggmp21::{DataToSign, ExecutionId, KeyShare};
+use conclave_proto::{ErrorCode, RequestError};
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+/// Pre-generated safe primes for one party's Paillier key.
+pub struct Primes(cggmp21::PregeneratedPrimes<SecurityLevel128>);
+
+impl Primes {
+    /// Generates a fresh pair of safe primes: seconds to minutes of CPU.
+    pub fn generate() -> Primes {
+        Primes(cggmp21::PregeneratedPrimes::generate(&mut rand_core::OsRng))
+    }
+
+    /// Serialises for sealing.
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(serde_json::to_vec(&self.0).expect("primes serialise"))
+    }
+
+    /// Parses what [`Primes::to_bytes`] produced.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Primes> {
+        serde_json::from_slice(bytes).ok().map(Primes)
+    }
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> RequestError {
+    RequestError::new(ErrorCode::Internal, format!("{what}: {e}"))
+}
+
+/// Runs auxiliary info generation for the committee in `spec`; returns the
+/// serialised aux info.
+pub async fn aux_info(enclave: &Arc<Enclave>, spec: &SessionSpec, primes: Primes) -> Result<Zeroizing<Vec<u8>>, RequestError> {
+    let i = spec.index_of(enclave.keys.node_id()).expect("checked by caller");
+    let n = spec.parties.len() as u16;
+    let eid = spec.id;
+    session::run(enclave, spec, move |party: Party<cggmp21::key_refresh::msg::aux_only::Msg<sha2::Sha256, SecurityLevel128>>| {
+        futures::executor::block_on(
+            cggmp21::aux_info_gen(ExecutionId::new(eid.as_bytes()), i, n, primes.0).start(&mut rand_core::OsRng, party),
+        )
+        .map(|aux| Zeroizing::new(serde_json::to_vec(&aux).expect("aux info serialises")))
+    })
+    .await
+}
+
+/// Public output of keygen.
+pub struct KeygenOutput {
+    /// 33-byte compressed SEC1 public key.
+    pub public_key: Vec<u8>,
+    /// 32-byte BIP-32 chain code.
+    pub chain_code: [u8; 32],
+    /// The complete serialised key share (core share plus aux info).
+    pub share: Zeroizing<Vec<u8>>,
+}
+
+/// Runs threshold keygen (HD-enabled) and completes the share with the
+/// committee's aux info.
+pub async fn keygen(
+    enclave: &Arc<Enclave>,
+    spec: &SessionSpec,
+    threshold: u16,
+    aux: Zeroizing<Vec<u8>>,
+) -> Result<KeygenOutput, RequestError> {
+    let i = spec.index_of(enclave.keys.node_id()).expect("checked by caller");
+    let n = spec.parties.len() as u16;
+    let eid = spec.id;
+    let incomplete = session::run(enclave, spec, move |party: Party<cggmp21::keygen::ThresholdMsg<Secp256k1, SecurityLevel128, sha2::Sha256>>| {
+        futures::executor::block_on(
+            cggmp21::keygen::<Secp256k1>(ExecutionId::new(eid.as_bytes()), i, n)
+                .set_threshold(threshold)
+                .hd_wallet(true)
+                .start(&mut rand_core::OsRng, party),
+        )
+    })
+    .await?;
+    let aux: cggmp21::key_share::AuxInfo<SecurityLevel128> =
+        serde_json::from_slice(&aux).map_err(|e| internal("stored aux info does not decode", e))?;
+    let share: KeyShare<Secp256k1> =
+        KeyShare::from_parts((incomplete, aux)).map_err(|e| internal("key share does not match the committee's aux info", e))?;
+    let chain_code = share.chain_code.ok_or_else(|| internal("keygen", "no chain code"))?;
+    Ok(KeygenOutput {
+        public_key: share.shared_public_key.to_bytes(true).to_vec(),
+        chain_code,
+        share: Zeroizing::new(serde_json::to_vec(&share).expect("key share serialises")),
+    })
+}
+
+/// A finished ECDSA signature.
+pub struct SignOutput {
+    /// r||s, low-S.
+    pub signature: Vec<u8>,
+    /// Recovery id for `public_key`.
+    pub recovery_id: u8,
+    /// The key it verifies under (derived when a path was given).
+    pub public_key: Vec<u8>,
+}
+
+/// Signs a 32-byte digest with the share, as signer `spec` (parties in
+/// keygen-index order, `indexes_at_keygen` their keygen indexes).
+pub async fn sign(
+    enclave: &Arc<Enclave>,
+    spec: &SessionSpec,
+    indexes_at_keygen: Vec<u16>,
+    share: &[u8],
+    digest: [u8; 32],
+    path: Vec<u32>,
+) -> Result<SignOutput, RequestError> {
+    let share: KeyShare<Secp256k1> = serde_json::from_slice(share).map_err(|e| internal("sealed share does not decode", e))?;
+    let public_key = if path.is_empty() {
+        share.shared_public_key.into_inner()
+    } else {
+        share
+            .derive_child_public_key::<Slip10, _>(path.iter().copied())
+            .map_err(|e| RequestError::new(ErrorCode::Malformed, format!("derivation path: {e}")))?
+            .public_key
+    };
+    let i = spec.index_of(enclave.keys.node_id()).expect("checked by caller");
+    let eid = spec.id;
+    let scalar = Scalar::<Secp256k1>::from_be_bytes_mod_order(digest);
+    let signature = session::run(enclave, spec, move |party: Party<cggmp21::signing::msg::Msg<Secp256k1, sha2::Sha256>>| {
+        let builder = cggmp21::signing(ExecutionId::new(eid.as_bytes()), i, &indexes_at_keygen, &share);
+        let builder = if path.is_empty() {
+            builder
+        } else {
+            builder.set_derivation_path(path.iter().copied()).map_err(|e| e.to_string())?
+        };
+        futures::executor::block_on(builder.sign(&mut rand_core::OsRng, party, DataToSign::from_scalar(scalar)))
+            .map_err(|e| e.to_string())
+    })
+    .await?
+    .normalize_s();
+    if signature.verify(&public_key, &DataToSign::from_scalar(scalar)).is_err() {
+        return Err(RequestError::new(ErrorCode::ProtocolAbort, "the protocol produced a signature that does not verify"));
+    }
+    let mut rs = vec![0u8; 64];
+    signature.write_to_slice(&mut rs);
+    let public_key = public_key_bytes(&public_key);
+    let recovery_id = recovery_id(&public_key, &digest, &rs)?;
+    Ok(SignOutput { signature: rs, recovery_id, public_key })
+}
+
+fn public_key_bytes(p: &Point<Secp256k1>) -> Vec<u8> {
+    p.to_bytes(true).to_vec()
+}
+
+fn recovery_id(public_key: &[u8], digest: &[u8; 32], rs: &[u8]) -> Result<u8, RequestError> {
+    use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
+    let vk = VerifyingKey::from_sec1_bytes(public_key).map_err(|e| internal("public key", e))?;
+    let sig = Signature::from_slice(rs).map_err(|e| internal("signature", e))?;
+    RecoveryId::trial_recovery_from_prehash(&vk, digest, &sig)
+        .map(|id| id.to_byte())
+        .map_err(|e| internal("recovery id", e))
+}
+
+/// The share's public key and chain code, for the xpub.
+pub fn xpub(public_key: &[u8], chain_code: &[u8; 32]) -> String {
+    // BIP-32 serialisation: version, depth 0, no parent, child 0, chain code, key.
+    let mut raw = Vec::with_capacity(78);
+    raw.extend_from_slice(&[0x04, 0x88, 0xB2, 0x1E]);
+    raw.push(0);
+    raw.extend_from_slice(&[0; 4]);
+    raw.extend_from_slice(&[0; 4]);
+    raw.extend_from_slice(chain_code);
+    raw.extend_from_slice(public_key);
+    bs58::encode(raw).with_check().into_string()
+}

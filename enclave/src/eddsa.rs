@@ -1,0 +1,73 @@
+//! The EdDSA engine: FROST (RFC 9591) on ed25519 with `givre`, keygen by the
+//! CGGMP21-style DKG that givre re-exports. The only module that names givre.
+
+use crate::session::{self, Party, SessionSpec};
+use crate::service::Enclave;
+use conclave_proto::{ErrorCode, RequestError};
+use givre::ciphersuite::{Ciphersuite, Ed25519};
+use givre::keygen::security_level::SecurityLevel128;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+type Curve = <Ed25519 as Ciphersuite>::Curve;
+
+fn internal(what: &str, e: impl std::fmt::Display) -> RequestError {
+    RequestError::new(ErrorCode::Internal, format!("{what}: {e}"))
+}
+
+/// Public output of keygen.
+pub struct KeygenOutput {
+    /// 32-byte RFC 8032 public key.
+    pub public_key: Vec<u8>,
+    /// The serialised key share.
+    pub share: Zeroizing<Vec<u8>>,
+}
+
+/// Runs threshold keygen.
+pub async fn keygen(enclave: &Arc<Enclave>, spec: &SessionSpec, threshold: u16) -> Result<KeygenOutput, RequestError> {
+    let i = spec.index_of(enclave.keys.node_id()).expect("checked by caller");
+    let n = spec.parties.len() as u16;
+    let eid = spec.id;
+    let share = session::run(enclave, spec, move |party: Party<givre::keygen::msg::threshold::Msg<Curve, SecurityLevel128, sha2::Sha256>>| {
+        futures::executor::block_on(
+            givre::keygen::<Curve>(givre::keygen::ExecutionId::new(eid.as_bytes()), i, n)
+                .set_threshold(threshold)
+                .start(&mut rand_core::OsRng, party),
+        )
+    })
+    .await?;
+    let public_key = Ed25519::normalize_point(share.shared_public_key);
+    Ok(KeygenOutput {
+        public_key: Ed25519::serialize_normalized_point(&public_key).as_ref().to_vec(),
+        share: Zeroizing::new(serde_json::to_vec(&share).expect("key share serialises")),
+    })
+}
+
+/// Signs `message` as a signer of `spec` (parties in keygen-index order,
+/// `indexes_at_keygen` their keygen indexes). Returns R||S and the public key.
+pub async fn sign(
+    enclave: &Arc<Enclave>,
+    spec: &SessionSpec,
+    indexes_at_keygen: Vec<u16>,
+    share: &[u8],
+    message: Vec<u8>,
+) -> Result<(Vec<u8>, Vec<u8>), RequestError> {
+    let share: givre::KeyShare<Curve> = serde_json::from_slice(share).map_err(|e| internal("sealed share does not decode", e))?;
+    let public_key = Ed25519::normalize_point(share.shared_public_key);
+    let public_key = Ed25519::serialize_normalized_point(&public_key).as_ref().to_vec();
+    let i = spec.index_of(enclave.keys.node_id()).expect("checked by caller");
+    let msg = message.clone();
+    let signature = session::run(enclave, spec, move |party: Party<givre::signing::full_signing::Msg<Curve>>| {
+        futures::executor::block_on(givre::signing::<Ed25519>(i, &share, &indexes_at_keygen, &msg).sign(&mut rand_core::OsRng, party))
+    })
+    .await?;
+    let mut out = vec![0u8; givre::signing::aggregate::Signature::<Ed25519>::serialized_len()];
+    signature.write_to_slice(&mut out);
+    // RFC 8032 verification with the strict checks, as clients will apply.
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(public_key.as_slice().try_into().map_err(|e| internal("public key", e))?)
+        .map_err(|e| internal("public key", e))?;
+    let sig = ed25519_dalek::Signature::from_slice(&out).map_err(|e| internal("signature", e))?;
+    vk.verify_strict(&message, &sig)
+        .map_err(|_| RequestError::new(ErrorCode::ProtocolAbort, "the protocol produced a signature that does not verify"))?;
+    Ok((out, public_key))
+}

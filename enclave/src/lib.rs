@@ -1,0 +1,36 @@
+//! The Conclave signer.
+//!
+//! This crate is the trusted side of a node: it alone unseals shares, runs
+//! protocol rounds, holds the node's identity keys, and decides whether a
+//! request is authorised. Everything it receives comes through the host over
+//! the link and is treated as hostile (see `../shared/DESIGN.md`).
+//!
+//! Layout, by boundary:
+//! - [`link`]: the server end of the host<->enclave link and the dispatcher.
+//! - [`policy`]: what makes a request authorised.
+//! - [`session`]: running one protocol over the end-to-end [`channel`].
+//! - [`ecdsa`] (the only module that knows CGGMP21) and [`eddsa`] (FROST).
+//! - [`seal`], [`identity`], [`primes`]: secrets at rest and their sources.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod channel;
+pub mod config;
+pub mod ecdsa;
+pub mod eddsa;
+pub mod identity;
+pub mod link;
+pub mod policy;
+pub mod primes;
+pub mod seal;
+pub mod service;
+pub mod session;
+pub mod share;
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,230 @@
+//! The enclave's end of the host link: a listener (Unix socket here; vsock
+//! on Nitro), the frame loop, and calls the enclave makes to the host (load
+//! and store sealed blobs). One host connection at a time; a new connection
+//! replaces the old one, so a restarted host reattaches.
+
+use crate::service::Enclave;
+use conclave_proto::link::{self, BlobSlot, FromEnclave, LinkAddr, StoreError, StoredBlob, ToEnclave};
+use conclave_proto::{ErrorCode, RequestError, PROTOCOL_VERSION};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+/// How long the enclave waits for the host to answer a load or store.
+const HOST_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a call to the host failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HostCallError {
+    /// No host is connected, or it went away before answering.
+    #[error("the host is not connected")]
+    Disconnected,
+    /// The host did not answer in time.
+    #[error("the host did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The host answered with something else than was asked.
+    #[error("the host answered out of turn")]
+    Confused,
+    /// The host refused to store the blob.
+    #[error("the host did not store the blob: {0}")]
+    Refused(StoreError),
+}
+
+impl From<HostCallError> for RequestError {
+    fn from(e: HostCallError) -> Self {
+        RequestError::new(ErrorCode::Storage, e)
+    }
+}
+
+/// Why the link stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// Binding or accepting failed.
+    #[error("link {addr}: {source}")]
+    Io {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// vsock is the Nitro transport and is not part of this build yet.
+    #[error("link {0}: vsock is not available in this build")]
+    VsockUnavailable(String),
+}
+
+/// Frames to the host, and the enclave's outstanding calls to it.
+#[derive(Default)]
+pub struct HostLink {
+    out: Mutex<Option<mpsc::UnboundedSender<FromEnclave>>>,
+    attached: tokio::sync::Notify,
+    next_call: AtomicU64,
+    pending: Mutex<HashMap<u64, oneshot::Sender<ToEnclave>>>,
+}
+
+impl HostLink {
+    /// Sends a frame to the current host; false if none is connected.
+    pub fn send(&self, frame: FromEnclave) -> bool {
+        match &*self.out.lock().expect("link lock") {
+            Some(tx) => tx.send(frame).is_ok(),
+            None => false,
+        }
+    }
+
+    async fn call(&self, make: impl FnOnce(u64) -> FromEnclave) -> Result<ToEnclave, HostCallError> {
+        let call = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("pending lock").insert(call, tx);
+        if !self.send(make(call)) {
+            self.pending.lock().expect("pending lock").remove(&call);
+            return Err(HostCallError::Disconnected);
+        }
+        let answer = tokio::time::timeout(HOST_CALL_TIMEOUT, rx).await;
+        self.pending.lock().expect("pending lock").remove(&call);
+        match answer {
+            Ok(Ok(frame)) => Ok(frame),
+            Ok(Err(_)) => Err(HostCallError::Disconnected),
+            Err(_) => Err(HostCallError::Timeout(HOST_CALL_TIMEOUT)),
+        }
+    }
+
+    /// The highest version stored in `slot`.
+    pub async fn load(&self, slot: BlobSlot) -> Result<Option<StoredBlob>, HostCallError> {
+        match self.call(|call| FromEnclave::Load { call, slot }).await? {
+            ToEnclave::Loaded { blob, .. } => Ok(blob),
+            _ => Err(HostCallError::Confused),
+        }
+    }
+
+    /// Stores a new version in `slot`; the host never overwrites one.
+    pub async fn store(&self, slot: BlobSlot, blob: StoredBlob) -> Result<(), HostCallError> {
+        match self.call(|call| FromEnclave::Store { call, slot, blob }).await? {
+            ToEnclave::Stored { error: None, .. } => Ok(()),
+            ToEnclave::Stored { error: Some(e), .. } => Err(HostCallError::Refused(e)),
+            _ => Err(HostCallError::Confused),
+        }
+    }
+
+    fn answer(&self, call: u64, frame: ToEnclave) {
+        if let Some(tx) = self.pending.lock().expect("pending lock").remove(&call) {
+            let _ = tx.send(frame);
+        }
+    }
+
+    fn attach(&self, tx: mpsc::UnboundedSender<FromEnclave>) {
+        *self.out.lock().expect("link lock") = Some(tx);
+        // Calls made on the previous connection will never be answered.
+        self.pending.lock().expect("pending lock").clear();
+        self.attached.notify_waiters();
+    }
+
+    /// Waits until a host is attached.
+    pub async fn wait_attached(&self) {
+        loop {
+            let notified = self.attached.notified();
+            if self.out.lock().expect("link lock").is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Listens on the configured link address and serves hosts until the
+/// process ends.
+pub async fn serve(enclave: Arc<Enclave>) -> Result<(), LinkError> {
+    match enclave.config.link.clone() {
+        LinkAddr::Unix(path) => {
+            let addr = path.display().to_string();
+            let io = |source| LinkError::Io { addr: addr.clone(), source };
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(io)?;
+            }
+            let listener = tokio::net::UnixListener::bind(&path).map_err(io)?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+            }
+            tracing::info!(link = %enclave.config.link, "link listening");
+            let mut current: Option<tokio::task::JoinHandle<()>> = None;
+            loop {
+                let (stream, _) = listener.accept().await.map_err(io)?;
+                if let Some(previous) = current.take() {
+                    previous.abort();
+                }
+                let (r, w) = stream.into_split();
+                current = Some(tokio::spawn(connection(enclave.clone(), r, w)));
+            }
+        }
+        addr @ LinkAddr::Vsock { .. } => Err(LinkError::VsockUnavailable(addr.to_string())),
+    }
+}
+
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Result<ToEnclave, conclave_proto::codec::DecodeError>> {
+    let mut prefix = [0u8; 4];
+    r.read_exact(&mut prefix).await?;
+    let len = match link::frame_len(prefix) {
+        Ok(len) => len,
+        // The stream cannot be resynchronised after an oversized prefix.
+        Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+    };
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(link::decode_frame(&body))
+}
+
+async fn connection<R, W>(enclave: Arc<Enclave>, mut r: R, mut w: W)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    match read_frame(&mut r).await {
+        Ok(Ok(ToEnclave::Hello { v })) if v == PROTOCOL_VERSION => {}
+        other => {
+            tracing::warn!(?other, "host did not open with a matching Hello; closing");
+            return;
+        }
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<FromEnclave>();
+    let _ = tx.send(FromEnclave::Hello { v: PROTOCOL_VERSION, identity: enclave.keys.identity() });
+    enclave.host.attach(tx);
+    tracing::info!("host attached");
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if w.write_all(&link::encode_frame(&frame)).await.is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let frame = match read_frame(&mut r).await {
+            Ok(Ok(frame)) => frame,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "undecodable frame from host");
+                enclave.host.send(FromEnclave::Rejected { code: e.code(), reason: e.to_string(), peer: None });
+                continue;
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "host link closed");
+                break;
+            }
+        };
+        match frame {
+            ToEnclave::Hello { .. } => {}
+            ToEnclave::Start { request, plan } => {
+                tokio::spawn(enclave.clone().start(request, plan));
+            }
+            ToEnclave::Deliver { envelope } => {
+                let peer = envelope.header.sender.clone();
+                if let Err(e) = enclave.router.deliver(envelope) {
+                    enclave.host.send(FromEnclave::Rejected { code: ErrorCode::BadEnvelope, reason: e.to_string(), peer: Some(peer) });
+                }
+            }
+            frame @ (ToEnclave::Loaded { call, .. } | ToEnclave::Stored { call, .. }) => enclave.host.answer(call, frame),
+        }
+    }
+    writer.abort();
+}

@@ -1,0 +1,174 @@
+//! What makes a request authorised. The enclave, not the host, decides: a
+//! request must be signed by a configured initiator key, be fresh, and the
+//! host's plan must fit the request.
+
+use crate::config::EnclaveConfig;
+use conclave_proto::link::SessionPlan;
+use conclave_proto::request::{RequestBody, SignedRequest};
+use conclave_proto::{codec, ErrorCode, NodeId, RequestError};
+use ed25519_dalek::{Signature, VerifyingKey};
+use std::collections::HashSet;
+
+/// How far in the future a request may be dated (clock skew).
+const MAX_SKEW_MS: u64 = 60_000;
+/// Longest session a plan may ask for.
+const MAX_SESSION_MS: u64 = 15 * 60_000;
+
+/// Checks the request's signature, freshness and shape, and that `plan` is
+/// a plan for it that includes this node and only known nodes.
+pub fn authorise(
+    config: &EnclaveConfig,
+    known: &HashSet<&NodeId>,
+    request: &SignedRequest,
+    plan: &SessionPlan,
+    now_ms: u64,
+) -> Result<RequestBody, RequestError> {
+    codec::check_version("request", request.v)?;
+    let initiator = VerifyingKey::from_bytes(&request.initiator)
+        .ok()
+        .filter(|k| config.initiators.contains(k))
+        .ok_or_else(|| {
+            RequestError::new(
+                ErrorCode::Unauthorized,
+                format!("initiator key {} is not configured on node {}", hex::encode(request.initiator), config.node_id),
+            )
+        })?;
+    initiator
+        .verify_strict(&SignedRequest::signing_bytes(&request.body), &Signature::from_bytes(&request.signature))
+        .map_err(|_| RequestError::new(ErrorCode::Unauthorized, "request signature does not verify"))?;
+    let body = request.parse_body()?;
+    body.validate()?;
+    let issued = body.issued_at_ms();
+    let max_age = config.max_request_age.as_millis() as u64;
+    if issued.saturating_add(max_age) < now_ms {
+        return Err(RequestError::new(ErrorCode::Expired, format!("request issued {} s ago", (now_ms - issued) / 1000)));
+    }
+    if issued > now_ms + MAX_SKEW_MS {
+        return Err(RequestError::new(ErrorCode::Expired, "request is dated in the future"));
+    }
+    check_plan(config, known, &body, plan, now_ms)?;
+    Ok(body)
+}
+
+fn check_plan(
+    config: &EnclaveConfig,
+    known: &HashSet<&NodeId>,
+    body: &RequestBody,
+    plan: &SessionPlan,
+    now_ms: u64,
+) -> Result<(), RequestError> {
+    let bad = |reason: String| RequestError::new(ErrorCode::Malformed, format!("session plan: {reason}"));
+    if plan.request_id != *body.request_id() {
+        return Err(bad("made for another request".into()));
+    }
+    if plan.attempt == 0 {
+        return Err(bad("attempt 0".into()));
+    }
+    let distinct: HashSet<_> = plan.participants.iter().collect();
+    if distinct.len() != plan.participants.len() {
+        return Err(bad("names a node twice".into()));
+    }
+    if let Some(unknown) = plan.participants.iter().find(|p| !known.contains(p)) {
+        return Err(bad(format!("{unknown} is not in this node's roster")));
+    }
+    if !distinct.contains(&config.node_id) {
+        return Err(bad(format!("{} is not a participant", config.node_id)));
+    }
+    if plan.deadline_ms <= now_ms || plan.deadline_ms > now_ms + MAX_SESSION_MS {
+        return Err(bad("deadline in the past or too far ahead".into()));
+    }
+    match body {
+        RequestBody::Keygen(k) => {
+            if distinct != k.committee.iter().collect() {
+                return Err(bad("keygen participants differ from the requested committee".into()));
+            }
+        }
+        RequestBody::Sign(s) => {
+            if let Some(signers) = &s.signers {
+                if distinct != signers.iter().collect() {
+                    return Err(bad("signers differ from those the request names".into()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conclave_proto::request::{KeygenRequest, RequestBody};
+    use conclave_proto::{RequestId, Scheme, WalletId};
+    use ed25519_dalek::{Signer, SigningKey};
+
+    fn node(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+
+    fn config(initiator: &SigningKey) -> EnclaveConfig {
+        EnclaveConfig {
+            node_id: node("a"),
+            mode: conclave_proto::link::Mode::Dev,
+            link: "unix:/tmp/x".parse().unwrap(),
+            state_dir: "/tmp".into(),
+            roster: "/tmp/r".into(),
+            initiators: vec![initiator.verifying_key()],
+            max_request_age: std::time::Duration::from_secs(300),
+        }
+    }
+
+    fn signed(key: &SigningKey, issued_at_ms: u64) -> SignedRequest {
+        let body = serde_json::to_string(&RequestBody::Keygen(KeygenRequest {
+            request_id: RequestId::new("r").unwrap(),
+            wallet: WalletId::new("w").unwrap(),
+            scheme: Scheme::Eddsa,
+            threshold: 2,
+            committee: vec![node("a"), node("b")],
+            issued_at_ms,
+        }))
+        .unwrap();
+        let signature = key.sign(&SignedRequest::signing_bytes(&body)).to_bytes();
+        SignedRequest { v: 1, body, initiator: key.verifying_key().to_bytes(), signature }
+    }
+
+    fn plan(participants: &[&str], deadline_ms: u64) -> SessionPlan {
+        SessionPlan {
+            request_id: RequestId::new("r").unwrap(),
+            attempt: 1,
+            participants: participants.iter().map(|p| node(p)).collect(),
+            deadline_ms,
+        }
+    }
+
+    #[test]
+    fn only_configured_initiators_with_valid_signatures_pass() {
+        let good = SigningKey::from_bytes(&[1; 32]);
+        let stranger = SigningKey::from_bytes(&[2; 32]);
+        let cfg = config(&good);
+        let (a, b) = (node("a"), node("b"));
+        let known: HashSet<&NodeId> = [&a, &b].into_iter().collect();
+        let now = 1_000_000;
+        let p = plan(&["a", "b"], now + 1000);
+        assert!(authorise(&cfg, &known, &signed(&good, now), &p, now).is_ok());
+        let e = authorise(&cfg, &known, &signed(&stranger, now), &p, now).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unauthorized);
+        let mut tampered = signed(&good, now);
+        tampered.body = tampered.body.replace("\"threshold\":2", "\"threshold\":1");
+        assert_eq!(authorise(&cfg, &known, &tampered, &p, now).unwrap_err().code, ErrorCode::Unauthorized);
+        let stale = signed(&good, now - 301_000);
+        assert_eq!(authorise(&cfg, &known, &stale, &p, now).unwrap_err().code, ErrorCode::Expired);
+    }
+
+    #[test]
+    fn plans_must_fit_the_request() {
+        let good = SigningKey::from_bytes(&[1; 32]);
+        let cfg = config(&good);
+        let (a, b, c) = (node("a"), node("b"), node("c"));
+        let known: HashSet<&NodeId> = [&a, &b, &c].into_iter().collect();
+        let now = 1_000_000;
+        for p in [plan(&["a", "c"], now + 1000), plan(&["b", "c"], now + 1000), plan(&["a", "b"], now), plan(&["a", "a"], now + 1)] {
+            let e = authorise(&cfg, &known, &signed(&good, now), &p, now).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Malformed, "{p:?}");
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The pool of pre-generated Paillier primes. Generating safe primes takes
+//! seconds to minutes, so one set is always kept ready (sealed in the host's
+//! store, so a restart does not regenerate it), and a replacement is
+//! generated in the background as soon as one is taken.
+
+use crate::ecdsa::Primes;
+use crate::seal::SealContext;
+use crate::service::Enclave;
+use conclave_proto::link::{BlobSlot, StoredBlob};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Mutex};
+
+/// One ready set of primes, and the machinery to replace it.
+pub struct PrimePool {
+    ready_tx: mpsc::Sender<Primes>,
+    ready_rx: Mutex<mpsc::Receiver<Primes>>,
+    stored_version: AtomicU32,
+}
+
+impl Default for PrimePool {
+    fn default() -> Self {
+        let (ready_tx, ready_rx) = mpsc::channel(1);
+        PrimePool { ready_tx, ready_rx: Mutex::new(ready_rx), stored_version: AtomicU32::new(0) }
+    }
+}
+
+impl PrimePool {
+    /// Loads the sealed primes from the host's store, or starts generating.
+    pub async fn start(enclave: &Arc<Enclave>) {
+        let pool = &enclave.primes;
+        let loaded = match enclave.host.load(BlobSlot::Primes).await {
+            Ok(Some(blob)) => {
+                pool.stored_version.store(blob.version, Ordering::SeqCst);
+                let ctx = SealContext { node: enclave.keys.node_id(), slot: &BlobSlot::Primes, version: blob.version };
+                enclave.sealer.open(&ctx, &blob.sealed).ok().and_then(|b| Primes::from_bytes(&b))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot load the prime pool; generating");
+                None
+            }
+        };
+        match loaded {
+            Some(primes) => {
+                let _ = pool.ready_tx.try_send(primes);
+            }
+            None => Self::refill(enclave.clone()),
+        }
+    }
+
+    /// Takes the ready primes (waiting only if none were ever generated) and
+    /// starts generating the next.
+    pub async fn take(enclave: &Arc<Enclave>) -> Primes {
+        let primes = enclave.primes.ready_rx.lock().await.recv().await.expect("the pool owns its sender");
+        Self::refill(enclave.clone());
+        primes
+    }
+
+    fn refill(enclave: Arc<Enclave>) {
+        tokio::spawn(async move {
+            tracing::info!("generating Paillier primes in the background");
+            let Ok(primes) = tokio::task::spawn_blocking(Primes::generate).await else { return };
+            let version = enclave.primes.stored_version.fetch_add(1, Ordering::SeqCst) + 1;
+            let ctx = SealContext { node: enclave.keys.node_id(), slot: &BlobSlot::Primes, version };
+            match enclave.sealer.seal(&ctx, &primes.to_bytes()) {
+                Ok(sealed) => {
+                    if let Err(e) = enclave.host.store(BlobSlot::Primes, StoredBlob { version, sealed }).await {
+                        tracing::warn!(error = %e, "cannot persist primes; they stay in memory only");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot seal primes"),
+            }
+            tracing::info!("Paillier primes ready");
+            let _ = enclave.primes.ready_tx.send(primes).await;
+        });
+    }
+}

@@ -1,0 +1,203 @@
+//! Sealing: how a share is turned into bytes that only this node can open.
+//!
+//! A sealed blob is bound (as AEAD associated data) to the node, the slot
+//! (wallet and scheme, committee, ...) and the version it was written for, so
+//! a blob moved to another wallet, node or version fails to open. The blob
+//! names the key that sealed it so that keys can be rotated.
+//!
+//! Blob format v1: `b"CSB1"`, key id (u8 length + bytes), nonce (u8 length +
+//! bytes), ciphertext with tag.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use conclave_proto::link::BlobSlot;
+use conclave_proto::NodeId;
+use rand_core::RngCore;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+const MAGIC: &[u8; 4] = b"CSB1";
+
+/// Why a blob could not be sealed or opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// The blob is not in a format this build reads.
+    #[error("sealed blob is malformed or of an unknown format")]
+    Format,
+    /// The blob was sealed by a key this node does not have.
+    #[error("sealed by key {0:?}, which this node does not hold")]
+    UnknownKey(String),
+    /// Authentication failed: tampered, or bound to another node, slot or version.
+    #[error("sealed blob does not open: tampered, or sealed for another node, slot or version")]
+    Open,
+    /// The seal key could not be loaded.
+    #[error("seal key {path}: {source}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a blob is bound to.
+pub struct SealContext<'a> {
+    /// The node that seals and opens it.
+    pub node: &'a NodeId,
+    /// Where the host stores it.
+    pub slot: &'a BlobSlot,
+    /// Its version in the slot.
+    pub version: u32,
+}
+
+impl SealContext<'_> {
+    fn aad(&self) -> Vec<u8> {
+        let slot = self.slot.path();
+        let mut out = b"conclave/seal/v1".to_vec();
+        out.push(self.node.as_str().len() as u8);
+        out.extend_from_slice(self.node.as_str().as_bytes());
+        out.extend_from_slice(&(slot.len() as u32).to_be_bytes());
+        out.extend_from_slice(slot.as_bytes());
+        out.extend_from_slice(&self.version.to_be_bytes());
+        out
+    }
+}
+
+/// A sealing backend.
+pub trait Sealer: Send + Sync {
+    /// Seals `plaintext` for `ctx`.
+    fn seal(&self, ctx: &SealContext<'_>, plaintext: &[u8]) -> Result<Vec<u8>, SealError>;
+    /// Opens a blob sealed for `ctx`.
+    fn open(&self, ctx: &SealContext<'_>, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError>;
+}
+
+struct Parsed<'a> {
+    key_id: &'a str,
+    nonce: &'a [u8],
+    ciphertext: &'a [u8],
+}
+
+fn encode(key_id: &str, nonce: &[u8], ciphertext: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(6 + key_id.len() + nonce.len() + ciphertext.len());
+    out.extend_from_slice(MAGIC);
+    out.push(key_id.len() as u8);
+    out.extend_from_slice(key_id.as_bytes());
+    out.push(nonce.len() as u8);
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(ciphertext);
+    out
+}
+
+fn parse(blob: &[u8]) -> Result<Parsed<'_>, SealError> {
+    let rest = blob.strip_prefix(MAGIC).ok_or(SealError::Format)?;
+    let (&klen, rest) = rest.split_first().ok_or(SealError::Format)?;
+    let key_id = rest.get(..klen as usize).ok_or(SealError::Format)?;
+    let rest = &rest[klen as usize..];
+    let (&nlen, rest) = rest.split_first().ok_or(SealError::Format)?;
+    let nonce = rest.get(..nlen as usize).ok_or(SealError::Format)?;
+    let ciphertext = &rest[nlen as usize..];
+    let key_id = std::str::from_utf8(key_id).map_err(|_| SealError::Format)?;
+    Ok(Parsed { key_id, nonce, ciphertext })
+}
+
+/// Dev mode: XChaCha20-Poly1305 under a key kept in a file beside the node's
+/// state. INSECURE: whoever reads the file opens every share. For local
+/// experiments and tests only.
+pub struct DevSealer {
+    key_id: String,
+    cipher: XChaCha20Poly1305,
+}
+
+const DEV_SEAL_FILE: &str = "seal.key";
+
+impl DevSealer {
+    /// Loads the dev seal key from `state_dir`, creating it on first use.
+    pub fn load_or_create(state_dir: &Path) -> Result<DevSealer, SealError> {
+        let path = state_dir.join(DEV_SEAL_FILE);
+        let err = |source| SealError::Key { path: path.clone(), source };
+        if !path.exists() {
+            std::fs::create_dir_all(state_dir).map_err(err)?;
+            let mut key = Zeroizing::new([0u8; 32]);
+            rand_core::OsRng.fill_bytes(key.as_mut());
+            write_private_file(&path, hex::encode(key.as_ref()).as_bytes()).map_err(err)?;
+        }
+        let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(err)?);
+        let mut key = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(text.trim(), key.as_mut())
+            .map_err(|_| err(std::io::Error::new(std::io::ErrorKind::InvalidData, "expected 64 hex digits")))?;
+        Ok(Self::from_key(&key))
+    }
+
+    /// A sealer for a given key (tests use this to open what a node stored).
+    pub fn from_key(key: &[u8; 32]) -> DevSealer {
+        use sha2::Digest;
+        // The key id names the key without revealing it.
+        let key_id = format!("dev:{}", hex::encode(&sha2::Sha256::digest(key)[..8]));
+        DevSealer { key_id, cipher: XChaCha20Poly1305::new(key.into()) }
+    }
+}
+
+impl Sealer for DevSealer {
+    fn seal(&self, ctx: &SealContext<'_>, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        let mut nonce = [0u8; 24];
+        rand_core::OsRng.fill_bytes(&mut nonce);
+        let aad = ctx.aad();
+        let ct = self
+            .cipher
+            .encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad: &aad })
+            .map_err(|_| SealError::Open)?;
+        Ok(encode(&self.key_id, &nonce, &ct))
+    }
+
+    fn open(&self, ctx: &SealContext<'_>, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        let p = parse(sealed)?;
+        if p.key_id != self.key_id {
+            return Err(SealError::UnknownKey(p.key_id.to_string()));
+        }
+        let nonce: [u8; 24] = p.nonce.try_into().map_err(|_| SealError::Format)?;
+        let aad = ctx.aad();
+        self.cipher
+            .decrypt(&XNonce::from(nonce), Payload { msg: p.ciphertext, aad: &aad })
+            .map(Zeroizing::new)
+            .map_err(|_| SealError::Open)
+    }
+}
+
+/// Writes a file readable by its owner only, fully synced, or not at all.
+pub(crate) fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conclave_proto::{Scheme, WalletId};
+
+    fn slot(w: &str) -> BlobSlot {
+        BlobSlot::Share { wallet: WalletId::new(w).unwrap(), scheme: Scheme::Ecdsa }
+    }
+
+    #[test]
+    fn a_blob_opens_only_in_its_own_context() {
+        let s = DevSealer::from_key(&[1; 32]);
+        let node = NodeId::new("n1").unwrap();
+        let (w1, w2) = (slot("w1"), slot("w2"));
+        let ctx = SealContext { node: &node, slot: &w1, version: 1 };
+        let blob = s.seal(&ctx, b"share").unwrap();
+        assert_eq!(&**s.open(&ctx, &blob).unwrap(), b"share");
+        assert!(matches!(s.open(&SealContext { node: &node, slot: &w2, version: 1 }, &blob), Err(SealError::Open)));
+        assert!(matches!(s.open(&SealContext { node: &node, slot: &w1, version: 2 }, &blob), Err(SealError::Open)));
+        let other = NodeId::new("n2").unwrap();
+        assert!(matches!(s.open(&SealContext { node: &other, slot: &w1, version: 1 }, &blob), Err(SealError::Open)));
+        let mut tampered = blob.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(matches!(s.open(&ctx, &tampered), Err(SealError::Open)));
+        assert!(matches!(DevSealer::from_key(&[2; 32]).open(&ctx, &blob), Err(SealError::UnknownKey(_))));
+        assert!(matches!(s.open(&ctx, b"CSB1"), Err(SealError::Format)));
+    }
+}

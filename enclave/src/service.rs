@@ -1,0 +1,279 @@
+//! The enclave's state and what it does with a request: authorise, load and
+//! unseal what it needs through the host, run the protocol, seal and store
+//! the result through the host, and report the outcome.
+
+use crate::config::EnclaveConfig;
+use crate::identity::{self, KxPublic, NodeKeys};
+use crate::link::HostLink;
+use crate::primes::PrimePool;
+use crate::seal::{SealContext, Sealer};
+use crate::session::{Router, SessionSpec};
+use crate::share::{storage, SecretShare, ShareRecord};
+use crate::{ecdsa, eddsa, policy};
+use conclave_proto::ids::SessionKind;
+use conclave_proto::link::{BlobSlot, FromEnclave, NodeIdentity, SessionPlan, StoredBlob};
+use conclave_proto::request::{KeygenRequest, RequestBody, SignPayload, SignRequest, SignedRequest};
+use conclave_proto::result::{Completed, KeygenResult, Outcome, SignResult};
+use conclave_proto::{CommitteeId, ErrorCode, NodeId, RequestError, RequestId, Scheme, SessionId};
+use sha2::Digest;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// A trusted peer, from the roster.
+pub struct Peer {
+    /// Its channel key.
+    pub kx: KxPublic,
+    /// Its broadcast signing key.
+    pub sign: ed25519_dalek::VerifyingKey,
+}
+
+/// Everything the enclave holds.
+pub struct Enclave {
+    /// Configuration.
+    pub config: EnclaveConfig,
+    /// Identity keys.
+    pub keys: NodeKeys,
+    /// Sealing backend.
+    pub sealer: Box<dyn Sealer>,
+    /// The link to the host.
+    pub host: HostLink,
+    /// Incoming envelopes to sessions.
+    pub router: Arc<Router>,
+    /// Paillier primes.
+    pub primes: PrimePool,
+    peers: HashMap<NodeId, Peer>,
+    aux_locks: Mutex<HashMap<CommitteeId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Highest attempt started per request: a request never runs twice here.
+    started: Mutex<HashMap<RequestId, (u32, Instant)>>,
+}
+
+impl Enclave {
+    /// Builds the enclave from its configuration, keys, sealer and roster.
+    pub fn new(
+        config: EnclaveConfig,
+        keys: NodeKeys,
+        sealer: Box<dyn Sealer>,
+        roster: Vec<NodeIdentity>,
+    ) -> Result<Enclave, String> {
+        let me = keys.identity();
+        match roster.iter().find(|n| n.node_id == me.node_id) {
+            Some(entry) if *entry == me => {}
+            Some(_) => return Err(format!("the roster's entry for {} does not match this node's keys", me.node_id)),
+            None => return Err(format!("the roster has no entry for {}", me.node_id)),
+        }
+        let mut peers = HashMap::new();
+        for n in roster {
+            let kx = identity::kx_public(&n.kx_key).ok_or_else(|| format!("roster: bad kx_key for {}", n.node_id))?;
+            let sign = ed25519_dalek::VerifyingKey::from_bytes(&n.sign_key)
+                .map_err(|_| format!("roster: bad sign_key for {}", n.node_id))?;
+            peers.insert(n.node_id, Peer { kx, sign });
+        }
+        Ok(Enclave {
+            config,
+            keys,
+            sealer,
+            host: HostLink::default(),
+            router: Arc::default(),
+            primes: PrimePool::default(),
+            peers,
+            aux_locks: Mutex::default(),
+            started: Mutex::default(),
+        })
+    }
+
+    /// A roster peer.
+    pub fn peer(&self, node: &NodeId) -> Result<&Peer, RequestError> {
+        self.peers.get(node).ok_or_else(|| RequestError::new(ErrorCode::Malformed, format!("{node} is not in the roster")))
+    }
+
+    /// Handles a `Start` frame to its end, reporting `Finished` to the host.
+    pub async fn start(self: Arc<Self>, request: SignedRequest, plan: SessionPlan) {
+        let request_id = plan.request_id.clone();
+        if !self.claim(&request_id, plan.attempt) {
+            tracing::warn!(request = %request_id, attempt = plan.attempt, "refusing to run a request attempt twice");
+            self.host.send(FromEnclave::Rejected {
+                code: ErrorCode::Malformed,
+                reason: format!("request {request_id} attempt {} was already started here", plan.attempt),
+                peer: None,
+            });
+            return;
+        }
+        let known: HashSet<&NodeId> = self.peers.keys().collect();
+        let now = crate::now_ms();
+        let authorised = policy::authorise(&self.config, &known, &request, &plan, now);
+        let deadline = Instant::now() + Duration::from_millis(plan.deadline_ms.saturating_sub(now));
+        let (session, result) = match authorised {
+            Ok(RequestBody::Keygen(k)) => {
+                let session = SessionId::derive(SessionKind::Keygen, &request_id, plan.attempt);
+                (session, self.keygen(&k, &plan, session, deadline).await.map(Completed::Keygen))
+            }
+            Ok(RequestBody::Sign(s)) => {
+                let session = SessionId::derive(SessionKind::Sign, &request_id, plan.attempt);
+                (session, self.sign(&s, &plan, session, deadline).await.map(Completed::Sign))
+            }
+            Err(e) => (SessionId::derive(SessionKind::Sign, &request_id, plan.attempt), Err(e)),
+        };
+        match &result {
+            Ok(_) => tracing::info!(request = %request_id, %session, "session completed"),
+            Err(e) => tracing::warn!(request = %request_id, %session, code = %e.code, reason = %e.reason, "session failed"),
+        }
+        let outcome = match result {
+            Ok(result) => Outcome::Ok { result },
+            Err(error) => Outcome::Error { error },
+        };
+        self.host.send(FromEnclave::Finished { request_id, session, outcome });
+    }
+
+    fn claim(&self, request: &RequestId, attempt: u32) -> bool {
+        let mut started = self.started.lock().expect("started lock");
+        let horizon = self.config.max_request_age * 2;
+        started.retain(|_, (_, at)| at.elapsed() < horizon);
+        match started.get(request) {
+            Some((seen, _)) if *seen >= attempt => false,
+            _ => {
+                started.insert(request.clone(), (attempt, Instant::now()));
+                true
+            }
+        }
+    }
+
+    async fn keygen(
+        self: &Arc<Self>,
+        req: &KeygenRequest,
+        plan: &SessionPlan,
+        session: SessionId,
+        deadline: Instant,
+    ) -> Result<KeygenResult, RequestError> {
+        let mut committee = req.committee.clone();
+        committee.sort();
+        let slot = BlobSlot::Share { wallet: req.wallet.clone(), scheme: req.scheme };
+        if self.host.load(slot.clone()).await?.is_some() {
+            return Err(RequestError::new(ErrorCode::WalletExists, format!("{} already has an {} key", req.wallet, req.scheme)));
+        }
+        let spec = SessionSpec { id: session, parties: committee.clone(), deadline };
+        let (public_key, xpub, secret) = match req.scheme {
+            Scheme::Ecdsa => {
+                let aux = self.committee_aux(&committee, &plan.request_id, plan.attempt, deadline).await?;
+                let out = ecdsa::keygen(self, &spec, req.threshold, aux).await?;
+                let xpub = ecdsa::xpub(&out.public_key, &out.chain_code);
+                (out.public_key, Some(xpub), out.share)
+            }
+            Scheme::Eddsa => {
+                let out = eddsa::keygen(self, &spec, req.threshold).await?;
+                (out.public_key, None, out.share)
+            }
+        };
+        let public = KeygenResult {
+            wallet: req.wallet.clone(),
+            scheme: req.scheme,
+            public_key,
+            xpub,
+            version: 1,
+            threshold: req.threshold,
+            committee,
+        };
+        let record = ShareRecord { public, secret: SecretShare::new(secret) };
+        let blob = record.seal(self.sealer.as_ref(), self.keys.node_id(), &slot)?;
+        self.host.store(slot, blob).await.map_err(|e| match e {
+            crate::link::HostCallError::Refused(conclave_proto::link::StoreError::Exists) => {
+                RequestError::new(ErrorCode::WalletExists, format!("{} already has an {} key", req.wallet, req.scheme))
+            }
+            other => other.into(),
+        })?;
+        Ok(record.public.clone())
+    }
+
+    /// The committee's aux info, generated (once, whichever keygen asks
+    /// first) if it does not exist yet.
+    async fn committee_aux(
+        self: &Arc<Self>,
+        committee: &[NodeId],
+        request: &RequestId,
+        attempt: u32,
+        deadline: Instant,
+    ) -> Result<Zeroizing<Vec<u8>>, RequestError> {
+        let id = CommitteeId::of(committee);
+        let slot = BlobSlot::AuxInfo { committee: id };
+        let lock = self.aux_locks.lock().expect("aux lock").entry(id).or_default().clone();
+        let _guard = lock.lock().await;
+        let node = self.keys.node_id();
+        if let Some(blob) = self.host.load(slot.clone()).await? {
+            let ctx = SealContext { node, slot: &slot, version: blob.version };
+            return self.sealer.open(&ctx, &blob.sealed).map_err(storage);
+        }
+        tracing::info!(committee = %id, "generating aux info for a new committee");
+        let primes = PrimePool::take(self).await;
+        let spec = SessionSpec { id: SessionId::derive(SessionKind::AuxInfo, request, attempt), parties: committee.to_vec(), deadline };
+        let aux = ecdsa::aux_info(self, &spec, primes).await?;
+        let ctx = SealContext { node, slot: &slot, version: 1 };
+        let sealed = self.sealer.seal(&ctx, &aux).map_err(storage)?;
+        self.host.store(slot, StoredBlob { version: 1, sealed }).await?;
+        Ok(aux)
+    }
+
+    async fn sign(
+        self: &Arc<Self>,
+        req: &SignRequest,
+        plan: &SessionPlan,
+        session: SessionId,
+        deadline: Instant,
+    ) -> Result<SignResult, RequestError> {
+        let slot = BlobSlot::Share { wallet: req.wallet.clone(), scheme: req.scheme };
+        let blob = self.host.load(slot.clone()).await?.ok_or_else(|| {
+            RequestError::new(ErrorCode::UnknownWallet, format!("node {} holds no {} key for {}", self.keys.node_id(), req.scheme, req.wallet))
+        })?;
+        let record = ShareRecord::open(self.sealer.as_ref(), self.keys.node_id(), &slot, &blob)?;
+        let committee = &record.public.committee;
+        // Signers in keygen-index order: a signer's index in the session is
+        // its position here, and `indexes` maps it back to keygen.
+        let mut indexes = Vec::with_capacity(plan.participants.len());
+        for p in &plan.participants {
+            let i = committee
+                .iter()
+                .position(|c| c == p)
+                .ok_or_else(|| RequestError::new(ErrorCode::Malformed, format!("{p} is not in the committee of {}", req.wallet)))?;
+            indexes.push(i as u16);
+        }
+        indexes.sort();
+        if indexes.len() != usize::from(record.public.threshold) {
+            return Err(RequestError::new(
+                ErrorCode::Malformed,
+                format!("{} signers planned, the key needs exactly {}", indexes.len(), record.public.threshold),
+            ));
+        }
+        let signers: Vec<NodeId> = indexes.iter().map(|&i| committee[usize::from(i)].clone()).collect();
+        let spec = SessionSpec { id: session, parties: signers.clone(), deadline };
+        let (signature, recovery_id, public_key) = match req.scheme {
+            Scheme::Ecdsa => {
+                let digest: [u8; 32] = match &req.payload {
+                    SignPayload::Digest(d) => d.as_slice().try_into().expect("validated to 32 bytes"),
+                    SignPayload::Message(m) => sha2::Sha256::digest(m).into(),
+                };
+                let out = ecdsa::sign(self, &spec, indexes, record.secret.expose(), digest, req.path.clone()).await?;
+                (out.signature, Some(out.recovery_id), out.public_key)
+            }
+            Scheme::Eddsa => {
+                if !req.path.is_empty() {
+                    return Err(RequestError::new(ErrorCode::Unsupported, "derivation paths are available for ECDSA wallets only"));
+                }
+                let message = match &req.payload {
+                    SignPayload::Digest(m) | SignPayload::Message(m) => m.clone(),
+                };
+                let (signature, public_key) = eddsa::sign(self, &spec, indexes, record.secret.expose(), message).await?;
+                (signature, None, public_key)
+            }
+        };
+        Ok(SignResult {
+            wallet: req.wallet.clone(),
+            scheme: req.scheme,
+            signature,
+            recovery_id,
+            public_key,
+            path: req.path.clone(),
+            signers,
+            version: record.public.version,
+        })
+    }
+}

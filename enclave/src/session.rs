@@ -1,0 +1,253 @@
+//! Running one protocol session over the end-to-end channel.
+//!
+//! Every protocol (keygen, aux info, signing, for both schemes) runs through
+//! [`run`]: it implements round-based's delivery once. The protocol itself
+//! runs on a dedicated thread, because its rounds are seconds of CPU and must
+//! not stall the link. Outgoing messages are serialised, sealed per recipient
+//! and handed to the host; incoming envelopes are authenticated, checked
+//! against replay, decoded and checked against the round the header claims.
+//! A deadline ends the session whatever the peers do.
+
+use crate::channel::{self, ReplayGuard};
+use crate::service::Enclave;
+use conclave_proto::envelope::{Envelope, EnvelopeHeader};
+use conclave_proto::link::FromEnclave;
+use conclave_proto::{ErrorCode, NodeId, RequestError, SessionId, PROTOCOL_VERSION};
+use futures::channel::mpsc as fmpsc;
+use futures::StreamExt;
+use round_based::{Incoming, MessageDestination, MessageType, MpcParty, Outgoing, ProtocolMessage};
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Envelopes that arrive before their session starts here are kept this long.
+const EARLY_TTL: Duration = Duration::from_secs(60);
+/// At most this many not-yet-started sessions are buffered...
+const MAX_EARLY_SESSIONS: usize = 256;
+/// ...with at most this many envelopes each.
+const MAX_EARLY_PER_SESSION: usize = 64;
+
+/// The delivery a protocol gets: a stream of incoming messages and a sink of
+/// outgoing ones.
+pub type Delivery<M> = (fmpsc::UnboundedReceiver<Result<Incoming<M>, Infallible>>, fmpsc::UnboundedSender<Outgoing<M>>);
+/// The party handle a protocol runs with.
+pub type Party<M> = MpcParty<M, Delivery<M>>;
+
+/// Who runs a session and until when.
+pub struct SessionSpec {
+    /// The session (and the protocol's execution id).
+    pub id: SessionId,
+    /// Participants; a party's protocol index is its position here.
+    pub parties: Vec<NodeId>,
+    /// When the session is abandoned.
+    pub deadline: Instant,
+}
+
+impl SessionSpec {
+    /// This node's index among the parties.
+    pub fn index_of(&self, node: &NodeId) -> Option<u16> {
+        self.parties.iter().position(|p| p == node).map(|i| i as u16)
+    }
+}
+
+/// Routes envelopes from the host to live sessions, and holds (boundedly)
+/// those that arrive before their session has started here.
+#[derive(Default)]
+pub struct Router {
+    inner: Mutex<RouterInner>,
+}
+
+#[derive(Default)]
+struct RouterInner {
+    live: HashMap<SessionId, mpsc::UnboundedSender<Envelope>>,
+    early: HashMap<SessionId, (Instant, Vec<Envelope>)>,
+}
+
+/// Why an envelope was dropped by the router.
+#[derive(Debug, thiserror::Error)]
+#[error("no room to hold an envelope for session {0}, which has not started here")]
+pub struct EarlyOverflow(SessionId);
+
+/// A session's inbox; leaving the session (dropping this) unregisters it.
+pub struct Inbox {
+    router: Arc<Router>,
+    id: SessionId,
+    rx: mpsc::UnboundedReceiver<Envelope>,
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.router.inner.lock().expect("router lock").live.remove(&self.id);
+    }
+}
+
+impl Router {
+    /// Hands an envelope to its session, or keeps it until the session starts.
+    pub fn deliver(&self, envelope: Envelope) -> Result<(), EarlyOverflow> {
+        let mut inner = self.inner.lock().expect("router lock");
+        let id = envelope.header.session;
+        if let Some(tx) = inner.live.get(&id) {
+            let _ = tx.send(envelope);
+            return Ok(());
+        }
+        let now = Instant::now();
+        inner.early.retain(|_, (since, _)| now.duration_since(*since) < EARLY_TTL);
+        let full = inner.early.len() >= MAX_EARLY_SESSIONS;
+        match inner.early.get_mut(&id) {
+            Some((_, queue)) if queue.len() < MAX_EARLY_PER_SESSION => queue.push(envelope),
+            None if !full => {
+                inner.early.insert(id, (now, vec![envelope]));
+            }
+            _ => return Err(EarlyOverflow(id)),
+        }
+        Ok(())
+    }
+
+    /// Opens the inbox of session `id`, with anything that arrived early.
+    pub fn register(self: &Arc<Self>, id: SessionId) -> Inbox {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut inner = self.inner.lock().expect("router lock");
+        if let Some((_, early)) = inner.early.remove(&id) {
+            for e in early {
+                let _ = tx.send(e);
+            }
+        }
+        inner.live.insert(id, tx);
+        Inbox { router: self.clone(), id, rx }
+    }
+
+    /// Number of sessions running here (for status and tests).
+    pub fn live_sessions(&self) -> usize {
+        self.inner.lock().expect("router lock").live.len()
+    }
+}
+
+/// Runs `protocol` as party `me` of `spec`, on its own thread, and returns
+/// its output, or an error by the deadline.
+pub async fn run<M, T, E, F>(enclave: &Arc<Enclave>, spec: &SessionSpec, protocol: F) -> Result<T, RequestError>
+where
+    M: ProtocolMessage + Serialize + DeserializeOwned + Send + 'static,
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+    F: FnOnce(Party<M>) -> Result<T, E> + Send + 'static,
+{
+    let me = enclave.keys.node_id().clone();
+    spec.index_of(&me)
+        .ok_or_else(|| RequestError::new(ErrorCode::Internal, "this node is not a party of the session"))?;
+    let mut inbox = enclave.router.register(spec.id);
+    let (in_tx, in_rx) = fmpsc::unbounded::<Result<Incoming<M>, Infallible>>();
+    let (out_tx, mut out_rx) = fmpsc::unbounded::<Outgoing<M>>();
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("session-{}", spec.id))
+        .spawn(move || {
+            let party = MpcParty::connected((in_rx, out_tx));
+            let _ = done_tx.send(protocol(party).map_err(|e| e.to_string()));
+        })
+        .map_err(|e| RequestError::new(ErrorCode::Internal, format!("cannot start session thread: {e}")))?;
+
+    let mut replay = ReplayGuard::default();
+    let mut seq = 0u64;
+    let mut next_msg_id = 0u64;
+    let deadline = tokio::time::Instant::from_std(spec.deadline);
+    let mut in_tx = Some(in_tx);
+    loop {
+        tokio::select! {
+            result = &mut done_rx => {
+                return match result {
+                    Ok(Ok(output)) => Ok(output),
+                    Ok(Err(reason)) => Err(RequestError::new(ErrorCode::ProtocolAbort, reason)),
+                    Err(_) => Err(RequestError::new(ErrorCode::Internal, "session thread panicked")),
+                };
+            }
+            Some(out) = out_rx.next() => {
+                seq += 1;
+                send_outgoing(enclave, spec, &me, seq, out)?;
+            }
+            Some(envelope) = inbox.rx.recv() => {
+                match accept_incoming::<M>(enclave, spec, &mut replay, &envelope) {
+                    Ok((sender, msg)) => {
+                        next_msg_id += 1;
+                        let msg_type = if envelope.header.broadcast { MessageType::Broadcast } else { MessageType::P2P };
+                        if let Some(tx) = &in_tx {
+                            let _ = tx.unbounded_send(Ok(Incoming { id: next_msg_id, sender, msg_type, msg }));
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(session = %spec.id, peer = %envelope.header.sender, %error, "envelope refused");
+                        enclave.host.send(FromEnclave::Rejected {
+                            code: error.code,
+                            reason: error.reason,
+                            peer: Some(envelope.header.sender.clone()),
+                        });
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                // Closing the protocol's input ends it at its next receive;
+                // its thread then exits and drops (zeroizes) its secrets.
+                in_tx.take();
+                return Err(RequestError::new(ErrorCode::Timeout, format!("session {} passed its deadline", spec.id)));
+            }
+        }
+    }
+}
+
+fn send_outgoing<M: ProtocolMessage + Serialize>(
+    enclave: &Enclave,
+    spec: &SessionSpec,
+    me: &NodeId,
+    seq: u64,
+    out: Outgoing<M>,
+) -> Result<(), RequestError> {
+    let payload = zeroize::Zeroizing::new(
+        serde_json::to_vec(&out.msg).map_err(|e| RequestError::new(ErrorCode::Internal, format!("encode message: {e}")))?,
+    );
+    let recipients: Vec<&NodeId> = match out.recipient {
+        MessageDestination::AllParties => spec.parties.iter().filter(|p| *p != me).collect(),
+        MessageDestination::OneParty(i) => vec![spec
+            .parties
+            .get(usize::from(i))
+            .ok_or_else(|| RequestError::new(ErrorCode::Internal, format!("message to unknown party {i}")))?],
+    };
+    for recipient in recipients {
+        let peer = enclave.peer(recipient)?;
+        let header = EnvelopeHeader {
+            v: PROTOCOL_VERSION,
+            session: spec.id,
+            sender: me.clone(),
+            recipient: recipient.clone(),
+            round: out.msg.round(),
+            seq,
+            broadcast: out.recipient == MessageDestination::AllParties,
+        };
+        let envelope = channel::seal(&enclave.keys, header, &peer.kx, &payload);
+        enclave.host.send(FromEnclave::Send { envelope });
+    }
+    Ok(())
+}
+
+fn accept_incoming<M: ProtocolMessage + DeserializeOwned>(
+    enclave: &Enclave,
+    spec: &SessionSpec,
+    replay: &mut ReplayGuard,
+    envelope: &Envelope,
+) -> Result<(u16, M), RequestError> {
+    let h = &envelope.header;
+    let bad = |reason: String| RequestError::new(ErrorCode::BadEnvelope, reason);
+    let sender = spec
+        .index_of(&h.sender)
+        .filter(|_| h.sender != *enclave.keys.node_id())
+        .ok_or_else(|| bad(format!("{} is not a party of session {}", h.sender, spec.id)))?;
+    let peer = enclave.peer(&h.sender)?;
+    let plaintext = channel::open(&enclave.keys, envelope, &peer.kx, &peer.sign).map_err(|e| bad(e.to_string()))?;
+    replay.accept(&h.sender, h.seq).map_err(|e| bad(e.to_string()))?;
+    let msg: M = serde_json::from_slice(&plaintext).map_err(|e| bad(format!("undecodable message from {}: {e}", h.sender)))?;
+    if msg.round() != h.round {
+        return Err(bad(format!("message from {} claims round {} but is of round {}", h.sender, h.round, msg.round())));
+    }
+    Ok((sender, msg))
+}
