@@ -218,9 +218,14 @@ where
                 tokio::spawn(enclave.clone().start(request, plan));
             }
             ToEnclave::Deliver { envelope } => {
-                let peer = envelope.header.sender.clone();
-                if let Err(e) = enclave.router.deliver(envelope) {
-                    enclave.host.send(FromEnclave::Rejected { code: ErrorCode::BadEnvelope, reason: e.to_string(), peer: Some(peer) });
+                let peer = Some(envelope.header.sender.clone());
+                let refused = match crate::session::open(&enclave, &envelope) {
+                    Ok(opened) => enclave.router.deliver(opened).err().map(|e| RequestError::new(ErrorCode::BadEnvelope, e)),
+                    Err(e) => Some(e),
+                };
+                if let Some(e) = refused {
+                    tracing::warn!(peer = ?peer, reason = %e.reason, "envelope refused");
+                    enclave.host.send(FromEnclave::Rejected { code: e.code, reason: e.reason, peer });
                 }
             }
             frame @ (ToEnclave::Loaded { call, .. } | ToEnclave::Stored { call, .. }) => enclave.host.answer(call, frame),

@@ -53,7 +53,15 @@ impl SessionSpec {
     }
 }
 
-/// Routes envelopes from the host to live sessions, and holds (boundedly)
+/// An envelope that authenticated: its header and the protocol message.
+pub struct Opened {
+    /// The authenticated header.
+    pub header: EnvelopeHeader,
+    /// The decrypted protocol message.
+    pub message: zeroize::Zeroizing<Vec<u8>>,
+}
+
+/// Routes authenticated messages to live sessions, and holds (boundedly)
 /// those that arrive before their session has started here.
 #[derive(Default)]
 pub struct Router {
@@ -62,8 +70,8 @@ pub struct Router {
 
 #[derive(Default)]
 struct RouterInner {
-    live: HashMap<SessionId, mpsc::UnboundedSender<Envelope>>,
-    early: HashMap<SessionId, (Instant, Vec<Envelope>)>,
+    live: HashMap<SessionId, mpsc::UnboundedSender<Opened>>,
+    early: HashMap<SessionId, (Instant, Vec<Opened>)>,
 }
 
 /// Why an envelope was dropped by the router.
@@ -75,7 +83,7 @@ pub struct EarlyOverflow(SessionId);
 pub struct Inbox {
     router: Arc<Router>,
     id: SessionId,
-    rx: mpsc::UnboundedReceiver<Envelope>,
+    rx: mpsc::UnboundedReceiver<Opened>,
 }
 
 impl Drop for Inbox {
@@ -85,8 +93,8 @@ impl Drop for Inbox {
 }
 
 impl Router {
-    /// Hands an envelope to its session, or keeps it until the session starts.
-    pub fn deliver(&self, envelope: Envelope) -> Result<(), EarlyOverflow> {
+    /// Hands a message to its session, or keeps it until the session starts.
+    pub fn deliver(&self, envelope: Opened) -> Result<(), EarlyOverflow> {
         let mut inner = self.inner.lock().expect("router lock");
         let id = envelope.header.session;
         if let Some(tx) = inner.live.get(&id) {
@@ -167,21 +175,21 @@ where
                 seq += 1;
                 send_outgoing(enclave, spec, &me, seq, out)?;
             }
-            Some(envelope) = inbox.rx.recv() => {
-                match accept_incoming::<M>(enclave, spec, &mut replay, &envelope) {
+            Some(opened) = inbox.rx.recv() => {
+                match accept_incoming::<M>(enclave, spec, &mut replay, &opened) {
                     Ok((sender, msg)) => {
                         next_msg_id += 1;
-                        let msg_type = if envelope.header.broadcast { MessageType::Broadcast } else { MessageType::P2P };
+                        let msg_type = if opened.header.broadcast { MessageType::Broadcast } else { MessageType::P2P };
                         if let Some(tx) = &in_tx {
                             let _ = tx.unbounded_send(Ok(Incoming { id: next_msg_id, sender, msg_type, msg }));
                         }
                     }
                     Err(error) => {
-                        tracing::warn!(session = %spec.id, peer = %envelope.header.sender, %error, "envelope refused");
+                        tracing::warn!(session = %spec.id, peer = %opened.header.sender, %error, "message refused");
                         enclave.host.send(FromEnclave::Rejected {
                             code: error.code,
                             reason: error.reason,
-                            peer: Some(envelope.header.sender.clone()),
+                            peer: Some(opened.header.sender.clone()),
                         });
                     }
                 }
@@ -230,22 +238,35 @@ fn send_outgoing<M: ProtocolMessage + Serialize>(
     Ok(())
 }
 
+/// Authenticates an envelope from the host: it must come from a roster peer,
+/// be addressed to this node, and open. Done on arrival, before the session
+/// is known here, so nothing unauthenticated is ever buffered.
+pub fn open(enclave: &Enclave, envelope: &Envelope) -> Result<Opened, RequestError> {
+    let h = &envelope.header;
+    let bad = |reason: String| RequestError::new(ErrorCode::BadEnvelope, reason);
+    conclave_proto::codec::check_version("envelope", h.v).map_err(|e| bad(e.to_string()))?;
+    if h.sender == *enclave.keys.node_id() {
+        return Err(bad("envelope claims to come from this node".into()));
+    }
+    let peer = enclave.peer(&h.sender).map_err(|e| bad(e.reason))?;
+    let message = channel::open(&enclave.keys, envelope, &peer.kx, &peer.sign).map_err(|e| bad(e.to_string()))?;
+    Ok(Opened { header: h.clone(), message })
+}
+
 fn accept_incoming<M: ProtocolMessage + DeserializeOwned>(
     enclave: &Enclave,
     spec: &SessionSpec,
     replay: &mut ReplayGuard,
-    envelope: &Envelope,
+    opened: &Opened,
 ) -> Result<(u16, M), RequestError> {
-    let h = &envelope.header;
+    let h = &opened.header;
     let bad = |reason: String| RequestError::new(ErrorCode::BadEnvelope, reason);
     let sender = spec
         .index_of(&h.sender)
         .filter(|_| h.sender != *enclave.keys.node_id())
         .ok_or_else(|| bad(format!("{} is not a party of session {}", h.sender, spec.id)))?;
-    let peer = enclave.peer(&h.sender)?;
-    let plaintext = channel::open(&enclave.keys, envelope, &peer.kx, &peer.sign).map_err(|e| bad(e.to_string()))?;
     replay.accept(&h.sender, h.seq).map_err(|e| bad(e.to_string()))?;
-    let msg: M = serde_json::from_slice(&plaintext).map_err(|e| bad(format!("undecodable message from {}: {e}", h.sender)))?;
+    let msg: M = serde_json::from_slice(&opened.message).map_err(|e| bad(format!("undecodable message from {}: {e}", h.sender)))?;
     if msg.round() != h.round {
         return Err(bad(format!("message from {} claims round {} but is of round {}", h.sender, h.round, msg.round())));
     }
