@@ -1,1 +1,21 @@
+//! The Conclave host proxy: the untrusted half of a node.
+//!
+//! It bridges the enclave link to NATS, keeps the sealed blobs it cannot
+//! open, plans and fences requests through the registry, heartbeats
+//! readiness, and serves health and metrics. It never depends on an MPC
+//! crate, so it cannot hold a plaintext share (checked in CI).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
+pub mod config;
+pub mod coordinator;
+pub mod http;
+pub mod link;
+pub mod metrics;
+pub mod registry;
+pub mod store;
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -1,0 +1,109 @@
+//! The host's configuration: one typed struct, validated at start-up.
+
+use conclave_proto::link::LinkAddr;
+use conclave_proto::NodeId;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or has unknown fields.
+    #[error("cannot parse {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser error.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A field has a value that cannot work.
+    #[error("config field `{field}`: {reason}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    node_id: NodeId,
+    link: LinkAddr,
+    nats_urls: Vec<String>,
+    store_dir: PathBuf,
+    http_addr: SocketAddr,
+    #[serde(default = "default_heartbeat_ms")]
+    heartbeat_ms: u64,
+    #[serde(default = "default_ready_ttl_ms")]
+    ready_ttl_ms: u64,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    1000
+}
+
+fn default_ready_ttl_ms() -> u64 {
+    5000
+}
+
+/// Validated host configuration.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// This node.
+    pub node_id: NodeId,
+    /// The enclave's link address.
+    pub link: LinkAddr,
+    /// NATS servers.
+    pub nats_urls: Vec<String>,
+    /// Where sealed blobs are kept.
+    pub store_dir: PathBuf,
+    /// Health and metrics.
+    pub http_addr: SocketAddr,
+    /// Readiness heartbeat period.
+    pub heartbeat: Duration,
+    /// How long a heartbeat counts.
+    pub ready_ttl: Duration,
+}
+
+impl HostConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let raw: Raw = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+        if raw.nats_urls.is_empty() {
+            return Err(ConfigError::Field { field: "nats_urls", reason: "at least one server is required".into() });
+        }
+        if let LinkAddr::Vsock { .. } = raw.link {
+            return Err(ConfigError::Field { field: "link", reason: "vsock links are not available in this build".into() });
+        }
+        if raw.heartbeat_ms == 0 || raw.ready_ttl_ms < 2 * raw.heartbeat_ms {
+            return Err(ConfigError::Field {
+                field: "ready_ttl_ms",
+                reason: "must be at least twice heartbeat_ms, so one late heartbeat does not drop readiness".into(),
+            });
+        }
+        Ok(HostConfig {
+            node_id: raw.node_id,
+            link: raw.link,
+            nats_urls: raw.nats_urls,
+            store_dir: raw.store_dir,
+            http_addr: raw.http_addr,
+            heartbeat: Duration::from_millis(raw.heartbeat_ms),
+            ready_ttl: Duration::from_millis(raw.ready_ttl_ms),
+        })
+    }
+}

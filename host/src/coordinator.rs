@@ -1,0 +1,307 @@
+//! What the host does with requests and with the enclave's frames: decode
+//! and route requests, plan and fence sessions through the registry, carry
+//! envelopes, store blobs, publish results, and time out sessions whose
+//! enclave stays silent.
+
+use crate::config::HostConfig;
+use crate::link::LinkHandle;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::store::BlobStore;
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use conclave_proto::envelope::Envelope;
+use conclave_proto::link::{FromEnclave, SessionPlan, ToEnclave};
+use conclave_proto::registry::{NodeRecord, ReadyRecord, SessionRecord};
+use conclave_proto::request::{RequestBody, SignedRequest};
+use conclave_proto::result::{Completed, KeygenResult, Outcome, RequestResult};
+use conclave_proto::subjects::*;
+use conclave_proto::{ErrorCode, NodeId, RequestError, RequestId, PROTOCOL_VERSION};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Keygen may include aux info generation for a new committee.
+const KEYGEN_SESSION: Duration = Duration::from_secs(600);
+const SIGN_SESSION: Duration = Duration::from_secs(60);
+/// How long after a plan's deadline the host waits for its enclave before
+/// it answers `timeout` itself.
+const DEADLINE_GRACE: Duration = Duration::from_secs(5);
+
+/// The host's state.
+pub struct Host {
+    /// Configuration.
+    pub config: HostConfig,
+    /// Sealed blobs.
+    pub store: BlobStore,
+    /// Counters.
+    pub metrics: Metrics,
+    /// NATS.
+    pub registry: Registry,
+    /// The enclave link.
+    pub link: LinkHandle,
+    /// Sessions started here and not finished, by request.
+    pending: Mutex<HashMap<RequestId, u64>>,
+}
+
+impl Host {
+    /// Builds the host state.
+    pub fn new(config: HostConfig, store: BlobStore, registry: Registry) -> Host {
+        Host { config, store, metrics: Metrics::default(), registry, link: LinkHandle::default(), pending: Mutex::default() }
+    }
+
+    fn me(&self) -> &NodeId {
+        &self.config.node_id
+    }
+
+    /// Registers this node, then heartbeats readiness while the link and
+    /// NATS are up.
+    pub async fn heartbeat(self: Arc<Self>) {
+        let identity = self.link.identity().await;
+        let record = NodeRecord { v: PROTOCOL_VERSION, identity: identity.clone(), http: self.config.http_addr.to_string(), registered_at_ms: crate::now_ms() };
+        loop {
+            let connected = self.registry.client.connection_state() == async_nats::connection::State::Connected;
+            self.metrics.nats_connected.store(connected, Ordering::Relaxed);
+            if connected {
+                let _ = self.registry.members.put(self.me().as_str(), serde_json::to_vec(&record).expect("serialises").into()).await;
+                if self.link.is_up() {
+                    let beat = ReadyRecord { v: PROTOCOL_VERSION, node_id: self.me().clone(), mode: identity.mode, at_ms: crate::now_ms() };
+                    let _ = self.registry.ready.put(self.me().as_str(), serde_json::to_vec(&beat).expect("serialises").into()).await;
+                }
+                self.metrics.peers_ready.store(self.registry.ready_nodes().await.len() as u64, Ordering::Relaxed);
+            }
+            tokio::time::sleep(self.config.heartbeat).await;
+        }
+    }
+
+    /// Forwards envelopes addressed to this node to the enclave.
+    pub async fn carry_envelopes(self: Arc<Self>) -> Result<(), async_nats::SubscribeError> {
+        let mut sub = self.registry.client.subscribe(p2p_subject(self.me())).await?;
+        while let Some(msg) = sub.next().await {
+            match Envelope::decode(&msg.payload) {
+                Ok(envelope) if envelope.header.recipient == *self.me() => {
+                    self.metrics.envelopes_in.fetch_add(1, Ordering::Relaxed);
+                    self.link.send(ToEnclave::Deliver { envelope });
+                }
+                Ok(_) => self.metrics.inc("conclave_rejected_total", "misaddressed"),
+                Err(e) => self.metrics.inc("conclave_rejected_total", e.code().as_str()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Consumes the request stream with this node's durable consumer.
+    pub async fn consume_requests(self: Arc<Self>) -> Result<(), String> {
+        let stream = self.registry.js.get_stream(REQUEST_STREAM).await.map_err(|e| e.to_string())?;
+        let name = format!("host-{}", self.me());
+        let consumer = stream
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    deliver_policy: DeliverPolicy::New,
+                    ack_policy: AckPolicy::Explicit,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+        while let Some(msg) = messages.next().await {
+            let Ok(msg) = msg else { continue };
+            let _ = msg.ack().await;
+            let msg_id = msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.to_string());
+            let host = self.clone();
+            let payload = msg.payload.clone();
+            tokio::spawn(async move { host.handle_request(&payload, msg_id).await });
+        }
+        Ok(())
+    }
+
+    async fn handle_request(self: Arc<Self>, bytes: &[u8], msg_id: Option<String>) {
+        let (request, body) = match SignedRequest::decode(bytes) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                self.metrics.inc("conclave_requests_total", "undecodable");
+                tracing::warn!(error = %e, "undecodable request");
+                if let Some(id) = msg_id.and_then(|m| RequestId::new(m).ok()) {
+                    self.publish(id, Outcome::Error { error: e.into() }).await;
+                }
+                return;
+            }
+        };
+        let id = body.request_id().clone();
+        if let Err(error) = body.validate() {
+            self.publish(id, Outcome::Error { error }).await;
+            return;
+        }
+        let kind = match &body {
+            RequestBody::Keygen(_) => "keygen",
+            RequestBody::Sign(_) => "sign",
+        };
+        self.metrics.inc("conclave_requests_total", kind);
+        let proposal = match self.propose(&body).await {
+            Ok(Some(plan)) => plan,
+            Ok(None) => return,
+            Err(error) => {
+                self.publish(id, Outcome::Error { error }).await;
+                return;
+            }
+        };
+        // Fencing: the first host to create the record plans this attempt;
+        // every other host follows the recorded plan.
+        let record = SessionRecord { v: PROTOCOL_VERSION, request_id: id.clone(), coordinator: self.me().clone(), plan: proposal };
+        let plan = match self.registry.sessions.create(id.as_str(), serde_json::to_vec(&record).expect("serialises").into()).await {
+            Ok(_) => record.plan,
+            Err(_) => match self.registry.sessions.get(id.as_str()).await {
+                Ok(Some(existing)) => match serde_json::from_slice::<SessionRecord>(&existing) {
+                    Ok(r) => r.plan,
+                    Err(_) => return,
+                },
+                _ => return,
+            },
+        };
+        if !plan.participants.contains(self.me()) {
+            return;
+        }
+        self.pending.lock().expect("pending lock").insert(id.clone(), plan.deadline_ms);
+        self.metrics.sessions_active.fetch_add(1, Ordering::Relaxed);
+        let deadline = plan.deadline_ms;
+        if !self.link.send(ToEnclave::Start { request, plan }) {
+            self.finish(&id);
+            self.publish(id, Outcome::Error { error: RequestError::new(ErrorCode::PeerUnavailable, format!("{} has no enclave link", self.me())) }).await;
+            return;
+        }
+        let wait = Duration::from_millis(deadline.saturating_sub(crate::now_ms())) + DEADLINE_GRACE;
+        tokio::time::sleep(wait).await;
+        if self.finish(&id) {
+            let error = RequestError::new(ErrorCode::Timeout, format!("no outcome from {}'s signer by the deadline", self.me()));
+            self.publish(id, Outcome::Error { error }).await;
+        }
+    }
+
+    /// This node's proposal for the request, or `None` if it takes no part.
+    async fn propose(&self, body: &RequestBody) -> Result<Option<SessionPlan>, RequestError> {
+        let now = crate::now_ms();
+        match body {
+            RequestBody::Keygen(k) => {
+                if !k.committee.contains(self.me()) {
+                    return Ok(None);
+                }
+                let mut participants = k.committee.clone();
+                participants.sort();
+                Ok(Some(SessionPlan { request_id: k.request_id.clone(), attempt: 1, participants, deadline_ms: now + KEYGEN_SESSION.as_millis() as u64 }))
+            }
+            RequestBody::Sign(s) => {
+                let key = wallet_key(&s.wallet, s.scheme);
+                let wallet: KeygenResult = match self.registry.wallets.get(key.as_str()).await {
+                    Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+                        .map_err(|_| RequestError::new(ErrorCode::Internal, format!("wallet record {key} is corrupt")))?,
+                    Ok(None) => return Err(RequestError::new(ErrorCode::UnknownWallet, format!("no {} key for wallet {}", s.scheme, s.wallet))),
+                    Err(e) => return Err(RequestError::new(ErrorCode::Internal, format!("registry: {e}"))),
+                };
+                if !wallet.committee.contains(self.me()) {
+                    return Ok(None);
+                }
+                let t = usize::from(wallet.threshold);
+                let participants = match &s.signers {
+                    Some(signers) => {
+                        if signers.len() != t || signers.iter().any(|n| !wallet.committee.contains(n)) {
+                            return Err(RequestError::new(
+                                ErrorCode::Malformed,
+                                format!("signers must be exactly {t} members of the committee {:?}", wallet.committee),
+                            ));
+                        }
+                        signers.clone()
+                    }
+                    None => {
+                        let ready = self.registry.ready_nodes().await;
+                        let chosen: Vec<NodeId> = wallet.committee.iter().filter(|n| ready.contains(n)).take(t).cloned().collect();
+                        if chosen.len() < t {
+                            return Err(RequestError::new(
+                                ErrorCode::InsufficientPeers,
+                                format!("{} of the committee are ready, {t} are needed", chosen.len()),
+                            ));
+                        }
+                        chosen
+                    }
+                };
+                Ok(Some(SessionPlan { request_id: s.request_id.clone(), attempt: 1, participants, deadline_ms: now + SIGN_SESSION.as_millis() as u64 }))
+            }
+        }
+    }
+
+    fn finish(&self, id: &RequestId) -> bool {
+        let was = self.pending.lock().expect("pending lock").remove(id).is_some();
+        if was {
+            self.metrics.sessions_active.fetch_sub(1, Ordering::Relaxed);
+        }
+        was
+    }
+
+    async fn publish(&self, request_id: RequestId, outcome: Outcome) {
+        let status = match &outcome {
+            Outcome::Ok { .. } => "ok".to_string(),
+            Outcome::Error { error } => error.code.as_str().to_string(),
+        };
+        self.metrics.inc("conclave_results_total", status);
+        let result = RequestResult { v: PROTOCOL_VERSION, request_id, reported_by: self.me().clone(), outcome };
+        if let Err(e) = self.registry.publish_result(&result).await {
+            tracing::error!(request = %result.request_id, error = %e, "cannot publish result");
+        }
+    }
+
+    /// Handles one frame from the enclave.
+    pub fn from_enclave(self: Arc<Self>, frame: FromEnclave) {
+        match frame {
+            FromEnclave::Hello { .. } => {}
+            FromEnclave::Send { envelope } => {
+                self.metrics.envelopes_out.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let subject = p2p_subject(&envelope.header.recipient);
+                    let payload = serde_json::to_vec(&envelope).expect("serialises");
+                    if let Err(e) = self.registry.client.publish(subject, payload.into()).await {
+                        tracing::warn!(error = %e, "cannot publish envelope");
+                    }
+                });
+            }
+            FromEnclave::Load { call, slot } => {
+                let blob = self.store.load_latest(&slot).unwrap_or_else(|e| {
+                    tracing::error!(slot = %slot.path(), error = %e, "blob store read failed");
+                    None
+                });
+                self.link.send(ToEnclave::Loaded { call, blob });
+            }
+            FromEnclave::Store { call, slot, blob } => {
+                let error = self.store.store(&slot, &blob).err();
+                self.link.send(ToEnclave::Stored { call, error });
+            }
+            FromEnclave::Finished { request_id, outcome, .. } => {
+                tokio::spawn(async move {
+                    self.finish(&request_id);
+                    if let Outcome::Ok { result: Completed::Keygen(record) } = &outcome {
+                        // The wallet must be routable before anyone learns it exists.
+                        let key = wallet_key(&record.wallet, record.scheme);
+                        if let Err(e) = self.registry.wallets.put(key.as_str(), serde_json::to_vec(record).expect("serialises").into()).await {
+                            tracing::error!(error = %e, "cannot record the wallet");
+                        }
+                    }
+                    self.publish(request_id, outcome).await;
+                });
+            }
+            FromEnclave::Rejected { code, reason, peer } => {
+                tracing::warn!(%code, %reason, peer = ?peer, "the enclave refused input");
+                self.metrics.inc("conclave_rejected_total", code.as_str());
+            }
+        }
+    }
+
+    /// The enclave went away: its sessions will not report.
+    pub fn link_lost(&self) {
+        let n = self.pending.lock().expect("pending lock").len();
+        if n > 0 {
+            tracing::warn!(sessions = n, "enclave link lost with sessions running; they will time out");
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The host's end of the enclave link: connect (and reconnect, forever),
+//! greet, then pass frames both ways.
+
+use crate::coordinator::Host;
+use conclave_proto::link::{self, FromEnclave, LinkAddr, NodeIdentity, ToEnclave};
+use conclave_proto::PROTOCOL_VERSION;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+/// The current connection to the enclave, if any.
+pub struct LinkHandle {
+    tx: Mutex<Option<mpsc::UnboundedSender<ToEnclave>>>,
+    identity: watch::Sender<Option<NodeIdentity>>,
+}
+
+impl Default for LinkHandle {
+    fn default() -> Self {
+        LinkHandle { tx: Mutex::new(None), identity: watch::channel(None).0 }
+    }
+}
+
+impl LinkHandle {
+    /// Sends a frame to the enclave; false if the link is down.
+    pub fn send(&self, frame: ToEnclave) -> bool {
+        self.tx.lock().expect("link lock").as_ref().is_some_and(|tx| tx.send(frame).is_ok())
+    }
+
+    /// Whether the link is up.
+    pub fn is_up(&self) -> bool {
+        self.tx.lock().expect("link lock").is_some()
+    }
+
+    /// Waits for the enclave's identity (its first Hello).
+    pub async fn identity(&self) -> NodeIdentity {
+        let mut rx = self.identity.subscribe();
+        loop {
+            if let Some(id) = rx.borrow_and_update().clone() {
+                return id;
+            }
+            let _ = rx.changed().await;
+        }
+    }
+}
+
+async fn read_frame(r: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Result<FromEnclave, conclave_proto::codec::DecodeError>> {
+    let mut prefix = [0u8; 4];
+    r.read_exact(&mut prefix).await?;
+    let len = link::frame_len(prefix).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(link::decode_frame(&body))
+}
+
+/// Keeps the link up for the life of the process.
+pub async fn run(host: Arc<Host>) {
+    let LinkAddr::Unix(path) = host.config.link.clone() else {
+        unreachable!("config validation refuses other link kinds");
+    };
+    loop {
+        let stream = match tokio::net::UnixStream::connect(&path).await {
+            Ok(s) => s,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let (mut r, mut w) = stream.into_split();
+        if w.write_all(&link::encode_frame(&ToEnclave::Hello { v: PROTOCOL_VERSION })).await.is_err() {
+            continue;
+        }
+        let identity = match read_frame(&mut r).await {
+            Ok(Ok(FromEnclave::Hello { v, identity })) if v == PROTOCOL_VERSION => identity,
+            other => {
+                tracing::error!(?other, "enclave did not answer Hello with a matching version");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if identity.node_id != host.config.node_id {
+            tracing::error!(enclave = %identity.node_id, "the enclave on the link is another node; not attaching");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel::<ToEnclave>();
+        *host.link.tx.lock().expect("link lock") = Some(tx);
+        host.link.identity.send_replace(Some(identity));
+        host.metrics.link_up.store(true, Ordering::Relaxed);
+        tracing::info!("enclave link up");
+        let writer = tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                if w.write_all(&link::encode_frame(&frame)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        loop {
+            match read_frame(&mut r).await {
+                Ok(Ok(frame)) => host.clone().from_enclave(frame),
+                Ok(Err(e)) => tracing::warn!(error = %e, "undecodable frame from the enclave"),
+                Err(_) => break,
+            }
+        }
+        writer.abort();
+        *host.link.tx.lock().expect("link lock") = None;
+        host.metrics.link_up.store(false, Ordering::Relaxed);
+        host.link_lost();
+        tracing::warn!("enclave link down; reconnecting");
+    }
+}

@@ -1,0 +1,55 @@
+//! `conclave-host`: the proxy daemon of a node.
+
+use clap::{Parser, Subcommand};
+use conclave_host::config::HostConfig;
+use conclave_host::coordinator::Host;
+use conclave_host::registry::Registry;
+use conclave_host::store::BlobStore;
+use conclave_host::{http, link};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "conclave-host", about = "Conclave host proxy: enclave link <-> NATS, sealed blob store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let Command::Run { config } = Cli::parse().command;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("conclave-host: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(config: PathBuf) -> Result<(), String> {
+    let config = HostConfig::load(&config).map_err(|e| e.to_string())?;
+    let store = BlobStore::open(&config.store_dir).map_err(|e| format!("blob store {}: {e}", config.store_dir.display()))?;
+    let registry = Registry::connect(&config).await.map_err(|e| e.to_string())?;
+    let host = Arc::new(Host::new(config, store, registry));
+    tokio::spawn(link::run(host.clone()));
+    tokio::spawn(host.clone().heartbeat());
+    tokio::spawn(host.clone().carry_envelopes());
+    tokio::spawn(host.clone().consume_requests());
+    http::serve(host).await.map_err(|e| format!("http: {e}"))
+}

@@ -1,0 +1,56 @@
+//! Counters for `/metrics` (Prometheus text format).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// The host's counters and gauges.
+#[derive(Default)]
+pub struct Metrics {
+    labelled: Mutex<BTreeMap<(&'static str, String), u64>>,
+    /// Envelopes forwarded to the enclave.
+    pub envelopes_in: AtomicU64,
+    /// Envelopes published for peers.
+    pub envelopes_out: AtomicU64,
+    /// Sessions started and not yet finished.
+    pub sessions_active: AtomicU64,
+    /// Whether the enclave link is up.
+    pub link_up: AtomicBool,
+    /// Whether NATS is connected.
+    pub nats_connected: AtomicBool,
+    /// Ready peers at the last heartbeat.
+    pub peers_ready: AtomicU64,
+}
+
+impl Metrics {
+    /// Adds one to `name{label="value"}`.
+    pub fn inc(&self, name: &'static str, label: impl Into<String>) {
+        *self.labelled.lock().expect("metrics lock").entry((name, label.into())).or_default() += 1;
+    }
+
+    /// Renders every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let label = |name: &str| match name {
+            "conclave_requests_total" => "kind",
+            "conclave_results_total" => "status",
+            _ => "code",
+        };
+        for ((name, value), count) in self.labelled.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "{name}{{{}=\"{value}\"}} {count}", label(name));
+        }
+        let gauges = [
+            ("conclave_envelopes_in_total", self.envelopes_in.load(Ordering::Relaxed)),
+            ("conclave_envelopes_out_total", self.envelopes_out.load(Ordering::Relaxed)),
+            ("conclave_sessions_active", self.sessions_active.load(Ordering::Relaxed)),
+            ("conclave_link_up", u64::from(self.link_up.load(Ordering::Relaxed))),
+            ("conclave_nats_connected", u64::from(self.nats_connected.load(Ordering::Relaxed))),
+            ("conclave_peers_ready", self.peers_ready.load(Ordering::Relaxed)),
+        ];
+        for (name, v) in gauges {
+            let _ = writeln!(out, "{name} {v}");
+        }
+        out
+    }
+}

@@ -1,0 +1,97 @@
+//! The sealed blob store. It holds only ciphertext the host cannot open.
+//!
+//! Layout: `<dir>/blobs/<slot path>/<version, 10 digits>.blob`. A version is
+//! written to a temporary file, synced, and hard-linked into place: the link
+//! fails if the version exists, so nothing is ever overwritten, and a crash
+//! leaves either the whole blob or none.
+
+use conclave_proto::link::{BlobSlot, StoreError, StoredBlob};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The blob store.
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+impl BlobStore {
+    /// Opens (creating) the store under `dir`.
+    pub fn open(dir: &Path) -> std::io::Result<BlobStore> {
+        let root = dir.join("blobs");
+        std::fs::create_dir_all(&root)?;
+        Ok(BlobStore { root })
+    }
+
+    fn slot_dir(&self, slot: &BlobSlot) -> PathBuf {
+        self.root.join(slot.path())
+    }
+
+    /// The highest version in `slot`.
+    pub fn load_latest(&self, slot: &BlobSlot) -> std::io::Result<Option<StoredBlob>> {
+        let dir = self.slot_dir(slot);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut best: Option<u32> = None;
+        for entry in entries {
+            let name = entry?.file_name();
+            let version = name.to_str().and_then(|n| n.strip_suffix(".blob")).and_then(|v| v.parse::<u32>().ok());
+            if let Some(v) = version {
+                best = best.max(Some(v));
+            }
+        }
+        match best {
+            None => Ok(None),
+            Some(version) => {
+                let sealed = std::fs::read(dir.join(format!("{version:010}.blob")))?;
+                Ok(Some(StoredBlob { version, sealed }))
+            }
+        }
+    }
+
+    /// Writes a new version of `slot`; refuses to overwrite.
+    pub fn store(&self, slot: &BlobSlot, blob: &StoredBlob) -> Result<(), StoreError> {
+        let io = |e: std::io::Error| StoreError::Io { detail: e.to_string() };
+        let dir = self.slot_dir(slot);
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let target = dir.join(format!("{:010}.blob", blob.version));
+        if target.exists() {
+            return Err(StoreError::Exists);
+        }
+        let tmp = dir.join(format!(".{:010}.{}.tmp", blob.version, std::process::id()));
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&blob.sealed).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        let linked = std::fs::hard_link(&tmp, &target);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(StoreError::Exists),
+            Err(e) => return Err(io(e)),
+        }
+        std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conclave_proto::{Scheme, WalletId};
+
+    #[test]
+    fn versions_are_never_overwritten_and_the_latest_is_served() {
+        let d = tempfile::tempdir().unwrap();
+        let slot = BlobSlot::Share { wallet: WalletId::new("w").unwrap(), scheme: Scheme::Ecdsa };
+        let store = BlobStore::open(d.path()).unwrap();
+        assert!(store.load_latest(&slot).unwrap().is_none());
+        store.store(&slot, &StoredBlob { version: 1, sealed: b"one".to_vec() }).unwrap();
+        assert_eq!(store.store(&slot, &StoredBlob { version: 1, sealed: b"evil".to_vec() }), Err(StoreError::Exists));
+        store.store(&slot, &StoredBlob { version: 2, sealed: b"two".to_vec() }).unwrap();
+        let reopened = BlobStore::open(d.path()).unwrap();
+        let latest = reopened.load_latest(&slot).unwrap().unwrap();
+        assert_eq!((latest.version, latest.sealed.as_slice()), (2, b"two".as_slice()));
+        assert_eq!(std::fs::read(d.path().join("blobs/share/w/ecdsa/0000000001.blob")).unwrap(), b"one");
+    }
+}
