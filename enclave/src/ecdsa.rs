@@ -176,3 +176,35 @@ pub fn xpub(public_key: &[u8], chain_code: &[u8; 32]) -> String {
     raw.extend_from_slice(public_key);
     bs58::encode(raw).with_check().into_string()
 }
+
+/// Signs `digest` with the given parties' serialised shares in this one
+/// process (round-based's simulator, no network, no link): the baseline the
+/// benchmark compares the cluster against. `indexes_at_keygen` are the
+/// signers' keygen indexes, ascending, one per share.
+pub fn sign_in_process(shares: &[Zeroizing<Vec<u8>>], indexes_at_keygen: &[u16], digest: [u8; 32]) -> Result<Vec<u8>, RequestError> {
+    let shares: Vec<KeyShare<Secp256k1>> = shares
+        .iter()
+        .map(|s| serde_json::from_slice(s).map_err(|e| internal("share does not decode", e)))
+        .collect::<Result<_, _>>()?;
+    let data = DataToSign::from_scalar(Scalar::<Secp256k1>::from_be_bytes_mod_order(digest));
+    let eid_bytes = rand_eid();
+    let signature = round_based::sim::run(shares.len() as u16, |i, party| {
+        let share = &shares[usize::from(i)];
+        let eid = ExecutionId::new(&eid_bytes);
+        async move { cggmp21::signing(eid, i, indexes_at_keygen, share).sign(&mut rand_core::OsRng, party, data).await }
+    })
+    .map_err(|e| internal("simulation", e))?
+    .expect_ok()
+    .expect_eq()
+    .normalize_s();
+    let mut rs = vec![0u8; 64];
+    signature.write_to_slice(&mut rs);
+    Ok(rs)
+}
+
+fn rand_eid() -> [u8; 32] {
+    use rand_core::RngCore;
+    let mut b = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut b);
+    b
+}

@@ -71,3 +71,22 @@ pub async fn sign(
         .map_err(|_| RequestError::new(ErrorCode::ProtocolAbort, "the protocol produced a signature that does not verify"))?;
     Ok((out, public_key))
 }
+
+/// Signs `message` with the given parties' serialised shares in this one
+/// process (round-based's simulator): the benchmark's baseline.
+pub fn sign_in_process(shares: &[Zeroizing<Vec<u8>>], indexes_at_keygen: &[u16], message: &[u8]) -> Result<Vec<u8>, RequestError> {
+    let shares: Vec<givre::KeyShare<Curve>> = shares
+        .iter()
+        .map(|s| serde_json::from_slice(s).map_err(|e| internal("share does not decode", e)))
+        .collect::<Result<_, _>>()?;
+    let signature = round_based::sim::run(shares.len() as u16, |i, party| {
+        let share = &shares[usize::from(i)];
+        async move { givre::signing::<Ed25519>(i, share, indexes_at_keygen, message).sign(&mut rand_core::OsRng, party).await }
+    })
+    .map_err(|e| internal("simulation", e))?
+    .expect_ok()
+    .expect_eq();
+    let mut out = vec![0u8; givre::signing::aggregate::Signature::<Ed25519>::serialized_len()];
+    signature.write_to_slice(&mut out);
+    Ok(out)
+}
