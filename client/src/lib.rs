@@ -1,1 +1,17 @@
+//! Rust SDK for Conclave clusters, and the `conclave` CLI (`main.rs`).
+//!
+//! [`Client`] signs requests with the initiator key, publishes them on the
+//! request stream, waits for their results, and verifies every signature
+//! before returning it. The wire format it speaks is documented in the
+//! README for clients in other languages.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod verify;
+
+pub use client::{Client, NodeStatus, Status};
+pub use config::ClientConfig;
+pub use error::ClientError;

@@ -59,8 +59,8 @@ pub async fn aux_info(enclave: &Arc<Enclave>, spec: &SessionSpec, primes: Primes
 pub struct KeygenOutput {
     /// 33-byte compressed SEC1 public key.
     pub public_key: Vec<u8>,
-    /// 32-byte BIP-32 chain code.
-    pub chain_code: [u8; 32],
+    /// BIP-32 serialisation of the key and its chain code.
+    pub xpub: String,
     /// The complete serialised key share (core share plus aux info).
     pub share: Zeroizing<Vec<u8>>,
 }
@@ -90,9 +90,10 @@ pub async fn keygen(
     let share: KeyShare<Secp256k1> =
         KeyShare::from_parts((incomplete, aux)).map_err(|e| internal("key share does not match the committee's aux info", e))?;
     let chain_code = share.chain_code.ok_or_else(|| internal("keygen", "no chain code"))?;
+    let public_key: [u8; 33] = share.shared_public_key.to_bytes(true).as_ref().try_into().expect("compressed secp256k1 point");
     Ok(KeygenOutput {
-        public_key: share.shared_public_key.to_bytes(true).to_vec(),
-        chain_code,
+        public_key: public_key.to_vec(),
+        xpub: conclave_proto::xpub::Xpub { public_key, chain_code }.encode(),
         share: Zeroizing::new(serde_json::to_vec(&share).expect("key share serialises")),
     })
 }
@@ -164,18 +165,6 @@ fn recovery_id(public_key: &[u8], digest: &[u8; 32], rs: &[u8]) -> Result<u8, Re
         .map_err(|e| internal("recovery id", e))
 }
 
-/// The share's public key and chain code, for the xpub.
-pub fn xpub(public_key: &[u8], chain_code: &[u8; 32]) -> String {
-    // BIP-32 serialisation: version, depth 0, no parent, child 0, chain code, key.
-    let mut raw = Vec::with_capacity(78);
-    raw.extend_from_slice(&[0x04, 0x88, 0xB2, 0x1E]);
-    raw.push(0);
-    raw.extend_from_slice(&[0; 4]);
-    raw.extend_from_slice(&[0; 4]);
-    raw.extend_from_slice(chain_code);
-    raw.extend_from_slice(public_key);
-    bs58::encode(raw).with_check().into_string()
-}
 
 /// Signs `digest` with the given parties' serialised shares in this one
 /// process (round-based's simulator, no network, no link): the baseline the

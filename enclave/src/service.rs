@@ -157,8 +157,7 @@ impl Enclave {
             Scheme::Ecdsa => {
                 let aux = self.committee_aux(&committee, &plan.request_id, plan.attempt, deadline).await?;
                 let out = ecdsa::keygen(self, &spec, req.threshold, aux).await?;
-                let xpub = ecdsa::xpub(&out.public_key, &out.chain_code);
-                (out.public_key, Some(xpub), out.share)
+                (out.public_key, Some(out.xpub), out.share)
             }
             Scheme::Eddsa => {
                 let out = eddsa::keygen(self, &spec, req.threshold).await?;

@@ -20,6 +20,7 @@ pub mod registry;
 pub mod request;
 pub mod result;
 pub mod subjects;
+pub mod xpub;
 
 pub use error::{ErrorCode, RequestError};
 pub use ids::{CommitteeId, IdError, NodeId, RequestId, Scheme, SessionId, WalletId};

@@ -1,1 +1,56 @@
+//! Shared test machinery: a real nats-server and real node processes
+//! (`conclave-enclave` + `conclave-host` per node) on 127.0.0.1.
+//!
+//! Safe-prime generation and committee aux info cost minutes of CPU, so a
+//! cluster is not built from nothing for every test. The first test of a run
+//! boots a real cluster once, lets it generate primes and its committee's aux
+//! info through the normal code paths, stops it, and keeps its node state
+//! (identities, dev seal keys, sealed blobs) as a template under `target/`.
+//! Every test then copies the template into its own directory and starts its
+//! own nats-server and node processes on fresh ports.
+#![forbid(unsafe_code)]
 
+pub mod bip32;
+pub mod cluster;
+pub mod nats;
+pub mod process;
+pub mod wire;
+
+pub use cluster::Cluster;
+pub use nats::NatsServer;
+
+use std::path::PathBuf;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+}
+
+/// Where cargo put the binaries (tests/run.sh builds them first).
+pub fn bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
+    let path = target.join("debug").join(name);
+    assert!(path.exists(), "{} is missing: build the workspace binaries first (tests/run.sh does)", path.display());
+    path
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local addr").port()
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,219 @@
+//! The SDK client.
+
+use crate::{verify, ClientConfig, ClientError};
+use async_nats::jetstream;
+use conclave_proto::registry::{NodeRecord, ReadyRecord};
+use conclave_proto::request::{KeygenRequest, RequestBody, SignPayload, SignRequest, SignedRequest};
+use conclave_proto::result::{Completed, KeygenResult, Outcome, RequestResult, SignResult};
+use conclave_proto::subjects::*;
+use conclave_proto::{NodeId, RequestId, Scheme, WalletId, PROTOCOL_VERSION};
+use ed25519_dalek::Signer;
+use futures::{StreamExt, TryStreamExt};
+use rand_core::RngCore;
+use serde::Serialize;
+
+/// A connection to a cluster, acting for one initiator.
+pub struct Client {
+    nats: async_nats::Client,
+    js: jetstream::Context,
+    config: ClientConfig,
+}
+
+/// One node as the registry sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    /// Node id.
+    pub id: NodeId,
+    /// Heartbeating now.
+    pub ready: bool,
+    /// `dev`, `hsm` or `nitro`.
+    pub mode: String,
+    /// Health and metrics address.
+    pub http: String,
+    /// Identity key (hex).
+    pub sign_key: String,
+}
+
+/// The cluster as the registry sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Every registered node.
+    pub nodes: Vec<NodeStatus>,
+    /// How many are ready.
+    pub ready: usize,
+    /// How many are registered.
+    pub total: usize,
+}
+
+fn nats_err(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Nats(e.to_string())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A fresh random request id.
+pub fn new_request_id() -> RequestId {
+    let mut b = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut b);
+    RequestId::new(hex::encode(b)).expect("hex is a valid request id")
+}
+
+impl Client {
+    /// Connects to the cluster's NATS.
+    pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        let nats = async_nats::connect(config.nats_urls.join(",")).await.map_err(nats_err)?;
+        let js = jetstream::new(nats.clone());
+        Ok(Client { nats, js, config })
+    }
+
+    /// Signs a request body with the initiator key.
+    pub fn sign_request(&self, body: &RequestBody) -> SignedRequest {
+        let body = serde_json::to_string(body).expect("bodies serialise");
+        let signature = self.config.initiator.sign(&SignedRequest::signing_bytes(&body)).to_bytes();
+        SignedRequest { v: PROTOCOL_VERSION, body, initiator: self.config.initiator.verifying_key().to_bytes(), signature }
+    }
+
+    /// Publishes a signed request (again, if it was sent before: the cluster
+    /// acts on a request id once) and waits for its result.
+    pub async fn send(&self, request: &SignedRequest) -> Result<RequestResult, ClientError> {
+        let body = request.parse_body().map_err(|e| ClientError::BadResult(e.to_string()))?;
+        let id = body.request_id().clone();
+        let subject = match body {
+            RequestBody::Keygen(_) => KEYGEN_SUBJECT,
+            RequestBody::Sign(_) => SIGN_SUBJECT,
+        };
+        let mut results = self.nats.subscribe(result_subject(&id)).await.map_err(nats_err)?;
+        let publish = jetstream::context::Publish::build()
+            .payload(serde_json::to_vec(request).expect("requests serialise").into())
+            .message_id(id.as_str());
+        self.js.send_publish(subject, publish).await.map_err(nats_err)?.await.map_err(nats_err)?;
+        // A repeated request id was answered already: the result is stored.
+        if let Some(stored) = self.stored_result(&id).await? {
+            return Ok(stored);
+        }
+        let timeout = self.config.timeout;
+        let msg = tokio::time::timeout(timeout, results.next()).await.ok().flatten().ok_or_else(|| ClientError::Timeout {
+            request_id: id.to_string(),
+            timeout_ms: timeout.as_millis() as u64,
+        })?;
+        RequestResult::decode(&msg.payload).map_err(|e| ClientError::BadResult(e.to_string()))
+    }
+
+    async fn stored_result(&self, id: &RequestId) -> Result<Option<RequestResult>, ClientError> {
+        let stream = self.js.get_stream(RESULT_STREAM).await.map_err(nats_err)?;
+        match stream.get_last_raw_message_by_subject(&result_subject(id)).await {
+            Ok(m) => RequestResult::decode(&m.payload).map(Some).map_err(|e| ClientError::BadResult(e.to_string())),
+            Err(_) => Ok(None),
+        }
+    }
+
+    async fn submit(&self, body: RequestBody) -> Result<Completed, ClientError> {
+        let result = self.send(&self.sign_request(&body)).await?;
+        match result.outcome {
+            Outcome::Ok { result } => Ok(result),
+            Outcome::Error { error } => Err(ClientError::Request(error)),
+        }
+    }
+
+    /// Registered node ids, sorted.
+    pub async fn members(&self) -> Result<Vec<NodeId>, ClientError> {
+        let kv = self.js.get_key_value(MEMBERS_BUCKET).await.map_err(nats_err)?;
+        let keys: Vec<String> = kv.keys().await.map_err(nats_err)?.try_collect().await.map_err(nats_err)?;
+        let mut ids: Vec<NodeId> = keys.into_iter().filter_map(|k| NodeId::new(k).ok()).collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Generates a key for `wallet`, shared by `committee` (default: every
+    /// registered node), `threshold` of which sign.
+    pub async fn keygen(
+        &self,
+        wallet: &WalletId,
+        scheme: Scheme,
+        threshold: u16,
+        committee: Option<Vec<NodeId>>,
+    ) -> Result<KeygenResult, ClientError> {
+        let committee = match committee {
+            Some(c) => c,
+            None => self.members().await?,
+        };
+        let body = RequestBody::Keygen(KeygenRequest {
+            request_id: new_request_id(),
+            wallet: wallet.clone(),
+            scheme,
+            threshold,
+            committee,
+            issued_at_ms: now_ms(),
+        });
+        match self.submit(body).await? {
+            Completed::Keygen(k) if k.wallet == *wallet && k.scheme == scheme => Ok(k),
+            other => Err(ClientError::BadResult(format!("a keygen request answered with {other:?}"))),
+        }
+    }
+
+    /// The public record of a wallet.
+    pub async fn wallet(&self, wallet: &WalletId, scheme: Scheme) -> Result<Option<KeygenResult>, ClientError> {
+        let kv = self.js.get_key_value(WALLETS_BUCKET).await.map_err(nats_err)?;
+        match kv.get(wallet_key(wallet, scheme)).await.map_err(nats_err)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| ClientError::BadResult(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// Signs with `wallet`'s key and verifies the signature before
+    /// returning it.
+    pub async fn sign(
+        &self,
+        wallet: &WalletId,
+        scheme: Scheme,
+        payload: SignPayload,
+        path: Vec<u32>,
+        signers: Option<Vec<NodeId>>,
+    ) -> Result<SignResult, ClientError> {
+        let body = RequestBody::Sign(SignRequest {
+            request_id: new_request_id(),
+            wallet: wallet.clone(),
+            scheme,
+            payload: payload.clone(),
+            path: path.clone(),
+            signers,
+            issued_at_ms: now_ms(),
+        });
+        let sig = match self.submit(body).await? {
+            Completed::Sign(s) if s.wallet == *wallet && s.scheme == scheme => s,
+            other => return Err(ClientError::BadResult(format!("a sign request answered with {other:?}"))),
+        };
+        let record = self
+            .wallet(wallet, scheme)
+            .await?
+            .ok_or_else(|| ClientError::BadResult(format!("no public record of wallet {wallet} to verify against")))?;
+        verify::check(&record, &payload, &path, &sig)?;
+        Ok(sig)
+    }
+
+    /// Nodes, their readiness and mode.
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        let members = self.js.get_key_value(MEMBERS_BUCKET).await.map_err(nats_err)?;
+        let ready = self.js.get_key_value(READY_BUCKET).await.map_err(nats_err)?;
+        let mut nodes = Vec::new();
+        for id in self.members().await? {
+            let Some(bytes) = members.get(id.as_str()).await.map_err(nats_err)? else { continue };
+            let Ok(record) = serde_json::from_slice::<NodeRecord>(&bytes) else { continue };
+            let is_ready = match ready.get(id.as_str()).await.map_err(nats_err)? {
+                Some(b) => serde_json::from_slice::<ReadyRecord>(&b).is_ok(),
+                None => false,
+            };
+            nodes.push(NodeStatus {
+                id,
+                ready: is_ready,
+                mode: record.identity.mode.to_string(),
+                http: record.http,
+                sign_key: hex::encode(record.identity.sign_key),
+            });
+        }
+        let ready = nodes.iter().filter(|n| n.ready).count();
+        Ok(Status { total: nodes.len(), ready, nodes })
+    }
+}

@@ -1,0 +1,101 @@
+//! The client's configuration file.
+
+use crate::ClientError;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    nats_urls: Vec<String>,
+    initiator_key: PathBuf,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    120_000
+}
+
+/// Validated client configuration.
+pub struct ClientConfig {
+    /// NATS servers.
+    pub nats_urls: Vec<String>,
+    /// The initiator's signing key.
+    pub initiator: ed25519_dalek::SigningKey,
+    /// How long to wait for a result.
+    pub timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Loads `path`; `initiator_key` is relative to the file's directory.
+    pub fn load(path: &Path) -> Result<ClientConfig, ClientError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))?;
+        let raw: Raw = toml::from_str(&text).map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))?;
+        if raw.nats_urls.is_empty() {
+            return Err(ClientError::Config("`nats_urls` is empty".into()));
+        }
+        let key_path = path.parent().unwrap_or(Path::new(".")).join(&raw.initiator_key);
+        let initiator = read_key(&key_path)?;
+        Ok(ClientConfig { nats_urls: raw.nats_urls, initiator, timeout: Duration::from_millis(raw.timeout_ms) })
+    }
+
+    /// Finds the configuration: `explicit`, else `$CONCLAVE_CONFIG`, else
+    /// `./.conclave/client.toml`.
+    pub fn discover(explicit: Option<&Path>) -> Result<ClientConfig, ClientError> {
+        if let Some(p) = explicit {
+            return Self::load(p);
+        }
+        if let Some(p) = std::env::var_os("CONCLAVE_CONFIG") {
+            return Self::load(Path::new(&p));
+        }
+        let local = Path::new(".conclave/client.toml");
+        if local.exists() {
+            return Self::load(local);
+        }
+        Err(ClientError::Config(
+            "no configuration: tried --config, $CONCLAVE_CONFIG and ./.conclave/client.toml (start a local cluster with deploy/local/cluster.sh up)".into(),
+        ))
+    }
+}
+
+/// Reads a hex Ed25519 seed.
+pub fn read_key(path: &Path) -> Result<ed25519_dalek::SigningKey, ClientError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ClientError::Config(format!("initiator key {}: {e}", path.display())))?;
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut seed)
+        .map_err(|_| ClientError::Config(format!("initiator key {}: expected 64 hex digits", path.display())))?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+}
+
+/// Creates a new initiator key file (refusing to overwrite one) and returns
+/// the public key.
+pub fn new_key(path: &Path) -> Result<ed25519_dalek::VerifyingKey, ClientError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))?;
+    f.write_all(hex::encode(key.to_bytes()).as_bytes()).map_err(|e| ClientError::Config(e.to_string()))?;
+    Ok(key.verifying_key())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_path_is_relative_to_the_config_file() {
+        let d = tempfile::tempdir().unwrap();
+        let public = new_key(&d.path().join("init.key")).unwrap();
+        std::fs::write(d.path().join("c.toml"), "nats_urls = [\"nats://127.0.0.1:1\"]\ninitiator_key = \"init.key\"\n").unwrap();
+        let c = ClientConfig::load(&d.path().join("c.toml")).unwrap();
+        assert_eq!(c.initiator.verifying_key(), public);
+        assert!(new_key(&d.path().join("init.key")).is_err(), "an existing key is never overwritten");
+    }
+}

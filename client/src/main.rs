@@ -1,0 +1,238 @@
+//! `conclave`: the command-line client.
+
+use clap::{Args, Parser, Subcommand};
+use conclave_client::{config, Client, ClientConfig, ClientError};
+use conclave_proto::request::SignPayload;
+use conclave_proto::{NodeId, Scheme, WalletId};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "conclave", about = "Client for Conclave threshold-signing clusters")]
+struct Cli {
+    /// Client configuration (default: $CONCLAVE_CONFIG, then ./.conclave/client.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a threshold key for a wallet.
+    Keygen {
+        #[arg(long)]
+        wallet: WalletId,
+        #[arg(long)]
+        scheme: Scheme,
+        /// Signers needed (t of n).
+        #[arg(long)]
+        threshold: u16,
+        /// Committee (default: every registered node).
+        #[arg(long, value_delimiter = ',')]
+        nodes: Option<Vec<NodeId>>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign with a wallet's key; the signature is verified before it is printed.
+    Sign(SignArgs),
+    /// Show the nodes and their readiness.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage initiator keys.
+    Initiator {
+        #[command(subcommand)]
+        command: InitiatorCommand,
+    },
+}
+
+#[derive(Args)]
+struct SignArgs {
+    #[arg(long)]
+    wallet: WalletId,
+    #[arg(long)]
+    scheme: Scheme,
+    /// A 32-byte digest, signed as is.
+    #[arg(long, conflicts_with = "message_hex", required_unless_present = "message_hex")]
+    digest_hex: Option<String>,
+    /// A message: SHA-256 hashed for ECDSA, signed as is for EdDSA.
+    #[arg(long)]
+    message_hex: Option<String>,
+    /// Non-hardened derivation path, e.g. m/0/7 (ECDSA).
+    #[arg(long)]
+    path: Option<String>,
+    /// Exactly these committee members sign.
+    #[arg(long, value_delimiter = ',')]
+    signers: Option<Vec<NodeId>>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum InitiatorCommand {
+    /// Create a new initiator key file and print its public key (hex).
+    New {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Parses `m/0/7`; hardened indexes cannot be derived on a shared key.
+fn parse_path(s: &str) -> Result<Vec<u32>, String> {
+    let rest = s.strip_prefix('m').ok_or_else(|| format!("path {s:?} must start with m"))?;
+    rest.split('/')
+        .skip(1)
+        .map(|part| {
+            if part.ends_with('\'') || part.ends_with('h') || part.ends_with('H') {
+                return Err(format!("hardened index {part:?}: only non-hardened derivation works on a threshold key"));
+            }
+            part.parse::<u32>().ok().filter(|i| *i < 1 << 31).ok_or_else(|| format!("bad path index {part:?}"))
+        })
+        .collect()
+}
+
+enum Failure {
+    Usage(String),
+    Client(ClientError),
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Config(m) => Failure::Usage(m),
+            other => Failure::Client(other),
+        }
+    }
+}
+
+fn print(json: bool, value: serde_json::Value, human: &[(&str, String)]) {
+    if json {
+        println!("{value}");
+    } else {
+        let width = human.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (k, v) in human {
+            println!("{k:>width$}: {v}");
+        }
+    }
+}
+
+fn hex_arg(name: &str, s: &str) -> Result<Vec<u8>, Failure> {
+    hex::decode(s).map_err(|_| Failure::Usage(format!("--{name} is not hex")))
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Initiator { command: InitiatorCommand::New { out } } => {
+            let public = config::new_key(&out)?;
+            println!("{}", hex::encode(public.to_bytes()));
+            Ok(())
+        }
+        Command::Keygen { wallet, scheme, threshold, nodes, json } => {
+            let client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
+            let k = client.keygen(&wallet, scheme, threshold, nodes).await?;
+            let mut human = vec![
+                ("wallet", k.wallet.to_string()),
+                ("scheme", k.scheme.to_string()),
+                ("public_key", hex::encode(&k.public_key)),
+            ];
+            if let Some(x) = &k.xpub {
+                human.push(("xpub", x.clone()));
+            }
+            human.push(("version", k.version.to_string()));
+            human.push(("threshold", format!("{} of {}", k.threshold, k.committee.len())));
+            print(json, serde_json::to_value(&k).expect("serialises"), &human);
+            Ok(())
+        }
+        Command::Sign(a) => {
+            let payload = match (&a.digest_hex, &a.message_hex) {
+                (Some(d), _) => {
+                    let d = hex_arg("digest-hex", d)?;
+                    if a.scheme == Scheme::Ecdsa && d.len() != 32 {
+                        return Err(Failure::Usage(format!("--digest-hex is {} bytes; an ECDSA digest is 32", d.len())));
+                    }
+                    SignPayload::Digest(d)
+                }
+                (None, Some(m)) => SignPayload::Message(hex_arg("message-hex", m)?),
+                (None, None) => return Err(Failure::Usage("give --digest-hex or --message-hex".into())),
+            };
+            let path = match &a.path {
+                Some(p) => parse_path(p).map_err(Failure::Usage)?,
+                None => Vec::new(),
+            };
+            let client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
+            let s = client.sign(&a.wallet, a.scheme, payload, path, a.signers).await?;
+            let path_text = std::iter::once("m".to_string()).chain(s.path.iter().map(u32::to_string)).collect::<Vec<_>>().join("/");
+            let signers = s.signers.iter().map(NodeId::to_string).collect::<Vec<_>>().join(",");
+            let mut value = serde_json::to_value(&s).expect("serialises");
+            value["path"] = serde_json::Value::String(path_text.clone());
+            let mut human = vec![("signature", hex::encode(&s.signature))];
+            if let Some(r) = s.recovery_id {
+                human.push(("recovery_id", r.to_string()));
+            }
+            human.extend([("public_key", hex::encode(&s.public_key)), ("path", path_text), ("signers", signers), ("verified", "yes".into())]);
+            print(a.json, value, &human);
+            Ok(())
+        }
+        Command::Status { json } => {
+            let client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
+            let st = client.status().await?;
+            if json {
+                println!("{}", serde_json::to_string(&st).expect("serialises"));
+            } else {
+                println!("{} of {} nodes ready", st.ready, st.total);
+                for n in &st.nodes {
+                    println!("  {:<12} {:<9} {:<5} {}", n.id, if n.ready { "ready" } else { "not ready" }, n.mode, n.http);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = match &cli.command {
+        Command::Keygen { json, .. } | Command::Status { json } => *json,
+        Command::Sign(a) => a.json,
+        Command::Initiator { .. } => false,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(m)) => {
+            eprintln!("conclave: {m}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Client(e)) => {
+            let code = e.code().map(|c| c.as_str()).unwrap_or(match e {
+                ClientError::Timeout { .. } => "timeout",
+                ClientError::BadSignature(_) => "bad_signature",
+                ClientError::Nats(_) => "unavailable",
+                _ => "client_error",
+            });
+            if json {
+                println!("{}", serde_json::json!({"error": {"code": code, "reason": e.to_string()}}));
+            } else {
+                eprintln!("conclave: {code}: {e}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_path;
+
+    #[test]
+    fn paths_parse_and_hardened_indexes_are_refused() {
+        assert_eq!(parse_path("m").unwrap(), Vec::<u32>::new());
+        assert_eq!(parse_path("m/0/7").unwrap(), vec![0, 7]);
+        assert!(parse_path("m/0'/7").is_err());
+        assert!(parse_path("m/1h").is_err());
+        assert!(parse_path("0/1").is_err());
+        assert!(parse_path("m/2147483648").is_err());
+    }
+}

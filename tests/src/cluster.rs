@@ -1,0 +1,303 @@
+//! A cluster of real node processes for one test, built from a template
+//! (see the crate docs).
+
+use crate::process::Proc;
+use crate::{bin, eventually, NatsServer};
+use conclave_proto::NodeId;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Generating primes and aux info for a template can take minutes on 2 cores.
+const TEMPLATE_TIMEOUT: Duration = Duration::from_secs(900);
+
+struct Node {
+    id: NodeId,
+    http_port: u16,
+    enclave: Option<Proc>,
+    host: Option<Proc>,
+}
+
+/// A running cluster: nats-server and `n` nodes, all on 127.0.0.1.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    nats: NatsServer,
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    /// Starts an `n`-node cluster whose committee already has primes and aux
+    /// info, from the shared template.
+    pub async fn start(n: usize) -> Cluster {
+        let template = template(n).await;
+        let dir = tempfile::Builder::new().prefix("conclave-test-").tempdir().expect("tempdir");
+        copy_dir(&template, dir.path());
+        Self::boot(dir, n).await
+    }
+
+    async fn boot(dir: tempfile::TempDir, n: usize) -> Cluster {
+        let nats = NatsServer::start(&dir.path().join("nats")).await;
+        let mut cluster = Cluster { dir, nats, nodes: Vec::new() };
+        let initiator = cluster.initiator_public_hex();
+        for i in 1..=n {
+            let id = NodeId::new(format!("node-{i}")).unwrap();
+            let http_port = crate::free_port();
+            write_node_configs(cluster.dir.path(), &id, http_port, &cluster.nats.url(), &initiator);
+            cluster.nodes.push(Node { id, http_port, enclave: None, host: None });
+        }
+        write_client_config(cluster.dir.path(), &cluster.nats.url());
+        for i in 1..=n {
+            cluster.start_node(i);
+        }
+        cluster.wait_ready(n).await;
+        cluster
+    }
+
+    /// The cluster's working directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The client configuration file the tests (and `conclave`) use.
+    pub fn client_config(&self) -> PathBuf {
+        self.dir.path().join("client.toml")
+    }
+
+    /// A connected SDK client with the cluster's initiator key.
+    pub async fn client(&self) -> conclave_client::Client {
+        let config = conclave_client::ClientConfig::load(&self.client_config()).expect("client config");
+        conclave_client::Client::connect(config).await.expect("client connects")
+    }
+
+    /// The NATS URL.
+    pub fn nats_url(&self) -> String {
+        self.nats.url()
+    }
+
+    /// The nats-server, to kill it in fault tests.
+    pub fn nats(&mut self) -> &mut NatsServer {
+        &mut self.nats
+    }
+
+    /// Node ids in order.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|n| n.id.clone()).collect()
+    }
+
+    /// Directory of node `i` (1-based).
+    pub fn node_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{i}"))
+    }
+
+    /// Starts node `i`'s enclave and host processes.
+    pub fn start_node(&mut self, i: usize) {
+        let d = self.node_dir(i);
+        let node = &mut self.nodes[i - 1];
+        let enclave_cfg = d.join("enclave.toml");
+        let host_cfg = d.join("host.toml");
+        node.enclave = Some(Proc::spawn(
+            &format!("enclave {}", node.id),
+            &bin("conclave-enclave"),
+            &["run", "--config", enclave_cfg.to_str().unwrap()],
+            &d.join("enclave.log"),
+            &[],
+        ));
+        node.host = Some(Proc::spawn(
+            &format!("host {}", node.id),
+            &bin("conclave-host"),
+            &["run", "--config", host_cfg.to_str().unwrap()],
+            &d.join("host.log"),
+            &[],
+        ));
+    }
+
+    /// Kills node `i`'s processes with SIGKILL.
+    pub fn kill_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i - 1];
+        node.host.take();
+        node.enclave.take();
+    }
+
+    /// Kills and restarts every node process, then waits until all are ready.
+    pub async fn restart_all(&mut self) {
+        for i in 1..=self.nodes.len() {
+            self.kill_node(i);
+        }
+        for i in 1..=self.nodes.len() {
+            self.start_node(i);
+        }
+        self.wait_ready(self.nodes.len()).await;
+    }
+
+    /// Waits until `count` nodes report ready through the registry and
+    /// answer on their own HTTP readiness endpoint.
+    pub async fn wait_ready(&self, count: usize) {
+        let client = self.client().await;
+        eventually(&format!("{count} nodes ready"), READY_TIMEOUT, || {
+            let client = &client;
+            async move {
+                let status = client.status().await.ok()?;
+                (status.nodes.iter().filter(|n| n.ready).count() >= count).then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// GETs `path` from node `i`'s HTTP endpoint; returns (status, body).
+    pub async fn http_get(&self, i: usize, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.nodes[i - 1].http_port)).await.expect("connect to node http");
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
+    /// The value of a Prometheus sample on node `i` (0 if absent).
+    pub async fn metric(&self, i: usize, sample: &str) -> f64 {
+        let (_, body) = self.http_get(i, "/metrics").await;
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    /// The cluster's initiator key.
+    pub fn initiator(&self) -> ed25519_dalek::SigningKey {
+        read_initiator(self.dir.path())
+    }
+
+    fn initiator_public_hex(&self) -> String {
+        hex::encode(self.initiator().verifying_key().to_bytes())
+    }
+}
+
+fn read_initiator(dir: &Path) -> ed25519_dalek::SigningKey {
+    let text = std::fs::read_to_string(dir.join("initiator.key")).expect("initiator key");
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut seed).expect("initiator key is hex");
+    ed25519_dalek::SigningKey::from_bytes(&seed)
+}
+
+fn write_node_configs(dir: &Path, id: &NodeId, http_port: u16, nats_url: &str, initiator: &str) {
+    let d = dir.join(id.as_str());
+    std::fs::create_dir_all(&d).unwrap();
+    let sock = d.join("enclave.sock");
+    std::fs::write(
+        d.join("enclave.toml"),
+        format!(
+            "node_id = \"{id}\"\nmode = \"dev\"\nlink = \"unix:{}\"\nstate_dir = \"{}\"\nroster = \"{}\"\ninitiators = [\"{initiator}\"]\n",
+            sock.display(),
+            d.join("enclave").display(),
+            dir.join("roster.json").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("host.toml"),
+        format!(
+            "node_id = \"{id}\"\nlink = \"unix:{}\"\nnats_urls = [\"{nats_url}\"]\nstore_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{http_port}\"\nheartbeat_ms = 500\nready_ttl_ms = 3000\n",
+            sock.display(),
+            d.join("store").display()
+        ),
+    )
+    .unwrap();
+}
+
+fn write_client_config(dir: &Path, nats_url: &str) {
+    std::fs::write(
+        dir.join("client.toml"),
+        format!("nats_urls = [\"{nats_url}\"]\ninitiator_key = \"initiator.key\"\ntimeout_ms = 120000\n"),
+    )
+    .unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Identifies the build the template was made with: a template from another
+/// build of the enclave may hold blobs it cannot read.
+fn build_fingerprint() -> String {
+    let meta = std::fs::metadata(bin("conclave-enclave")).expect("enclave binary");
+    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{}-{}", meta.len(), mtime)
+}
+
+/// The template for `n` nodes, made on first use by a real cluster. A file
+/// lock makes concurrent test processes wait for one maker.
+async fn template(n: usize) -> PathBuf {
+    let root = crate::workspace().join("target").join("test-template");
+    std::fs::create_dir_all(&root).unwrap();
+    let dir = root.join(format!("nodes-{n}"));
+    let lock = std::fs::File::create(root.join(format!("nodes-{n}.lock"))).unwrap();
+    lock.lock().expect("template lock");
+    let marker = dir.join("READY");
+    let fingerprint = build_fingerprint();
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(fingerprint.as_str()) {
+        return dir;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    make_template(&dir, n).await;
+    std::fs::write(&marker, fingerprint).unwrap();
+    dir
+}
+
+async fn make_template(dir: &Path, n: usize) {
+    let initiator = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+    std::fs::write(dir.join("initiator.key"), hex::encode(initiator.to_bytes())).unwrap();
+    let initiator_hex = hex::encode(initiator.verifying_key().to_bytes());
+    let mut roster = Vec::new();
+    for i in 1..=n {
+        let id = NodeId::new(format!("node-{i}")).unwrap();
+        write_node_configs(dir, &id, 0, "nats://127.0.0.1:1", &initiator_hex);
+        let out = std::process::Command::new(bin("conclave-enclave"))
+            .args(["init", "--config", dir.join(id.as_str()).join("enclave.toml").to_str().unwrap()])
+            .output()
+            .expect("conclave-enclave init");
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        roster.push(serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("identity JSON"));
+    }
+    std::fs::write(dir.join("roster.json"), serde_json::to_vec(&roster).unwrap()).unwrap();
+
+    // Boot it for real in a scratch copy, generate the committee's aux info
+    // with one ECDSA keygen, and wait until every node has stored the primes
+    // that replace the ones aux info consumed.
+    let scratch = tempfile::Builder::new().prefix("conclave-template-").tempdir().unwrap();
+    copy_dir(dir, scratch.path());
+    let cluster = Cluster::boot(scratch, n).await;
+    let client = cluster.client().await;
+    let wallet = conclave_proto::WalletId::new("template-aux").unwrap();
+    tokio::time::timeout(TEMPLATE_TIMEOUT, client.keygen(&wallet, conclave_proto::Scheme::Ecdsa, 2, None))
+        .await
+        .expect("template keygen in time")
+        .expect("template keygen");
+    for i in 1..=n {
+        let primes = cluster.node_dir(i).join("store/blobs/primes");
+        eventually(&format!("node-{i} to store fresh primes"), TEMPLATE_TIMEOUT, || {
+            let primes = primes.clone();
+            async move { (std::fs::read_dir(&primes).map(|d| d.count()).unwrap_or(0) >= 2).then_some(()) }
+        })
+        .await;
+    }
+    let scratch_dir = cluster.dir().to_path_buf();
+    for i in 1..=n {
+        let src = scratch_dir.join(format!("node-{i}"));
+        let dst = dir.join(format!("node-{i}"));
+        copy_dir(&src.join("enclave"), &dst.join("enclave"));
+        copy_dir(&src.join("store"), &dst.join("store"));
+    }
+    drop(cluster);
+}
