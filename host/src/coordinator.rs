@@ -43,12 +43,25 @@ pub struct Host {
     pub link: LinkHandle,
     /// Sessions started here and not finished, by request.
     pending: Mutex<HashMap<RequestId, u64>>,
+    /// Envelopes to publish, in the order the enclave sent them: receivers
+    /// refuse reordered envelopes, so they must leave in sequence.
+    outbox: tokio::sync::mpsc::UnboundedSender<Envelope>,
 }
 
 impl Host {
-    /// Builds the host state.
+    /// Builds the host state and starts its envelope publisher.
     pub fn new(config: HostConfig, store: BlobStore, registry: Registry) -> Host {
-        Host { config, store, metrics: Metrics::default(), registry, link: LinkHandle::default(), pending: Mutex::default() }
+        let (outbox, mut queue) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
+        let client = registry.client.clone();
+        tokio::spawn(async move {
+            while let Some(envelope) = queue.recv().await {
+                let payload = serde_json::to_vec(&envelope).expect("serialises");
+                if let Err(e) = client.publish(p2p_subject(&envelope.header.recipient), payload.into()).await {
+                    tracing::warn!(error = %e, "cannot publish envelope");
+                }
+            }
+        });
+        Host { config, store, metrics: Metrics::default(), registry, link: LinkHandle::default(), pending: Mutex::default(), outbox }
     }
 
     fn me(&self) -> &NodeId {
@@ -109,7 +122,13 @@ impl Host {
             .map_err(|e| e.to_string())?;
         let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
         while let Some(msg) = messages.next().await {
-            let Ok(msg) = msg else { continue };
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "request stream");
+                    continue;
+                }
+            };
             let _ = msg.ack().await;
             let msg_id = msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.to_string());
             let host = self.clone();
@@ -132,6 +151,7 @@ impl Host {
             }
         };
         let id = body.request_id().clone();
+        tracing::info!(request = %id, "request taken");
         if let Err(error) = body.validate() {
             self.publish(id, Outcome::Error { error }).await;
             return;
@@ -258,13 +278,7 @@ impl Host {
             FromEnclave::Hello { .. } => {}
             FromEnclave::Send { envelope } => {
                 self.metrics.envelopes_out.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(async move {
-                    let subject = p2p_subject(&envelope.header.recipient);
-                    let payload = serde_json::to_vec(&envelope).expect("serialises");
-                    if let Err(e) = self.registry.client.publish(subject, payload.into()).await {
-                        tracing::warn!(error = %e, "cannot publish envelope");
-                    }
-                });
+                let _ = self.outbox.send(envelope);
             }
             FromEnclave::Load { call, slot } => {
                 let blob = self.store.load_latest(&slot).unwrap_or_else(|e| {

@@ -45,11 +45,30 @@ fn main() -> ExitCode {
 async fn run(config: PathBuf) -> Result<(), String> {
     let config = HostConfig::load(&config).map_err(|e| e.to_string())?;
     let store = BlobStore::open(&config.store_dir).map_err(|e| format!("blob store {}: {e}", config.store_dir.display()))?;
-    let registry = Registry::connect(&config).await.map_err(|e| e.to_string())?;
+    // A NATS server that has just started may still be restoring JetStream.
+    let mut attempt = 0;
+    let registry = loop {
+        match Registry::connect(&config).await {
+            Ok(r) => break r,
+            Err(e) if attempt < 30 => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "NATS not ready; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
     let host = Arc::new(Host::new(config, store, registry));
     tokio::spawn(link::run(host.clone()));
     tokio::spawn(host.clone().heartbeat());
-    tokio::spawn(host.clone().carry_envelopes());
-    tokio::spawn(host.clone().consume_requests());
-    http::serve(host).await.map_err(|e| format!("http: {e}"))
+    // These run for the life of the process; if one ends, the node is
+    // broken and must stop rather than look healthy.
+    let envelopes = tokio::spawn(host.clone().carry_envelopes());
+    let requests = tokio::spawn(host.clone().consume_requests());
+    let http = tokio::spawn(http::serve(host));
+    tokio::select! {
+        r = envelopes => Err(format!("envelope subscription ended: {:?}", r.map(|r| r.map_err(|e| e.to_string())))),
+        r = requests => Err(format!("request consumer ended: {:?}", r)),
+        r = http => Err(format!("http server ended: {:?}", r.map(|r| r.map_err(|e| e.to_string())))),
+    }
 }
