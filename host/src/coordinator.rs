@@ -130,7 +130,7 @@ impl Host {
                 }
             };
             let _ = msg.ack().await;
-            let msg_id = msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.to_string());
+            let msg_id = msg.headers.as_ref().and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID)).map(|v| v.to_string());
             let host = self.clone();
             let payload = msg.payload.clone();
             tokio::spawn(async move { host.handle_request(&payload, msg_id).await });
@@ -143,7 +143,7 @@ impl Host {
             Ok(decoded) => decoded,
             Err(e) => {
                 self.metrics.inc("conclave_requests_total", "undecodable");
-                tracing::warn!(error = %e, "undecodable request");
+                tracing::warn!(error = %e, msg_id = ?msg_id, "undecodable request");
                 if let Some(id) = msg_id.and_then(|m| RequestId::new(m).ok()) {
                     self.publish(id, Outcome::Error { error: e.into() }).await;
                 }
@@ -293,20 +293,69 @@ impl Host {
             }
             FromEnclave::Finished { request_id, outcome, .. } => {
                 tokio::spawn(async move {
+                    let deadline_ms = self.pending.lock().expect("pending lock").get(&request_id).copied();
                     self.finish(&request_id);
-                    if let Outcome::Ok { result: Completed::Keygen(record) } = &outcome {
-                        // The wallet must be routable before anyone learns it exists.
-                        let key = wallet_key(&record.wallet, record.scheme);
-                        if let Err(e) = self.registry.wallets.put(key.as_str(), serde_json::to_vec(record).expect("serialises").into()).await {
-                            tracing::error!(error = %e, "cannot record the wallet");
+                    match outcome {
+                        Outcome::Ok { result: Completed::Keygen(record) } => {
+                            let deadline_ms = deadline_ms.unwrap_or_else(|| crate::now_ms() + KEYGEN_SESSION.as_millis() as u64);
+                            let outcome = self.confirm_keygen(&request_id, record, deadline_ms).await;
+                            self.publish(request_id, outcome).await;
                         }
+                        outcome => self.publish(request_id, outcome).await,
                     }
-                    self.publish(request_id, outcome).await;
                 });
             }
             FromEnclave::Rejected { code, reason, peer } => {
                 tracing::warn!(%code, %reason, peer = ?peer, "the enclave refused input");
                 self.metrics.inc("conclave_rejected_total", code.as_str());
+            }
+        }
+    }
+
+    /// A keygen is complete only when every committee member has stored its
+    /// share: each host records that its node has, and waits (until the
+    /// deadline) for all the others, so that a wallet can sign the moment
+    /// its keygen result is published.
+    async fn confirm_keygen(&self, id: &RequestId, record: KeygenResult, deadline_ms: u64) -> Outcome {
+        let sessions = &self.registry.sessions;
+        let key_of = |node: &NodeId| format!("{id}.stored.{node}");
+        let fail = |code, reason: String| Outcome::Error { error: RequestError::new(code, reason) };
+        let mut watch = match sessions.watch(format!("{id}.stored.*")).await {
+            Ok(w) => w,
+            Err(e) => return fail(ErrorCode::Internal, format!("registry watch: {e}")),
+        };
+        let mine = serde_json::to_vec(&record).expect("serialises");
+        if let Err(e) = sessions.put(key_of(self.me()), mine.into()).await {
+            return fail(ErrorCode::Internal, format!("registry: {e}"));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(crate::now_ms()));
+        loop {
+            let mut missing = Vec::new();
+            for node in &record.committee {
+                match sessions.get(key_of(node)).await {
+                    Ok(Some(bytes)) => match serde_json::from_slice::<KeygenResult>(&bytes) {
+                        Ok(theirs) if theirs == record => {}
+                        _ => {
+                            let error = RequestError::new(ErrorCode::ProtocolAbort, format!("{node} reports another key for this keygen"));
+                            return Outcome::Error { error: error.blaming(vec![node.clone()]) };
+                        }
+                    },
+                    _ => missing.push(node.to_string()),
+                }
+            }
+            if missing.is_empty() {
+                // The wallet must be routable before anyone learns it exists.
+                let key = wallet_key(&record.wallet, record.scheme);
+                if let Err(e) = self.registry.wallets.put(key.as_str(), serde_json::to_vec(&record).expect("serialises").into()).await {
+                    return fail(ErrorCode::Internal, format!("cannot record the wallet: {e}"));
+                }
+                return Outcome::Ok { result: Completed::Keygen(record) };
+            }
+            tokio::select! {
+                _ = watch.next() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return fail(ErrorCode::Timeout, format!("{} did not store their shares before the deadline", missing.join(", ")));
+                }
             }
         }
     }

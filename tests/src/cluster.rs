@@ -129,13 +129,20 @@ impl Cluster {
         self.wait_ready(self.nodes.len()).await;
     }
 
-    /// Waits until `count` nodes report ready through the registry and
-    /// answer on their own HTTP readiness endpoint.
+    /// Waits until every running node's own `/readyz` says ready (its link
+    /// and NATS are up: a heartbeat left in the registry by a killed process
+    /// does not count) and `count` nodes heartbeat in the registry.
     pub async fn wait_ready(&self, count: usize) {
         let client = self.client().await;
+        let running: Vec<usize> = (1..=self.nodes.len()).filter(|&i| self.nodes[i - 1].host.is_some()).collect();
         eventually(&format!("{count} nodes ready"), READY_TIMEOUT, || {
-            let client = &client;
+            let (client, running) = (&client, &running);
             async move {
+                for &i in running {
+                    if self.try_http_get(i, "/readyz").await?.0 != 200 {
+                        return None;
+                    }
+                }
                 let status = client.status().await.ok()?;
                 (status.nodes.iter().filter(|n| n.ready).count() >= count).then_some(())
             }
@@ -143,22 +150,22 @@ impl Cluster {
         .await;
     }
 
-    /// GETs `path` from node `i`'s HTTP endpoint; returns (status, body).
-    pub async fn http_get(&self, i: usize, path: &str) -> (u16, String) {
+    /// GETs `path` from node `i`'s HTTP endpoint; `None` if it does not answer.
+    pub async fn try_http_get(&self, i: usize, path: &str) -> Option<(u16, String)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.nodes[i - 1].http_port)).await.expect("connect to node http");
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.nodes[i - 1].http_port)).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await.ok()?;
         let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.unwrap();
+        s.read_to_end(&mut buf).await.ok()?;
         let text = String::from_utf8_lossy(&buf).to_string();
-        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok())?;
         let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        (status, body)
+        Some((status, body))
     }
 
     /// The value of a Prometheus sample on node `i` (0 if absent).
     pub async fn metric(&self, i: usize, sample: &str) -> f64 {
-        let (_, body) = self.http_get(i, "/metrics").await;
+        let (_, body) = self.try_http_get(i, "/metrics").await.expect("node answers /metrics");
         body.lines()
             .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
             .unwrap_or(0.0)
@@ -171,6 +178,24 @@ impl Cluster {
 
     fn initiator_public_hex(&self) -> String {
         hex::encode(self.initiator().verifying_key().to_bytes())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // A failing test shows what the nodes said; the directory is removed.
+        if std::thread::panicking() {
+            for i in 1..=self.nodes.len() {
+                for log in ["enclave.log", "host.log"] {
+                    let text = std::fs::read_to_string(self.node_dir(i).join(log)).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                    eprintln!("--- node-{i} {log} (last {} lines)", tail.len());
+                    for line in tail.into_iter().rev() {
+                        eprintln!("{line}");
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -31,7 +31,7 @@ pub async fn request_raw(nats_url: &str, subject: &str, msg_id: &str, payload: V
     if let Ok(stored) = stream.get_last_raw_message_by_subject(&result_subject(&id)).await {
         return RequestResult::decode(&stored.payload).unwrap();
     }
-    let msg = tokio::time::timeout(Duration::from_secs(120), sub.next()).await.expect("a result in time").unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(120), sub.next()).await.unwrap_or_else(|_| panic!("no result for {msg_id} in time")).unwrap();
     RequestResult::decode(&msg.payload).unwrap()
 }
 
