@@ -164,16 +164,25 @@ where
     let mut in_tx = Some(in_tx);
     loop {
         tokio::select! {
+            // Outgoing first: a party's last messages must leave before it
+            // reports, or its peers wait for them forever.
+            biased;
+            Some(out) = out_rx.next() => {
+                seq += 1;
+                send_outgoing(enclave, spec, &me, seq, out)?;
+            }
             result = &mut done_rx => {
+                // The protocol has returned, so everything it will ever send
+                // is queued already.
+                while let Ok(out) = out_rx.try_recv() {
+                    seq += 1;
+                    send_outgoing(enclave, spec, &me, seq, out)?;
+                }
                 return match result {
                     Ok(Ok(output)) => Ok(output),
                     Ok(Err(reason)) => Err(RequestError::new(ErrorCode::ProtocolAbort, reason)),
                     Err(_) => Err(RequestError::new(ErrorCode::Internal, "session thread panicked")),
                 };
-            }
-            Some(out) = out_rx.next() => {
-                seq += 1;
-                send_outgoing(enclave, spec, &me, seq, out)?;
             }
             Some(opened) = inbox.rx.recv() => {
                 match accept_incoming::<M>(enclave, spec, &mut replay, &opened) {

@@ -88,9 +88,14 @@ impl Host {
         }
     }
 
+    /// Subscribes to envelopes addressed to this node. Done before the node
+    /// heartbeats: core NATS drops messages nobody is subscribed to.
+    pub async fn subscribe_envelopes(&self) -> Result<async_nats::Subscriber, async_nats::SubscribeError> {
+        self.registry.client.subscribe(p2p_subject(self.me())).await
+    }
+
     /// Forwards envelopes addressed to this node to the enclave.
-    pub async fn carry_envelopes(self: Arc<Self>) -> Result<(), async_nats::SubscribeError> {
-        let mut sub = self.registry.client.subscribe(p2p_subject(self.me())).await?;
+    pub async fn carry_envelopes(self: Arc<Self>, mut sub: async_nats::Subscriber) {
         while let Some(msg) = sub.next().await {
             match Envelope::decode(&msg.payload) {
                 Ok(envelope) if envelope.header.recipient == *self.me() => {
@@ -101,11 +106,12 @@ impl Host {
                 Err(e) => self.metrics.inc("conclave_rejected_total", e.code().as_str()),
             }
         }
-        Ok(())
     }
 
-    /// Consumes the request stream with this node's durable consumer.
-    pub async fn consume_requests(self: Arc<Self>) -> Result<(), String> {
+    /// Opens this node's durable consumer of the request stream. Done before
+    /// the node heartbeats, so that no request a client sends after seeing
+    /// it ready is missed.
+    pub async fn request_consumer(&self) -> Result<async_nats::jetstream::consumer::pull::Stream, String> {
         let stream = self.registry.js.get_stream(REQUEST_STREAM).await.map_err(|e| e.to_string())?;
         let name = format!("host-{}", self.me());
         let consumer = stream
@@ -120,7 +126,11 @@ impl Host {
             )
             .await
             .map_err(|e| e.to_string())?;
-        let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+        consumer.messages().await.map_err(|e| e.to_string())
+    }
+
+    /// Handles requests from this node's consumer.
+    pub async fn consume_requests(self: Arc<Self>, mut messages: async_nats::jetstream::consumer::pull::Stream) {
         while let Some(msg) = messages.next().await {
             let msg = match msg {
                 Ok(m) => m,
@@ -135,7 +145,6 @@ impl Host {
             let payload = msg.payload.clone();
             tokio::spawn(async move { host.handle_request(&payload, msg_id).await });
         }
-        Ok(())
     }
 
     async fn handle_request(self: Arc<Self>, bytes: &[u8], msg_id: Option<String>) {

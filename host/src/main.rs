@@ -60,15 +60,19 @@ async fn run(config: PathBuf) -> Result<(), String> {
     };
     let host = Arc::new(Host::new(config, store, registry));
     tokio::spawn(link::run(host.clone()));
+    // Listen before telling anyone we are ready.
+    let envelopes = host.subscribe_envelopes().await.map_err(|e| format!("subscribe: {e}"))?;
+    let requests = host.request_consumer().await?;
+    host.registry.client.flush().await.map_err(|e| format!("nats: {e}"))?;
     tokio::spawn(host.clone().heartbeat());
     // These run for the life of the process; if one ends, the node is
     // broken and must stop rather than look healthy.
-    let envelopes = tokio::spawn(host.clone().carry_envelopes());
-    let requests = tokio::spawn(host.clone().consume_requests());
+    let envelopes = tokio::spawn(host.clone().carry_envelopes(envelopes));
+    let requests = tokio::spawn(host.clone().consume_requests(requests));
     let http = tokio::spawn(http::serve(host));
     tokio::select! {
-        r = envelopes => Err(format!("envelope subscription ended: {:?}", r.map(|r| r.map_err(|e| e.to_string())))),
-        r = requests => Err(format!("request consumer ended: {:?}", r)),
+        r = envelopes => Err(format!("envelope subscription ended: {r:?}")),
+        r = requests => Err(format!("request consumer ended: {r:?}")),
         r = http => Err(format!("http server ended: {:?}", r.map(|r| r.map_err(|e| e.to_string())))),
     }
 }
