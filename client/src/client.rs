@@ -26,6 +26,9 @@ pub struct NodeStatus {
     pub id: NodeId,
     /// Heartbeating now.
     pub ready: bool,
+    /// Its Paillier prime pool is filled (a new committee's first ECDSA
+    /// keygen waits for this).
+    pub primes_ready: bool,
     /// `dev`, `hsm` or `nitro`.
     pub mode: String,
     /// Health and metrics address.
@@ -201,13 +204,14 @@ impl Client {
         for id in self.members().await? {
             let Some(bytes) = members.get(id.as_str()).await.map_err(nats_err)? else { continue };
             let Ok(record) = serde_json::from_slice::<NodeRecord>(&bytes) else { continue };
-            let is_ready = match ready.get(id.as_str()).await.map_err(nats_err)? {
-                Some(b) => serde_json::from_slice::<ReadyRecord>(&b).is_ok(),
-                None => false,
+            let beat = match ready.get(id.as_str()).await.map_err(nats_err)? {
+                Some(b) => serde_json::from_slice::<ReadyRecord>(&b).ok(),
+                None => None,
             };
             nodes.push(NodeStatus {
                 id,
-                ready: is_ready,
+                ready: beat.is_some(),
+                primes_ready: beat.is_some_and(|b| b.primes_ready),
                 mode: record.identity.mode.to_string(),
                 http: record.http,
                 sign_key: hex::encode(record.identity.sign_key),

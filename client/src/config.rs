@@ -14,8 +14,11 @@ struct Raw {
     timeout_ms: u64,
 }
 
+/// Longer than the cluster's longest session (a keygen that also generates
+/// a new committee's aux info: 600 s) plus its grace: the cluster always
+/// answers, with a typed `timeout` at worst, before the client gives up.
 fn default_timeout_ms() -> u64 {
-    120_000
+    620_000
 }
 
 /// Validated client configuration.

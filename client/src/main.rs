@@ -183,7 +183,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 println!("{} of {} nodes ready", st.ready, st.total);
                 for n in &st.nodes {
-                    println!("  {:<12} {:<9} {:<5} {}", n.id, if n.ready { "ready" } else { "not ready" }, n.mode, n.http);
+                    let primes = if n.primes_ready { "" } else { "  (generating Paillier primes)" };
+                    println!("  {:<12} {:<9} {:<5} {}{primes}", n.id, if n.ready { "ready" } else { "not ready" }, n.mode, n.http);
                 }
             }
             Ok(())

@@ -3,6 +3,7 @@
 #   deploy/local/cluster.sh up [--nodes N]   start nats-server and N nodes (default 3), wait until ready
 #   deploy/local/cluster.sh down             stop everything (state is kept; `up` reuses it)
 #   deploy/local/cluster.sh status           show the nodes as the cluster sees them
+#   deploy/local/cluster.sh wait-primes      wait until every node has Paillier primes ready
 #   deploy/local/cluster.sh reset            stop and delete all state
 # After `up`, `target/debug/conclave ...` run from the repository root needs no flags:
 # it reads .conclave/client.toml.
@@ -124,9 +125,20 @@ case "$cmd" in
     stop "$STATE/nats/pid"
     echo "cluster: stopped"
     ;;
+  wait-primes)
+    # A fresh node generates safe primes in the background (a minute or two
+    # on 2 cores); a new committee's first ECDSA keygen needs them.
+    export CONCLAVE_CONFIG=$STATE/client.toml
+    deadline=$((SECONDS + 900))
+    until "$BIN/conclave" status --json | python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if s["nodes"] and all(n["primes_ready"] for n in s["nodes"]) else 1)'; do
+      [ $SECONDS -lt $deadline ] || die "primes not ready after 900 s"
+      sleep 1
+    done
+    echo "cluster: every node has Paillier primes ready"
+    ;;
   stop-node) stop_node "${1:?node number}" ;;
   start-node) start_node "${1:?node number}" ;;
   status) CONCLAVE_CONFIG=$STATE/client.toml "$BIN/conclave" status "$@" ;;
   reset) "$0" down || true; rm -rf "$STATE"; echo "cluster: state deleted" ;;
-  *) sed -n '2,9p' "$0"; exit 2 ;;
+  *) sed -n '2,10p' "$0"; exit 2 ;;
 esac

@@ -10,7 +10,9 @@ conclave=target/debug/conclave
 suffix=$(date +%s)
 
 echo; echo "== ECDSA (CGGMP21, secp256k1), 2-of-3 =="
-echo "(the first ECDSA wallet of a committee also generates its Paillier aux info: seconds, once)"
+echo "Waiting for each node's Paillier primes (generated once, in the background, on a node's first start)..."
+deploy/local/cluster.sh wait-primes
+echo "The first ECDSA wallet of a committee also generates the committee's aux info (about 30 s, once)."
 $conclave keygen --wallet "demo-ecdsa-$suffix" --scheme ecdsa --threshold 2
 $conclave sign --wallet "demo-ecdsa-$suffix" --scheme ecdsa --message-hex "$(printf 'pay 1 BTC to Alice' | od -An -tx1 | tr -d ' \n')"
 $conclave sign --wallet "demo-ecdsa-$suffix" --scheme ecdsa --digest-hex "$(printf '%064x' 42)" --path m/0/7

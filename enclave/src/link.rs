@@ -190,6 +190,7 @@ where
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<FromEnclave>();
     let _ = tx.send(FromEnclave::Hello { v: PROTOCOL_VERSION, identity: enclave.keys.identity() });
+    let _ = tx.send(FromEnclave::Primes { ready: enclave.primes.is_ready() });
     enclave.host.attach(tx);
     tracing::info!("host attached");
     let writer = tokio::spawn(async move {

@@ -7,7 +7,8 @@ use crate::ecdsa::Primes;
 use crate::seal::SealContext;
 use crate::service::Enclave;
 use conclave_proto::link::{BlobSlot, StoredBlob};
-use std::sync::atomic::{AtomicU32, Ordering};
+use conclave_proto::link::FromEnclave;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex};
 
@@ -16,16 +17,27 @@ pub struct PrimePool {
     ready_tx: mpsc::Sender<Primes>,
     ready_rx: Mutex<mpsc::Receiver<Primes>>,
     stored_version: AtomicU32,
+    ready: AtomicBool,
 }
 
 impl Default for PrimePool {
     fn default() -> Self {
         let (ready_tx, ready_rx) = mpsc::channel(1);
-        PrimePool { ready_tx, ready_rx: Mutex::new(ready_rx), stored_version: AtomicU32::new(0) }
+        PrimePool { ready_tx, ready_rx: Mutex::new(ready_rx), stored_version: AtomicU32::new(0), ready: AtomicBool::new(false) }
     }
 }
 
 impl PrimePool {
+    /// Whether a set of primes is ready now.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    fn set_ready(enclave: &Enclave, ready: bool) {
+        enclave.primes.ready.store(ready, Ordering::SeqCst);
+        enclave.host.send(FromEnclave::Primes { ready });
+    }
+
     /// Loads the sealed primes from the host's store, or starts generating.
     pub async fn start(enclave: &Arc<Enclave>) {
         let pool = &enclave.primes;
@@ -44,6 +56,7 @@ impl PrimePool {
         match loaded {
             Some(primes) => {
                 let _ = pool.ready_tx.try_send(primes);
+                Self::set_ready(enclave, true);
             }
             None => Self::refill(enclave.clone()),
         }
@@ -53,6 +66,7 @@ impl PrimePool {
     /// starts generating the next.
     pub async fn take(enclave: &Arc<Enclave>) -> Primes {
         let primes = enclave.primes.ready_rx.lock().await.recv().await.expect("the pool owns its sender");
+        Self::set_ready(enclave, false);
         Self::refill(enclave.clone());
         primes
     }
@@ -73,6 +87,7 @@ impl PrimePool {
             }
             tracing::info!("Paillier primes ready");
             let _ = enclave.primes.ready_tx.send(primes).await;
+            Self::set_ready(&enclave, true);
         });
     }
 }

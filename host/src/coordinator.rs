@@ -79,7 +79,13 @@ impl Host {
             if connected {
                 let _ = self.registry.members.put(self.me().as_str(), serde_json::to_vec(&record).expect("serialises").into()).await;
                 if self.link.is_up() {
-                    let beat = ReadyRecord { v: PROTOCOL_VERSION, node_id: self.me().clone(), mode: identity.mode, at_ms: crate::now_ms() };
+                    let beat = ReadyRecord {
+                        v: PROTOCOL_VERSION,
+                        node_id: self.me().clone(),
+                        mode: identity.mode,
+                        at_ms: crate::now_ms(),
+                        primes_ready: self.metrics.primes_ready.load(Ordering::Relaxed),
+                    };
                     let _ = self.registry.ready.put(self.me().as_str(), serde_json::to_vec(&beat).expect("serialises").into()).await;
                 }
                 self.metrics.peers_ready.store(self.registry.ready_nodes().await.len() as u64, Ordering::Relaxed);
@@ -314,6 +320,7 @@ impl Host {
                     }
                 });
             }
+            FromEnclave::Primes { ready } => self.metrics.primes_ready.store(ready, Ordering::Relaxed),
             FromEnclave::Rejected { code, reason, peer } => {
                 tracing::warn!(%code, %reason, peer = ?peer, "the enclave refused input");
                 self.metrics.inc("conclave_rejected_total", code.as_str());

@@ -29,9 +29,10 @@ async fn respond(host: Arc<Host>, req: Request<hyper::body::Incoming>) -> Result
             let peers_ready = host.registry.ready_nodes().await.len();
             let committee_size = host.registry.member_count().await;
             let ready = link && nats;
+            let primes_ready = host.metrics.primes_ready.load(Ordering::Relaxed);
             let body = serde_json::json!({
                 "ready": ready, "node_id": host.config.node_id, "link": link, "nats": nats,
-                "peers_ready": peers_ready, "committee_size": committee_size,
+                "peers_ready": peers_ready, "committee_size": committee_size, "primes_ready": primes_ready,
             });
             (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body.to_string())
         }

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub nats_connected: AtomicBool,
     /// Ready peers at the last heartbeat.
     pub peers_ready: AtomicU64,
+    /// Whether the enclave's Paillier prime pool is filled.
+    pub primes_ready: AtomicBool,
 }
 
 impl Metrics {
@@ -47,6 +49,7 @@ impl Metrics {
             ("conclave_link_up", u64::from(self.link_up.load(Ordering::Relaxed))),
             ("conclave_nats_connected", u64::from(self.nats_connected.load(Ordering::Relaxed))),
             ("conclave_peers_ready", self.peers_ready.load(Ordering::Relaxed)),
+            ("conclave_primes_ready", u64::from(self.primes_ready.load(Ordering::Relaxed))),
         ];
         for (name, v) in gauges {
             let _ = writeln!(out, "{name} {v}");

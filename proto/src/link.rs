@@ -292,6 +292,13 @@ pub enum FromEnclave {
         /// What came of it.
         outcome: Outcome,
     },
+    /// Whether a set of Paillier primes is ready, so that a new committee's
+    /// first ECDSA keygen does not wait for prime generation. Sent on
+    /// attach and whenever it changes.
+    Primes {
+        /// A set is ready.
+        ready: bool,
+    },
     /// Something from outside was refused (for the host's logs and metrics).
     Rejected {
         /// Why, as a code.

@@ -31,6 +31,9 @@ pub struct ReadyRecord {
     pub mode: Mode,
     /// Unix milliseconds of this heartbeat.
     pub at_ms: u64,
+    /// Whether the node's Paillier prime pool is filled.
+    #[serde(default)]
+    pub primes_ready: bool,
 }
 
 /// The fencing record of a request (sessions bucket). Created with a
