@@ -88,7 +88,7 @@ impl Client {
             RequestBody::Sign(_) => SIGN_SUBJECT,
         };
         let mut results = self.nats.subscribe(result_subject(&id)).await.map_err(nats_err)?;
-        let publish = jetstream::context::Publish::build()
+        let publish = jetstream::message::PublishMessage::build()
             .payload(serde_json::to_vec(request).expect("requests serialise").into())
             .message_id(id.as_str());
         self.js.send_publish(subject, publish).await.map_err(nats_err)?.await.map_err(nats_err)?;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 /// How long the enclave waits for the host to answer a load or store.
@@ -163,25 +163,12 @@ pub async fn serve(enclave: Arc<Enclave>) -> Result<(), LinkError> {
     }
 }
 
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Result<ToEnclave, conclave_proto::codec::DecodeError>> {
-    let mut prefix = [0u8; 4];
-    r.read_exact(&mut prefix).await?;
-    let len = match link::frame_len(prefix) {
-        Ok(len) => len,
-        // The stream cannot be resynchronised after an oversized prefix.
-        Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-    };
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
-    Ok(link::decode_frame(&body))
-}
-
 async fn connection<R, W>(enclave: Arc<Enclave>, mut r: R, mut w: W)
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    match read_frame(&mut r).await {
+    match link::read_frame(&mut r).await {
         Ok(Ok(ToEnclave::Hello { v })) if v == PROTOCOL_VERSION => {}
         other => {
             tracing::warn!(?other, "host did not open with a matching Hello; closing");
@@ -201,7 +188,7 @@ where
         }
     });
     loop {
-        let frame = match read_frame(&mut r).await {
+        let frame = match link::read_frame(&mut r).await {
             Ok(Ok(frame)) => frame,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "undecodable frame from host");

@@ -7,7 +7,7 @@ use conclave_proto::PROTOCOL_VERSION;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
 /// The current connection to the enclave, if any.
@@ -45,15 +45,6 @@ impl LinkHandle {
     }
 }
 
-async fn read_frame(r: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Result<FromEnclave, conclave_proto::codec::DecodeError>> {
-    let mut prefix = [0u8; 4];
-    r.read_exact(&mut prefix).await?;
-    let len = link::frame_len(prefix).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
-    Ok(link::decode_frame(&body))
-}
-
 /// Keeps the link up for the life of the process.
 pub async fn run(host: Arc<Host>) {
     let LinkAddr::Unix(path) = host.config.link.clone() else {
@@ -71,7 +62,7 @@ pub async fn run(host: Arc<Host>) {
         if w.write_all(&link::encode_frame(&ToEnclave::Hello { v: PROTOCOL_VERSION })).await.is_err() {
             continue;
         }
-        let identity = match read_frame(&mut r).await {
+        let identity = match link::read_frame(&mut r).await {
             Ok(Ok(FromEnclave::Hello { v, identity })) if v == PROTOCOL_VERSION => identity,
             other => {
                 tracing::error!(?other, "enclave did not answer Hello with a matching version");
@@ -97,7 +88,7 @@ pub async fn run(host: Arc<Host>) {
             }
         });
         loop {
-            match read_frame(&mut r).await {
+            match link::read_frame(&mut r).await {
                 Ok(Ok(frame)) => host.clone().from_enclave(frame),
                 Ok(Err(e)) => tracing::warn!(error = %e, "undecodable frame from the enclave"),
                 Err(_) => break,

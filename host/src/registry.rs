@@ -94,7 +94,7 @@ impl Registry {
     /// published for a request (message-id deduplication).
     pub async fn publish_result(&self, result: &RequestResult) -> Result<(), String> {
         let payload = serde_json::to_vec(result).expect("results serialise");
-        let publish = jetstream::context::Publish::build()
+        let publish = jetstream::message::PublishMessage::build()
             .payload(payload.into())
             .message_id(result_msg_id(&result.request_id));
         self.js

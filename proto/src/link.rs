@@ -99,6 +99,25 @@ pub fn decode_frame<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> 
     codec::decode_json("link frame", body, MAX_FRAME_BYTES)
 }
 
+/// Reads one frame from an async stream. The outer error is the stream's
+/// (closed, or an oversized prefix after which it cannot be resynchronised:
+/// the caller drops the connection); the inner one is a bad frame body, after
+/// which the stream is still in step.
+#[cfg(feature = "tokio")]
+pub async fn read_frame<T, R>(r: &mut R) -> std::io::Result<Result<T, DecodeError>>
+where
+    T: DeserializeOwned,
+    R: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut prefix = [0u8; 4];
+    r.read_exact(&mut prefix).await?;
+    let len = frame_len(prefix).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(decode_frame(&body))
+}
+
 /// How a node keeps its shares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -3,7 +3,10 @@
 
 use crate::process::Proc;
 use crate::{bin, eventually, NatsServer};
-use conclave_proto::NodeId;
+use conclave_enclave::seal::DevSealer;
+use conclave_enclave::share::ShareRecord;
+use conclave_proto::link::{BlobSlot, StoredBlob};
+use conclave_proto::{NodeId, Scheme, WalletId};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -169,6 +172,23 @@ impl Cluster {
         body.lines()
             .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
             .unwrap_or(0.0)
+    }
+
+    /// Opens node `i`'s sealed share of `wallet` (version 1) with the node's
+    /// dev seal key, as only its enclave could: for tests that look for
+    /// secrets where they must not be, and for the in-process baseline.
+    pub fn open_share(&self, i: usize, wallet: &WalletId, scheme: Scheme) -> ShareRecord {
+        let node = self.node_dir(i);
+        let seal_key_hex = std::fs::read_to_string(node.join("enclave/seal.key")).expect("dev seal key");
+        let mut seal_key = [0u8; 32];
+        hex::decode_to_slice(seal_key_hex.trim(), &mut seal_key).expect("dev seal key is 32 bytes of hex");
+        let sealer = DevSealer::from_key(&seal_key);
+        let slot = BlobSlot::Share { wallet: wallet.clone(), scheme };
+        let blob = StoredBlob {
+            version: 1,
+            sealed: std::fs::read(node.join(format!("store/blobs/{}/0000000001.blob", slot.path()))).expect("stored share blob"),
+        };
+        ShareRecord::open(&sealer, &self.nodes[i - 1].id, &slot, &blob).expect("the node's own seal key opens its share")
     }
 
     /// The cluster's initiator key.

@@ -24,7 +24,7 @@ pub async fn request_raw(nats_url: &str, subject: &str, msg_id: &str, payload: V
     let js = async_nats::jetstream::new(client.clone());
     let id = RequestId::new(msg_id).unwrap();
     let mut sub = client.subscribe(result_subject(&id)).await.unwrap();
-    let publish = async_nats::jetstream::context::Publish::build().payload(payload.into()).message_id(msg_id);
+    let publish = async_nats::jetstream::message::PublishMessage::build().payload(payload.into()).message_id(msg_id);
     js.send_publish(subject.to_string(), publish).await.unwrap().await.unwrap();
     // The result may already be stored if we were slow to listen.
     let stream = js.get_stream(RESULT_STREAM).await.unwrap();

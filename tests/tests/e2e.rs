@@ -243,23 +243,12 @@ async fn share_secrets_never_appear_in_anything_the_host_sees() {
         seen.extend_from_slice(&msg.payload);
     }
     assert!(!seen.is_empty());
-    // Open node-1's stored shares with its dev seal key, as only it could.
     let node = cluster.node_dir(1);
-    let seal_key_hex = std::fs::read_to_string(node.join("enclave/seal.key")).unwrap();
-    let mut seal_key = [0u8; 32];
-    hex::decode_to_slice(seal_key_hex.trim(), &mut seal_key).unwrap();
-    let sealer = conclave_enclave::seal::DevSealer::from_key(&seal_key);
     let mut host_files = Vec::new();
     files_under(&node.join("store"), &mut host_files);
     let host_bytes: Vec<u8> = host_files.iter().flat_map(|f| std::fs::read(f).unwrap()).chain(std::fs::read(node.join("host.log")).unwrap()).collect();
-    let node_id = NodeId::new("node-1").unwrap();
     for scheme in [Scheme::Ecdsa, Scheme::Eddsa] {
-        let slot = conclave_proto::link::BlobSlot::Share { wallet: wallet(&format!("secret-{scheme}")), scheme };
-        let blob = conclave_proto::link::StoredBlob {
-            version: 1,
-            sealed: std::fs::read(node.join(format!("store/blobs/{}/0000000001.blob", slot.path()))).unwrap(),
-        };
-        let record = conclave_enclave::share::ShareRecord::open(&sealer, &node_id, &slot, &blob).unwrap();
+        let record = cluster.open_share(1, &wallet(&format!("secret-{scheme}")), scheme);
         let share: serde_json::Value = serde_json::from_slice(record.secret.expose()).unwrap();
         let mut secrets = Vec::new();
         secret_scalars(&share, &mut secrets);
