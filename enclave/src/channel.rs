@@ -13,7 +13,7 @@
 //! over [`EnvelopeHeader::broadcast_signing_bytes`] for a broadcast, then the
 //! protocol message.
 
-use crate::identity::{ChannelKem, KxPublic, NodeKeys};
+use crate::identity::{ChannelKem, IdentityError, KxPublic, NodeKeys};
 use conclave_proto::envelope::{Envelope, EnvelopeHeader};
 use conclave_proto::NodeId;
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -48,11 +48,11 @@ pub enum ChannelError {
 
 /// Seals `message` for `recipient`. For a broadcast the sender signs the
 /// message with its identity key inside the ciphertext.
-pub fn seal(me: &NodeKeys, header: EnvelopeHeader, recipient: &KxPublic, message: &[u8]) -> Envelope {
+pub fn seal(me: &NodeKeys, header: EnvelopeHeader, recipient: &KxPublic, message: &[u8]) -> Result<Envelope, IdentityError> {
     let mut plaintext = Zeroizing::new(Vec::with_capacity(65 + message.len()));
     if header.broadcast {
         plaintext.push(1);
-        plaintext.extend_from_slice(&me.sign(&header.broadcast_signing_bytes(message)));
+        plaintext.extend_from_slice(&me.sign(&header.broadcast_signing_bytes(message))?);
     } else {
         plaintext.push(0);
     }
@@ -70,7 +70,7 @@ pub fn seal(me: &NodeKeys, header: EnvelopeHeader, recipient: &KxPublic, message
     .expect("HPKE seal cannot fail for a valid recipient key");
     let mut sealed = encapped.to_bytes().to_vec();
     sealed.extend_from_slice(&ciphertext);
-    Envelope { header, sealed }
+    Ok(Envelope { header, sealed })
 }
 
 /// Opens an envelope addressed to `me` from a sender with keys
@@ -162,7 +162,7 @@ mod tests {
         let (a_kx, a_sign) = pubs(&a);
         let (b_kx, _) = pubs(&b);
         for broadcast in [false, true] {
-            let env = seal(&a, header("a", "b", broadcast), &b_kx, b"round one");
+            let env = seal(&a, header("a", "b", broadcast), &b_kx, b"round one").unwrap();
             assert_eq!(&**open(&b, &env, &a_kx, &a_sign).unwrap(), b"round one");
             // Another node cannot open it, even if the host re-addresses it.
             let mut redirected = env.clone();
@@ -178,7 +178,7 @@ mod tests {
         }
         // A message claiming to be from c but sealed by a does not authenticate as c's.
         let (c_kx, c_sign) = pubs(&c);
-        let mut forged = seal(&a, header("a", "b", false), &b_kx, b"x");
+        let mut forged = seal(&a, header("a", "b", false), &b_kx, b"x").unwrap();
         forged.header.sender = NodeId::new("c").unwrap();
         assert!(open(&b, &forged, &c_kx, &c_sign).is_err());
     }

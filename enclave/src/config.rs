@@ -1,6 +1,7 @@
 //! The enclave's configuration: one typed struct, loaded and validated at
 //! start-up, with errors that name the field.
 
+use crate::hsm::{HsmConfig, PinSource};
 use conclave_proto::link::{LinkAddr, Mode, NodeIdentity};
 use conclave_proto::NodeId;
 use serde::Deserialize;
@@ -58,6 +59,60 @@ struct RawConfig {
     initiators: Vec<String>,
     #[serde(default = "default_max_request_age_secs")]
     max_request_age_secs: u64,
+    hsm: Option<RawHsm>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHsm {
+    module: PathBuf,
+    token_label: String,
+    pin_file: Option<PathBuf>,
+    pin_env: Option<String>,
+    #[serde(default = "default_seal_key_label")]
+    seal_key_label: String,
+    #[serde(default = "default_identity_key_label")]
+    identity_key_label: String,
+}
+
+fn default_seal_key_label() -> String {
+    "conclave-seal-1".into()
+}
+
+fn default_identity_key_label() -> String {
+    "conclave-identity".into()
+}
+
+/// PKCS#11 labels are at most 32 bytes for tokens; keep key labels as short.
+const MAX_LABEL_BYTES: usize = 32;
+
+fn label(field: &'static str, value: String) -> Result<String, ConfigError> {
+    if value.is_empty() || value.len() > MAX_LABEL_BYTES || value.trim() != value {
+        return Err(ConfigError::Field { field, reason: format!("{value:?} must be 1 to 32 bytes without surrounding spaces") });
+    }
+    Ok(value)
+}
+
+impl RawHsm {
+    fn validate(self) -> Result<HsmConfig, ConfigError> {
+        let pin = match (self.pin_file, self.pin_env) {
+            (Some(path), None) => PinSource::File(path),
+            (None, Some(var)) if !var.is_empty() => PinSource::Env(var),
+            _ => {
+                return Err(ConfigError::Field {
+                    field: "hsm.pin_file",
+                    reason: "give exactly one of `pin_file` and `pin_env` (the PIN never goes in this file or on the command line)".into(),
+                })
+            }
+        };
+        Ok(HsmConfig {
+            module: self.module,
+            token_label: label("hsm.token_label", self.token_label)?,
+            pin,
+            seal_key_label: label("hsm.seal_key_label", self.seal_key_label)?,
+            identity_key_label: label("hsm.identity_key_label", self.identity_key_label)?,
+        })
+    }
 }
 
 fn default_max_request_age_secs() -> u64 {
@@ -81,6 +136,8 @@ pub struct EnclaveConfig {
     pub initiators: Vec<ed25519_dalek::VerifyingKey>,
     /// Requests issued longer ago than this are refused.
     pub max_request_age: Duration,
+    /// The token, in `hsm` mode.
+    pub hsm: Option<HsmConfig>,
 }
 
 impl EnclaveConfig {
@@ -88,12 +145,20 @@ impl EnclaveConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         let raw: RawConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
-        if raw.mode != Mode::Dev {
-            return Err(ConfigError::Field {
-                field: "mode",
-                reason: format!("mode `{}` is not available in this build; use `dev`", raw.mode),
-            });
-        }
+        let hsm = match (raw.mode, raw.hsm) {
+            (Mode::Hsm, Some(hsm)) => Some(hsm.validate()?),
+            (Mode::Hsm, None) => return Err(ConfigError::Field { field: "hsm", reason: "mode `hsm` needs an [hsm] section".into() }),
+            (Mode::Dev, None) => None,
+            (Mode::Dev, Some(_)) => {
+                return Err(ConfigError::Field { field: "hsm", reason: "an [hsm] section is only for mode `hsm`".into() })
+            }
+            (Mode::Nitro, _) => {
+                return Err(ConfigError::Field {
+                    field: "mode",
+                    reason: "mode `nitro` is not available in this build; use `hsm` or `dev`".into(),
+                })
+            }
+        };
         if raw.initiators.is_empty() {
             return Err(ConfigError::Field { field: "initiators", reason: "at least one initiator key is required".into() });
         }
@@ -122,6 +187,7 @@ impl EnclaveConfig {
             roster: raw.roster,
             initiators,
             max_request_age: Duration::from_secs(raw.max_request_age_secs),
+            hsm,
         })
     }
 
@@ -162,12 +228,34 @@ mod tests {
         );
         let e = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"dev\"\ninitiators = [\"zz\"]\n"))).unwrap_err();
         assert!(matches!(e, ConfigError::Field { field: "initiators", .. }), "{e}");
-        let e = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"hsm\"\ninitiators = [\"{KEY}\"]\n"))).unwrap_err();
+        let e = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"nitro\"\ninitiators = [\"{KEY}\"]\n"))).unwrap_err();
         assert!(matches!(e, ConfigError::Field { field: "mode", .. }), "{e}");
+        let e = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"hsm\"\ninitiators = [\"{KEY}\"]\n"))).unwrap_err();
+        assert!(matches!(e, ConfigError::Field { field: "hsm", .. }), "{e}");
         let e = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"dev\"\ninitiators = [\"{KEY}\"]\nsurprise = 1\n")))
             .unwrap_err();
         assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
         let ok = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"dev\"\ninitiators = [\"{KEY}\"]\n"))).unwrap();
         assert_eq!(ok.max_request_age, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn hsm_section_needs_one_pin_source_and_sane_labels() {
+        let d = tempfile::tempdir().unwrap();
+        let base = format!(
+            "node_id = \"node-1\"\nmode = \"hsm\"\nlink = \"unix:/tmp/x.sock\"\nstate_dir = \"/tmp\"\nroster = \"/tmp/r.json\"\ninitiators = [\"{KEY}\"]\n[hsm]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\n"
+        );
+        let load = |extra: &str| EnclaveConfig::load(&write(d.path(), &format!("{base}{extra}")));
+        let e = load("token_label = \"t\"\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Field { field: "hsm.pin_file", .. }), "{e}");
+        let e = load("token_label = \"t\"\npin_file = \"/p\"\npin_env = \"P\"\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Field { field: "hsm.pin_file", .. }), "{e}");
+        let e = load("token_label = \"a-label-that-is-longer-than-32-bytes\"\npin_env = \"P\"\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Field { field: "hsm.token_label", .. }), "{e}");
+        let e = load("token_label = \"t\"\npin_env = \"P\"\npin = \"1234\"\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }), "a PIN in the file is refused: {e}");
+        let ok = load("token_label = \"t\"\npin_env = \"P\"\n").unwrap().hsm.unwrap();
+        assert_eq!(ok.pin, PinSource::Env("P".into()));
+        assert_eq!(ok.seal_key_label, "conclave-seal-1");
     }
 }

@@ -1,12 +1,23 @@
 //! The node's long-term identity: an Ed25519 key that signs its broadcasts
 //! and an X25519 key that peers encrypt to. Neither leaves the enclave.
+//!
+//! Dev mode keeps both in a file. HSM mode keeps the Ed25519 key in the
+//! token (CKM_EDDSA) and the X25519 key sealed by the token's seal key:
+//! SoftHSM2's CKM_ECDH1_DERIVE has no X25519 and accepts only CKD_NULL, and
+//! HPKE needs the raw shared secret in its own KDF, so the channel key must
+//! be usable in this process. Sealing it under the token's key keeps it
+//! unreadable outside the signer; the identity key in the token certifies
+//! it through the roster. SECURITY.md has the reasoning.
 
+use crate::hsm::{HsmError, Token};
+use crate::seal::{SealContext, SealError, Sealer};
 use conclave_proto::link::{Mode, NodeIdentity};
 use conclave_proto::NodeId;
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::{Signer as _, SigningKey};
 use hpke::{kem::X25519HkdfSha256, Deserializable, Kem, Serializable};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// The KEM of the end-to-end channel.
@@ -33,6 +44,30 @@ pub enum IdentityError {
         /// The file.
         path: PathBuf,
     },
+    /// HSM mode: a key file that `init` creates is missing.
+    #[error("{path} is missing; run `conclave-enclave init` to create it")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// HSM mode: the sealed channel key does not open.
+    #[error("the sealed channel key {path} does not open: {source}")]
+    Sealed {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: SealError,
+    },
+    /// The token failed.
+    #[error(transparent)]
+    Token(#[from] HsmError),
+}
+
+/// Where the Ed25519 identity key is and how it signs.
+enum IdentityKey {
+    File(SigningKey),
+    Token { token: Arc<Token>, key: cryptoki::object::ObjectHandle, public: [u8; 32] },
 }
 
 /// The node's secret identity keys. Not `Debug`, not `Clone`, not
@@ -40,7 +75,7 @@ pub enum IdentityError {
 pub struct NodeKeys {
     node_id: NodeId,
     mode: Mode,
-    sign: SigningKey,
+    sign: IdentityKey,
     kx_secret: KxSecret,
     kx_public: KxPublic,
 }
@@ -52,6 +87,15 @@ struct DevKeyFile {
 }
 
 const DEV_IDENTITY_FILE: &str = "identity.key";
+/// HSM mode: the sealed X25519 channel key, in the state directory.
+const CHANNEL_KEY_FILE: &str = "channel.key.sealed";
+/// What the sealed channel key is bound to.
+pub const CHANNEL_KEY_NAME: &str = "channel-key";
+
+/// HSM mode: where the sealed channel key is kept.
+pub fn channel_key_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(CHANNEL_KEY_FILE)
+}
 
 impl NodeKeys {
     /// Dev mode: the keys live in a file in `state_dir`, created on first use.
@@ -78,7 +122,48 @@ impl NodeKeys {
         let kx = Zeroizing::new(hex::decode(&file.kx_secret).map_err(|_| corrupt())?);
         let kx_secret = KxSecret::from_bytes(&kx).map_err(|_| corrupt())?;
         let kx_public = ChannelKem::sk_to_pk(&kx_secret);
-        Ok(NodeKeys { node_id, mode: Mode::Dev, sign: SigningKey::from_bytes(&seed), kx_secret, kx_public })
+        Ok(NodeKeys { node_id, mode: Mode::Dev, sign: IdentityKey::File(SigningKey::from_bytes(&seed)), kx_secret, kx_public })
+    }
+
+    /// HSM mode: the identity key pair `label` in the token, and the
+    /// channel key sealed by `sealer` in `state_dir`. With `create`, makes
+    /// whichever is missing (`conclave-enclave init`); without, a missing
+    /// one is an error that says to run `init`.
+    pub fn load_or_create_hsm(
+        state_dir: &Path,
+        node_id: NodeId,
+        token: Arc<Token>,
+        label: &str,
+        sealer: &dyn Sealer,
+        create: bool,
+    ) -> Result<NodeKeys, IdentityError> {
+        let identity = match token.identity_key(label)? {
+            Some(found) => found,
+            None if create => {
+                token.create_identity_key(label)?;
+                token.identity_key(label)?.ok_or_else(|| HsmError::MissingKey { kind: "Ed25519 identity key", label: label.into() })?
+            }
+            None => return Err(HsmError::MissingKey { kind: "Ed25519 identity key", label: label.into() }.into()),
+        };
+        let path = channel_key_path(state_dir);
+        let io = |source| IdentityError::Io { path: path.clone(), source };
+        let ctx = SealContext::local(&node_id, CHANNEL_KEY_NAME);
+        if !path.exists() {
+            if !create {
+                return Err(IdentityError::Missing { path });
+            }
+            std::fs::create_dir_all(state_dir).map_err(io)?;
+            let (kx_secret, _) = ChannelKem::gen_keypair(&mut rand_core::OsRng);
+            let plaintext = Zeroizing::new(kx_secret.to_bytes().to_vec());
+            let sealed = sealer.seal(&ctx, &plaintext).map_err(|source| IdentityError::Sealed { path: path.clone(), source })?;
+            crate::seal::write_private_file(&path, &sealed).map_err(io)?;
+        }
+        let sealed = std::fs::read(&path).map_err(io)?;
+        let plaintext = sealer.open(&ctx, &sealed).map_err(|source| IdentityError::Sealed { path: path.clone(), source })?;
+        let kx_secret = KxSecret::from_bytes(&plaintext).map_err(|_| IdentityError::Corrupt { path: path.clone() })?;
+        let kx_public = ChannelKem::sk_to_pk(&kx_secret);
+        let (key, public) = identity;
+        Ok(NodeKeys { node_id, mode: Mode::Hsm, sign: IdentityKey::Token { token, key, public }, kx_secret, kx_public })
     }
 
     /// This node's id.
@@ -91,14 +176,20 @@ impl NodeKeys {
         NodeIdentity {
             node_id: self.node_id.clone(),
             mode: self.mode,
-            sign_key: self.sign.verifying_key().to_bytes(),
+            sign_key: match &self.sign {
+                IdentityKey::File(key) => key.verifying_key().to_bytes(),
+                IdentityKey::Token { public, .. } => *public,
+            },
             kx_key: self.kx_public.to_bytes().into(),
         }
     }
 
     /// Signs `bytes` with the identity key.
-    pub fn sign(&self, bytes: &[u8]) -> [u8; 64] {
-        self.sign.sign(bytes).to_bytes()
+    pub fn sign(&self, bytes: &[u8]) -> Result<[u8; 64], IdentityError> {
+        match &self.sign {
+            IdentityKey::File(key) => Ok(key.sign(bytes).to_bytes()),
+            IdentityKey::Token { token, key, .. } => Ok(token.sign_ed25519(*key, bytes)?),
+        }
     }
 
     pub(crate) fn kx_pair(&self) -> (&KxSecret, &KxPublic) {

@@ -10,18 +10,22 @@
 //! - [`policy`]: what makes a request authorised.
 //! - [`session`]: running one protocol over the end-to-end [`channel`].
 //! - [`ecdsa`] (the only module that knows CGGMP21) and [`eddsa`] (FROST).
-//! - [`seal`], [`identity`], [`primes`]: secrets at rest and their sources.
+//! - [`seal`], [`identity`], [`primes`]: secrets at rest and their sources;
+//!   [`hsm`]: the PKCS#11 token that roots them in `hsm` mode.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod channel;
 pub mod config;
+pub mod custody;
 pub mod ecdsa;
 pub mod eddsa;
+pub mod hsm;
 pub mod identity;
 pub mod link;
 pub mod policy;
 pub mod primes;
+pub mod reseal;
 pub mod seal;
 pub mod service;
 pub mod session;

@@ -2,11 +2,12 @@
 
 use clap::{Parser, Subcommand};
 use conclave_enclave::config::EnclaveConfig;
-use conclave_enclave::identity::NodeKeys;
-use conclave_enclave::primes::PrimePool;
-use conclave_enclave::seal::DevSealer;
-use conclave_enclave::service::Enclave;
+use conclave_enclave::custody::{Custody, Missing};
 use conclave_enclave::link;
+use conclave_enclave::primes::PrimePool;
+use conclave_enclave::reseal;
+use conclave_enclave::service::Enclave;
+use conclave_proto::link::Mode;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,8 +21,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create this node's identity (and dev seal key) if absent; print the
-    /// identity as JSON for the cluster roster.
+    /// Create this node's identity and seal key if absent (dev: files; hsm:
+    /// keys generated inside the token); print the identity as JSON for the
+    /// cluster roster.
     Init {
         #[arg(long)]
         config: PathBuf,
@@ -30,6 +32,16 @@ enum Command {
     Run {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Re-seal every blob in the host's store (and this node's sealed
+    /// channel key) under the configured seal key. Safe to interrupt and to
+    /// run again.
+    Reseal {
+        #[arg(long)]
+        config: PathBuf,
+        /// The host's `store_dir`.
+        #[arg(long)]
+        store: PathBuf,
     },
 }
 
@@ -51,21 +63,34 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Init { config } => {
             let config = EnclaveConfig::load(&config).map_err(|e| e.to_string())?;
-            let keys = NodeKeys::load_or_create_dev(&config.state_dir, config.node_id.clone()).map_err(|e| e.to_string())?;
-            DevSealer::load_or_create(&config.state_dir).map_err(|e| e.to_string())?;
-            println!("{}", serde_json::to_string(&keys.identity()).expect("identity serialises"));
+            let custody = Custody::open(&config, Missing::Create).map_err(|e| e.to_string())?;
+            println!("{}", serde_json::to_string(&custody.keys.identity()).expect("identity serialises"));
+            Ok(())
+        }
+        Command::Reseal { config, store } => {
+            let config = EnclaveConfig::load(&config).map_err(|e| e.to_string())?;
+            let custody = Custody::open(&config, Missing::Refuse).map_err(|e| e.to_string())?;
+            let report = reseal::reseal(custody.sealer.as_ref(), &config.node_id, &store, &config.state_dir).map_err(|e| e.to_string())?;
+            println!(
+                "resealed {} blob(s) under {}; {} already were",
+                report.resealed,
+                custody.sealer.key_id(),
+                report.current
+            );
             Ok(())
         }
         Command::Run { config } => {
             let config = EnclaveConfig::load(&config).map_err(|e| e.to_string())?;
-            tracing::warn!(
-                state_dir = %config.state_dir.display(),
-                "DEV MODE: shares are sealed with a key file on disk and identity keys are files. INSECURE: for experiments and tests only"
-            );
-            let keys = NodeKeys::load_or_create_dev(&config.state_dir, config.node_id.clone()).map_err(|e| e.to_string())?;
-            let sealer = DevSealer::load_or_create(&config.state_dir).map_err(|e| e.to_string())?;
+            match config.mode {
+                Mode::Dev => tracing::warn!(
+                    state_dir = %config.state_dir.display(),
+                    "DEV MODE: shares are sealed with a key file on disk and identity keys are files. INSECURE: for experiments and tests only"
+                ),
+                mode => tracing::info!(%mode, "shares are sealed and the identity key is held by the token"),
+            }
+            let custody = Custody::open(&config, Missing::Refuse).map_err(|e| e.to_string())?;
             let roster = config.load_roster().map_err(|e| e.to_string())?;
-            let enclave = Arc::new(Enclave::new(config, keys, Box::new(sealer), roster)?);
+            let enclave = Arc::new(Enclave::new(config, custody.keys, custody.sealer, roster)?);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
             rt.block_on(async move {
                 let server = tokio::spawn(link::serve(enclave.clone()));

@@ -114,6 +114,7 @@ mod tests {
             roster: "/tmp/r".into(),
             initiators: vec![initiator.verifying_key()],
             max_request_age: std::time::Duration::from_secs(300),
+            hsm: None,
         }
     }
 

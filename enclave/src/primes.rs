@@ -44,7 +44,7 @@ impl PrimePool {
         let loaded = match enclave.host.load(BlobSlot::Primes).await {
             Ok(Some(blob)) => {
                 pool.stored_version.store(blob.version, Ordering::SeqCst);
-                let ctx = SealContext { node: enclave.keys.node_id(), slot: &BlobSlot::Primes, version: blob.version };
+                let ctx = SealContext::blob(enclave.keys.node_id(), &BlobSlot::Primes, blob.version);
                 enclave.sealer.open(&ctx, &blob.sealed).ok().and_then(|b| Primes::from_bytes(&b))
             }
             Ok(None) => None,
@@ -76,7 +76,7 @@ impl PrimePool {
             tracing::info!("generating Paillier primes in the background");
             let Ok(primes) = tokio::task::spawn_blocking(Primes::generate).await else { return };
             let version = enclave.primes.stored_version.fetch_add(1, Ordering::SeqCst) + 1;
-            let ctx = SealContext { node: enclave.keys.node_id(), slot: &BlobSlot::Primes, version };
+            let ctx = SealContext::blob(enclave.keys.node_id(), &BlobSlot::Primes, version);
             match enclave.sealer.seal(&ctx, &primes.to_bytes()) {
                 Ok(sealed) => {
                     if let Err(e) = enclave.host.store(BlobSlot::Primes, StoredBlob { version, sealed }).await {

@@ -8,13 +8,17 @@
 //! Blob format v1: `b"CSB1"`, key id (u8 length + bytes), nonce (u8 length +
 //! bytes), ciphertext with tag.
 
+use crate::hsm::{DecryptFailure, HsmError, Token};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use cryptoki::object::ObjectHandle;
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use conclave_proto::link::BlobSlot;
 use conclave_proto::NodeId;
 use rand_core::RngCore;
 use std::io::Write;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
 const MAGIC: &[u8; 4] = b"CSB1";
@@ -31,6 +35,9 @@ pub enum SealError {
     /// Authentication failed: tampered, or bound to another node, slot or version.
     #[error("sealed blob does not open: tampered, or sealed for another node, slot or version")]
     Open,
+    /// The token failed (not: the blob did not authenticate).
+    #[error("HSM: {0}")]
+    Token(#[source] crate::hsm::HsmError),
     /// The seal key could not be loaded.
     #[error("seal key {path}: {source}")]
     Key {
@@ -42,24 +49,40 @@ pub enum SealError {
     },
 }
 
-/// What a blob is bound to.
+/// What a blob is bound to: the node, where it is kept, and its version.
 pub struct SealContext<'a> {
-    /// The node that seals and opens it.
-    pub node: &'a NodeId,
-    /// Where the host stores it.
-    pub slot: &'a BlobSlot,
-    /// Its version in the slot.
-    pub version: u32,
+    node: &'a NodeId,
+    path: String,
+    version: u32,
 }
 
-impl SealContext<'_> {
+/// Prefix of the paths of what the enclave keeps itself (not in the host's
+/// store); no [`BlobSlot`] path starts with it.
+const LOCAL_PREFIX: &str = "local/";
+
+impl<'a> SealContext<'a> {
+    /// A blob the host stores in `slot`.
+    pub fn blob(node: &'a NodeId, slot: &BlobSlot, version: u32) -> Self {
+        SealContext { node, path: slot.path(), version }
+    }
+
+    /// A blob found in the host's store under `path` (relative to its blob
+    /// root), for re-sealing: it opens only if it was sealed for that path.
+    pub fn stored(node: &'a NodeId, path: &str, version: u32) -> Self {
+        SealContext { node, path: path.to_string(), version }
+    }
+
+    /// A secret the enclave keeps in its own state directory.
+    pub fn local(node: &'a NodeId, name: &str) -> Self {
+        SealContext { node, path: format!("{LOCAL_PREFIX}{name}"), version: 1 }
+    }
+
     fn aad(&self) -> Vec<u8> {
-        let slot = self.slot.path();
         let mut out = b"conclave/seal/v1".to_vec();
         out.push(self.node.as_str().len() as u8);
         out.extend_from_slice(self.node.as_str().as_bytes());
-        out.extend_from_slice(&(slot.len() as u32).to_be_bytes());
-        out.extend_from_slice(slot.as_bytes());
+        out.extend_from_slice(&(self.path.len() as u32).to_be_bytes());
+        out.extend_from_slice(self.path.as_bytes());
         out.extend_from_slice(&self.version.to_be_bytes());
         out
     }
@@ -67,6 +90,8 @@ impl SealContext<'_> {
 
 /// A sealing backend.
 pub trait Sealer: Send + Sync {
+    /// The key that seals new blobs, as named in them.
+    fn key_id(&self) -> &str;
     /// Seals `plaintext` for `ctx`.
     fn seal(&self, ctx: &SealContext<'_>, plaintext: &[u8]) -> Result<Vec<u8>, SealError>;
     /// Opens a blob sealed for `ctx`.
@@ -88,6 +113,11 @@ fn encode(key_id: &str, nonce: &[u8], ciphertext: &[u8]) -> Vec<u8> {
     out.extend_from_slice(nonce);
     out.extend_from_slice(ciphertext);
     out
+}
+
+/// The key a blob names, without opening it.
+pub fn key_id_of(blob: &[u8]) -> Result<&str, SealError> {
+    parse(blob).map(|p| p.key_id)
 }
 
 fn parse(blob: &[u8]) -> Result<Parsed<'_>, SealError> {
@@ -140,6 +170,10 @@ impl DevSealer {
 }
 
 impl Sealer for DevSealer {
+    fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
     fn seal(&self, ctx: &SealContext<'_>, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
         let mut nonce = [0u8; 24];
         rand_core::OsRng.fill_bytes(&mut nonce);
@@ -165,6 +199,65 @@ impl Sealer for DevSealer {
     }
 }
 
+/// HSM mode: AES-256-GCM under a key that never leaves the PKCS#11 token.
+/// New blobs are sealed under the configured key; a blob names the key that
+/// sealed it, so blobs under an older key of the same token still open
+/// until `conclave-enclave reseal` has moved them to the new one.
+pub struct TokenSealer {
+    token: Arc<Token>,
+    key_id: String,
+    key: ObjectHandle,
+    /// Keys found by label, so that each is looked up once.
+    known: Mutex<HashMap<String, ObjectHandle>>,
+}
+
+const TOKEN_KEY_PREFIX: &str = "hsm:";
+
+impl TokenSealer {
+    /// Seals under the token's key `label`, which must exist.
+    pub fn new(token: Arc<Token>, label: &str) -> Result<TokenSealer, HsmError> {
+        let key = token.seal_key(label)?.ok_or_else(|| HsmError::MissingKey { kind: "AES seal key", label: label.to_string() })?;
+        let key_id = format!("{TOKEN_KEY_PREFIX}{label}");
+        let known = Mutex::new(HashMap::from([(key_id.clone(), key)]));
+        Ok(TokenSealer { token, key_id, key, known })
+    }
+
+    fn key_named(&self, key_id: &str) -> Result<ObjectHandle, SealError> {
+        if let Some(key) = self.known.lock().expect("key cache lock").get(key_id) {
+            return Ok(*key);
+        }
+        let label = key_id.strip_prefix(TOKEN_KEY_PREFIX).ok_or_else(|| SealError::UnknownKey(key_id.to_string()))?;
+        let key = self.token.seal_key(label).map_err(SealError::Token)?.ok_or_else(|| SealError::UnknownKey(key_id.to_string()))?;
+        self.known.lock().expect("key cache lock").insert(key_id.to_string(), key);
+        Ok(key)
+    }
+}
+
+impl Sealer for TokenSealer {
+    fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    fn seal(&self, ctx: &SealContext<'_>, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        // Random 96-bit IVs: the number of seals under one key stays far
+        // below the 2^32 that NIST SP 800-38D allows for random IVs.
+        let mut iv = [0u8; 12];
+        rand_core::OsRng.fill_bytes(&mut iv);
+        let ct = self.token.encrypt_gcm(self.key, &iv, &ctx.aad(), plaintext).map_err(SealError::Token)?;
+        Ok(encode(&self.key_id, &iv, &ct))
+    }
+
+    fn open(&self, ctx: &SealContext<'_>, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        let p = parse(sealed)?;
+        let key = self.key_named(p.key_id)?;
+        let iv: [u8; 12] = p.nonce.try_into().map_err(|_| SealError::Format)?;
+        self.token.decrypt_gcm(key, &iv, &ctx.aad(), p.ciphertext).map_err(|e| match e {
+            DecryptFailure::Authentication => SealError::Open,
+            DecryptFailure::Token(e) => SealError::Token(e),
+        })
+    }
+}
+
 /// Writes a file readable by its owner only, fully synced, or not at all.
 pub(crate) fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -187,13 +280,13 @@ mod tests {
         let s = DevSealer::from_key(&[1; 32]);
         let node = NodeId::new("n1").unwrap();
         let (w1, w2) = (slot("w1"), slot("w2"));
-        let ctx = SealContext { node: &node, slot: &w1, version: 1 };
+        let ctx = SealContext::blob(&node, &w1, 1);
         let blob = s.seal(&ctx, b"share").unwrap();
         assert_eq!(&**s.open(&ctx, &blob).unwrap(), b"share");
-        assert!(matches!(s.open(&SealContext { node: &node, slot: &w2, version: 1 }, &blob), Err(SealError::Open)));
-        assert!(matches!(s.open(&SealContext { node: &node, slot: &w1, version: 2 }, &blob), Err(SealError::Open)));
+        assert!(matches!(s.open(&SealContext::blob(&node, &w2, 1), &blob), Err(SealError::Open)));
+        assert!(matches!(s.open(&SealContext::blob(&node, &w1, 2), &blob), Err(SealError::Open)));
         let other = NodeId::new("n2").unwrap();
-        assert!(matches!(s.open(&SealContext { node: &other, slot: &w1, version: 1 }, &blob), Err(SealError::Open)));
+        assert!(matches!(s.open(&SealContext::blob(&other, &w1, 1), &blob), Err(SealError::Open)));
         let mut tampered = blob.clone();
         *tampered.last_mut().unwrap() ^= 1;
         assert!(matches!(s.open(&ctx, &tampered), Err(SealError::Open)));

@@ -199,14 +199,14 @@ impl Enclave {
         let _guard = lock.lock().await;
         let node = self.keys.node_id();
         if let Some(blob) = self.host.load(slot.clone()).await? {
-            let ctx = SealContext { node, slot: &slot, version: blob.version };
+            let ctx = SealContext::blob(node, &slot, blob.version);
             return self.sealer.open(&ctx, &blob.sealed).map_err(storage);
         }
         tracing::info!(committee = %id, "generating aux info for a new committee");
         let primes = PrimePool::take(self).await;
         let spec = SessionSpec { id: SessionId::derive(SessionKind::AuxInfo, request, attempt), parties: committee.to_vec(), deadline };
         let aux = ecdsa::aux_info(self, &spec, primes).await?;
-        let ctx = SealContext { node, slot: &slot, version: 1 };
+        let ctx = SealContext::blob(node, &slot, 1);
         let sealed = self.sealer.seal(&ctx, &aux).map_err(storage)?;
         self.host.store(slot, StoredBlob { version: 1, sealed }).await?;
         Ok(aux)

@@ -241,7 +241,8 @@ fn send_outgoing<M: ProtocolMessage + Serialize>(
             seq,
             broadcast: out.recipient == MessageDestination::AllParties,
         };
-        let envelope = channel::seal(&enclave.keys, header, &peer.kx, &payload);
+        let envelope = channel::seal(&enclave.keys, header, &peer.kx, &payload)
+            .map_err(|e| RequestError::new(ErrorCode::Internal, format!("cannot sign with the identity key: {e}")))?;
         enclave.host.send(FromEnclave::Send { envelope });
     }
     Ok(())

@@ -39,14 +39,14 @@ impl ShareRecord {
     pub fn seal(&self, sealer: &dyn Sealer, node: &NodeId, slot: &BlobSlot) -> Result<StoredBlob, RequestError> {
         let plaintext = Zeroizing::new(serde_json::to_vec(self).expect("share records serialise"));
         let version = self.public.version;
-        let sealed = sealer.seal(&SealContext { node, slot, version }, &plaintext).map_err(storage)?;
+        let sealed = sealer.seal(&SealContext::blob(node, slot, version), &plaintext).map_err(storage)?;
         Ok(StoredBlob { version, sealed })
     }
 
     /// Opens a stored blob of `slot`. The version the host claims is bound
     /// into the seal, and must agree with the sealed record.
     pub fn open(sealer: &dyn Sealer, node: &NodeId, slot: &BlobSlot, blob: &StoredBlob) -> Result<ShareRecord, RequestError> {
-        let plaintext = sealer.open(&SealContext { node, slot, version: blob.version }, &blob.sealed).map_err(storage)?;
+        let plaintext = sealer.open(&SealContext::blob(node, slot, blob.version), &blob.sealed).map_err(storage)?;
         let record: ShareRecord = serde_json::from_slice(&plaintext)
             .map_err(|_| RequestError::new(ErrorCode::Storage, "sealed share record does not decode"))?;
         if record.public.version != blob.version {

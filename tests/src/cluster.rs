@@ -2,7 +2,7 @@
 //! (see the crate docs).
 
 use crate::process::Proc;
-use crate::{bin, eventually, NatsServer};
+use crate::{bin, eventually, softhsm, Mode, NatsServer};
 use conclave_enclave::seal::DevSealer;
 use conclave_enclave::share::ShareRecord;
 use conclave_proto::link::{BlobSlot, StoredBlob};
@@ -26,26 +26,32 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     nats: NatsServer,
     nodes: Vec<Node>,
+    mode: Mode,
 }
 
 impl Cluster {
-    /// Starts an `n`-node cluster whose committee already has primes and aux
-    /// info, from the shared template.
+    /// Starts an `n`-node cluster in `hsm` mode (a SoftHSM2 token per node)
+    /// whose committee already has primes and aux info, from the template.
     pub async fn start(n: usize) -> Cluster {
-        let template = template(n).await;
-        let dir = tempfile::Builder::new().prefix("conclave-test-").tempdir().expect("tempdir");
-        copy_dir(&template, dir.path());
-        Self::boot(dir, n).await
+        Self::start_in(Mode::Hsm, n).await
     }
 
-    async fn boot(dir: tempfile::TempDir, n: usize) -> Cluster {
+    /// Starts an `n`-node cluster in `mode` (`hsm` or `dev`).
+    pub async fn start_in(mode: Mode, n: usize) -> Cluster {
+        let template = template(mode, n).await;
+        let dir = tempfile::Builder::new().prefix("conclave-test-").tempdir().expect("tempdir");
+        copy_dir(&template, dir.path());
+        Self::boot(dir, mode, n).await
+    }
+
+    async fn boot(dir: tempfile::TempDir, mode: Mode, n: usize) -> Cluster {
         let nats = NatsServer::start(&dir.path().join("nats")).await;
-        let mut cluster = Cluster { dir, nats, nodes: Vec::new() };
+        let mut cluster = Cluster { dir, nats, nodes: Vec::new(), mode };
         let initiator = cluster.initiator_public_hex();
         for i in 1..=n {
             let id = NodeId::new(format!("node-{i}")).unwrap();
             let http_port = crate::free_port();
-            write_node_configs(cluster.dir.path(), &id, http_port, &cluster.nats.url(), &initiator);
+            write_node_configs(cluster.dir.path(), mode, &id, http_port, &cluster.nats.url(), &initiator);
             cluster.nodes.push(Node { id, http_port, enclave: None, host: None });
         }
         write_client_config(cluster.dir.path(), &cluster.nats.url());
@@ -54,6 +60,11 @@ impl Cluster {
         }
         cluster.wait_ready(n).await;
         cluster
+    }
+
+    /// How the nodes keep their secrets.
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     /// The cluster's working directory.
@@ -97,13 +108,14 @@ impl Cluster {
         let d = self.node_dir(i);
         let node = &mut self.nodes[i - 1];
         let enclave_cfg = d.join("enclave.toml");
+        let softhsm_conf = softhsm::conf(&d);
         let host_cfg = d.join("host.toml");
         node.enclave = Some(Proc::spawn(
             &format!("enclave {}", node.id),
             &bin("conclave-enclave"),
             &["run", "--config", enclave_cfg.to_str().unwrap()],
             &d.join("enclave.log"),
-            &[],
+            &[(softhsm::CONF_ENV, softhsm_conf.to_str().unwrap())],
         ));
         node.host = Some(Proc::spawn(
             &format!("host {}", node.id),
@@ -177,7 +189,9 @@ impl Cluster {
     /// Opens node `i`'s sealed share of `wallet` (version 1) with the node's
     /// dev seal key, as only its enclave could: for tests that look for
     /// secrets where they must not be, and for the in-process baseline.
+    /// Dev mode only: in hsm mode the key never leaves the token.
     pub fn open_share(&self, i: usize, wallet: &WalletId, scheme: Scheme) -> ShareRecord {
+        assert_eq!(self.mode, Mode::Dev, "only a dev-mode cluster's shares can be opened outside its nodes");
         let node = self.node_dir(i);
         let seal_key_hex = std::fs::read_to_string(node.join("enclave/seal.key")).expect("dev seal key");
         let mut seal_key = [0u8; 32];
@@ -226,20 +240,26 @@ fn read_initiator(dir: &Path) -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&seed)
 }
 
-fn write_node_configs(dir: &Path, id: &NodeId, http_port: u16, nats_url: &str, initiator: &str) {
+fn write_node_configs(dir: &Path, mode: Mode, id: &NodeId, http_port: u16, nats_url: &str, initiator: &str) {
     let d = dir.join(id.as_str());
     std::fs::create_dir_all(&d).unwrap();
     let sock = d.join("enclave.sock");
-    std::fs::write(
-        d.join("enclave.toml"),
-        format!(
-            "node_id = \"{id}\"\nmode = \"dev\"\nlink = \"unix:{}\"\nstate_dir = \"{}\"\nroster = \"{}\"\ninitiators = [\"{initiator}\"]\n",
-            sock.display(),
-            d.join("enclave").display(),
-            dir.join("roster.json").display()
-        ),
-    )
-    .unwrap();
+    let mut enclave = format!(
+        "node_id = \"{id}\"\nmode = \"{mode}\"\nlink = \"unix:{}\"\nstate_dir = \"{}\"\nroster = \"{}\"\ninitiators = [\"{initiator}\"]\n",
+        sock.display(),
+        d.join("enclave").display(),
+        dir.join("roster.json").display()
+    );
+    if mode == Mode::Hsm {
+        softhsm::write_conf(&d);
+        enclave.push_str(&format!(
+            "\n[hsm]\nmodule = \"{}\"\ntoken_label = \"{}\"\npin_file = \"{}\"\n",
+            softhsm::MODULE,
+            softhsm::token_label(id.as_str()),
+            softhsm::pin_file(&d, &softhsm::token_label(id.as_str())).display()
+        ));
+    }
+    std::fs::write(d.join("enclave.toml"), enclave).unwrap();
     std::fs::write(
         d.join("host.toml"),
         format!(
@@ -251,11 +271,11 @@ fn write_node_configs(dir: &Path, id: &NodeId, http_port: u16, nats_url: &str, i
     .unwrap();
 }
 
+/// The client waits as long as the `conclave` CLI does by default: past the
+/// cluster's longest session deadline, so that a slow template keygen is
+/// not cut short and a stuck request still ends in the cluster's own answer.
 fn write_client_config(dir: &Path, nats_url: &str) {
-    std::fs::write(
-        dir.join("client.toml"),
-        format!("nats_urls = [\"{nats_url}\"]\ninitiator_key = \"initiator.key\"\ntimeout_ms = 120000\n"),
-    )
+    std::fs::write(dir.join("client.toml"), format!("nats_urls = [\"{nats_url}\"]\ninitiator_key = \"initiator.key\"\n"))
     .unwrap();
 }
 
@@ -282,11 +302,11 @@ fn build_fingerprint() -> String {
 
 /// The template for `n` nodes, made on first use by a real cluster. A file
 /// lock makes concurrent test processes wait for one maker.
-async fn template(n: usize) -> PathBuf {
+async fn template(mode: Mode, n: usize) -> PathBuf {
     let root = crate::workspace().join("target").join("test-template");
     std::fs::create_dir_all(&root).unwrap();
-    let dir = root.join(format!("nodes-{n}"));
-    let lock = std::fs::File::create(root.join(format!("nodes-{n}.lock"))).unwrap();
+    let dir = root.join(format!("{mode}-nodes-{n}"));
+    let lock = std::fs::File::create(root.join(format!("{mode}-nodes-{n}.lock"))).unwrap();
     lock.lock().expect("template lock");
     let marker = dir.join("READY");
     let fingerprint = build_fingerprint();
@@ -295,21 +315,26 @@ async fn template(n: usize) -> PathBuf {
     }
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    make_template(&dir, n).await;
+    make_template(&dir, mode, n).await;
     std::fs::write(&marker, fingerprint).unwrap();
     dir
 }
 
-async fn make_template(dir: &Path, n: usize) {
+async fn make_template(dir: &Path, mode: Mode, n: usize) {
     let initiator = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
     std::fs::write(dir.join("initiator.key"), hex::encode(initiator.to_bytes())).unwrap();
     let initiator_hex = hex::encode(initiator.verifying_key().to_bytes());
     let mut roster = Vec::new();
     for i in 1..=n {
         let id = NodeId::new(format!("node-{i}")).unwrap();
-        write_node_configs(dir, &id, 0, "nats://127.0.0.1:1", &initiator_hex);
+        let node_dir = dir.join(id.as_str());
+        if mode == Mode::Hsm {
+            softhsm::create_token(&node_dir, &softhsm::token_label(id.as_str()));
+        }
+        write_node_configs(dir, mode, &id, 0, "nats://127.0.0.1:1", &initiator_hex);
         let out = std::process::Command::new(bin("conclave-enclave"))
-            .args(["init", "--config", dir.join(id.as_str()).join("enclave.toml").to_str().unwrap()])
+            .args(["init", "--config", node_dir.join("enclave.toml").to_str().unwrap()])
+            .env(softhsm::CONF_ENV, softhsm::conf(&node_dir))
             .output()
             .expect("conclave-enclave init");
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -322,7 +347,7 @@ async fn make_template(dir: &Path, n: usize) {
     // that replace the ones aux info consumed.
     let scratch = tempfile::Builder::new().prefix("conclave-template-").tempdir().unwrap();
     copy_dir(dir, scratch.path());
-    let cluster = Cluster::boot(scratch, n).await;
+    let cluster = Cluster::boot(scratch, mode, n).await;
     let client = cluster.client().await;
     let wallet = conclave_proto::WalletId::new("template-aux").unwrap();
     tokio::time::timeout(TEMPLATE_TIMEOUT, client.keygen(&wallet, conclave_proto::Scheme::Ecdsa, 2, None))

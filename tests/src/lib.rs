@@ -5,7 +5,8 @@
 //! cluster is not built from nothing for every test. The first test of a run
 //! boots a real cluster once, lets it generate primes and its committee's aux
 //! info through the normal code paths, stops it, and keeps its node state
-//! (identities, dev seal keys, sealed blobs) as a template under `target/`.
+//! (identities, SoftHSM2 tokens or dev seal keys, sealed blobs) as a
+//! template under `target/`, one per mode.
 //! Every test then copies the template into its own directory and starts its
 //! own nats-server and node processes on fresh ports.
 #![forbid(unsafe_code)]
@@ -14,9 +15,11 @@ pub mod bip32;
 pub mod cluster;
 pub mod nats;
 pub mod process;
+pub mod softhsm;
 pub mod wire;
 
 pub use cluster::Cluster;
+pub use conclave_proto::link::Mode;
 pub use nats::NatsServer;
 
 use std::path::PathBuf;

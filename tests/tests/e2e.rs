@@ -1,11 +1,12 @@
 //! End to end: real nats-server, real enclave and host processes per node,
-//! dev mode, 2-of-3. Each test starts its own cluster.
+//! hsm mode (a SoftHSM2 token per node) unless a test says otherwise,
+//! 2-of-3. Each test starts its own cluster.
 
 use conclave_proto::request::{KeygenRequest, RequestBody, SignPayload, SignRequest};
 use conclave_proto::result::{KeygenResult, Outcome, SignResult};
 use conclave_proto::subjects::{KEYGEN_SUBJECT, SIGN_SUBJECT};
 use conclave_proto::{ErrorCode, NodeId, RequestId, Scheme, WalletId};
-use conclave_tests::{bip32, wire, Cluster};
+use conclave_tests::{bip32, wire, Cluster, Mode};
 use futures::StreamExt;
 use std::time::Duration;
 
@@ -227,7 +228,9 @@ fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn share_secrets_never_appear_in_anything_the_host_sees() {
-    let cluster = Cluster::start(3).await;
+    // Dev mode: the test opens a stored share with the node's seal key file
+    // to learn what to look for. What the host sees does not depend on the mode.
+    let cluster = Cluster::start_in(Mode::Dev, 3).await;
     let nats = async_nats::connect(cluster.nats_url()).await.unwrap();
     let mut everything = nats.subscribe(">").await.unwrap();
     nats.flush().await.unwrap();

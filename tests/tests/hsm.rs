@@ -1,0 +1,249 @@
+//! HSM mode: shares sealed by a SoftHSM2 token per node, identity keys in
+//! the token. Real tokens, real node processes, real `conclave-enclave`
+//! commands.
+
+use conclave_enclave::hsm::{HsmConfig, PinSource, Token};
+use conclave_enclave::seal::{key_id_of, SealContext, SealError, Sealer, TokenSealer};
+use conclave_proto::link::BlobSlot;
+use conclave_proto::request::SignPayload;
+use conclave_proto::{ErrorCode, NodeId, Scheme, WalletId};
+use conclave_tests::{bin, softhsm, Cluster};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+fn wallet(name: &str) -> WalletId {
+    WalletId::new(name).unwrap()
+}
+
+fn hsm_config(label: &str, pin_file: PathBuf) -> HsmConfig {
+    HsmConfig {
+        module: softhsm::MODULE.into(),
+        token_label: label.into(),
+        pin: PinSource::File(pin_file),
+        seal_key_label: "conclave-seal-1".into(),
+        identity_key_label: "conclave-identity".into(),
+    }
+}
+
+#[test]
+fn a_blob_opens_only_under_its_own_token_wallet_and_version() {
+    let d = tempfile::tempdir().unwrap();
+    let pin_a = softhsm::create_token(d.path(), "token-a");
+    let pin_b = softhsm::create_token(d.path(), "token-b");
+    // SoftHSM2 reads its configuration from the environment when the module
+    // is initialised. Each test is its own process (nextest) and this one
+    // has started no other thread.
+    std::env::set_var(softhsm::CONF_ENV, softhsm::conf(d.path()));
+    let open = |label: &str, pin: &PathBuf| {
+        let token = Arc::new(Token::open(&hsm_config(label, pin.clone())).unwrap());
+        token.create_seal_key("conclave-seal-1").unwrap();
+        TokenSealer::new(token, "conclave-seal-1").unwrap()
+    };
+    let (a, b) = (open("token-a", &pin_a), open("token-b", &pin_b));
+    let node = NodeId::new("node-1").unwrap();
+    let slot = |w: &str| BlobSlot::Share { wallet: wallet(w), scheme: Scheme::Ecdsa };
+    let ctx = SealContext::blob(&node, &slot("w1"), 1);
+    let blob = a.seal(&ctx, b"share").unwrap();
+    assert_eq!(key_id_of(&blob).unwrap(), "hsm:conclave-seal-1");
+    assert_eq!(&**a.open(&ctx, &blob).unwrap(), b"share");
+
+    // Same node, slot, version and key label, another token: does not open.
+    let other = b.open(&ctx, &blob).map(|_| ());
+    assert!(matches!(other, Err(SealError::Open)), "{other:?}");
+    // Another wallet, another version, a flipped byte: do not open.
+    assert!(matches!(a.open(&SealContext::blob(&node, &slot("w2"), 1), &blob), Err(SealError::Open)));
+    assert!(matches!(a.open(&SealContext::blob(&node, &slot("w1"), 2), &blob), Err(SealError::Open)));
+    for i in [0, 10, blob.len() / 2, blob.len() - 1] {
+        let mut tampered = blob.clone();
+        tampered[i] ^= 1;
+        assert!(a.open(&ctx, &tampered).is_err(), "byte {i} flipped still opens");
+    }
+    // Two seals of the same plaintext differ (fresh IV each time).
+    assert_ne!(a.seal(&ctx, b"share").unwrap(), blob);
+}
+
+#[test]
+fn the_signer_refuses_to_start_with_a_wrong_pin_token_module_or_missing_keys() {
+    let d = tempfile::tempdir().unwrap();
+    let label = softhsm::token_label("node-1");
+    let pin = softhsm::create_token(d.path(), &label);
+    let roster = d.path().join("roster.json");
+    std::fs::write(&roster, "[]").unwrap();
+    let config = |name: &str, module: &str, token: &str, pin_file: &Path| {
+        let path = d.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "node_id = \"node-1\"\nmode = \"hsm\"\nlink = \"unix:{}\"\nstate_dir = \"{}\"\nroster = \"{}\"\n\
+                 initiators = [\"d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a\"]\n\
+                 [hsm]\nmodule = \"{module}\"\ntoken_label = \"{token}\"\npin_file = \"{}\"\n",
+                d.path().join("enclave.sock").display(),
+                d.path().join("state").display(),
+                roster.display(),
+                pin_file.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let enclave = |command: &str, config: &Path| {
+        let out = Command::new(bin("conclave-enclave"))
+            .args([command, "--config", config.to_str().unwrap()])
+            .env(softhsm::CONF_ENV, softhsm::conf(d.path()))
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let real_pin = std::fs::read_to_string(&pin).unwrap();
+    let wrong_pin = d.path().join("wrong.pin");
+    std::fs::write(&wrong_pin, "000000").unwrap();
+
+    let cases = [
+        ("run", config("uninitialised", softhsm::MODULE, &label, &pin), "run `conclave-enclave init`"),
+        ("init", config("wrong-pin", softhsm::MODULE, &label, &wrong_pin), "refused the PIN"),
+        ("init", config("no-token", softhsm::MODULE, "no-such-token", &pin), "no initialised token labelled \"no-such-token\""),
+        ("init", config("no-module", "/usr/lib/no-such-module.so", &label, &pin), "cannot load the PKCS#11 module"),
+        ("init", config("no-pin", softhsm::MODULE, &label, &d.path().join("absent.pin")), "cannot read the PIN file"),
+    ];
+    for (command, config, expected) in &cases {
+        let (code, stderr) = enclave(command, config);
+        assert_eq!(code, Some(2), "{command} with {expected:?}: {stderr}");
+        assert!(stderr.contains(expected), "{command}: expected {expected:?} in {stderr}");
+        assert!(!stderr.contains(real_pin.trim()), "the PIN is never printed");
+        assert!(!d.path().join("enclave.sock").exists(), "a refused signer never listens");
+        assert!(!d.path().join("state").join("channel.key.sealed").exists(), "a refused signer creates nothing");
+    }
+    // With the right PIN, init makes the keys, and run then gets past them.
+    let good = config("good", softhsm::MODULE, &label, &pin);
+    let (code, stderr) = enclave("init", &good);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_swapped_or_replayed_blobs_are_refused_and_nothing_is_overwritten() {
+    let cluster = Cluster::start(3).await;
+    let client = cluster.client().await;
+    let status = client.status().await.unwrap();
+    assert!(status.nodes.iter().all(|n| n.mode == "hsm"), "every node reports hsm mode: {:?}", status.nodes);
+    let (a, b) = (wallet("blob-a"), wallet("blob-b"));
+    for w in [&a, &b] {
+        client.keygen(w, Scheme::Ecdsa, 2, None).await.unwrap();
+    }
+    let signers: Vec<NodeId> = cluster.node_ids()[..2].to_vec();
+    let sign = |w: WalletId| {
+        let (client, signers) = (&client, signers.clone());
+        async move { client.sign(&w, Scheme::Ecdsa, SignPayload::Digest(vec![9; 32]), vec![], Some(signers)).await }
+    };
+    sign(a.clone()).await.expect("signs before any tampering");
+
+    let slot_dir = |w: &WalletId| cluster.node_dir(1).join("store/blobs/share").join(w.as_str()).join("ecdsa");
+    let v1 = slot_dir(&a).join("0000000001.blob");
+    let original = std::fs::read(&v1).unwrap();
+    let listing = |dir: &Path| {
+        let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        names
+    };
+
+    // One byte flipped.
+    let mut tampered = original.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0x01;
+    // Wallet b's share in wallet a's slot.
+    let swapped = std::fs::read(slot_dir(&b).join("0000000001.blob")).unwrap();
+    for (what, bytes) in [("a tampered blob", tampered), ("another wallet's blob", swapped)] {
+        std::fs::write(&v1, &bytes).unwrap();
+        let files = listing(&slot_dir(&a));
+        let err = sign(a.clone()).await.expect_err(what);
+        assert_eq!(err.code(), Some(ErrorCode::Storage), "{what}: {err}");
+        assert_eq!(std::fs::read(&v1).unwrap(), bytes, "{what}: the signer wrote nothing over it");
+        assert_eq!(listing(&slot_dir(&a)), files, "{what}: no version was added or removed");
+    }
+
+    // Version 1 served as if it were version 2.
+    std::fs::write(&v1, &original).unwrap();
+    let v2 = slot_dir(&a).join("0000000002.blob");
+    std::fs::write(&v2, &original).unwrap();
+    let err = sign(a.clone()).await.expect_err("an old version replayed as a newer one");
+    assert_eq!(err.code(), Some(ErrorCode::Storage), "{err}");
+    assert_eq!(std::fs::read(&v1).unwrap(), original, "version 1 untouched");
+
+    // Put back, the same share signs again: the refusals changed nothing.
+    std::fs::remove_file(&v2).unwrap();
+    sign(a).await.expect("signs once the blob is back");
+}
+
+/// Every blob file under `dir` and the key that sealed it.
+fn sealed_files(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            sealed_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "blob" || e == "sealed") {
+            let key = key_id_of(&std::fs::read(&path).unwrap()).unwrap().to_string();
+            out.push((path, key));
+        }
+    }
+    out.sort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reseal_killed_half_way_loses_nothing_and_finishes_when_run_again() {
+    let mut cluster = Cluster::start(3).await;
+    let client = cluster.client().await;
+    let wallets = [(wallet("rotate-ecdsa"), Scheme::Ecdsa), (wallet("rotate-eddsa"), Scheme::Eddsa)];
+    for (w, scheme) in &wallets {
+        client.keygen(w, *scheme, 2, None).await.unwrap();
+    }
+    cluster.kill_node(1);
+    let node = cluster.node_dir(1);
+    let config = node.join("enclave.toml");
+    let enclave = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(bin("conclave-enclave"));
+        cmd.args(args).env(softhsm::CONF_ENV, softhsm::conf(&node));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let identity_before = enclave(&["init", "--config", config.to_str().unwrap()], &[]).stdout;
+
+    // Rotate: a new seal key in the token, then reseal.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("[hsm]\n", "[hsm]\nseal_key_label = \"conclave-seal-2\"\n")).unwrap();
+    let init = enclave(&["init", "--config", config.to_str().unwrap()], &[]);
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert_eq!(init.stdout, identity_before, "rotating the seal key keeps the identity");
+
+    let mut before = Vec::new();
+    sealed_files(&node, &mut before);
+    assert!(before.len() >= 5, "shares, aux info, primes and the channel key: {before:?}");
+    assert!(before.iter().all(|(_, key)| key == "hsm:conclave-seal-1"));
+
+    let store = node.join("store");
+    let reseal = ["reseal", "--config", config.to_str().unwrap(), "--store", store.to_str().unwrap()];
+    let killed = enclave(&reseal, &[(conclave_enclave::reseal::ABORT_AFTER_ENV, "2")]);
+    assert!(!killed.status.success() && killed.status.code().is_none(), "the first run dies by a signal");
+    let mut half = Vec::new();
+    sealed_files(&node, &mut half);
+    let paths = |v: &[(PathBuf, String)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(paths(&half), paths(&before), "no blob lost or added by the kill");
+    assert_eq!(half.iter().filter(|(_, k)| k == "hsm:conclave-seal-2").count(), 2, "killed after two blobs");
+
+    let finished = enclave(&reseal, &[]);
+    assert!(finished.status.success(), "{}", String::from_utf8_lossy(&finished.stderr));
+    let mut after = Vec::new();
+    sealed_files(&node, &mut after);
+    assert_eq!(paths(&after), paths(&before), "every blob is still there");
+    assert!(after.iter().all(|(_, key)| key == "hsm:conclave-seal-2"), "all under the new key: {after:?}");
+
+    // The node starts on the resealed channel key and opens every share.
+    cluster.start_node(1);
+    cluster.wait_ready(3).await;
+    let signers: Vec<NodeId> = cluster.node_ids()[..2].to_vec();
+    for (w, scheme) in &wallets {
+        let payload = SignPayload::Message(b"after rotation".to_vec());
+        client.sign(w, *scheme, payload, vec![], Some(signers.clone())).await.expect("node-1 signs with resealed blobs");
+    }
+}
