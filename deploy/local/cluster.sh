@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# A local Conclave cluster on 127.0.0.1, in dev mode, state under .conclave/.
-#   deploy/local/cluster.sh up [--nodes N]   start nats-server and N nodes (default 3), wait until ready
+# A local Conclave cluster on 127.0.0.1, state under .conclave/.
+#   deploy/local/cluster.sh up [--nodes N] [--mode hsm|dev]
+#                                            start nats-server and N nodes (default 3), wait until ready;
+#                                            hsm (default): a SoftHSM2 token per node; dev: key files (insecure)
 #   deploy/local/cluster.sh down             stop everything (state is kept; `up` reuses it)
 #   deploy/local/cluster.sh status           show the nodes as the cluster sees them
 #   deploy/local/cluster.sh wait-primes      wait until every node has Paillier primes ready
@@ -34,8 +36,29 @@ stop() { # stop PIDFILE
 
 node_count() { cat "$STATE/nodes" 2>/dev/null || echo 0; }
 
+random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
+
+# A SoftHSM2 token of its own for node $1, in a private SOFTHSM2_CONF
+# directory. softhsm2-util takes the PINs as arguments: fine for a throwaway
+# local token; a real HSM is initialised with its vendor's tools (deploy/README.md).
+# The signer reads the user PIN from the 0600 file only.
+init_token() {
+  local d=$1 label=$2
+  mkdir -p "$d/softhsm/tokens"
+  cat >"$d/softhsm/softhsm2.conf" <<CONF
+directories.tokendir = $d/softhsm/tokens
+objectstore.backend = file
+log.level = ERROR
+slots.removable = false
+CONF
+  local pin; pin=$(random_hex 12)
+  SOFTHSM2_CONF=$d/softhsm/softhsm2.conf softhsm2-util --init-token --free --label "$label" \
+    --pin "$pin" --so-pin "$(random_hex 12)" >/dev/null
+  (umask 077; printf '%s' "$pin" >"$d/softhsm/user.pin")
+}
+
 init_state() {
-  local n=$1
+  local n=$1 mode=$2
   mkdir -p "$STATE/nats"
   [ -f "$STATE/initiator.key" ] || "$BIN/conclave" initiator new --out "$STATE/initiator.key" >"$STATE/initiator.pub"
   local initiator; initiator=$(cat "$STATE/initiator.pub")
@@ -54,12 +77,22 @@ CONF
     mkdir -p "$d"
     cat >"$d/enclave.toml" <<CONF
 node_id = "node-$i"
-mode = "dev"
+mode = "$mode"
 link = "unix:$d/enclave.sock"
 state_dir = "$d/enclave"
 roster = "$STATE/roster.json"
 initiators = ["$initiator"]
 CONF
+    if [ "$mode" = hsm ]; then
+      init_token "$d" "conclave-node-$i"
+      cat >>"$d/enclave.toml" <<CONF
+
+[hsm]
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "conclave-node-$i"
+pin_file = "$d/softhsm/user.pin"
+CONF
+    fi
     cat >"$d/host.toml" <<CONF
 node_id = "node-$i"
 link = "unix:$d/enclave.sock"
@@ -67,18 +100,20 @@ nats_urls = ["nats://127.0.0.1:$NATS_PORT"]
 store_dir = "$d/store"
 http_addr = "127.0.0.1:$((HTTP_BASE + i))"
 CONF
-    local identity; identity=$("$BIN/conclave-enclave" init --config "$d/enclave.toml")
+    local identity; identity=$(SOFTHSM2_CONF=$d/softhsm/softhsm2.conf "$BIN/conclave-enclave" init --config "$d/enclave.toml")
     [ "$i" -gt 1 ] && roster+=","
     roster+="$identity"
   done
   echo "$roster]" >"$STATE/roster.json"
+  echo "$mode" >"$STATE/mode"
   echo "$n" >"$STATE/nodes"
 }
 
 start_node() {
   local i=$1 d=$STATE/node-$1
   [ -f "$d/enclave.toml" ] || die "node $i does not exist"
-  start "enclave node-$i" "$d/enclave.pid" "$d/enclave.log" "$BIN/conclave-enclave" run --config "$d/enclave.toml"
+  SOFTHSM2_CONF=$d/softhsm/softhsm2.conf \
+    start "enclave node-$i" "$d/enclave.pid" "$d/enclave.log" "$BIN/conclave-enclave" run --config "$d/enclave.toml"
   start "host node-$i" "$d/host.pid" "$d/host.log" "$BIN/conclave-host" run --config "$d/host.toml"
 }
 
@@ -105,15 +140,20 @@ wait_ready() {
 cmd=${1:-}; shift || true
 case "$cmd" in
   up)
-    n=3
+    n=3 mode=hsm
     while [ $# -gt 0 ]; do
-      case "$1" in --nodes) n=$2; shift 2 ;; *) die "unknown option $1" ;; esac
+      case "$1" in
+        --nodes) n=$2; shift 2 ;;
+        --mode) mode=$2; shift 2 ;;
+        *) die "unknown option $1" ;;
+      esac
     done
     [ "$n" -ge 2 ] || die "--nodes must be at least 2"
+    case "$mode" in hsm|dev) ;; *) die "--mode must be hsm or dev" ;; esac
     [ -x "$BIN/conclave-enclave" ] || die "binaries missing in $BIN: run deploy/setup.sh"
     existing=$(node_count)
-    if [ "$existing" = 0 ]; then init_state "$n"; elif [ "$existing" != "$n" ]; then
-      die "state for $existing nodes exists in $STATE; use '$0 reset' first"
+    if [ "$existing" = 0 ]; then init_state "$n" "$mode"; elif [ "$existing" != "$n" ] || [ "$(cat "$STATE/mode")" != "$mode" ]; then
+      die "state for $existing $(cat "$STATE/mode" 2>/dev/null) nodes exists in $STATE; use '$0 reset' first"
     fi
     export CONCLAVE_CONFIG=$STATE/client.toml
     start nats-server "$STATE/nats/pid" "$STATE/nats/log" nats-server -js -c "$STATE/nats/nats.conf"

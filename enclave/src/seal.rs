@@ -3,25 +3,23 @@
 //! A sealed blob is bound (as AEAD associated data) to the node, the slot
 //! (wallet and scheme, committee, ...) and the version it was written for, so
 //! a blob moved to another wallet, node or version fails to open. The blob
-//! names the key that sealed it so that keys can be rotated.
-//!
-//! Blob format v1: `b"CSB1"`, key id (u8 length + bytes), nonce (u8 length +
-//! bytes), ciphertext with tag.
+//! names the key that sealed it so that keys can be rotated (the container
+//! format is [`conclave_proto::sealed`]).
 
 use crate::hsm::{DecryptFailure, HsmError, Token};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use cryptoki::object::ObjectHandle;
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use cryptoki::object::ObjectHandle;
 use conclave_proto::link::BlobSlot;
+use conclave_proto::sealed::SealedBlob;
 use conclave_proto::NodeId;
 use rand_core::RngCore;
-use std::io::Write;
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
-const MAGIC: &[u8; 4] = b"CSB1";
 
 /// Why a blob could not be sealed or opened.
 #[derive(Debug, thiserror::Error)]
@@ -98,38 +96,17 @@ pub trait Sealer: Send + Sync {
     fn open(&self, ctx: &SealContext<'_>, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError>;
 }
 
-struct Parsed<'a> {
-    key_id: &'a str,
-    nonce: &'a [u8],
-    ciphertext: &'a [u8],
+fn encode(key_id: &str, nonce: &[u8], ciphertext: &[u8]) -> Vec<u8> {
+    SealedBlob { key_id, nonce, ciphertext }.encode()
 }
 
-fn encode(key_id: &str, nonce: &[u8], ciphertext: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(6 + key_id.len() + nonce.len() + ciphertext.len());
-    out.extend_from_slice(MAGIC);
-    out.push(key_id.len() as u8);
-    out.extend_from_slice(key_id.as_bytes());
-    out.push(nonce.len() as u8);
-    out.extend_from_slice(nonce);
-    out.extend_from_slice(ciphertext);
-    out
+fn parse(blob: &[u8]) -> Result<SealedBlob<'_>, SealError> {
+    SealedBlob::parse(blob).map_err(|_| SealError::Format)
 }
 
 /// The key a blob names, without opening it.
 pub fn key_id_of(blob: &[u8]) -> Result<&str, SealError> {
     parse(blob).map(|p| p.key_id)
-}
-
-fn parse(blob: &[u8]) -> Result<Parsed<'_>, SealError> {
-    let rest = blob.strip_prefix(MAGIC).ok_or(SealError::Format)?;
-    let (&klen, rest) = rest.split_first().ok_or(SealError::Format)?;
-    let key_id = rest.get(..klen as usize).ok_or(SealError::Format)?;
-    let rest = &rest[klen as usize..];
-    let (&nlen, rest) = rest.split_first().ok_or(SealError::Format)?;
-    let nonce = rest.get(..nlen as usize).ok_or(SealError::Format)?;
-    let ciphertext = &rest[nlen as usize..];
-    let key_id = std::str::from_utf8(key_id).map_err(|_| SealError::Format)?;
-    Ok(Parsed { key_id, nonce, ciphertext })
 }
 
 /// Dev mode: XChaCha20-Poly1305 under a key kept in a file beside the node's

@@ -19,6 +19,7 @@ pub mod link;
 pub mod registry;
 pub mod request;
 pub mod result;
+pub mod sealed;
 pub mod subjects;
 pub mod xpub;
 

@@ -1,16 +1,24 @@
-//! `conclave-bench`: signing latency and throughput of a local 2-of-3
-//! cluster (real nats-server, real node processes, the SDK), and in the same
-//! run the same protocol executed in this one process with the same shares,
-//! without NATS or the link: the difference is what the appliance costs.
+//! `conclave-bench`: what the appliance costs, measured, never asserted.
 //!
-//! Figures are printed, never asserted. Usage:
-//! `cargo run -p conclave-tests --bin conclave-bench -- [--count N]`, after
-//! `deploy/setup.sh` has built the node binaries. Both sides run the same
-//! build profile (the workspace optimises dependencies even in dev builds).
+//! 1. Sealing: seal and open latency per operation, dev key file against
+//!    the PKCS#11 token (SoftHSM2), for a share-sized and a large blob.
+//! 2. Signing: N signatures per scheme through the SDK against a local
+//!    2-of-3 cluster (real nats-server, real node processes), in hsm mode
+//!    and in dev mode; and the same protocol executed in this one process
+//!    with the dev cluster's shares, without NATS or the link.
+//!
+//! Usage: `cargo run -p conclave-tests --bin conclave-bench -- [--count N]`,
+//! after `deploy/setup.sh` has built the node binaries. Both sides run the
+//! same build profile (the workspace optimises dependencies even in dev
+//! builds).
 
+use conclave_enclave::hsm::{HsmConfig, PinSource, Token};
+use conclave_enclave::seal::{DevSealer, SealContext, Sealer, TokenSealer};
+use conclave_proto::link::BlobSlot;
 use conclave_proto::request::SignPayload;
 use conclave_proto::{NodeId, Scheme, WalletId};
-use conclave_tests::Cluster;
+use conclave_tests::{softhsm, Cluster, Mode};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
@@ -18,8 +26,15 @@ const SIGNERS: [usize; 2] = [1, 2];
 
 fn main() {
     let count = parse_count();
+    // SoftHSM2 reads its configuration from the environment: set it before
+    // any thread exists.
+    let token_dir = tempfile::tempdir().expect("tempdir");
+    let pin = softhsm::create_token(token_dir.path(), "bench");
+    std::env::set_var(softhsm::CONF_ENV, softhsm::conf(token_dir.path()));
+    bench_sealing(count.max(100), pin);
+
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
-    runtime.block_on(bench(count));
+    runtime.block_on(bench_signing(count));
 }
 
 fn parse_count() -> usize {
@@ -36,62 +51,116 @@ fn usage() -> ! {
     std::process::exit(2)
 }
 
-async fn bench(count: usize) {
-    eprintln!("starting a 3-node cluster (the first run builds the test template: primes and aux info, minutes)");
-    let cluster = Cluster::start(3).await;
-    let client = cluster.client().await;
-    let signers: Vec<NodeId> = SIGNERS.iter().map(|i| cluster.node_ids()[i - 1].clone()).collect();
-    println!("{count} signatures per scheme, 2-of-3, signers {signers:?}, sequential");
-    println!("{:<7} {:<11} {:>9} {:>9} {:>10}", "scheme", "where", "p50 ms", "p99 ms", "sig/s");
-    for scheme in [Scheme::Ecdsa, Scheme::Eddsa] {
-        let wallet = WalletId::new(format!("bench-{scheme}")).expect("wallet id");
-        let started = Instant::now();
-        client.keygen(&wallet, scheme, 2, None).await.expect("keygen");
-        let keygen = started.elapsed();
-
-        let payload = || match scheme {
-            Scheme::Ecdsa => SignPayload::Digest([7u8; 32].to_vec()),
-            Scheme::Eddsa => SignPayload::Message(b"bench".to_vec()),
-        };
-        // One unmeasured signature: connections, caches.
-        client.sign(&wallet, scheme, payload(), vec![], Some(signers.clone())).await.expect("warm-up signature");
-        let mut cluster_times = Vec::with_capacity(count);
-        for _ in 0..count {
-            let t = Instant::now();
-            client.sign(&wallet, scheme, payload(), vec![], Some(signers.clone())).await.expect("cluster signature");
-            cluster_times.push(t.elapsed());
-        }
-
-        let shares: Vec<Zeroizing<Vec<u8>>> =
-            SIGNERS.iter().map(|&i| Zeroizing::new(cluster.open_share(i, &wallet, scheme).secret.expose().to_vec())).collect();
-        let indexes: Vec<u16> = SIGNERS.iter().map(|&i| (i - 1) as u16).collect();
-        let local_times = tokio::task::spawn_blocking(move || {
-            (0..count)
-                .map(|_| {
-                    let t = Instant::now();
-                    match scheme {
-                        Scheme::Ecdsa => conclave_enclave::ecdsa::sign_in_process(&shares, &indexes, [7u8; 32]).map(drop),
-                        Scheme::Eddsa => conclave_enclave::eddsa::sign_in_process(&shares, &indexes, b"bench").map(drop),
-                    }
-                    .expect("in-process signature");
-                    t.elapsed()
-                })
-                .collect::<Vec<_>>()
+fn bench_sealing(count: usize, pin: std::path::PathBuf) {
+    let token = Arc::new(
+        Token::open(&HsmConfig {
+            module: softhsm::MODULE.into(),
+            token_label: "bench".into(),
+            pin: PinSource::File(pin),
+            seal_key_label: "bench-seal".into(),
+            identity_key_label: "bench-identity".into(),
         })
-        .await
-        .expect("in-process run");
-
-        let cluster_stats = Stats::of(cluster_times);
-        let local_stats = Stats::of(local_times);
-        cluster_stats.print(scheme, "cluster");
-        local_stats.print(scheme, "in-process");
-        println!(
-            "{:<7} cluster/in-process p50 ratio {:.1}x; keygen of this wallet {} ms",
-            scheme.to_string(),
-            cluster_stats.p50.as_secs_f64() / local_stats.p50.as_secs_f64(),
-            keygen.as_millis()
-        );
+        .expect("SoftHSM2 token"),
+    );
+    token.create_seal_key("bench-seal").expect("seal key");
+    let sealers: [(&str, Box<dyn Sealer>); 2] = [
+        ("dev", Box::new(DevSealer::from_key(&[7; 32]))),
+        ("hsm", Box::new(TokenSealer::new(token, "bench-seal").expect("token sealer"))),
+    ];
+    let node = NodeId::new("node-1").expect("node id");
+    let slot = BlobSlot::Primes;
+    let ctx = SealContext::blob(&node, &slot, 1);
+    println!("sealing, {count} operations each");
+    println!("{:<7} {:>8} {:>12} {:>12} {:>12} {:>12}", "sealer", "bytes", "seal p50 µs", "seal p99 µs", "open p50 µs", "open p99 µs");
+    // About an ECDSA share record, and about a committee's aux info.
+    for size in [2 * 1024, 64 * 1024] {
+        let plaintext = vec![0x5a; size];
+        for (name, sealer) in &sealers {
+            let mut seals = Vec::with_capacity(count);
+            let mut opens = Vec::with_capacity(count);
+            for _ in 0..count {
+                let t = Instant::now();
+                let blob = sealer.seal(&ctx, &plaintext).expect("seal");
+                seals.push(t.elapsed());
+                let t = Instant::now();
+                let opened = sealer.open(&ctx, &blob).expect("open");
+                opens.push(t.elapsed());
+                assert_eq!(opened.len(), size);
+            }
+            let (s, o) = (Stats::of(seals), Stats::of(opens));
+            let us = |d: Duration| d.as_secs_f64() * 1e6;
+            println!("{name:<7} {size:>8} {:>12.0} {:>12.0} {:>12.0} {:>12.0}", us(s.p50), us(s.p99), us(o.p50), us(o.p99));
+        }
     }
+    println!();
+}
+
+async fn bench_signing(count: usize) {
+    println!("signing, {count} signatures per scheme and mode, 2-of-3, signers node-1 and node-2, sequential");
+    println!("{:<7} {:<13} {:>9} {:>9} {:>10}", "scheme", "where", "p50 ms", "p99 ms", "sig/s");
+    let mut notes = Vec::new();
+    for mode in [Mode::Hsm, Mode::Dev] {
+        eprintln!("starting a 3-node {mode} cluster (the first run of a build makes its template: primes and aux info, minutes)");
+        let cluster = Cluster::start_in(mode, 3).await;
+        let client = cluster.client().await;
+        let signers: Vec<NodeId> = SIGNERS.iter().map(|i| cluster.node_ids()[i - 1].clone()).collect();
+        for scheme in [Scheme::Ecdsa, Scheme::Eddsa] {
+            let wallet = WalletId::new(format!("bench-{scheme}")).expect("wallet id");
+            let started = Instant::now();
+            client.keygen(&wallet, scheme, 2, None).await.expect("keygen");
+            notes.push(format!("{scheme} keygen of one wallet, {mode} cluster: {} ms", started.elapsed().as_millis()));
+            let payload = || match scheme {
+                Scheme::Ecdsa => SignPayload::Digest([7u8; 32].to_vec()),
+                Scheme::Eddsa => SignPayload::Message(b"bench".to_vec()),
+            };
+            // One unmeasured signature: connections, caches.
+            client.sign(&wallet, scheme, payload(), vec![], Some(signers.clone())).await.expect("warm-up signature");
+            let mut times = Vec::with_capacity(count);
+            for _ in 0..count {
+                let t = Instant::now();
+                client.sign(&wallet, scheme, payload(), vec![], Some(signers.clone())).await.expect("cluster signature");
+                times.push(t.elapsed());
+            }
+            let cluster_stats = Stats::of(times);
+            cluster_stats.print(scheme, &format!("cluster {mode}"));
+            if mode == Mode::Dev {
+                let local = in_process(&cluster, &wallet, scheme, count).await;
+                local.print(scheme, "in-process");
+                notes.push(format!(
+                    "{scheme} cluster (dev) / in-process p50: {:.1}x",
+                    cluster_stats.p50.as_secs_f64() / local.p50.as_secs_f64()
+                ));
+            }
+        }
+    }
+    println!();
+    for note in notes {
+        println!("{note}");
+    }
+}
+
+/// The same signing protocol, all parties in this process (round-based's
+/// simulator), with the dev cluster's shares.
+async fn in_process(cluster: &Cluster, wallet: &WalletId, scheme: Scheme, count: usize) -> Stats {
+    let shares: Vec<Zeroizing<Vec<u8>>> =
+        SIGNERS.iter().map(|&i| Zeroizing::new(cluster.open_share(i, wallet, scheme).secret.expose().to_vec())).collect();
+    let indexes: Vec<u16> = SIGNERS.iter().map(|&i| (i - 1) as u16).collect();
+    let times = tokio::task::spawn_blocking(move || {
+        (0..count)
+            .map(|_| {
+                let t = Instant::now();
+                match scheme {
+                    Scheme::Ecdsa => conclave_enclave::ecdsa::sign_in_process(&shares, &indexes, [7u8; 32]).map(drop),
+                    Scheme::Eddsa => conclave_enclave::eddsa::sign_in_process(&shares, &indexes, b"bench").map(drop),
+                }
+                .expect("in-process signature");
+                t.elapsed()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("in-process run");
+    Stats::of(times)
 }
 
 struct Stats {
@@ -110,6 +179,6 @@ impl Stats {
 
     fn print(&self, scheme: Scheme, place: &str) {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        println!("{:<7} {:<11} {:>9.1} {:>9.1} {:>10.2}", scheme.to_string(), place, ms(self.p50), ms(self.p99), self.per_second);
+        println!("{:<7} {:<13} {:>9.1} {:>9.1} {:>10.2}", scheme.to_string(), place, ms(self.p50), ms(self.p99), self.per_second);
     }
 }
