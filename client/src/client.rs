@@ -182,6 +182,7 @@ impl Client {
             payload: payload.clone(),
             path: path.clone(),
             signers,
+            timeout_ms: None,
             issued_at_ms: now_ms(),
         });
         let sig = match self.submit(body).await? {

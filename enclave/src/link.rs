@@ -205,6 +205,7 @@ where
             ToEnclave::Start { request, plan } => {
                 tokio::spawn(enclave.clone().start(request, plan));
             }
+            ToEnclave::Abort { request_id, attempt } => enclave.abort(&request_id, attempt),
             ToEnclave::Deliver { envelope } => {
                 let peer = Some(envelope.header.sender.clone());
                 let refused = match crate::session::open(&enclave, &envelope) {

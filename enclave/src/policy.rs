@@ -13,6 +13,8 @@ use std::collections::HashSet;
 const MAX_SKEW_MS: u64 = 60_000;
 /// Longest session a plan may ask for.
 const MAX_SESSION_MS: u64 = 15 * 60_000;
+/// Shorter round timeouts would blame peers for ordinary scheduling noise.
+const MIN_ROUND_TIMEOUT_MS: u64 = 500;
 
 /// Checks the request's signature, freshness and shape, and that `plan` is
 /// a plan for it that includes this node and only known nodes.
@@ -77,6 +79,9 @@ fn check_plan(
     if plan.deadline_ms <= now_ms || plan.deadline_ms > now_ms + MAX_SESSION_MS {
         return Err(bad("deadline in the past or too far ahead".into()));
     }
+    if plan.round_timeout_ms < MIN_ROUND_TIMEOUT_MS || plan.round_timeout_ms > MAX_SESSION_MS {
+        return Err(bad(format!("round timeout {} ms out of range", plan.round_timeout_ms)));
+    }
     match body {
         RequestBody::Keygen(k) => {
             if distinct != k.committee.iter().collect() {
@@ -138,6 +143,7 @@ mod tests {
             attempt: 1,
             participants: participants.iter().map(|p| node(p)).collect(),
             deadline_ms,
+            round_timeout_ms: 10_000,
         }
     }
 

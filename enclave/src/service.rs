@@ -21,6 +21,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
+/// What this enclave has done for one request.
+struct Claim {
+    attempt: u32,
+    at: Instant,
+    completed: bool,
+}
+
 /// A trusted peer, from the roster.
 pub struct Peer {
     /// Its channel key.
@@ -45,8 +52,9 @@ pub struct Enclave {
     pub primes: PrimePool,
     peers: HashMap<NodeId, Peer>,
     aux_locks: Mutex<HashMap<CommitteeId, Arc<tokio::sync::Mutex<()>>>>,
-    /// Highest attempt started per request: a request never runs twice here.
-    started: Mutex<HashMap<RequestId, (u32, Instant)>>,
+    /// Per request: the highest attempt started here, when, and whether one
+    /// completed (then no later attempt runs here).
+    started: Mutex<HashMap<RequestId, Claim>>,
 }
 
 impl Enclave {
@@ -92,12 +100,13 @@ impl Enclave {
     pub async fn start(self: Arc<Self>, request: SignedRequest, plan: SessionPlan) {
         let request_id = plan.request_id.clone();
         if !self.claim(&request_id, plan.attempt) {
-            tracing::warn!(request = %request_id, attempt = plan.attempt, "refusing to run a request attempt twice");
-            self.host.send(FromEnclave::Rejected {
-                code: ErrorCode::Malformed,
-                reason: format!("request {request_id} attempt {} was already started here", plan.attempt),
-                peer: None,
-            });
+            tracing::warn!(request = %request_id, attempt = plan.attempt, "refusing a request attempt: a later one ran here, or one completed");
+            let error = RequestError::new(
+                ErrorCode::ProtocolAbort,
+                format!("request {request_id}: attempt {} is superseded here, or the request completed", plan.attempt),
+            );
+            let session = SessionId::derive(SessionKind::Sign, &request_id, plan.attempt);
+            self.host.send(FromEnclave::Finished { request_id, attempt: plan.attempt, session, outcome: Outcome::Error { error } });
             return;
         }
         let known: HashSet<&NodeId> = self.peers.keys().collect();
@@ -115,6 +124,9 @@ impl Enclave {
             }
             Err(e) => (SessionId::derive(SessionKind::Sign, &request_id, plan.attempt), Err(e)),
         };
+        if result.is_ok() {
+            self.completed(&request_id);
+        }
         match &result {
             Ok(_) => tracing::info!(request = %request_id, %session, "session completed"),
             Err(e) => tracing::warn!(request = %request_id, %session, code = %e.code, reason = %e.reason, "session failed"),
@@ -123,20 +135,51 @@ impl Enclave {
             Ok(result) => Outcome::Ok { result },
             Err(error) => Outcome::Error { error },
         };
-        self.host.send(FromEnclave::Finished { request_id, session, outcome });
+        self.host.send(FromEnclave::Finished { request_id, attempt: plan.attempt, session, outcome });
     }
 
+    /// Fencing: a request runs here at most one attempt at a time, in
+    /// increasing order, each at most once. Claiming attempt `n` ends any
+    /// earlier attempt still running here, so that two attempts of one
+    /// request never both complete through this node.
     fn claim(&self, request: &RequestId, attempt: u32) -> bool {
         let mut started = self.started.lock().expect("started lock");
         let horizon = self.config.max_request_age * 2;
-        started.retain(|_, (_, at)| at.elapsed() < horizon);
-        match started.get(request) {
-            Some((seen, _)) if *seen >= attempt => false,
-            _ => {
-                started.insert(request.clone(), (attempt, Instant::now()));
-                true
-            }
+        started.retain(|_, claim| claim.at.elapsed() < horizon);
+        let previous = match started.get(request) {
+            Some(claim) if claim.attempt >= attempt || claim.completed => return false,
+            Some(claim) => Some(claim.attempt),
+            None => None,
+        };
+        started.insert(request.clone(), Claim { attempt, at: Instant::now(), completed: false });
+        drop(started);
+        if let Some(previous) = previous {
+            self.end_sessions(request, previous);
         }
+        true
+    }
+
+    /// Handles `Abort`: ends the attempt if it runs here, and makes sure it
+    /// never starts here later.
+    pub fn abort(&self, request: &RequestId, attempt: u32) {
+        let mut started = self.started.lock().expect("started lock");
+        let claim = started.entry(request.clone()).or_insert(Claim { attempt, at: Instant::now(), completed: false });
+        claim.attempt = claim.attempt.max(attempt);
+        drop(started);
+        self.end_sessions(request, attempt);
+    }
+
+    fn completed(&self, request: &RequestId) {
+        if let Some(claim) = self.started.lock().expect("started lock").get_mut(request) {
+            claim.completed = true;
+        }
+    }
+
+    fn end_sessions(&self, request: &RequestId, attempt: u32) {
+        for kind in [SessionKind::Keygen, SessionKind::AuxInfo, SessionKind::Sign] {
+            self.router.abort(SessionId::derive(kind, request, attempt));
+        }
+        tracing::info!(request = %request, attempt, "attempt ended here");
     }
 
     async fn keygen(
@@ -152,10 +195,10 @@ impl Enclave {
         if self.host.load(slot.clone()).await?.is_some() {
             return Err(RequestError::new(ErrorCode::WalletExists, format!("{} already has an {} key", req.wallet, req.scheme)));
         }
-        let spec = SessionSpec { id: session, parties: committee.clone(), deadline };
+        let spec = SessionSpec { id: session, parties: committee.clone(), deadline, round_timeout: round_timeout(plan) };
         let (public_key, xpub, secret) = match req.scheme {
             Scheme::Ecdsa => {
-                let aux = self.committee_aux(&committee, &plan.request_id, plan.attempt, deadline).await?;
+                let aux = self.committee_aux(&committee, plan, deadline).await?;
                 let out = ecdsa::keygen(self, &spec, req.threshold, aux).await?;
                 (out.public_key, Some(out.xpub), out.share)
             }
@@ -189,8 +232,7 @@ impl Enclave {
     async fn committee_aux(
         self: &Arc<Self>,
         committee: &[NodeId],
-        request: &RequestId,
-        attempt: u32,
+        plan: &SessionPlan,
         deadline: Instant,
     ) -> Result<Zeroizing<Vec<u8>>, RequestError> {
         let id = CommitteeId::of(committee);
@@ -204,7 +246,12 @@ impl Enclave {
         }
         tracing::info!(committee = %id, "generating aux info for a new committee");
         let primes = PrimePool::take(self).await;
-        let spec = SessionSpec { id: SessionId::derive(SessionKind::AuxInfo, request, attempt), parties: committee.to_vec(), deadline };
+        let spec = SessionSpec {
+            id: SessionId::derive(SessionKind::AuxInfo, &plan.request_id, plan.attempt),
+            parties: committee.to_vec(),
+            deadline,
+            round_timeout: round_timeout(plan),
+        };
         let aux = ecdsa::aux_info(self, &spec, primes).await?;
         let ctx = SealContext::blob(node, &slot, 1);
         let sealed = self.sealer.seal(&ctx, &aux).map_err(storage)?;
@@ -243,7 +290,7 @@ impl Enclave {
             ));
         }
         let signers: Vec<NodeId> = indexes.iter().map(|&i| committee[usize::from(i)].clone()).collect();
-        let spec = SessionSpec { id: session, parties: signers.clone(), deadline };
+        let spec = SessionSpec { id: session, parties: signers.clone(), deadline, round_timeout: round_timeout(plan) };
         let (signature, recovery_id, public_key) = match req.scheme {
             Scheme::Ecdsa => {
                 let digest: [u8; 32] = match &req.payload {
@@ -275,4 +322,10 @@ impl Enclave {
             version: record.public.version,
         })
     }
+}
+
+/// The plan's round timeout, never past the deadline (which ends the
+/// session anyway).
+fn round_timeout(plan: &SessionPlan) -> Duration {
+    Duration::from_millis(plan.round_timeout_ms)
 }

@@ -6,7 +6,9 @@
 //! not stall the link. Outgoing messages are serialised, sealed per recipient
 //! and handed to the host; incoming envelopes are authenticated, checked
 //! against replay, decoded and checked against the round the header claims.
-//! A deadline ends the session whatever the peers do.
+//! A deadline ends the session whatever the peers do; a peer that stays
+//! silent for a round timeout while this party waits for it ends it sooner,
+//! blaming that peer; the host can abort it (a later attempt superseded it).
 
 use crate::channel::{self, ReplayGuard};
 use crate::service::Enclave;
@@ -44,6 +46,8 @@ pub struct SessionSpec {
     pub parties: Vec<NodeId>,
     /// When the session is abandoned.
     pub deadline: Instant,
+    /// How long this party waits for a peer before it blames it.
+    pub round_timeout: Duration,
 }
 
 impl SessionSpec {
@@ -72,6 +76,8 @@ pub struct Router {
 struct RouterInner {
     live: HashMap<SessionId, mpsc::UnboundedSender<Opened>>,
     early: HashMap<SessionId, (Instant, Vec<Opened>)>,
+    /// Aborted sessions: what still arrives for them is dropped, not held.
+    closed: HashMap<SessionId, Instant>,
 }
 
 /// Why an envelope was dropped by the router.
@@ -103,6 +109,10 @@ impl Router {
         }
         let now = Instant::now();
         inner.early.retain(|_, (since, _)| now.duration_since(*since) < EARLY_TTL);
+        inner.closed.retain(|_, since| now.duration_since(*since) < EARLY_TTL);
+        if inner.closed.contains_key(&id) {
+            return Ok(());
+        }
         let full = inner.early.len() >= MAX_EARLY_SESSIONS;
         match inner.early.get_mut(&id) {
             Some((_, queue)) if queue.len() < MAX_EARLY_PER_SESSION => queue.push(envelope),
@@ -125,6 +135,16 @@ impl Router {
         }
         inner.live.insert(id, tx);
         Inbox { router: self.clone(), id, rx }
+    }
+
+    /// Ends session `id` if it runs here (its protocol stops at its next
+    /// receive and its thread drops its secrets), drops what is held for
+    /// it, and drops what arrives for it from now on.
+    pub fn abort(&self, id: SessionId) {
+        let mut inner = self.inner.lock().expect("router lock");
+        inner.live.remove(&id);
+        inner.early.remove(&id);
+        inner.closed.insert(id, Instant::now());
     }
 
     /// Number of sessions running here (for status and tests).
@@ -162,6 +182,8 @@ where
     let mut next_msg_id = 0u64;
     let deadline = tokio::time::Instant::from_std(spec.deadline);
     let mut in_tx = Some(in_tx);
+    let mut rounds = Rounds::new(&spec.parties, &me);
+    let mut quiet_until = tokio::time::Instant::now() + spec.round_timeout;
     loop {
         tokio::select! {
             // Outgoing first: a party's last messages must leave before it
@@ -169,6 +191,7 @@ where
             biased;
             Some(out) = out_rx.next() => {
                 seq += 1;
+                rounds.sent(out.msg.round());
                 send_outgoing(enclave, spec, &me, seq, out)?;
             }
             result = &mut done_rx => {
@@ -184,10 +207,16 @@ where
                     Err(_) => Err(RequestError::new(ErrorCode::Internal, "session thread panicked")),
                 };
             }
-            Some(opened) = inbox.rx.recv() => {
+            opened = inbox.rx.recv() => {
+                let Some(opened) = opened else {
+                    in_tx.take();
+                    return Err(RequestError::new(ErrorCode::ProtocolAbort, format!("session {} was aborted", spec.id)));
+                };
                 match accept_incoming::<M>(enclave, spec, &mut replay, &opened) {
                     Ok((sender, msg)) => {
                         next_msg_id += 1;
+                        rounds.heard(&opened.header.sender, opened.header.round);
+                        quiet_until = tokio::time::Instant::now() + spec.round_timeout;
                         let msg_type = if opened.header.broadcast { MessageType::Broadcast } else { MessageType::P2P };
                         if let Some(tx) = &in_tx {
                             let _ = tx.unbounded_send(Ok(Incoming { id: next_msg_id, sender, msg_type, msg }));
@@ -203,6 +232,16 @@ where
                     }
                 }
             }
+            _ = tokio::time::sleep_until(quiet_until) => {
+                in_tx.take();
+                let silent = rounds.behind();
+                let names: Vec<String> = silent.iter().map(|n| n.to_string()).collect();
+                let error = RequestError::new(
+                    ErrorCode::PeerUnavailable,
+                    format!("session {}: nothing from {} for {} ms", spec.id, names.join(", "), spec.round_timeout.as_millis()),
+                );
+                return Err(error.blaming(silent));
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 // Closing the protocol's input ends it at its next receive;
                 // its thread then exits and drops (zeroizes) its secrets.
@@ -210,6 +249,41 @@ where
                 return Err(RequestError::new(ErrorCode::Timeout, format!("session {} passed its deadline", spec.id)));
             }
         }
+    }
+}
+
+/// Which peers this party is waiting for: those that have not sent a
+/// message of the latest round this party has sent in.
+struct Rounds {
+    mine: u16,
+    theirs: HashMap<NodeId, Option<u16>>,
+}
+
+impl Rounds {
+    fn new(parties: &[NodeId], me: &NodeId) -> Rounds {
+        Rounds { mine: 0, theirs: parties.iter().filter(|p| *p != me).map(|p| (p.clone(), None)).collect() }
+    }
+
+    fn sent(&mut self, round: u16) {
+        self.mine = self.mine.max(round);
+    }
+
+    fn heard(&mut self, peer: &NodeId, round: u16) {
+        if let Some(r) = self.theirs.get_mut(peer) {
+            *r = Some(r.map_or(round, |r| r.max(round)));
+        }
+    }
+
+    /// The peers behind this party; all of them if none is (the protocol is
+    /// computing, or waiting on everyone).
+    fn behind(&self) -> Vec<NodeId> {
+        let mut behind: Vec<NodeId> =
+            self.theirs.iter().filter(|(_, r)| r.is_none_or(|r| r < self.mine)).map(|(p, _)| p.clone()).collect();
+        if behind.is_empty() {
+            behind = self.theirs.keys().cloned().collect();
+        }
+        behind.sort();
+        behind
     }
 }
 

@@ -50,7 +50,22 @@ struct Raw {
     heartbeat_ms: u64,
     #[serde(default = "default_ready_ttl_ms")]
     ready_ttl_ms: u64,
+    #[serde(default = "default_sign_deadline_ms")]
+    sign_deadline_ms: u64,
+    #[serde(default = "default_round_timeout_ms")]
+    round_timeout_ms: u64,
 }
+
+fn default_sign_deadline_ms() -> u64 {
+    60_000
+}
+
+fn default_round_timeout_ms() -> u64 {
+    10_000
+}
+
+/// The longest a signing request may run (requests may ask for less).
+pub const MAX_SIGN_DEADLINE_MS: u64 = 300_000;
 
 fn default_heartbeat_ms() -> u64 {
     1000
@@ -77,6 +92,10 @@ pub struct HostConfig {
     pub heartbeat: Duration,
     /// How long a heartbeat counts.
     pub ready_ttl: Duration,
+    /// A signing request's deadline when it asks for none.
+    pub sign_deadline: Duration,
+    /// How long a signer waits for a silent peer before it blames it.
+    pub round_timeout: Duration,
 }
 
 impl HostConfig {
@@ -96,6 +115,15 @@ impl HostConfig {
                 reason: "must be at least twice heartbeat_ms, so one late heartbeat does not drop readiness".into(),
             });
         }
+        if raw.sign_deadline_ms < 1_000 || raw.sign_deadline_ms > MAX_SIGN_DEADLINE_MS {
+            return Err(ConfigError::Field { field: "sign_deadline_ms", reason: format!("must be 1000 to {MAX_SIGN_DEADLINE_MS}") });
+        }
+        if raw.round_timeout_ms < 500 || raw.round_timeout_ms >= raw.sign_deadline_ms {
+            return Err(ConfigError::Field {
+                field: "round_timeout_ms",
+                reason: "must be at least 500 and below sign_deadline_ms, so a failed attempt leaves time for another".into(),
+            });
+        }
         Ok(HostConfig {
             node_id: raw.node_id,
             link: raw.link,
@@ -104,6 +132,8 @@ impl HostConfig {
             http_addr: raw.http_addr,
             heartbeat: Duration::from_millis(raw.heartbeat_ms),
             ready_ttl: Duration::from_millis(raw.ready_ttl_ms),
+            sign_deadline: Duration::from_millis(raw.sign_deadline_ms),
+            round_timeout: Duration::from_millis(raw.round_timeout_ms),
         })
     }
 }

@@ -4,6 +4,7 @@
 //! enclave stays silent.
 
 use crate::config::HostConfig;
+use crate::lifecycle::Quorum;
 use crate::link::LinkHandle;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -11,7 +12,7 @@ use crate::store::BlobStore;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use conclave_proto::envelope::Envelope;
 use conclave_proto::link::{FromEnclave, SessionPlan, ToEnclave};
-use conclave_proto::registry::{NodeRecord, ReadyRecord, SessionRecord};
+use conclave_proto::registry::{NodeRecord, ReadyRecord};
 use conclave_proto::request::{RequestBody, SignedRequest};
 use conclave_proto::result::{Completed, KeygenResult, Outcome, RequestResult};
 use conclave_proto::subjects::*;
@@ -24,10 +25,8 @@ use std::time::Duration;
 
 /// Keygen may include aux info generation for a new committee.
 const KEYGEN_SESSION: Duration = Duration::from_secs(600);
-const SIGN_SESSION: Duration = Duration::from_secs(60);
-/// How long after a plan's deadline the host waits for its enclave before
-/// it answers `timeout` itself.
-const DEADLINE_GRACE: Duration = Duration::from_secs(5);
+/// Aux info generation computes for tens of seconds between messages.
+const KEYGEN_ROUND_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The host's state.
 pub struct Host {
@@ -41,8 +40,10 @@ pub struct Host {
     pub registry: Registry,
     /// The enclave link.
     pub link: LinkHandle,
-    /// Sessions started here and not finished, by request.
-    pending: Mutex<HashMap<RequestId, u64>>,
+    /// Attempts this node's signer runs, and who waits for their outcome.
+    pub(crate) pending: Mutex<HashMap<(RequestId, u32), tokio::sync::oneshot::Sender<Outcome>>>,
+    /// Requests a follower runs for on this host.
+    pub(crate) following: Mutex<std::collections::HashSet<RequestId>>,
     /// Envelopes to publish, in the order the enclave sent them: receivers
     /// refuse reordered envelopes, so they must leave in sequence.
     outbox: tokio::sync::mpsc::UnboundedSender<Envelope>,
@@ -61,10 +62,19 @@ impl Host {
                 }
             }
         });
-        Host { config, store, metrics: Metrics::default(), registry, link: LinkHandle::default(), pending: Mutex::default(), outbox }
+        Host {
+            config,
+            store,
+            metrics: Metrics::default(),
+            registry,
+            link: LinkHandle::default(),
+            pending: Mutex::default(),
+            following: Mutex::default(),
+            outbox,
+        }
     }
 
-    fn me(&self) -> &NodeId {
+    pub(crate) fn me(&self) -> &NodeId {
         &self.config.node_id
     }
 
@@ -176,48 +186,20 @@ impl Host {
             RequestBody::Sign(_) => "sign",
         };
         self.metrics.inc("conclave_requests_total", kind);
-        let proposal = match self.propose(&body).await {
-            Ok(Some(plan)) => plan,
+        let (proposal, quorum) = match self.propose(&body).await {
+            Ok(Some(planned)) => planned,
             Ok(None) => return,
             Err(error) => {
                 self.publish(id, Outcome::Error { error }).await;
                 return;
             }
         };
-        // Fencing: the first host to create the record plans this attempt;
-        // every other host follows the recorded plan.
-        let record = SessionRecord { v: PROTOCOL_VERSION, request_id: id.clone(), coordinator: self.me().clone(), plan: proposal };
-        let plan = match self.registry.sessions.create(id.as_str(), serde_json::to_vec(&record).expect("serialises").into()).await {
-            Ok(_) => record.plan,
-            Err(_) => match self.registry.sessions.get(id.as_str()).await {
-                Ok(Some(existing)) => match serde_json::from_slice::<SessionRecord>(&existing) {
-                    Ok(r) => r.plan,
-                    Err(_) => return,
-                },
-                _ => return,
-            },
-        };
-        if !plan.participants.contains(self.me()) {
-            return;
-        }
-        self.pending.lock().expect("pending lock").insert(id.clone(), plan.deadline_ms);
-        self.metrics.sessions_active.fetch_add(1, Ordering::Relaxed);
-        let deadline = plan.deadline_ms;
-        if !self.link.send(ToEnclave::Start { request, plan }) {
-            self.finish(&id);
-            self.publish(id, Outcome::Error { error: RequestError::new(ErrorCode::PeerUnavailable, format!("{} has no enclave link", self.me())) }).await;
-            return;
-        }
-        let wait = Duration::from_millis(deadline.saturating_sub(crate::now_ms())) + DEADLINE_GRACE;
-        tokio::time::sleep(wait).await;
-        if self.finish(&id) {
-            let error = RequestError::new(ErrorCode::Timeout, format!("no outcome from {}'s signer by the deadline", self.me()));
-            self.publish(id, Outcome::Error { error }).await;
-        }
+        self.follow(request, body, proposal, quorum).await;
     }
 
-    /// This node's proposal for the request, or `None` if it takes no part.
-    async fn propose(&self, body: &RequestBody) -> Result<Option<SessionPlan>, RequestError> {
+    /// This node's plan for the request's first attempt and what a later
+    /// one may choose from, or `None` if this node takes no part.
+    async fn propose(&self, body: &RequestBody) -> Result<Option<(SessionPlan, Quorum)>, RequestError> {
         let now = crate::now_ms();
         match body {
             RequestBody::Keygen(k) => {
@@ -226,7 +208,15 @@ impl Host {
                 }
                 let mut participants = k.committee.clone();
                 participants.sort();
-                Ok(Some(SessionPlan { request_id: k.request_id.clone(), attempt: 1, participants, deadline_ms: now + KEYGEN_SESSION.as_millis() as u64 }))
+                let quorum = Quorum { committee: participants.clone(), threshold: participants.len(), may_fail_over: false };
+                let plan = SessionPlan {
+                    request_id: k.request_id.clone(),
+                    attempt: 1,
+                    participants,
+                    deadline_ms: now + KEYGEN_SESSION.as_millis() as u64,
+                    round_timeout_ms: KEYGEN_ROUND_TIMEOUT.as_millis() as u64,
+                };
+                Ok(Some((plan, quorum)))
             }
             RequestBody::Sign(s) => {
                 let key = wallet_key(&s.wallet, s.scheme);
@@ -262,20 +252,20 @@ impl Host {
                         chosen
                     }
                 };
-                Ok(Some(SessionPlan { request_id: s.request_id.clone(), attempt: 1, participants, deadline_ms: now + SIGN_SESSION.as_millis() as u64 }))
+                let quorum = Quorum { committee: wallet.committee.clone(), threshold: t, may_fail_over: s.signers.is_none() };
+                let plan = SessionPlan {
+                    request_id: s.request_id.clone(),
+                    attempt: 1,
+                    participants,
+                    deadline_ms: now + s.timeout_ms.unwrap_or(self.config.sign_deadline.as_millis() as u64),
+                    round_timeout_ms: self.config.round_timeout.as_millis() as u64,
+                };
+                Ok(Some((plan, quorum)))
             }
         }
     }
 
-    fn finish(&self, id: &RequestId) -> bool {
-        let was = self.pending.lock().expect("pending lock").remove(id).is_some();
-        if was {
-            self.metrics.sessions_active.fetch_sub(1, Ordering::Relaxed);
-        }
-        was
-    }
-
-    async fn publish(&self, request_id: RequestId, outcome: Outcome) {
+    pub(crate) async fn publish(&self, request_id: RequestId, outcome: Outcome) {
         let status = match &outcome {
             Outcome::Ok { .. } => "ok".to_string(),
             Outcome::Error { error } => error.code.as_str().to_string(),
@@ -306,20 +296,7 @@ impl Host {
                 let error = self.store.store(&slot, &blob).err();
                 self.link.send(ToEnclave::Stored { call, error });
             }
-            FromEnclave::Finished { request_id, outcome, .. } => {
-                tokio::spawn(async move {
-                    let deadline_ms = self.pending.lock().expect("pending lock").get(&request_id).copied();
-                    self.finish(&request_id);
-                    match outcome {
-                        Outcome::Ok { result: Completed::Keygen(record) } => {
-                            let deadline_ms = deadline_ms.unwrap_or_else(|| crate::now_ms() + KEYGEN_SESSION.as_millis() as u64);
-                            let outcome = self.confirm_keygen(&request_id, record, deadline_ms).await;
-                            self.publish(request_id, outcome).await;
-                        }
-                        outcome => self.publish(request_id, outcome).await,
-                    }
-                });
-            }
+            FromEnclave::Finished { request_id, attempt, outcome, .. } => self.deliver_outcome(&request_id, attempt, outcome),
             FromEnclave::Primes { ready } => self.metrics.primes_ready.store(ready, Ordering::Relaxed),
             FromEnclave::Rejected { code, reason, peer } => {
                 tracing::warn!(%code, %reason, peer = ?peer, "the enclave refused input");
@@ -332,7 +309,7 @@ impl Host {
     /// share: each host records that its node has, and waits (until the
     /// deadline) for all the others, so that a wallet can sign the moment
     /// its keygen result is published.
-    async fn confirm_keygen(&self, id: &RequestId, record: KeygenResult, deadline_ms: u64) -> Outcome {
+    pub(crate) async fn confirm_keygen(&self, id: &RequestId, record: KeygenResult, deadline_ms: u64) -> Outcome {
         let sessions = &self.registry.sessions;
         let key_of = |node: &NodeId| format!("{id}.stored.{node}");
         let fail = |code, reason: String| Outcome::Error { error: RequestError::new(code, reason) };
@@ -377,10 +354,18 @@ impl Host {
     }
 
     /// The enclave went away: its sessions will not report.
+    /// The enclave went away: the attempts it ran are lost with it. Their
+    /// followers hear so now, blaming this node, and move on to quorums
+    /// without it instead of waiting for the deadline.
     pub fn link_lost(&self) {
-        let n = self.pending.lock().expect("pending lock").len();
-        if n > 0 {
-            tracing::warn!(sessions = n, "enclave link lost with sessions running; they will time out");
+        let lost: Vec<_> = self.pending.lock().expect("pending lock").drain().collect();
+        if !lost.is_empty() {
+            tracing::warn!(sessions = lost.len(), "enclave link lost with sessions running");
+        }
+        for ((request, attempt), tx) in lost {
+            let error = RequestError::new(ErrorCode::PeerUnavailable, format!("{}'s signer went away during attempt {attempt} of {request}", self.me()))
+                .blaming(vec![self.me().clone()]);
+            let _ = tx.send(Outcome::Error { error });
         }
     }
 }

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod coordinator;
 pub mod http;
+pub mod lifecycle;
 pub mod link;
 pub mod metrics;
 pub mod registry;

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub peers_ready: AtomicU64,
     /// Whether the enclave's Paillier prime pool is filled.
     pub primes_ready: AtomicBool,
+    /// Requests this host moved to a new attempt with another quorum.
+    pub failovers: AtomicU64,
 }
 
 impl Metrics {
@@ -37,6 +39,7 @@ impl Metrics {
         let label = |name: &str| match name {
             "conclave_requests_total" => "kind",
             "conclave_results_total" => "status",
+            "conclave_session_transitions_total" => "to",
             _ => "code",
         };
         for ((name, value), count) in self.labelled.lock().expect("metrics lock").iter() {
@@ -50,6 +53,7 @@ impl Metrics {
             ("conclave_nats_connected", u64::from(self.nats_connected.load(Ordering::Relaxed))),
             ("conclave_peers_ready", self.peers_ready.load(Ordering::Relaxed)),
             ("conclave_primes_ready", u64::from(self.primes_ready.load(Ordering::Relaxed))),
+            ("conclave_failovers_total", self.failovers.load(Ordering::Relaxed)),
         ];
         for (name, v) in gauges {
             let _ = writeln!(out, "{name} {v}");

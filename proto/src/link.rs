@@ -231,8 +231,12 @@ pub struct SessionPlan {
     /// Who takes part: the whole committee for keygen, exactly `threshold`
     /// members for signing.
     pub participants: Vec<NodeId>,
-    /// Unix milliseconds by which the session must end.
+    /// Unix milliseconds by which the request must end, whatever the
+    /// attempt: a retry keeps the first attempt's deadline.
     pub deadline_ms: u64,
+    /// A party that hears nothing from a peer it waits for during this long
+    /// gives up on the attempt and blames that peer (`peer_unavailable`).
+    pub round_timeout_ms: u64,
 }
 
 /// Frames from the host to the enclave.
@@ -250,6 +254,14 @@ pub enum ToEnclave {
         request: SignedRequest,
         /// Who takes part and until when.
         plan: SessionPlan,
+    },
+    /// Drop the session of this attempt (and refuse to start it later): it
+    /// was superseded by a later attempt, or the request ended.
+    Abort {
+        /// The request.
+        request_id: RequestId,
+        /// The attempt to drop.
+        attempt: u32,
     },
     /// A message from a peer.
     Deliver {
@@ -323,6 +335,8 @@ pub enum FromEnclave {
     Finished {
         /// The request.
         request_id: RequestId,
+        /// The attempt.
+        attempt: u32,
         /// The session.
         session: SessionId,
         /// What came of it.

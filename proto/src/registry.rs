@@ -36,8 +36,10 @@ pub struct ReadyRecord {
     pub primes_ready: bool,
 }
 
-/// The fencing record of a request (sessions bucket). Created with a
-/// compare-and-set, so exactly one coordinator plans each attempt.
+/// The fencing record of a request (sessions bucket, key = request id).
+/// Created with a compare-and-set, and moved from attempt to attempt with
+/// compare-and-set on its revision, so that each attempt is planned exactly
+/// once and a request has at most one live attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
     /// Must be [`crate::PROTOCOL_VERSION`].
@@ -46,6 +48,29 @@ pub struct SessionRecord {
     pub request_id: RequestId,
     /// The node that planned this attempt.
     pub coordinator: NodeId,
-    /// The plan every participant runs.
+    /// The plan every participant of the current attempt runs.
     pub plan: crate::link::SessionPlan,
+    /// Committee members that failed an earlier attempt; no later attempt
+    /// chooses them.
+    #[serde(default)]
+    pub excluded: Vec<NodeId>,
+    /// Where the request stands.
+    #[serde(default)]
+    pub state: SessionState,
+}
+
+/// Where a request stands in its fencing record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SessionState {
+    /// The current attempt is running.
+    #[default]
+    Running,
+    /// A result was published.
+    Done,
+    /// The request failed for good; this is its answer.
+    Failed {
+        /// Why.
+        error: crate::RequestError,
+    },
 }

@@ -85,6 +85,9 @@ impl RequestBody {
                     }
                     _ => {}
                 }
+                if let Some(t) = s.timeout_ms.filter(|t| !(MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(t)) {
+                    return Err(RequestError::new(Malformed, format!("timeout_ms {t} is outside {MIN_TIMEOUT_MS}..={MAX_TIMEOUT_MS}")));
+                }
                 if s.path.len() > MAX_PATH_DEPTH {
                     return Err(RequestError::new(Malformed, format!("derivation path deeper than {MAX_PATH_DEPTH}")));
                 }
@@ -134,6 +137,11 @@ pub enum SignPayload {
     Message(#[serde(with = "codec::hex_bytes")] Vec<u8>),
 }
 
+/// The shortest deadline a signing request may ask for.
+pub const MIN_TIMEOUT_MS: u64 = 1_000;
+/// The longest deadline a signing request may ask for.
+pub const MAX_TIMEOUT_MS: u64 = 300_000;
+
 /// Sign with a wallet's key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -153,6 +161,11 @@ pub struct SignRequest {
     /// of the committee); otherwise the cluster picks ready members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signers: Option<Vec<NodeId>>,
+    /// How long the cluster may take, in milliseconds (default: the nodes'
+    /// `sign_deadline_ms`, 60 s; at most 300 000). Failover to another
+    /// quorum happens within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
     /// Unix milliseconds when issued; stale requests are refused.
     pub issued_at_ms: u64,
 }
@@ -208,6 +221,7 @@ mod tests {
             payload: SignPayload::Digest(vec![7; 32]),
             path: vec![0, 5],
             signers: None,
+            timeout_ms: None,
             issued_at_ms: 1,
         })
     }

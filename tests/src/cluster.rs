@@ -263,7 +263,7 @@ fn write_node_configs(dir: &Path, mode: Mode, id: &NodeId, http_port: u16, nats_
     std::fs::write(
         d.join("host.toml"),
         format!(
-            "node_id = \"{id}\"\nlink = \"unix:{}\"\nnats_urls = [\"{nats_url}\"]\nstore_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{http_port}\"\nheartbeat_ms = 500\nready_ttl_ms = 3000\n",
+            "node_id = \"{id}\"\nlink = \"unix:{}\"\nnats_urls = [\"{nats_url}\"]\nstore_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{http_port}\"\nheartbeat_ms = 500\nready_ttl_ms = 4000\n",
             sock.display(),
             d.join("store").display()
         ),

@@ -112,6 +112,7 @@ async fn requests_from_an_unknown_initiator_are_refused_as_unauthorized() {
         payload: SignPayload::Message(b"drain the wallet".to_vec()),
         path: vec![],
         signers: None,
+        timeout_ms: None,
         issued_at_ms: wire::now_ms(),
     });
     let bytes = serde_json::to_vec(&wire::sign_request(&sign, &stranger)).unwrap();

@@ -1,0 +1,209 @@
+//! Faults: signers killed mid-session, nodes that stop heartbeating and
+//! come back, duplicate requests. Real processes on loopback; a kill is a
+//! SIGKILL of the node's signer and host.
+
+use conclave_client::{Client, ClientError};
+use conclave_proto::request::{RequestBody, SignPayload, SignRequest};
+use conclave_proto::result::{Outcome, RequestResult, SignResult};
+use conclave_proto::subjects::{result_subject, RESULT_STREAM, SIGN_SUBJECT};
+use conclave_proto::{ErrorCode, NodeId, RequestId, Scheme, WalletId};
+use conclave_tests::{eventually, wire, Cluster};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn wallet(name: &str) -> WalletId {
+    WalletId::new(name).unwrap()
+}
+
+/// Signs `count` requests at once, without naming signers; returns each
+/// request's outcome and how long it took.
+fn sign_concurrently(client: &Arc<Client>, w: &WalletId, count: usize) -> Vec<tokio::task::JoinHandle<(Result<SignResult, ClientError>, Duration)>> {
+    (0..count)
+        .map(|i| {
+            let (client, w) = (client.clone(), w.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let payload = SignPayload::Message(format!("transfer {i}").into_bytes());
+                (client.sign(&w, Scheme::Ecdsa, payload, vec![], None).await, started.elapsed())
+            })
+        })
+        .collect()
+}
+
+/// Waits until node `i`'s signer is running at least one session.
+async fn until_signing(cluster: &Cluster, i: usize) {
+    eventually(&format!("node-{i} to be running a session"), Duration::from_secs(60), || async move {
+        (cluster.metric(i, "conclave_sessions_active").await >= 1.0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signer_killed_mid_signing_is_replaced_by_another_quorum() {
+    let mut cluster = Cluster::start(3).await;
+    let client = Arc::new(cluster.client().await);
+    let w = wallet("failover");
+    client.keygen(&w, Scheme::Ecdsa, 2, None).await.unwrap();
+
+    // The default quorum is the first two ready members: node-1 and node-2.
+    let requests = sign_concurrently(&client, &w, 4);
+    until_signing(&cluster, 2).await;
+    cluster.kill_node(2);
+    let node2 = cluster.node_ids()[1].clone();
+    let mut replaced = 0;
+    for request in requests {
+        let (result, took) = request.await.unwrap();
+        let sig = result.unwrap_or_else(|e| panic!("a 2-of-3 wallet keeps signing with one node dead: {e}"));
+        assert!(took < Duration::from_secs(60), "answered within the deadline ({took:?})");
+        if !sig.signers.contains(&node2) {
+            replaced += 1;
+        }
+    }
+    assert!(replaced >= 1, "at least one request in flight at the kill finished without node-2");
+    let failovers = cluster.metric(1, "conclave_failovers_total").await + cluster.metric(3, "conclave_failovers_total").await;
+    assert!(failovers >= 1.0, "a survivor moved a request to a new attempt");
+
+    // Nothing of the abandoned attempts stays behind on the survivors.
+    for i in [1, 3] {
+        eventually(&format!("node-{i} to drop every session"), Duration::from_secs(30), || {
+            let cluster = &cluster;
+            async move { (cluster.metric(i, "conclave_sessions_active").await == 0.0).then_some(()) }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_of_two_wallet_with_a_dead_signer_fails_with_peer_unavailable_in_time() {
+    let mut cluster = Cluster::start(3).await;
+    let client = Arc::new(cluster.client().await);
+    let w = wallet("pair");
+    let pair: Vec<NodeId> = cluster.node_ids()[..2].to_vec();
+    // A new committee: its first ECDSA keygen makes its aux info.
+    client.keygen(&w, Scheme::Ecdsa, 2, Some(pair.clone())).await.unwrap();
+
+    let requests = sign_concurrently(&client, &w, 3);
+    until_signing(&cluster, 2).await;
+    cluster.kill_node(2);
+    let mut unavailable = 0;
+    for request in requests {
+        let (result, took) = request.await.unwrap();
+        assert!(took < Duration::from_secs(60), "every request ends within its deadline ({took:?})");
+        match result {
+            Ok(sig) => assert_eq!(sig.signers, pair, "finished before the kill"),
+            Err(ClientError::Request(e)) => {
+                assert_eq!(e.code, ErrorCode::PeerUnavailable, "{e}");
+                assert_eq!(e.blamed, vec![pair[1].clone()], "the dead signer is named: {e}");
+                unavailable += 1;
+            }
+            Err(e) => panic!("unexpected failure: {e}"),
+        }
+    }
+    assert!(unavailable >= 1, "a request in flight at the kill failed with peer_unavailable");
+
+    // With the signer gone from the registry, new requests fail at once.
+    eventually("node-2 to drop out of the registry", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move { client.status().await.ok().filter(|s| s.ready == 2).map(|_| ()) }
+    })
+    .await;
+    let started = Instant::now();
+    let err = client.sign(&w, Scheme::Ecdsa, SignPayload::Message(b"late".to_vec()), vec![], None).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InsufficientPeers), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "refused without starting a session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_heartbeating_is_skipped_and_chosen_again_when_back() {
+    let mut cluster = Cluster::start(3).await;
+    let client = cluster.client().await;
+    let w = wallet("rejoin");
+    client.keygen(&w, Scheme::Eddsa, 2, None).await.unwrap();
+    let ids = cluster.node_ids();
+    let sign = || client.sign(&w, Scheme::Eddsa, SignPayload::Message(b"m".to_vec()), vec![], None);
+
+    cluster.kill_node(1);
+    eventually("node-1 to drop out of the registry", Duration::from_secs(30), || async {
+        client.status().await.ok().filter(|s| s.ready == 2).map(|_| ())
+    })
+    .await;
+    let sig = sign().await.expect("signs without node-1");
+    assert_eq!(sig.signers, ids[1..].to_vec());
+
+    cluster.start_node(1);
+    cluster.wait_ready(3).await;
+    let sig = sign().await.expect("signs with node-1 back");
+    assert_eq!(sig.signers, ids[..2].to_vec(), "node-1 is chosen again, no other process restarted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicates_of_a_request_yield_one_signature() {
+    let cluster = Cluster::start(3).await;
+    let client = cluster.client().await;
+    let w = wallet("dup");
+    client.keygen(&w, Scheme::Ecdsa, 2, None).await.unwrap();
+
+    let id = RequestId::new("dup-1").unwrap();
+    let body = RequestBody::Sign(SignRequest {
+        request_id: id.clone(),
+        wallet: w.clone(),
+        scheme: Scheme::Ecdsa,
+        payload: SignPayload::Message(b"once".to_vec()),
+        path: vec![],
+        signers: None,
+        timeout_ms: None,
+        issued_at_ms: wire::now_ms(),
+    });
+    let bytes = serde_json::to_vec(&wire::sign_request(&body, &cluster.initiator())).unwrap();
+    let running_before = running_sessions(&cluster).await;
+    let nats = async_nats::connect(cluster.nats_url()).await.unwrap();
+    let mut results = nats.subscribe(result_subject(&id)).await.unwrap();
+    let js = async_nats::jetstream::new(nats.clone());
+    // Five copies under five message ids, so that JetStream's own
+    // deduplication does not hide them: the nodes must.
+    let copies = (0..5).map(|i| {
+        let js = js.clone();
+        let payload = bytes.clone();
+        async move {
+            let msg = async_nats::jetstream::message::PublishMessage::build().payload(payload.into()).message_id(format!("dup-1-copy-{i}"));
+            js.send_publish(SIGN_SUBJECT.to_string(), msg).await.unwrap().await.unwrap();
+        }
+    });
+    futures::future::join_all(copies).await;
+    let first = tokio::time::timeout(Duration::from_secs(60), results.next()).await.expect("a result").unwrap();
+    let first = RequestResult::decode(&first.payload).unwrap();
+    assert!(matches!(first.outcome, Outcome::Ok { .. }), "{:?}", first.outcome);
+
+    // Every host that took part published its result; the stream kept one.
+    let stream = js.get_stream(RESULT_STREAM).await.unwrap();
+    let mut consumer_stream = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            filter_subject: result_subject(&id),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .fetch()
+        .max_messages(10)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .unwrap();
+    let mut stored = Vec::new();
+    while let Some(Ok(msg)) = consumer_stream.next().await {
+        stored.push(RequestResult::decode(&msg.payload).unwrap());
+    }
+    assert_eq!(stored.len(), 1, "one stored result for the request: {stored:?}");
+    assert_eq!(stored[0].outcome, first.outcome);
+    // And only one session ran: its two signers started once each.
+    assert_eq!(running_sessions(&cluster).await - running_before, 2.0, "one attempt, two signers, whatever the copies");
+}
+
+async fn running_sessions(cluster: &Cluster) -> f64 {
+    let mut total = 0.0;
+    for i in 1..=3 {
+        total += cluster.metric(i, "conclave_session_transitions_total{to=\"running\"}").await;
+    }
+    total
+}
