@@ -12,6 +12,13 @@ use futures::{StreamExt, TryStreamExt};
 use rand_core::RngCore;
 use serde::Serialize;
 
+/// Publishing a request is tried this many times...
+const PUBLISH_TRIES: u32 = 5;
+/// ...this far apart (a reconnect to another server takes about a second).
+const PUBLISH_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+/// How often the result stream is read while waiting on the subscription.
+const RESULT_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A connection to a cluster, acting for one initiator.
 pub struct Client {
     nats: async_nats::Client,
@@ -66,8 +73,11 @@ pub fn new_request_id() -> RequestId {
 impl Client {
     /// Connects to the cluster's NATS.
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
-        let nats = async_nats::connect(config.nats_urls.join(",")).await.map_err(nats_err)?;
-        let js = jetstream::new(nats.clone());
+        let nats = async_nats::connect(config.nats_urls.as_slice()).await.map_err(nats_err)?;
+        let mut js = jetstream::new(nats.clone());
+        // Publishes are repeated on failure; a short wait per try gets past a
+        // server that just died sooner than the default 5 s.
+        js.set_timeout(std::time::Duration::from_millis(1500));
         Ok(Client { nats, js, config })
     }
 
@@ -88,20 +98,47 @@ impl Client {
             RequestBody::Sign(_) => SIGN_SUBJECT,
         };
         let mut results = self.nats.subscribe(result_subject(&id)).await.map_err(nats_err)?;
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(serde_json::to_vec(request).expect("requests serialise").into())
-            .message_id(id.as_str());
-        self.js.send_publish(subject, publish).await.map_err(nats_err)?.await.map_err(nats_err)?;
-        // A repeated request id was answered already: the result is stored.
-        if let Some(stored) = self.stored_result(&id).await? {
-            return Ok(stored);
+        let payload: bytes::Bytes = serde_json::to_vec(request).expect("requests serialise").into();
+        // Publishing again under the same message id is harmless (the stream
+        // keeps one copy), so a publish that fails while the connection moves
+        // to another server is simply repeated.
+        let mut tries = 0;
+        loop {
+            let publish = jetstream::message::PublishMessage::build().payload(payload.clone()).message_id(id.as_str());
+            let acked = match self.js.send_publish(subject, publish).await {
+                Ok(ack) => ack.await.map(drop).map_err(nats_err),
+                Err(e) => Err(nats_err(e)),
+            };
+            match acked {
+                Ok(()) => break,
+                Err(e) if tries + 1 >= PUBLISH_TRIES => return Err(e),
+                Err(_) => {
+                    tries += 1;
+                    tokio::time::sleep(PUBLISH_RETRY).await;
+                }
+            }
         }
+        // The result arrives on the subscription; a result published while
+        // this client was reconnecting is read back from the result stream,
+        // which also answers a request id that was answered before.
         let timeout = self.config.timeout;
-        let msg = tokio::time::timeout(timeout, results.next()).await.ok().flatten().ok_or_else(|| ClientError::Timeout {
-            request_id: id.to_string(),
-            timeout_ms: timeout.as_millis() as u64,
-        })?;
-        RequestResult::decode(&msg.payload).map_err(|e| ClientError::BadResult(e.to_string()))
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(stored)) = self.stored_result(&id).await {
+                return Ok(stored);
+            }
+            tokio::select! {
+                msg = results.next() => match msg {
+                    Some(msg) => return RequestResult::decode(&msg.payload).map_err(|e| ClientError::BadResult(e.to_string())),
+                    // The subscription is gone: the stream alone tells.
+                    None => tokio::time::sleep(RESULT_POLL).await,
+                },
+                _ = tokio::time::sleep(RESULT_POLL) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::Timeout { request_id: id.to_string(), timeout_ms: timeout.as_millis() as u64 });
+            }
+        }
     }
 
     async fn stored_result(&self, id: &RequestId) -> Result<Option<RequestResult>, ClientError> {

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # A local Conclave cluster on 127.0.0.1, state under .conclave/.
-#   deploy/local/cluster.sh up [--nodes N] [--mode hsm|dev]
+#   deploy/local/cluster.sh up [--nodes N] [--mode hsm|dev] [--nats 1|3]
 #                                            start nats-server and N nodes (default 3), wait until ready;
-#                                            hsm (default): a SoftHSM2 token per node; dev: key files (insecure)
+#                                            hsm (default): a SoftHSM2 token per node; dev: key files (insecure);
+#                                            --nats 3: a 3-server JetStream cluster, streams and buckets replicated 3 times
+#   deploy/local/cluster.sh stop-node I | start-node I   kill -9 / restart node I (signer and host)
+#   deploy/local/cluster.sh stop-nats I | start-nats I   kill -9 / restart nats-server I
 #   deploy/local/cluster.sh down             stop everything (state is kept; `up` reuses it)
 #   deploy/local/cluster.sh status           show the nodes as the cluster sees them
 #   deploy/local/cluster.sh wait-primes      wait until every node has Paillier primes ready
@@ -15,6 +18,7 @@ ROOT=$PWD
 STATE=$ROOT/.conclave
 BIN=${CONCLAVE_BIN:-$ROOT/target/debug}
 NATS_PORT=${CONCLAVE_NATS_PORT:-14222}
+ROUTE_PORT=${CONCLAVE_ROUTE_PORT:-16222}
 HTTP_BASE=${CONCLAVE_HTTP_BASE:-19100}
 
 die() { echo "cluster: $*" >&2; exit 1; }
@@ -57,18 +61,48 @@ CONF
   (umask 077; printf '%s' "$pin" >"$d/softhsm/user.pin")
 }
 
+nats_count() { cat "$STATE/nats/count" 2>/dev/null || echo 1; }
+
+nats_urls() { # TOML list of every server's client URL
+  local list="" i
+  for i in $(seq 1 "$(nats_count)"); do
+    [ -n "$list" ] && list+=", "
+    list+="\"nats://127.0.0.1:$((NATS_PORT + i - 1))\""
+  done
+  echo "[$list]"
+}
+
+init_nats() {
+  local count=$1 i routes=""
+  echo "$count" >"$STATE/nats/count"
+  for i in $(seq 1 "$count"); do
+    [ -n "$routes" ] && routes+=", "
+    routes+="\"nats-route://127.0.0.1:$((ROUTE_PORT + i - 1))\""
+  done
+  for i in $(seq 1 "$count"); do
+    mkdir -p "$STATE/nats/n$i"
+    {
+      echo "listen: 127.0.0.1:$((NATS_PORT + i - 1))"
+      echo "max_payload: 8MB"
+      echo "jetstream { store_dir: \"$STATE/nats/n$i/data\" }"
+      if [ "$count" -gt 1 ]; then
+        echo "server_name: n$i"
+        echo "cluster { name: conclave, listen: \"127.0.0.1:$((ROUTE_PORT + i - 1))\", routes: [$routes] }"
+      fi
+    } >"$STATE/nats/n$i/nats.conf"
+  done
+}
+
+start_nats() { start "nats-server $1" "$STATE/nats/n$1/pid" "$STATE/nats/n$1/log" nats-server -js -c "$STATE/nats/n$1/nats.conf"; }
+
 init_state() {
-  local n=$1 mode=$2
+  local n=$1 mode=$2 nats=$3
   mkdir -p "$STATE/nats"
+  init_nats "$nats"
   [ -f "$STATE/initiator.key" ] || "$BIN/conclave" initiator new --out "$STATE/initiator.key" >"$STATE/initiator.pub"
   local initiator; initiator=$(cat "$STATE/initiator.pub")
-  cat >"$STATE/nats/nats.conf" <<CONF
-listen: 127.0.0.1:$NATS_PORT
-max_payload: 8MB
-jetstream { store_dir: "$STATE/nats/data" }
-CONF
   cat >"$STATE/client.toml" <<CONF
-nats_urls = ["nats://127.0.0.1:$NATS_PORT"]
+nats_urls = $(nats_urls)
 initiator_key = "initiator.key"
 CONF
   local roster="["
@@ -96,7 +130,8 @@ CONF
     cat >"$d/host.toml" <<CONF
 node_id = "node-$i"
 link = "unix:$d/enclave.sock"
-nats_urls = ["nats://127.0.0.1:$NATS_PORT"]
+nats_urls = $(nats_urls)
+nats_replicas = $nats
 store_dir = "$d/store"
 http_addr = "127.0.0.1:$((HTTP_BASE + i))"
 CONF
@@ -140,29 +175,31 @@ wait_ready() {
 cmd=${1:-}; shift || true
 case "$cmd" in
   up)
-    n=3 mode=hsm
+    n=3 mode=hsm nats=1
     while [ $# -gt 0 ]; do
       case "$1" in
         --nodes) n=$2; shift 2 ;;
         --mode) mode=$2; shift 2 ;;
+        --nats) nats=$2; shift 2 ;;
         *) die "unknown option $1" ;;
       esac
     done
+    case "$nats" in 1|3) ;; *) die "--nats must be 1 or 3" ;; esac
     [ "$n" -ge 2 ] || die "--nodes must be at least 2"
     case "$mode" in hsm|dev) ;; *) die "--mode must be hsm or dev" ;; esac
     [ -x "$BIN/conclave-enclave" ] || die "binaries missing in $BIN: run deploy/setup.sh"
     existing=$(node_count)
-    if [ "$existing" = 0 ]; then init_state "$n" "$mode"; elif [ "$existing" != "$n" ] || [ "$(cat "$STATE/mode")" != "$mode" ]; then
+    if [ "$existing" = 0 ]; then init_state "$n" "$mode" "$nats"; elif [ "$existing" != "$n" ] || [ "$(cat "$STATE/mode")" != "$mode" ]; then
       die "state for $existing $(cat "$STATE/mode" 2>/dev/null) nodes exists in $STATE; use '$0 reset' first"
     fi
     export CONCLAVE_CONFIG=$STATE/client.toml
-    start nats-server "$STATE/nats/pid" "$STATE/nats/log" nats-server -js -c "$STATE/nats/nats.conf"
+    for i in $(seq 1 "$(nats_count)"); do start_nats "$i"; done
     for i in $(seq 1 "$n"); do start_node "$i"; done
     wait_ready "$n"
     ;;
   down)
     for i in $(seq 1 "$(node_count)"); do stop "$STATE/node-$i/host.pid"; stop "$STATE/node-$i/enclave.pid"; done
-    stop "$STATE/nats/pid"
+    for i in $(seq 1 "$(nats_count)"); do stop "$STATE/nats/n$i/pid"; done
     echo "cluster: stopped"
     ;;
   wait-primes)
@@ -177,8 +214,13 @@ case "$cmd" in
     echo "cluster: every node has Paillier primes ready"
     ;;
   stop-node) stop_node "${1:?node number}" ;;
+  stop-nats)
+    p=$STATE/nats/n${1:?server number}/pid
+    if running "$p"; then kill -9 "$(cat "$p")"; fi
+    rm -f "$p"; echo "cluster: nats-server $1 killed" ;;
+  start-nats) start_nats "${1:?server number}" ;;
   start-node) start_node "${1:?node number}" ;;
   status) CONCLAVE_CONFIG=$STATE/client.toml "$BIN/conclave" status "$@" ;;
   reset) "$0" down || true; rm -rf "$STATE"; echo "cluster: state deleted" ;;
-  *) sed -n '2,10p' "$0"; exit 2 ;;
+  *) sed -n '2,15p' "$0"; exit 2 ;;
 esac

@@ -44,6 +44,8 @@ struct Raw {
     node_id: NodeId,
     link: LinkAddr,
     nats_urls: Vec<String>,
+    #[serde(default = "default_nats_replicas")]
+    nats_replicas: usize,
     store_dir: PathBuf,
     http_addr: SocketAddr,
     #[serde(default = "default_heartbeat_ms")]
@@ -54,6 +56,10 @@ struct Raw {
     sign_deadline_ms: u64,
     #[serde(default = "default_round_timeout_ms")]
     round_timeout_ms: u64,
+}
+
+fn default_nats_replicas() -> usize {
+    1
 }
 
 fn default_sign_deadline_ms() -> u64 {
@@ -84,6 +90,9 @@ pub struct HostConfig {
     pub link: LinkAddr,
     /// NATS servers.
     pub nats_urls: Vec<String>,
+    /// Copies JetStream keeps of each stream and bucket (1, or 3 or 5 on a
+    /// NATS cluster, so that losing a server loses nothing).
+    pub nats_replicas: usize,
     /// Where sealed blobs are kept.
     pub store_dir: PathBuf,
     /// Health and metrics.
@@ -105,6 +114,9 @@ impl HostConfig {
         let raw: Raw = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
         if raw.nats_urls.is_empty() {
             return Err(ConfigError::Field { field: "nats_urls", reason: "at least one server is required".into() });
+        }
+        if ![1, 3, 5].contains(&raw.nats_replicas) {
+            return Err(ConfigError::Field { field: "nats_replicas", reason: "must be 1, 3 or 5".into() });
         }
         if let LinkAddr::Vsock { .. } = raw.link {
             return Err(ConfigError::Field { field: "link", reason: "vsock links are not available in this build".into() });
@@ -128,6 +140,7 @@ impl HostConfig {
             node_id: raw.node_id,
             link: raw.link,
             nats_urls: raw.nats_urls,
+            nats_replicas: raw.nats_replicas,
             store_dir: raw.store_dir,
             http_addr: raw.http_addr,
             heartbeat: Duration::from_millis(raw.heartbeat_ms),

@@ -96,9 +96,16 @@ impl Host {
                         at_ms: crate::now_ms(),
                         primes_ready: self.metrics.primes_ready.load(Ordering::Relaxed),
                     };
-                    let _ = self.registry.ready.put(self.me().as_str(), serde_json::to_vec(&beat).expect("serialises").into()).await;
+                    if let Err(e) = self.registry.ready.put(self.me().as_str(), serde_json::to_vec(&beat).expect("serialises").into()).await {
+                        tracing::warn!(error = %e, "heartbeat not recorded");
+                    }
                 }
-                self.metrics.peers_ready.store(self.registry.ready_nodes().await.len() as u64, Ordering::Relaxed);
+                if let Ok(ready) = self.registry.ready_nodes().await {
+                    self.metrics.peers_ready.store(ready.len() as u64, Ordering::Relaxed);
+                }
+                if let Ok(members) = self.registry.member_count().await {
+                    self.metrics.members.store(members as u64, Ordering::Relaxed);
+                }
             }
             tokio::time::sleep(self.config.heartbeat).await;
         }
@@ -220,7 +227,8 @@ impl Host {
             }
             RequestBody::Sign(s) => {
                 let key = wallet_key(&s.wallet, s.scheme);
-                let wallet: KeygenResult = match self.registry.wallets.get(key.as_str()).await {
+                let read = crate::registry::retrying("read the wallet record", || async { Ok(self.registry.wallets.get(key.as_str()).await?) });
+                let wallet: KeygenResult = match read.await {
                     Ok(Some(bytes)) => serde_json::from_slice(&bytes)
                         .map_err(|_| RequestError::new(ErrorCode::Internal, format!("wallet record {key} is corrupt")))?,
                     Ok(None) => return Err(RequestError::new(ErrorCode::UnknownWallet, format!("no {} key for wallet {}", s.scheme, s.wallet))),
@@ -241,7 +249,15 @@ impl Host {
                         signers.clone()
                     }
                     None => {
-                        let ready = self.registry.ready_nodes().await;
+                        let ready = match crate::registry::retrying("read the ready bucket", || self.registry.ready_view(self.me())).await {
+                            Ok(ready) => ready,
+                            // This host cannot tell who is ready, so it must not
+                            // answer for the cluster: hosts that can will.
+                            Err(e) => {
+                                tracing::error!(request = %s.request_id, error = %e, "no current view of the ready nodes; leaving the request to the others");
+                                return Ok(None);
+                            }
+                        };
                         let chosen: Vec<NodeId> = wallet.committee.iter().filter(|n| ready.contains(n)).take(t).cloned().collect();
                         if chosen.len() < t {
                             return Err(RequestError::new(

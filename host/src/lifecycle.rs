@@ -71,10 +71,10 @@ impl Host {
             RequestBody::Sign(s) => s.wallet.to_string(),
         };
         let span = tracing::info_span!("request", request = %id, wallet = %wallet);
-        let _enter = span.enter();
-        drop(_enter);
+        self.metrics.following.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.clone().drive(&id, &request, proposal, &quorum, &span).await;
         self.following.lock().expect("following lock").remove(&id);
+        self.metrics.following.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.transition(&span, "cleaned", "this host no longer follows the request");
     }
 
@@ -150,7 +150,8 @@ impl Host {
                 _ = tick.tick() => {
                     // Missing at two checks a heartbeat period apart: one late
                     // heartbeat of a busy node is not a failure.
-                    let ready = self.registry.ready_nodes().await;
+                    // An unreadable registry says nothing about the peers.
+                    let Ok(ready) = self.registry.ready_view(self.me()).await else { continue };
                     let missing: Vec<NodeId> = plan.participants.iter().filter(|p| !ready.contains(*p)).cloned().collect();
                     let gone: Vec<NodeId> = missing.iter().filter(|p| missed.contains(*p)).cloned().collect();
                     missed = missing;
@@ -214,7 +215,10 @@ impl Host {
             self.fail(id, revision, record, cause, span).await;
             return;
         }
-        let ready = self.registry.ready_nodes().await;
+        let Ok(ready) = crate::registry::retrying("read the ready bucket", || self.registry.ready_view(self.me())).await else {
+            // Try again at the next check; the deadline still bounds it.
+            return;
+        };
         let chosen: Vec<NodeId> =
             quorum.committee.iter().filter(|n| ready.contains(*n) && !excluded.contains(*n)).take(quorum.threshold).cloned().collect();
         if chosen.len() < quorum.threshold {
@@ -250,7 +254,8 @@ impl Host {
     }
 
     async fn read_record(&self, id: &RequestId) -> Option<(u64, SessionRecord)> {
-        let entry = self.registry.sessions.entry(id.as_str()).await.ok()??;
+        let read = crate::registry::retrying("read a session record", || async { Ok(self.registry.sessions.entry(id.as_str()).await?) });
+        let entry = read.await.ok()??;
         let record = serde_json::from_slice(&entry.value).ok()?;
         Some((entry.revision, record))
     }

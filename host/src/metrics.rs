@@ -21,10 +21,14 @@ pub struct Metrics {
     pub nats_connected: AtomicBool,
     /// Ready peers at the last heartbeat.
     pub peers_ready: AtomicU64,
+    /// Registered nodes at the last heartbeat.
+    pub members: AtomicU64,
     /// Whether the enclave's Paillier prime pool is filled.
     pub primes_ready: AtomicBool,
     /// Requests this host moved to a new attempt with another quorum.
     pub failovers: AtomicU64,
+    /// Requests this host follows (not yet answered, deadline not passed).
+    pub following: AtomicU64,
 }
 
 impl Metrics {
@@ -52,8 +56,10 @@ impl Metrics {
             ("conclave_link_up", u64::from(self.link_up.load(Ordering::Relaxed))),
             ("conclave_nats_connected", u64::from(self.nats_connected.load(Ordering::Relaxed))),
             ("conclave_peers_ready", self.peers_ready.load(Ordering::Relaxed)),
+            ("conclave_members", self.members.load(Ordering::Relaxed)),
             ("conclave_primes_ready", u64::from(self.primes_ready.load(Ordering::Relaxed))),
             ("conclave_failovers_total", self.failovers.load(Ordering::Relaxed)),
+            ("conclave_requests_following", self.following.load(Ordering::Relaxed)),
         ];
         for (name, v) in gauges {
             let _ = writeln!(out, "{name} {v}");

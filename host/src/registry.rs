@@ -42,6 +42,9 @@ pub struct Registry {
     pub sessions: kv::Store,
 }
 
+/// How long one JetStream call waits for its answer.
+const JS_TIMEOUT: Duration = Duration::from_millis(1500);
+
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Registry {
@@ -52,9 +55,13 @@ impl Registry {
             .name(format!("conclave-host {}", config.node_id))
             .retry_on_initial_connect()
             .max_reconnects(None)
-            .connect(config.nats_urls.join(","))
+            .connect(config.nats_urls.as_slice())
             .await?;
-        let js = jetstream::new(client.clone());
+        let mut js = jetstream::new(client.clone());
+        // Fail fast and try again (see `retrying`): a call sent to a server
+        // that just died, or to a stream electing its leader, would otherwise
+        // hold up heartbeats for the default 5 s.
+        js.set_timeout(JS_TIMEOUT);
         let dedup = Duration::from_secs(DEDUP_WINDOW_SECS);
         ensure_stream(&js, "request stream", stream::Config {
             name: REQUEST_STREAM.into(),
@@ -62,6 +69,7 @@ impl Registry {
             duplicate_window: dedup,
             max_age: WEEK,
             max_message_size: 1024 * 1024,
+            num_replicas: config.nats_replicas,
             ..Default::default()
         })
         .await?;
@@ -70,47 +78,87 @@ impl Registry {
             subjects: vec![RESULT_SUBJECTS.into()],
             duplicate_window: dedup,
             max_age: WEEK,
+            num_replicas: config.nats_replicas,
             ..Default::default()
         })
         .await?;
-        let members = ensure_bucket(&js, MEMBERS_BUCKET, Duration::ZERO).await?;
-        let ready = ensure_bucket(&js, READY_BUCKET, config.ready_ttl).await?;
-        let wallets = ensure_bucket(&js, WALLETS_BUCKET, Duration::ZERO).await?;
-        let sessions = ensure_bucket(&js, SESSIONS_BUCKET, WEEK).await?;
+        let replicas = config.nats_replicas;
+        let members = ensure_bucket(&js, MEMBERS_BUCKET, Duration::ZERO, replicas).await?;
+        let ready = ensure_bucket(&js, READY_BUCKET, config.ready_ttl, replicas).await?;
+        let wallets = ensure_bucket(&js, WALLETS_BUCKET, Duration::ZERO, replicas).await?;
+        let sessions = ensure_bucket(&js, SESSIONS_BUCKET, WEEK, replicas).await?;
         Ok(Registry { client, js, members, ready, wallets, sessions })
     }
 
-    /// Nodes with a live readiness heartbeat.
-    pub async fn ready_nodes(&self) -> HashSet<NodeId> {
-        keys(&self.ready).await.into_iter().filter_map(|k| NodeId::new(k).ok()).collect()
+    /// Nodes with a live readiness heartbeat. An error means the registry
+    /// could not be read (not that nobody is ready); callers that must have
+    /// an answer wrap this in [`retrying`].
+    pub async fn ready_nodes(&self) -> Result<HashSet<NodeId>, async_nats::Error> {
+        Ok(keys(&self.ready).await?.into_iter().filter_map(|k| NodeId::new(k).ok()).collect())
+    }
+
+    /// The ready set as `me` sees it, if it is current. This node's own
+    /// heartbeat is in it whenever the registry takes writes; if it is
+    /// missing, the registry is failing over (entries expire while a
+    /// JetStream leader is elected) and says nothing about the peers.
+    pub async fn ready_view(&self, me: &NodeId) -> Result<HashSet<NodeId>, async_nats::Error> {
+        let ready = self.ready_nodes().await?;
+        if !ready.contains(me) {
+            return Err(format!("the ready bucket does not show {me} itself: it is not current").into());
+        }
+        Ok(ready)
     }
 
     /// How many nodes are registered.
-    pub async fn member_count(&self) -> usize {
-        keys(&self.members).await.len()
+    pub async fn member_count(&self) -> Result<usize, async_nats::Error> {
+        Ok(keys(&self.members).await?.len())
     }
 
     /// Publishes a request's result; JetStream keeps only the first one
     /// published for a request (message-id deduplication).
-    pub async fn publish_result(&self, result: &RequestResult) -> Result<(), String> {
-        let payload = serde_json::to_vec(result).expect("results serialise");
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(payload.into())
-            .message_id(result_msg_id(&result.request_id));
-        self.js
-            .send_publish(result_subject(&result.request_id), publish)
-            .await
-            .map_err(|e| e.to_string())?
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(())
+    /// Publishing again is harmless, so a publish that fails while the
+    /// result stream elects a new leader is repeated.
+    pub async fn publish_result(&self, result: &RequestResult) -> Result<(), async_nats::Error> {
+        let payload: bytes::Bytes = serde_json::to_vec(result).expect("results serialise").into();
+        retrying("publish a result", || async {
+            let publish = jetstream::message::PublishMessage::build().payload(payload.clone()).message_id(result_msg_id(&result.request_id));
+            self.js.send_publish(result_subject(&result.request_id), publish).await?.await?;
+            Ok(())
+        })
+        .await
     }
 }
 
-async fn keys(store: &kv::Store) -> Vec<String> {
-    match store.keys().await {
-        Ok(keys) => keys.try_collect().await.unwrap_or_default(),
-        Err(_) => Vec::new(),
+async fn keys(store: &kv::Store) -> Result<Vec<String>, async_nats::Error> {
+    Ok(store.keys().await?.try_collect().await?)
+}
+
+/// How many times a registry call is tried, backing off from 100 ms to 2 s:
+/// about 15 s in all, longer than a JetStream stream or bucket takes to
+/// elect a new leader after losing a server.
+const TRIES: u32 = 10;
+
+/// Runs a JetStream call again while it fails.
+pub async fn retrying<T, F, Fut>(what: &str, mut call: F) -> Result<T, async_nats::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, async_nats::Error>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut tried = 0;
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                tried += 1;
+                if tried >= TRIES {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, tried, "cannot {what}; trying again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
     }
 }
 
@@ -118,11 +166,11 @@ async fn ensure_stream(js: &jetstream::Context, what: &'static str, config: stre
     js.get_or_create_stream(config).await.map(|_| ()).map_err(|e| RegistryError::Setup { what, detail: e.to_string() })
 }
 
-async fn ensure_bucket(js: &jetstream::Context, bucket: &'static str, max_age: Duration) -> Result<kv::Store, RegistryError> {
+async fn ensure_bucket(js: &jetstream::Context, bucket: &'static str, max_age: Duration, replicas: usize) -> Result<kv::Store, RegistryError> {
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
-    let created = js.create_key_value(kv::Config { bucket: bucket.into(), history: 1, max_age, ..Default::default() }).await;
+    let created = js.create_key_value(kv::Config { bucket: bucket.into(), history: 1, max_age, num_replicas: replicas, ..Default::default() }).await;
     match created {
         Ok(store) => Ok(store),
         // Another host created it first.

@@ -21,10 +21,11 @@ struct Node {
     host: Option<Proc>,
 }
 
-/// A running cluster: nats-server and `n` nodes, all on 127.0.0.1.
+/// A running cluster: nats-server (one, or a cluster of three) and `n`
+/// nodes, all on 127.0.0.1.
 pub struct Cluster {
     dir: tempfile::TempDir,
-    nats: NatsServer,
+    nats: Vec<NatsServer>,
     nodes: Vec<Node>,
     mode: Mode,
 }
@@ -38,23 +39,36 @@ impl Cluster {
 
     /// Starts an `n`-node cluster in `mode` (`hsm` or `dev`).
     pub async fn start_in(mode: Mode, n: usize) -> Cluster {
+        Self::start_with(mode, n, 1).await
+    }
+
+    /// Starts an `n`-node hsm cluster on a JetStream cluster of three
+    /// nats-servers, with every stream and bucket replicated three times.
+    pub async fn start_on_nats_cluster(n: usize) -> Cluster {
+        Self::start_with(Mode::Hsm, n, 3).await
+    }
+
+    async fn start_with(mode: Mode, n: usize, nats_servers: usize) -> Cluster {
         let template = template(mode, n).await;
         let dir = tempfile::Builder::new().prefix("conclave-test-").tempdir().expect("tempdir");
         copy_dir(&template, dir.path());
-        Self::boot(dir, mode, n).await
+        Self::boot(dir, mode, n, nats_servers).await
     }
 
-    async fn boot(dir: tempfile::TempDir, mode: Mode, n: usize) -> Cluster {
-        let nats = NatsServer::start(&dir.path().join("nats")).await;
+    async fn boot(dir: tempfile::TempDir, mode: Mode, n: usize, nats_servers: usize) -> Cluster {
+        let nats = match nats_servers {
+            1 => vec![NatsServer::start(&dir.path().join("nats")).await],
+            size => NatsServer::start_cluster(&dir.path().join("nats"), size).await,
+        };
         let mut cluster = Cluster { dir, nats, nodes: Vec::new(), mode };
         let initiator = cluster.initiator_public_hex();
         for i in 1..=n {
             let id = NodeId::new(format!("node-{i}")).unwrap();
             let http_port = crate::free_port();
-            write_node_configs(cluster.dir.path(), mode, &id, http_port, &cluster.nats.url(), &initiator);
+            write_node_configs(cluster.dir.path(), mode, &id, http_port, &cluster.nats_urls(), &initiator);
             cluster.nodes.push(Node { id, http_port, enclave: None, host: None });
         }
-        write_client_config(cluster.dir.path(), &cluster.nats.url());
+        write_client_config(cluster.dir.path(), &cluster.nats_urls());
         for i in 1..=n {
             cluster.start_node(i);
         }
@@ -83,14 +97,19 @@ impl Cluster {
         conclave_client::Client::connect(config).await.expect("client connects")
     }
 
-    /// The NATS URL.
+    /// The first nats-server's URL, for raw clients.
     pub fn nats_url(&self) -> String {
-        self.nats.url()
+        self.nats[0].url()
     }
 
-    /// The nats-server, to kill it in fault tests.
-    pub fn nats(&mut self) -> &mut NatsServer {
-        &mut self.nats
+    /// Every nats-server's URL.
+    pub fn nats_urls(&self) -> Vec<String> {
+        self.nats.iter().map(NatsServer::url).collect()
+    }
+
+    /// nats-server `i` (1-based), to kill it in fault tests.
+    pub fn nats(&mut self, i: usize) -> &mut NatsServer {
+        &mut self.nats[i - 1]
     }
 
     /// Node ids in order.
@@ -240,7 +259,12 @@ fn read_initiator(dir: &Path) -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&seed)
 }
 
-fn write_node_configs(dir: &Path, mode: Mode, id: &NodeId, http_port: u16, nats_url: &str, initiator: &str) {
+fn toml_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| format!("\"{i}\"")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+fn write_node_configs(dir: &Path, mode: Mode, id: &NodeId, http_port: u16, nats_urls: &[String], initiator: &str) {
     let d = dir.join(id.as_str());
     std::fs::create_dir_all(&d).unwrap();
     let sock = d.join("enclave.sock");
@@ -263,8 +287,11 @@ fn write_node_configs(dir: &Path, mode: Mode, id: &NodeId, http_port: u16, nats_
     std::fs::write(
         d.join("host.toml"),
         format!(
-            "node_id = \"{id}\"\nlink = \"unix:{}\"\nnats_urls = [\"{nats_url}\"]\nstore_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{http_port}\"\nheartbeat_ms = 500\nready_ttl_ms = 4000\n",
+            "node_id = \"{id}\"\nlink = \"unix:{}\"\nnats_urls = {}\nnats_replicas = {}\nstore_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{http_port}\"\nheartbeat_ms = 500\nready_ttl_ms = 4000\n",
             sock.display(),
+            toml_list(nats_urls),
+            // Replicate streams and buckets on every server of a NATS cluster.
+            nats_urls.len(),
             d.join("store").display()
         ),
     )
@@ -274,8 +301,8 @@ fn write_node_configs(dir: &Path, mode: Mode, id: &NodeId, http_port: u16, nats_
 /// The client waits as long as the `conclave` CLI does by default: past the
 /// cluster's longest session deadline, so that a slow template keygen is
 /// not cut short and a stuck request still ends in the cluster's own answer.
-fn write_client_config(dir: &Path, nats_url: &str) {
-    std::fs::write(dir.join("client.toml"), format!("nats_urls = [\"{nats_url}\"]\ninitiator_key = \"initiator.key\"\n"))
+fn write_client_config(dir: &Path, nats_urls: &[String]) {
+    std::fs::write(dir.join("client.toml"), format!("nats_urls = {}\ninitiator_key = \"initiator.key\"\n", toml_list(nats_urls)))
     .unwrap();
 }
 
@@ -331,7 +358,7 @@ async fn make_template(dir: &Path, mode: Mode, n: usize) {
         if mode == Mode::Hsm {
             softhsm::create_token(&node_dir, &softhsm::token_label(id.as_str()));
         }
-        write_node_configs(dir, mode, &id, 0, "nats://127.0.0.1:1", &initiator_hex);
+        write_node_configs(dir, mode, &id, 0, &["nats://127.0.0.1:1".to_string()], &initiator_hex);
         let out = std::process::Command::new(bin("conclave-enclave"))
             .args(["init", "--config", node_dir.join("enclave.toml").to_str().unwrap()])
             .env(softhsm::CONF_ENV, softhsm::conf(&node_dir))
@@ -347,7 +374,7 @@ async fn make_template(dir: &Path, mode: Mode, n: usize) {
     // that replace the ones aux info consumed.
     let scratch = tempfile::Builder::new().prefix("conclave-template-").tempdir().unwrap();
     copy_dir(dir, scratch.path());
-    let cluster = Cluster::boot(scratch, mode, n).await;
+    let cluster = Cluster::boot(scratch, mode, n, 1).await;
     let client = cluster.client().await;
     let wallet = conclave_proto::WalletId::new("template-aux").unwrap();
     tokio::time::timeout(TEMPLATE_TIMEOUT, client.keygen(&wallet, conclave_proto::Scheme::Ecdsa, 2, None))

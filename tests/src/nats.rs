@@ -1,4 +1,5 @@
-//! A real nats-server with JetStream, on a free port of 127.0.0.1.
+//! Real nats-servers with JetStream on free ports of 127.0.0.1: one alone,
+//! or three routed into a JetStream cluster.
 
 use crate::process::Proc;
 use std::path::{Path, PathBuf};
@@ -15,26 +16,65 @@ impl NatsServer {
     /// Starts a server whose state lives in `dir`, and waits until it accepts
     /// clients.
     pub async fn start(dir: &Path) -> NatsServer {
+        let server = Self::spawn(dir, crate::free_port(), "");
+        server.wait_for_clients().await;
+        server
+    }
+
+    /// Starts `size` servers routed into one JetStream cluster (each in
+    /// `dir/n<i>`), and waits until JetStream answers through each.
+    pub async fn start_cluster(dir: &Path, size: usize) -> Vec<NatsServer> {
+        let ports: Vec<(u16, u16)> = (0..size).map(|_| (crate::free_port(), crate::free_port())).collect();
+        let routes: Vec<String> = ports.iter().map(|(_, route)| format!("\"nats-route://127.0.0.1:{route}\"")).collect();
+        let servers: Vec<NatsServer> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, route))| {
+                let cluster = format!(
+                    "server_name: n{}\ncluster {{ name: conclave, listen: \"127.0.0.1:{route}\", routes: [{}] }}\n",
+                    i + 1,
+                    routes.join(", ")
+                );
+                Self::spawn(&dir.join(format!("n{}", i + 1)), *client, &cluster)
+            })
+            .collect();
+        for server in &servers {
+            server.wait_for_clients().await;
+            let url = server.url();
+            crate::eventually("the JetStream cluster to elect a leader", Duration::from_secs(60), || {
+                let url = url.clone();
+                async move {
+                    let client = async_nats::connect(url).await.ok()?;
+                    async_nats::jetstream::new(client).query_account().await.ok()
+                }
+            })
+            .await;
+        }
+        servers
+    }
+
+    fn spawn(dir: &Path, port: u16, extra: &str) -> NatsServer {
         std::fs::create_dir_all(dir).expect("nats dir");
-        let port = crate::free_port();
         let conf = dir.join("nats.conf");
         std::fs::write(
             &conf,
             format!(
-                "listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{ store_dir: \"{}\" }}\n",
+                "listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{ store_dir: \"{}\" }}\n{extra}",
                 dir.join("data").display()
             ),
         )
         .expect("write nats.conf");
         let proc = Proc::spawn("nats-server", Path::new("nats-server"), &["-js", "-c", conf.to_str().unwrap()], &dir.join("nats.log"), &[]);
-        let server = NatsServer { proc, port, dir: dir.to_path_buf() };
-        let url = server.url();
+        NatsServer { proc, port, dir: dir.to_path_buf() }
+    }
+
+    async fn wait_for_clients(&self) {
+        let url = self.url();
         crate::eventually("nats-server to accept clients", Duration::from_secs(20), || {
             let url = url.clone();
             async move { async_nats::connect(url).await.ok() }
         })
         .await;
-        server
     }
 
     /// Its client URL.

@@ -241,8 +241,15 @@ async fn share_secrets_never_appear_in_anything_the_host_sees() {
         client.keygen(&w, scheme, 2, None).await.unwrap();
         client.sign(&w, scheme, SignPayload::Message(b"observe me".to_vec()), vec![], None).await.unwrap();
     }
+    // Everything the hosts sent for these requests reached the server before
+    // the client had its answers, so before this marker.
+    nats.publish("conclave-test.end", "end".into()).await.unwrap();
+    nats.flush().await.unwrap();
     let mut seen: Vec<u8> = Vec::new();
-    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(500), everything.next()).await {
+    while let Some(msg) = tokio::time::timeout(Duration::from_secs(30), everything.next()).await.expect("the marker comes back") {
+        if msg.subject.as_str() == "conclave-test.end" {
+            break;
+        }
         seen.extend_from_slice(msg.subject.as_bytes());
         seen.extend_from_slice(&msg.payload);
     }

@@ -207,3 +207,25 @@ async fn running_sessions(cluster: &Cluster) -> f64 {
     }
     total
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_goes_on_when_a_nats_server_dies() {
+    let mut cluster = Cluster::start_on_nats_cluster(3).await;
+    let client = Arc::new(cluster.client().await);
+    let w = wallet("nats-loss");
+    client.keygen(&w, Scheme::Ecdsa, 2, None).await.unwrap();
+
+    // Requests in flight while the server some nodes and the client talk to dies.
+    let requests = sign_concurrently(&client, &w, 3);
+    cluster.nats(1).kill();
+    for request in requests {
+        let (result, took) = request.await.unwrap();
+        result.unwrap_or_else(|e| panic!("a request in flight survives the loss of one NATS server: {e}"));
+        assert!(took < Duration::from_secs(60), "within the deadline ({took:?})");
+    }
+    // And the cluster keeps working on the two servers left: new wallets
+    // (replicated buckets) and new signatures.
+    let w2 = wallet("nats-loss-after");
+    client.keygen(&w2, Scheme::Eddsa, 2, None).await.expect("keygen on two of three NATS servers");
+    client.sign(&w2, Scheme::Eddsa, SignPayload::Message(b"after".to_vec()), vec![], None).await.expect("signs after the loss");
+}
