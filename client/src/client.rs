@@ -12,10 +12,10 @@ use futures::{StreamExt, TryStreamExt};
 use rand_core::RngCore;
 use serde::Serialize;
 
-/// Publishing a request is tried this many times...
-const PUBLISH_TRIES: u32 = 5;
-/// ...this far apart (a reconnect to another server takes about a second).
-const PUBLISH_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+/// Publishing a request is tried this many times, 1 s apart: longer than a
+/// reconnect to another server plus a JetStream leader election.
+const PUBLISH_TRIES: u32 = 20;
+const PUBLISH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often the result stream is read while waiting on the subscription.
 const RESULT_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 

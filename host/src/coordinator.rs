@@ -9,6 +9,7 @@ use crate::link::LinkHandle;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::BlobStore;
+use crate::view::RegistryView;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use conclave_proto::envelope::Envelope;
 use conclave_proto::link::{FromEnclave, SessionPlan, ToEnclave};
@@ -23,6 +24,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How long a request waits for this host's view of the registry to become
+/// current (longer than a JetStream leader election).
+const VIEW_PATIENCE: Duration = Duration::from_secs(15);
 /// Keygen may include aux info generation for a new committee.
 const KEYGEN_SESSION: Duration = Duration::from_secs(600);
 /// Aux info generation computes for tens of seconds between messages.
@@ -40,6 +44,8 @@ pub struct Host {
     pub registry: Registry,
     /// The enclave link.
     pub link: LinkHandle,
+    /// Who is ready, who is registered, which request records changed.
+    pub view: Arc<RegistryView>,
     /// Attempts this node's signer runs, and who waits for their outcome.
     pub(crate) pending: Mutex<HashMap<(RequestId, u32), tokio::sync::oneshot::Sender<Outcome>>>,
     /// Requests a follower runs for on this host.
@@ -62,12 +68,14 @@ impl Host {
                 }
             }
         });
+        let view = RegistryView::new(config.node_id.clone(), config.ready_ttl);
         Host {
             config,
             store,
             metrics: Metrics::default(),
             registry,
             link: LinkHandle::default(),
+            view,
             pending: Mutex::default(),
             following: Mutex::default(),
             outbox,
@@ -100,12 +108,8 @@ impl Host {
                         tracing::warn!(error = %e, "heartbeat not recorded");
                     }
                 }
-                if let Ok(ready) = self.registry.ready_nodes().await {
-                    self.metrics.peers_ready.store(ready.len() as u64, Ordering::Relaxed);
-                }
-                if let Ok(members) = self.registry.member_count().await {
-                    self.metrics.members.store(members as u64, Ordering::Relaxed);
-                }
+                self.metrics.peers_ready.store(self.view.ready_count() as u64, Ordering::Relaxed);
+                self.metrics.members.store(self.view.member_count() as u64, Ordering::Relaxed);
             }
             tokio::time::sleep(self.config.heartbeat).await;
         }
@@ -249,7 +253,7 @@ impl Host {
                         signers.clone()
                     }
                     None => {
-                        let ready = match crate::registry::retrying("read the ready bucket", || self.registry.ready_view(self.me())).await {
+                        let ready = match self.view.ready_within(VIEW_PATIENCE).await {
                             Ok(ready) => ready,
                             // This host cannot tell who is ready, so it must not
                             // answer for the cluster: hosts that can will.
@@ -329,10 +333,7 @@ impl Host {
         let sessions = &self.registry.sessions;
         let key_of = |node: &NodeId| format!("{id}.stored.{node}");
         let fail = |code, reason: String| Outcome::Error { error: RequestError::new(code, reason) };
-        let mut watch = match sessions.watch(format!("{id}.stored.*")).await {
-            Ok(w) => w,
-            Err(e) => return fail(ErrorCode::Internal, format!("registry watch: {e}")),
-        };
+        let watch = self.view.watch_request(id);
         let mine = serde_json::to_vec(&record).expect("serialises");
         if let Err(e) = sessions.put(key_of(self.me()), mine.into()).await {
             return fail(ErrorCode::Internal, format!("registry: {e}"));
@@ -361,7 +362,7 @@ impl Host {
                 return Outcome::Ok { result: Completed::Keygen(record) };
             }
             tokio::select! {
-                _ = watch.next() => {}
+                _ = watch.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => {
                     return fail(ErrorCode::Timeout, format!("{} did not store their shares before the deadline", missing.join(", ")));
                 }
@@ -379,6 +380,7 @@ impl Host {
             tracing::warn!(sessions = lost.len(), "enclave link lost with sessions running");
         }
         for ((request, attempt), tx) in lost {
+            self.metrics.sessions_active.fetch_sub(1, Ordering::Relaxed);
             let error = RequestError::new(ErrorCode::PeerUnavailable, format!("{}'s signer went away during attempt {attempt} of {request}", self.me()))
                 .blaming(vec![self.me().clone()]);
             let _ = tx.send(Outcome::Error { error });

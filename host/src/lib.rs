@@ -15,6 +15,7 @@ pub mod link;
 pub mod metrics;
 pub mod registry;
 pub mod store;
+pub mod view;
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {

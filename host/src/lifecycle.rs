@@ -27,13 +27,12 @@
 //! host stopped following the request).
 
 use crate::coordinator::Host;
-use async_nats::jetstream::kv;
 use conclave_proto::link::{SessionPlan, ToEnclave};
 use conclave_proto::registry::{SessionRecord, SessionState};
 use conclave_proto::request::{RequestBody, SignedRequest};
 use conclave_proto::result::{Completed, Outcome};
-use conclave_proto::{ErrorCode, NodeId, RequestError, RequestId, PROTOCOL_VERSION};
-use futures::StreamExt;
+use conclave_proto::ids::SessionKind;
+use conclave_proto::{ErrorCode, NodeId, RequestError, RequestId, SessionId, PROTOCOL_VERSION};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -41,6 +40,46 @@ use tokio::sync::oneshot;
 /// How long after the deadline the host waits for its signer before it
 /// answers `timeout` itself.
 const DEADLINE_GRACE: Duration = Duration::from_secs(2);
+
+/// The states a request's session goes through on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// This host wrote the request's first attempt.
+    Created,
+    /// This node's signer started an attempt.
+    Running,
+    /// A later attempt, with another quorum, replaced the current one.
+    Retried,
+    /// The request was answered with a result.
+    Completed,
+    /// The request was answered with an error.
+    Failed,
+    /// This node's signer was told to drop its attempt.
+    Aborted,
+    /// This host stopped following the request.
+    Cleaned,
+}
+
+impl Phase {
+    /// The name in logs and in `conclave_session_transitions_total{to=...}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Created => "created",
+            Phase::Running => "running",
+            Phase::Retried => "retried",
+            Phase::Completed => "completed",
+            Phase::Failed => "failed",
+            Phase::Aborted => "aborted",
+            Phase::Cleaned => "cleaned",
+        }
+    }
+}
+
+/// A request this host follows: what its logs and session ids need.
+pub(crate) struct Followed {
+    span: tracing::Span,
+    kind: SessionKind,
+}
 
 /// What a follower needs to know about the request to choose a quorum.
 pub struct Quorum {
@@ -70,15 +109,19 @@ impl Host {
             RequestBody::Keygen(k) => k.wallet.to_string(),
             RequestBody::Sign(s) => s.wallet.to_string(),
         };
-        let span = tracing::info_span!("request", request = %id, wallet = %wallet);
+        let kind = match &body {
+            RequestBody::Keygen(_) => SessionKind::Keygen,
+            RequestBody::Sign(_) => SessionKind::Sign,
+        };
+        let followed = Followed { span: tracing::info_span!("request", request = %id, wallet = %wallet), kind };
         self.metrics.following.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.clone().drive(&id, &request, proposal, &quorum, &span).await;
+        self.clone().drive(&id, &request, proposal, &quorum, &followed).await;
         self.following.lock().expect("following lock").remove(&id);
         self.metrics.following.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        self.transition(&span, "cleaned", "this host no longer follows the request");
+        self.transition(&followed, Phase::Cleaned, None, "this host no longer follows the request");
     }
 
-    async fn drive(self: Arc<Self>, id: &RequestId, request: &SignedRequest, proposal: SessionPlan, quorum: &Quorum, span: &tracing::Span) {
+    async fn drive(self: Arc<Self>, id: &RequestId, request: &SignedRequest, proposal: SessionPlan, quorum: &Quorum, req: &Followed) {
         let sessions = self.registry.sessions.clone();
         let first = SessionRecord {
             v: PROTOCOL_VERSION,
@@ -89,15 +132,9 @@ impl Host {
             state: SessionState::Running,
         };
         if sessions.create(id.as_str(), encode(&first)).await.is_ok() {
-            self.transition(span, "created", format!("attempt 1 with {:?}", first.plan.participants));
+            self.transition(req, Phase::Created, Some(&first.plan), format!("with {:?}", first.plan.participants));
         }
-        let mut watch = match sessions.watch(id.as_str()).await {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(parent: span, error = %e, "cannot watch the session record; polling it");
-                None
-            }
-        };
+        let watch = self.view.watch_request(id);
         // This host's signer: the attempt it runs and where its outcome lands,
         // and the latest attempt it started (never start one twice).
         let mut running: Option<(u32, oneshot::Receiver<Outcome>)> = None;
@@ -106,23 +143,23 @@ impl Host {
         let mut missed: Vec<NodeId> = Vec::new();
         loop {
             let Some((revision, record)) = self.read_record(id).await else {
-                tracing::warn!(parent: span, "session record unreadable; stopping");
+                tracing::warn!(parent: &req.span, "session record unreadable; stopping");
                 break;
             };
             match &record.state {
                 SessionState::Running => {}
                 SessionState::Done | SessionState::Failed { .. } => {
-                    self.abort_mine(id, &mut running, span, "the request was answered");
+                    self.abort_mine(id, &mut running, req, "the request was answered");
                     break;
                 }
             }
             let plan = &record.plan;
             if running.as_ref().is_some_and(|(attempt, _)| *attempt < plan.attempt) {
-                self.abort_mine(id, &mut running, span, "a later attempt replaced it");
+                self.abort_mine(id, &mut running, req, "a later attempt replaced it");
             }
             if running.is_none() && plan.participants.contains(self.me()) && plan.attempt > started {
                 started = plan.attempt;
-                running = Some((plan.attempt, self.start_signer(request, plan.clone(), span)));
+                running = Some((plan.attempt, self.start_signer(request, plan.clone(), req)));
             }
             let deadline = tokio::time::Instant::now()
                 + Duration::from_millis(plan.deadline_ms.saturating_sub(crate::now_ms()))
@@ -130,28 +167,23 @@ impl Host {
             tokio::select! {
                 outcome = async { (&mut running.as_mut().expect("guarded").1).await }, if running.is_some() => {
                     let attempt = running.take().expect("guarded").0;
-                    self.finish(id, attempt);
                     match outcome {
                         Ok(outcome) => {
-                            if self.settle(id, revision, &record, quorum, outcome, span).await {
+                            if self.settle(id, revision, &record, quorum, outcome, req).await {
                                 break;
                             }
                         }
                         // The link went down with the session: the signer
                         // lost it. Peers will blame this node and move on.
-                        Err(_) => tracing::warn!(parent: span, attempt, "the signer's link dropped during the attempt"),
+                        Err(_) => tracing::warn!(parent: &req.span, attempt, "the signer's link dropped during the attempt"),
                     }
                 }
-                changed = next_change(&mut watch) => {
-                    if !changed {
-                        watch = None;
-                    }
-                }
+                _ = watch.changed() => {}
                 _ = tick.tick() => {
                     // Missing at two checks a heartbeat period apart: one late
                     // heartbeat of a busy node is not a failure.
-                    // An unreadable registry says nothing about the peers.
-                    let Ok(ready) = self.registry.ready_view(self.me()).await else { continue };
+                    // A view that is not current says nothing about the peers.
+                    let Ok(ready) = self.view.ready() else { continue };
                     let missing: Vec<NodeId> = plan.participants.iter().filter(|p| !ready.contains(*p)).cloned().collect();
                     let gone: Vec<NodeId> = missing.iter().filter(|p| missed.contains(*p)).cloned().collect();
                     missed = missing;
@@ -159,19 +191,21 @@ impl Host {
                         let names: Vec<String> = gone.iter().map(|n| n.to_string()).collect();
                         let error = RequestError::new(ErrorCode::PeerUnavailable, format!("{} stopped heartbeating", names.join(", ")))
                             .blaming(gone);
-                        self.replace_attempt(id, revision, &record, quorum, error, span).await;
+                        self.replace_attempt(id, revision, &record, quorum, error, req).await;
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     let error = RequestError::new(ErrorCode::Timeout, format!("no answer by the deadline (attempt {})", plan.attempt));
-                    self.fail(id, revision, &record, error, span).await;
+                    self.fail(id, revision, &record, error, req).await;
                 }
             }
         }
+        // However following ended, this node's signer drops what it still runs.
+        self.abort_mine(id, &mut running, req, "this host stopped following the request");
     }
 
     /// This host's signer reported. Returns whether the request is settled.
-    async fn settle(&self, id: &RequestId, revision: u64, record: &SessionRecord, quorum: &Quorum, outcome: Outcome, span: &tracing::Span) -> bool {
+    async fn settle(&self, id: &RequestId, revision: u64, record: &SessionRecord, quorum: &Quorum, outcome: Outcome, req: &Followed) -> bool {
         match outcome {
             Outcome::Ok { result } => {
                 let outcome = match result {
@@ -179,10 +213,10 @@ impl Host {
                     sign => Outcome::Ok { result: sign },
                 };
                 if let Outcome::Error { error } = outcome {
-                    self.fail(id, revision, record, error, span).await;
+                    self.fail(id, revision, record, error, req).await;
                     return true;
                 }
-                self.transition(span, "completed", format!("attempt {}", record.plan.attempt));
+                self.transition(req, Phase::Completed, Some(&record.plan), "result published");
                 self.publish(id.clone(), outcome).await;
                 let done = SessionRecord { state: SessionState::Done, ..record.clone() };
                 // Best effort: followers also stop when they see the result's
@@ -191,11 +225,11 @@ impl Host {
                 true
             }
             Outcome::Error { error } if replaceable(&error) => {
-                self.replace_attempt(id, revision, record, quorum, error, span).await;
+                self.replace_attempt(id, revision, record, quorum, error, req).await;
                 false
             }
             Outcome::Error { error } => {
-                self.fail(id, revision, record, error, span).await;
+                self.fail(id, revision, record, error, req).await;
                 true
             }
         }
@@ -204,7 +238,7 @@ impl Host {
     /// Moves the request to a new attempt without the blamed nodes, or fails
     /// it if no quorum is left. A lost compare-and-set means another host
     /// moved it first; its record wins.
-    async fn replace_attempt(&self, id: &RequestId, revision: u64, record: &SessionRecord, quorum: &Quorum, cause: RequestError, span: &tracing::Span) {
+    async fn replace_attempt(&self, id: &RequestId, revision: u64, record: &SessionRecord, quorum: &Quorum, cause: RequestError, req: &Followed) {
         let mut excluded: Vec<NodeId> = record.excluded.clone();
         for node in &cause.blamed {
             if !excluded.contains(node) {
@@ -212,17 +246,23 @@ impl Host {
             }
         }
         if !quorum.may_fail_over {
-            self.fail(id, revision, record, cause, span).await;
+            self.fail(id, revision, record, cause, req).await;
             return;
         }
-        let Ok(ready) = crate::registry::retrying("read the ready bucket", || self.registry.ready_view(self.me())).await else {
+        let Ok(ready) = self.view.ready_within(self.config.ready_ttl).await else {
             // Try again at the next check; the deadline still bounds it.
             return;
         };
-        let chosen: Vec<NodeId> =
-            quorum.committee.iter().filter(|n| ready.contains(*n) && !excluded.contains(*n)).take(quorum.threshold).cloned().collect();
+        // Members never blamed first; then blamed ones that still heartbeat
+        // (a lost message blames a healthy peer too), oldest blame first.
+        // The deadline bounds the retries.
+        let fresh = quorum.committee.iter().filter(|n| ready.contains(*n) && !excluded.contains(*n));
+        let forgiven = excluded.iter().filter(|n| ready.contains(*n) && quorum.committee.contains(n) && !cause.blamed.contains(n));
+        let mut chosen: Vec<NodeId> = fresh.chain(forgiven).take(quorum.threshold).cloned().collect();
+        // Protocol order is committee order.
+        chosen.sort_by_key(|n| quorum.committee.iter().position(|c| c == n));
         if chosen.len() < quorum.threshold {
-            self.fail(id, revision, record, cause, span).await;
+            self.fail(id, revision, record, cause, req).await;
             return;
         }
         let next = SessionRecord {
@@ -236,8 +276,9 @@ impl Host {
         if self.registry.sessions.update(id.as_str(), encode(&next), revision).await.is_ok() {
             self.metrics.failovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.transition(
-                span,
-                "retried",
+                req,
+                Phase::Retried,
+                Some(&next.plan),
                 format!("attempt {} with {:?} after: {} ({})", next.plan.attempt, next.plan.participants, cause.reason, cause.code),
             );
         }
@@ -245,27 +286,31 @@ impl Host {
 
     /// Ends the request with `error`: the host that wins the compare-and-set
     /// publishes it, so exactly one error result goes out per request.
-    async fn fail(&self, id: &RequestId, revision: u64, record: &SessionRecord, error: RequestError, span: &tracing::Span) {
+    async fn fail(&self, id: &RequestId, revision: u64, record: &SessionRecord, error: RequestError, req: &Followed) {
         let failed = SessionRecord { state: SessionState::Failed { error: error.clone() }, ..record.clone() };
         if self.registry.sessions.update(id.as_str(), encode(&failed), revision).await.is_ok() {
-            self.transition(span, "failed", format!("{}: {}", error.code, error.reason));
+            self.transition(req, Phase::Failed, Some(&record.plan), format!("{}: {}", error.code, error.reason));
             self.publish(id.clone(), Outcome::Error { error }).await;
         }
     }
 
     async fn read_record(&self, id: &RequestId) -> Option<(u64, SessionRecord)> {
-        let read = crate::registry::retrying("read a session record", || async { Ok(self.registry.sessions.entry(id.as_str()).await?) });
-        let entry = read.await.ok()??;
+        // The record exists (this host created it or found it), but a read
+        // served by a replica that has not caught up yet may not show it.
+        let read = crate::registry::retrying("read a session record", || async {
+            self.registry.sessions.entry(id.as_str()).await?.ok_or_else(|| async_nats::Error::from("not visible here yet"))
+        });
+        let entry = read.await.ok()?;
         let record = serde_json::from_slice(&entry.value).ok()?;
         Some((entry.revision, record))
     }
 
-    fn start_signer(&self, request: &SignedRequest, plan: SessionPlan, span: &tracing::Span) -> oneshot::Receiver<Outcome> {
+    fn start_signer(&self, request: &SignedRequest, plan: SessionPlan, req: &Followed) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
         let attempt = plan.attempt;
         self.pending.lock().expect("pending lock").insert((plan.request_id.clone(), attempt), tx);
         self.metrics.sessions_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.transition(span, "running", format!("attempt {attempt} with {:?}", plan.participants));
+        self.transition(req, Phase::Running, Some(&plan), format!("with {:?}", plan.participants));
         if !self.link.send(ToEnclave::Start { request: request.clone(), plan: plan.clone() }) {
             let error = RequestError::new(ErrorCode::PeerUnavailable, format!("{} has no enclave link", self.me()))
                 .blaming(vec![self.me().clone()]);
@@ -274,33 +319,47 @@ impl Host {
         rx
     }
 
-    fn abort_mine(&self, id: &RequestId, running: &mut Option<(u32, oneshot::Receiver<Outcome>)>, span: &tracing::Span, why: &str) {
+    fn abort_mine(&self, id: &RequestId, running: &mut Option<(u32, oneshot::Receiver<Outcome>)>, req: &Followed, why: &str) {
         if let Some((attempt, _)) = running.take() {
             self.finish(id, attempt);
             self.link.send(ToEnclave::Abort { request_id: id.clone(), attempt });
-            self.transition(span, "aborted", format!("attempt {attempt}: {why}"));
+            self.metrics.inc("conclave_session_transitions_total", Phase::Aborted.as_str());
+            tracing::info!(parent: &req.span, state = Phase::Aborted.as_str(), attempt, "{why}");
         }
     }
 
     /// Routes a signer's outcome to the follower waiting for it; an outcome
     /// nobody waits for (an aborted attempt) is dropped.
     pub(crate) fn deliver_outcome(&self, id: &RequestId, attempt: u32, outcome: Outcome) {
-        match self.pending.lock().expect("pending lock").remove(&(id.clone(), attempt)) {
+        let waiting = self.pending.lock().expect("pending lock").remove(&(id.clone(), attempt));
+        match waiting {
             Some(tx) => {
+                self.metrics.sessions_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 let _ = tx.send(outcome);
             }
             None => tracing::debug!(request = %id, attempt, "outcome of an attempt nobody follows; dropped"),
         }
     }
 
+    /// The signer's attempt is over for this host (its outcome arrived, or
+    /// it was aborted): `conclave_sessions_active` counts it out once.
     fn finish(&self, id: &RequestId, attempt: u32) {
-        self.pending.lock().expect("pending lock").remove(&(id.clone(), attempt));
-        self.metrics.sessions_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if self.pending.lock().expect("pending lock").remove(&(id.clone(), attempt)).is_some() {
+            self.metrics.sessions_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
-    fn transition(&self, span: &tracing::Span, to: &'static str, why: impl std::fmt::Display) {
-        tracing::info!(parent: span, state = to, "{why}");
-        self.metrics.inc("conclave_session_transitions_total", to);
+    /// Logs (with the request, wallet, attempt and session id) and counts a
+    /// transition.
+    fn transition(&self, req: &Followed, to: Phase, plan: Option<&SessionPlan>, why: impl std::fmt::Display) {
+        match plan {
+            Some(plan) => {
+                let session = SessionId::derive(req.kind, &plan.request_id, plan.attempt);
+                tracing::info!(parent: &req.span, state = to.as_str(), attempt = plan.attempt, %session, "{why}");
+            }
+            None => tracing::info!(parent: &req.span, state = to.as_str(), "{why}"),
+        }
+        self.metrics.inc("conclave_session_transitions_total", to.as_str());
     }
 }
 
@@ -308,11 +367,3 @@ fn encode(record: &SessionRecord) -> bytes::Bytes {
     serde_json::to_vec(record).expect("records serialise").into()
 }
 
-/// Waits for the next change of the watched record; `false` once the watch
-/// is gone (the caller then falls back to the periodic tick).
-async fn next_change(watch: &mut Option<kv::Watch>) -> bool {
-    match watch {
-        Some(w) => matches!(w.next().await, Some(Ok(_))),
-        None => std::future::pending().await,
-    }
-}

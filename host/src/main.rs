@@ -60,6 +60,8 @@ async fn run(config: PathBuf) -> Result<(), String> {
     };
     let host = Arc::new(Host::new(config, store, registry));
     tokio::spawn(link::run(host.clone()));
+    let view = host.clone();
+    tokio::spawn(async move { view.view.clone().run(&view.registry).await });
     // Listen before telling anyone we are ready.
     let envelopes = host.subscribe_envelopes().await.map_err(|e| format!("subscribe: {e}"))?;
     let requests = host.request_consumer().await?;

@@ -5,9 +5,6 @@ use crate::config::HostConfig;
 use async_nats::jetstream::{self, kv, stream};
 use conclave_proto::result::RequestResult;
 use conclave_proto::subjects::*;
-use conclave_proto::NodeId;
-use futures::TryStreamExt;
-use std::collections::HashSet;
 use std::time::Duration;
 
 /// Why NATS could not be set up.
@@ -90,32 +87,6 @@ impl Registry {
         Ok(Registry { client, js, members, ready, wallets, sessions })
     }
 
-    /// Nodes with a live readiness heartbeat. An error means the registry
-    /// could not be read (not that nobody is ready); callers that must have
-    /// an answer wrap this in [`retrying`].
-    pub async fn ready_nodes(&self) -> Result<HashSet<NodeId>, async_nats::Error> {
-        Ok(keys(&self.ready).await?.into_iter().filter_map(|k| NodeId::new(k).ok()).collect())
-    }
-
-    /// The ready set as `me` sees it, if it is current. This node's own
-    /// heartbeat is in it whenever the registry takes writes; if it is
-    /// missing, the registry is failing over (entries expire while a
-    /// JetStream leader is elected) and says nothing about the peers.
-    pub async fn ready_view(&self, me: &NodeId) -> Result<HashSet<NodeId>, async_nats::Error> {
-        let ready = self.ready_nodes().await?;
-        if !ready.contains(me) {
-            return Err(format!("the ready bucket does not show {me} itself: it is not current").into());
-        }
-        Ok(ready)
-    }
-
-    /// How many nodes are registered.
-    pub async fn member_count(&self) -> Result<usize, async_nats::Error> {
-        Ok(keys(&self.members).await?.len())
-    }
-
-    /// Publishes a request's result; JetStream keeps only the first one
-    /// published for a request (message-id deduplication).
     /// Publishing again is harmless, so a publish that fails while the
     /// result stream elects a new leader is repeated.
     pub async fn publish_result(&self, result: &RequestResult) -> Result<(), async_nats::Error> {
@@ -127,10 +98,6 @@ impl Registry {
         })
         .await
     }
-}
-
-async fn keys(store: &kv::Store) -> Result<Vec<String>, async_nats::Error> {
-    Ok(store.keys().await?.try_collect().await?)
 }
 
 /// How many times a registry call is tried, backing off from 100 ms to 2 s:

@@ -2,6 +2,7 @@
 //! (see the crate docs).
 
 use crate::process::Proc;
+use crate::faultproxy::FaultProxy;
 use crate::{bin, eventually, softhsm, Mode, NatsServer};
 use conclave_enclave::seal::DevSealer;
 use conclave_enclave::share::ShareRecord;
@@ -13,6 +14,12 @@ use std::time::Duration;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Generating primes and aux info for a template can take minutes on 2 cores.
 const TEMPLATE_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// How the cluster reaches NATS.
+struct Topology {
+    nats_servers: usize,
+    proxied: bool,
+}
 
 struct Node {
     id: NodeId,
@@ -26,6 +33,8 @@ struct Node {
 pub struct Cluster {
     dir: tempfile::TempDir,
     nats: Vec<NatsServer>,
+    /// Per node, when the nodes reach NATS through fault proxies.
+    proxies: Vec<FaultProxy>,
     nodes: Vec<Node>,
     mode: Mode,
 }
@@ -39,33 +48,49 @@ impl Cluster {
 
     /// Starts an `n`-node cluster in `mode` (`hsm` or `dev`).
     pub async fn start_in(mode: Mode, n: usize) -> Cluster {
-        Self::start_with(mode, n, 1).await
+        Self::start_with(mode, n, Topology { nats_servers: 1, proxied: false }).await
     }
 
     /// Starts an `n`-node hsm cluster on a JetStream cluster of three
     /// nats-servers, with every stream and bucket replicated three times.
     pub async fn start_on_nats_cluster(n: usize) -> Cluster {
-        Self::start_with(Mode::Hsm, n, 3).await
+        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 3, proxied: false }).await
     }
 
-    async fn start_with(mode: Mode, n: usize, nats_servers: usize) -> Cluster {
+    /// Starts an `n`-node hsm cluster whose hosts each reach NATS through
+    /// their own [`FaultProxy`] (see [`Cluster::link`]).
+    pub async fn start_behind_proxies(n: usize) -> Cluster {
+        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 1, proxied: true }).await
+    }
+
+    async fn start_with(mode: Mode, n: usize, topology: Topology) -> Cluster {
         let template = template(mode, n).await;
         let dir = tempfile::Builder::new().prefix("conclave-test-").tempdir().expect("tempdir");
         copy_dir(&template, dir.path());
-        Self::boot(dir, mode, n, nats_servers).await
+        Self::boot(dir, mode, n, topology).await
     }
 
-    async fn boot(dir: tempfile::TempDir, mode: Mode, n: usize, nats_servers: usize) -> Cluster {
-        let nats = match nats_servers {
+    async fn boot(dir: tempfile::TempDir, mode: Mode, n: usize, topology: Topology) -> Cluster {
+        let nats = match topology.nats_servers {
             1 => vec![NatsServer::start(&dir.path().join("nats")).await],
             size => NatsServer::start_cluster(&dir.path().join("nats"), size).await,
         };
-        let mut cluster = Cluster { dir, nats, nodes: Vec::new(), mode };
+        let mut proxies = Vec::new();
+        if topology.proxied {
+            for _ in 0..n {
+                proxies.push(FaultProxy::start(nats[0].port()).await);
+            }
+        }
+        let mut cluster = Cluster { dir, nats, proxies, nodes: Vec::new(), mode };
         let initiator = cluster.initiator_public_hex();
         for i in 1..=n {
             let id = NodeId::new(format!("node-{i}")).unwrap();
             let http_port = crate::free_port();
-            write_node_configs(cluster.dir.path(), mode, &id, http_port, &cluster.nats_urls(), &initiator);
+            let urls = match cluster.proxies.get(i - 1) {
+                Some(proxy) => vec![proxy.url()],
+                None => cluster.nats_urls(),
+            };
+            write_node_configs(cluster.dir.path(), mode, &id, http_port, &urls, &initiator);
             cluster.nodes.push(Node { id, http_port, enclave: None, host: None });
         }
         write_client_config(cluster.dir.path(), &cluster.nats_urls());
@@ -105,6 +130,11 @@ impl Cluster {
     /// Every nats-server's URL.
     pub fn nats_urls(&self) -> Vec<String> {
         self.nats.iter().map(NatsServer::url).collect()
+    }
+
+    /// Node `i`'s link to NATS (clusters started behind proxies).
+    pub fn link(&self, i: usize) -> &FaultProxy {
+        &self.proxies[i - 1]
     }
 
     /// nats-server `i` (1-based), to kill it in fault tests.
@@ -374,7 +404,7 @@ async fn make_template(dir: &Path, mode: Mode, n: usize) {
     // that replace the ones aux info consumed.
     let scratch = tempfile::Builder::new().prefix("conclave-template-").tempdir().unwrap();
     copy_dir(dir, scratch.path());
-    let cluster = Cluster::boot(scratch, mode, n, 1).await;
+    let cluster = Cluster::boot(scratch, mode, n, Topology { nats_servers: 1, proxied: false }).await;
     let client = cluster.client().await;
     let wallet = conclave_proto::WalletId::new("template-aux").unwrap();
     tokio::time::timeout(TEMPLATE_TIMEOUT, client.keygen(&wallet, conclave_proto::Scheme::Ecdsa, 2, None))

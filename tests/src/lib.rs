@@ -13,6 +13,7 @@
 
 pub mod bip32;
 pub mod cluster;
+pub mod faultproxy;
 pub mod nats;
 pub mod process;
 pub mod softhsm;

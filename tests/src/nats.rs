@@ -77,6 +77,11 @@ impl NatsServer {
         .await;
     }
 
+    /// Its client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Its client URL.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)

@@ -229,3 +229,61 @@ async fn signing_goes_on_when_a_nats_server_dies() {
     client.keygen(&w2, Scheme::Eddsa, 2, None).await.expect("keygen on two of three NATS servers");
     client.sign(&w2, Scheme::Eddsa, SignPayload::Message(b"after".to_vec()), vec![], None).await.expect("signs after the loss");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_node_fails_fast_the_majority_signs_and_it_rejoins_when_healed() {
+    let cluster = Cluster::start_behind_proxies(3).await;
+    let client = Arc::new(cluster.client().await);
+    let w = wallet("partition");
+    client.keygen(&w, Scheme::Ecdsa, 2, None).await.unwrap();
+    let ids = cluster.node_ids();
+
+    // Cut node-2 off while requests run on the default quorum (node-1, node-2).
+    let requests = sign_concurrently(&client, &w, 3);
+    until_signing(&cluster, 2).await;
+    cluster.link(2).cut();
+    for request in requests {
+        let (result, took) = request.await.unwrap();
+        result.unwrap_or_else(|e| panic!("the majority keeps signing: {e}"));
+        assert!(took < Duration::from_secs(60), "within the deadline ({took:?})");
+    }
+    // The isolated node's signer gives up on its sessions by itself (round
+    // timeout), instead of holding them: nothing stays active on it.
+    eventually("node-2's signer to drop its sessions", Duration::from_secs(30), || {
+        let cluster = &cluster;
+        async move { (cluster.metric(2, "conclave_sessions_active").await == 0.0).then_some(()) }
+    })
+    .await;
+    let sig = client.sign(&w, Scheme::Ecdsa, SignPayload::Message(b"while cut".to_vec()), vec![], None).await.expect("signs without node-2");
+    assert!(!sig.signers.contains(&ids[1]), "{:?}", sig.signers);
+
+    // Healed, it heartbeats again and is chosen again, with no restart.
+    cluster.link(2).heal();
+    eventually("node-2 to be ready again", Duration::from_secs(60), || {
+        let client = client.clone();
+        async move { client.status().await.ok().filter(|s| s.ready == 3).map(|_| ()) }
+    })
+    .await;
+    let sig = client.sign(&w, Scheme::Ecdsa, SignPayload::Message(b"healed".to_vec()), vec![], None).await.expect("signs after healing");
+    assert_eq!(sig.signers, ids[..2].to_vec(), "node-2 is back in the default quorum");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_link_within_the_deadline_still_signs() {
+    let cluster = Cluster::start_behind_proxies(3).await;
+    let client = cluster.client().await;
+    let w = wallet("slow");
+    client.keygen(&w, Scheme::Ecdsa, 2, None).await.unwrap();
+    let pair: Vec<NodeId> = cluster.node_ids()[..2].to_vec();
+    // 300 ms each way on every chunk node-2 sends or receives: a CGGMP21
+    // signature's four rounds take seconds longer, well within the deadline
+    // and under the round timeout.
+    cluster.link(2).delay(Duration::from_millis(300));
+    let started = Instant::now();
+    let sig = client
+        .sign(&w, Scheme::Ecdsa, SignPayload::Message(b"slowly".to_vec()), vec![], Some(pair.clone()))
+        .await
+        .expect("a slow signer still signs");
+    assert_eq!(sig.signers, pair);
+    assert!(started.elapsed() > Duration::from_millis(600), "the delay was in the path ({:?})", started.elapsed());
+}
