@@ -223,9 +223,7 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let d = tempfile::tempdir().unwrap();
-        let base = format!(
-            "node_id = \"node-1\"\nlink = \"unix:/tmp/x.sock\"\nstate_dir = \"/tmp\"\nroster = \"/tmp/r.json\"\n"
-        );
+        let base = "node_id = \"node-1\"\nlink = \"unix:/tmp/x.sock\"\nstate_dir = \"/tmp\"\nroster = \"/tmp/r.json\"\n";
         let e = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"dev\"\ninitiators = [\"zz\"]\n"))).unwrap_err();
         assert!(matches!(e, ConfigError::Field { field: "initiators", .. }), "{e}");
         let e = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"nitro\"\ninitiators = [\"{KEY}\"]\n"))).unwrap_err();

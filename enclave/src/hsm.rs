@@ -353,7 +353,6 @@ impl Token {
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut iv);
         let probe = b"conclave/hsm/probe";
         let sealed = self.encrypt_gcm(key, &iv, b"probe", probe)?;
-        let mut iv = iv;
         let params = GcmParams::new(&mut iv, b"probe", TAG_BITS.into()).map_err(pkcs11("GCM parameters"))?;
         let opened = self.session().decrypt(&Mechanism::AesGcm(params), key, &sealed).map_err(pkcs11("C_Decrypt"))?;
         if opened != probe {

@@ -59,7 +59,7 @@ impl RequestBody {
         match self {
             RequestBody::Keygen(k) => {
                 let n = k.committee.len();
-                if n < 2 || n > MAX_COMMITTEE {
+                if !(2..=MAX_COMMITTEE).contains(&n) {
                     return Err(RequestError::new(Malformed, format!("committee of {n} nodes (2 to {MAX_COMMITTEE})")));
                 }
                 let mut sorted = k.committee.clone();

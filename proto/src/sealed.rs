@@ -2,10 +2,10 @@
 //! The host cannot open what is inside; the signer reads the container of
 //! whatever the host returns, so parsing it is hostile input.
 //!
-//! Format v1: `b"CSB1"`, key id (u8 length + UTF-8 bytes), nonce (u8 length
-//! + bytes), ciphertext with its tag. The key id names the key that sealed
-//! the blob (`dev:<fingerprint>`, `hsm:<token key label>`), so that keys can
-//! be rotated.
+//! Format v1: `b"CSB1"`, key id (u8 length and UTF-8 bytes), nonce (u8
+//! length and bytes), ciphertext with its tag. The key id names the key that
+//! sealed the blob (`dev:<fingerprint>`, `hsm:<token key label>`), so that
+//! keys can be rotated.
 
 const MAGIC: &[u8; 4] = b"CSB1";
 
