@@ -12,7 +12,7 @@
 
 use crate::identity::{channel_key_path, CHANNEL_KEY_NAME};
 use crate::seal::{key_id_of, SealContext, SealError, Sealer};
-use conclave_proto::link::parse_blob_file_name;
+use conclave_proto::store::list_blobs;
 use conclave_proto::NodeId;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -71,8 +71,12 @@ enum Bound {
 /// Reseals every blob under `store_dir/blobs` and, in hsm mode, the sealed
 /// channel key in `state_dir`.
 pub fn reseal(sealer: &dyn Sealer, node: &NodeId, store_dir: &Path, state_dir: &Path) -> Result<ResealReport, ResealError> {
-    let mut items = Vec::new();
-    walk(&store_dir.join("blobs"), "", &mut items)?;
+    let blob_root = store_dir.join("blobs");
+    // Temporaries an interrupted run left are removed on the way.
+    let mut clean = |file: &Path| if file.to_string_lossy().ends_with(TMP_SUFFIX) { std::fs::remove_file(file) } else { Ok(()) };
+    let listed = list_blobs(&blob_root, &mut clean).map_err(|source| ResealError::Io { path: blob_root.clone(), source })?;
+    let mut items: Vec<Item> =
+        listed.into_iter().map(|f| Item { file: f.file, bound_to: Bound::Stored { path: f.path, version: f.version } }).collect();
     let channel_key = channel_key_path(state_dir);
     if channel_key.exists() {
         items.push(Item { file: channel_key, bound_to: Bound::ChannelKey });
@@ -100,33 +104,6 @@ pub fn reseal(sealer: &dyn Sealer, node: &NodeId, store_dir: &Path, state_dir: &
     Ok(report)
 }
 
-/// Collects the blobs under `dir` (whose slot path is `prefix`), removing
-/// temporary files an interrupted run left.
-fn walk(dir: &Path, prefix: &str, items: &mut Vec<Item>) -> Result<(), ResealError> {
-    let io = |source| ResealError::Io { path: dir.to_path_buf(), source };
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io(e)),
-    };
-    let mut entries: Vec<_> = entries.collect::<Result<_, _>>().map_err(io)?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let path = entry.path();
-        if entry.file_type().map_err(io)?.is_dir() {
-            let sub = if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
-            walk(&path, &sub, items)?;
-        } else if name.ends_with(TMP_SUFFIX) {
-            std::fs::remove_file(&path).map_err(|source| ResealError::Io { path, source })?;
-        } else if let Some(version) = parse_blob_file_name(name) {
-            items.push(Item { file: path, bound_to: Bound::Stored { path: prefix.to_string(), version } });
-        }
-    }
-    Ok(())
-}
-
 /// Replaces `file` with `bytes` atomically and durably.
 fn replace(file: &Path, bytes: &[u8], abort_after: &mut Option<usize>) -> std::io::Result<()> {
     let mut tmp_name = file.file_name().expect("a file").to_os_string();
@@ -149,7 +126,8 @@ fn replace(file: &Path, bytes: &[u8], abort_after: &mut Option<usize>) -> std::i
 mod tests {
     use super::*;
     use crate::seal::DevSealer;
-    use conclave_proto::link::{blob_file_name, BlobSlot};
+    use conclave_proto::link::BlobSlot;
+    use conclave_proto::store::blob_file_name;
     use conclave_proto::{Scheme, WalletId};
 
     fn store_blob(store: &Path, sealer: &DevSealer, node: &NodeId, slot: &BlobSlot, version: u32, data: &[u8]) -> PathBuf {

@@ -1,7 +1,7 @@
 //! What the signer reads of a blob the host hands back before any key is
 //! touched: the sealed container and the store's file names.
 #![no_main]
-use conclave_proto::link::parse_blob_file_name;
+use conclave_proto::store::parse_blob_file_name;
 use conclave_proto::sealed::SealedBlob;
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(blob) = SealedBlob::parse(data) {

@@ -5,7 +5,8 @@
 //! fails if the version exists, so nothing is ever overwritten, and a crash
 //! leaves either the whole blob or none.
 
-use conclave_proto::link::{self, BlobSlot, StoreError, StoredBlob};
+use conclave_proto::link::{BlobSlot, StoreError, StoredBlob};
+use conclave_proto::store;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -37,7 +38,7 @@ impl BlobStore {
         let mut best: Option<u32> = None;
         for entry in entries {
             let name = entry?.file_name();
-            let version = name.to_str().and_then(link::parse_blob_file_name);
+            let version = name.to_str().and_then(store::parse_blob_file_name);
             if let Some(v) = version {
                 best = best.max(Some(v));
             }
@@ -45,7 +46,7 @@ impl BlobStore {
         match best {
             None => Ok(None),
             Some(version) => {
-                let sealed = std::fs::read(dir.join(link::blob_file_name(version)))?;
+                let sealed = std::fs::read(dir.join(store::blob_file_name(version)))?;
                 Ok(Some(StoredBlob { version, sealed }))
             }
         }
@@ -56,7 +57,7 @@ impl BlobStore {
         let io = |e: std::io::Error| StoreError::Io { detail: e.to_string() };
         let dir = self.slot_dir(slot);
         std::fs::create_dir_all(&dir).map_err(io)?;
-        let target = dir.join(link::blob_file_name(blob.version));
+        let target = dir.join(store::blob_file_name(blob.version));
         if target.exists() {
             return Err(StoreError::Exists);
         }

@@ -11,6 +11,7 @@
 //! crates on either side sign and verify them.
 #![forbid(unsafe_code, missing_docs, unused_crate_dependencies)]
 
+pub mod backup;
 pub mod codec;
 pub mod envelope;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod registry;
 pub mod request;
 pub mod result;
 pub mod sealed;
+pub mod store;
 pub mod subjects;
 pub mod xpub;
 

@@ -188,23 +188,6 @@ impl BlobSlot {
     }
 }
 
-/// The file that holds version `version` of a slot in a blob store:
-/// `<blob root>/<slot path>/<version, 10 digits>.blob`. The host writes it;
-/// `conclave-enclave reseal` rewrites it in place.
-pub fn blob_file_name(version: u32) -> String {
-    format!("{version:010}.blob")
-}
-
-/// The version a blob store file name stands for; `None` for anything else
-/// (temporary files, strays).
-pub fn parse_blob_file_name(name: &str) -> Option<u32> {
-    let digits = name.strip_suffix(".blob")?;
-    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
 /// A sealed blob and its version. The host cannot open `sealed`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredBlob {
@@ -363,15 +346,6 @@ pub enum FromEnclave {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn blob_file_names_round_trip_and_strays_are_not_blobs() {
-        assert_eq!(blob_file_name(7), "0000000007.blob");
-        assert_eq!(parse_blob_file_name(&blob_file_name(u32::MAX)), Some(u32::MAX));
-        for stray in ["7.blob", "0000000007.blob.tmp", ".0000000007.12.tmp", "0000000007.reseal.tmp", "000000000a.blob", "+000000007.blob"] {
-            assert_eq!(parse_blob_file_name(stray), None, "{stray}");
-        }
-    }
 
     #[test]
     fn link_addresses_parse_both_kinds() {
