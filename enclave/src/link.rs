@@ -3,6 +3,7 @@
 //! and store sealed blobs). One host connection at a time; a new connection
 //! replaces the old one, so a restarted host reattaches.
 
+use crate::seal::SealContext;
 use crate::service::Enclave;
 use conclave_proto::link::{self, BlobSlot, FromEnclave, LinkAddr, StoreError, StoredBlob, ToEnclave};
 use conclave_proto::{ErrorCode, RequestError, PROTOCOL_VERSION};
@@ -206,6 +207,11 @@ where
                 tokio::spawn(enclave.clone().start(request, plan));
             }
             ToEnclave::Abort { request_id, attempt } => enclave.abort(&request_id, attempt),
+            ToEnclave::Check { call, path, blob } => {
+                let ctx = SealContext::stored(enclave.keys.node_id(), &path, blob.version);
+                let error = enclave.sealer.open(&ctx, &blob.sealed).err().map(crate::share::storage);
+                enclave.host.send(FromEnclave::Checked { call, error });
+            }
             ToEnclave::Deliver { envelope } => {
                 let peer = Some(envelope.header.sender.clone());
                 let refused = match crate::session::open(&enclave, &envelope) {

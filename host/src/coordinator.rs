@@ -29,8 +29,10 @@ use std::time::Duration;
 const VIEW_PATIENCE: Duration = Duration::from_secs(15);
 /// Keygen may include aux info generation for a new committee.
 const KEYGEN_SESSION: Duration = Duration::from_secs(600);
-/// Aux info generation computes for tens of seconds between messages.
-const KEYGEN_ROUND_TIMEOUT: Duration = Duration::from_secs(300);
+/// A committee's first keygen waits while a peer generates its Paillier
+/// primes (minutes on a busy machine), so silence proves nothing before the
+/// deadline; a keygen peer that dies is caught by its missing heartbeats.
+const KEYGEN_ROUND_TIMEOUT: Duration = KEYGEN_SESSION;
 
 /// The host's state.
 pub struct Host {
@@ -317,6 +319,8 @@ impl Host {
                 self.link.send(ToEnclave::Stored { call, error });
             }
             FromEnclave::Finished { request_id, attempt, outcome, .. } => self.deliver_outcome(&request_id, attempt, outcome),
+            // Only `conclave-host restore` asks the signer to check blobs.
+            FromEnclave::Checked { call, .. } => tracing::warn!(call, "unexpected check answer from the enclave"),
             FromEnclave::Primes { ready } => self.metrics.primes_ready.store(ready, Ordering::Relaxed),
             FromEnclave::Rejected { code, reason, peer } => {
                 tracing::warn!(%code, %reason, peer = ?peer, "the enclave refused input");

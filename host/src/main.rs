@@ -24,6 +24,24 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Write the sealed blob store (ciphertext only) to a backup file.
+    Backup {
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup file to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into the store, after this node's signer has opened
+    /// every blob in it. Run with this node's host stopped and its signer
+    /// running. Writes nothing unless all of it works.
+    Restore {
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -31,15 +49,43 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let Command::Run { config } = Cli::parse().command;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match rt.block_on(run(config)) {
+    let outcome = match Cli::parse().command {
+        Command::Run { config } => rt.block_on(run(config)),
+        Command::Backup { config, out } => backup(config, out),
+        Command::Restore { config, from } => rt.block_on(restore(config, from)),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("conclave-host: {e}");
             ExitCode::from(2)
         }
     }
+}
+
+fn backup(config: PathBuf, out: PathBuf) -> Result<(), String> {
+    let config = HostConfig::load(&config).map_err(|e| e.to_string())?;
+    let store = BlobStore::open(&config.store_dir).map_err(|e| format!("blob store {}: {e}", config.store_dir.display()))?;
+    let backup = conclave_host::backup::take(&store, &config.node_id).map_err(|e| e.to_string())?;
+    // Never overwrite an existing file: it may be the only good backup.
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    std::io::Write::write_all(&mut file, &backup.encode()).and_then(|()| file.sync_all()).map_err(|e| format!("{}: {e}", out.display()))?;
+    println!("backed up {} blob(s) of {} to {} (checksum {})", backup.blobs.len(), backup.node_id, out.display(), backup.checksum);
+    Ok(())
+}
+
+async fn restore(config: PathBuf, from: PathBuf) -> Result<(), String> {
+    let config = HostConfig::load(&config).map_err(|e| e.to_string())?;
+    let store = BlobStore::open(&config.store_dir).map_err(|e| format!("blob store {}: {e}", config.store_dir.display()))?;
+    let size = std::fs::metadata(&from).map_err(|e| format!("{}: {e}", from.display()))?.len();
+    if size > conclave_proto::backup::MAX_BACKUP_BYTES as u64 {
+        return Err(format!("{} is {size} bytes, over the {} a backup may have", from.display(), conclave_proto::backup::MAX_BACKUP_BYTES));
+    }
+    let bytes = std::fs::read(&from).map_err(|e| format!("{}: {e}", from.display()))?;
+    let done = conclave_host::backup::restore(&config, &store, &bytes).await.map_err(|e| e.to_string())?;
+    println!("restored {} blob(s); {} were already in the store", done.written, done.present);
+    Ok(())
 }
 
 async fn run(config: PathBuf) -> Result<(), String> {

@@ -54,8 +54,19 @@ impl BlobStore {
 
     /// Writes a new version of `slot`; refuses to overwrite.
     pub fn store(&self, slot: &BlobSlot, blob: &StoredBlob) -> Result<(), StoreError> {
+        self.store_at(&slot.path(), blob)
+    }
+
+    /// The store's blob root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes a new version at a slot path (a restore knows paths, not
+    /// slots); refuses to overwrite.
+    pub fn store_at(&self, path: &str, blob: &StoredBlob) -> Result<(), StoreError> {
         let io = |e: std::io::Error| StoreError::Io { detail: e.to_string() };
-        let dir = self.slot_dir(slot);
+        let dir = self.root.join(path);
         std::fs::create_dir_all(&dir).map_err(io)?;
         let target = dir.join(store::blob_file_name(blob.version));
         if target.exists() {

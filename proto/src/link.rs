@@ -238,6 +238,17 @@ pub enum ToEnclave {
         /// Who takes part and until when.
         plan: SessionPlan,
     },
+    /// Can this node's signer open this blob? Asked by `conclave-host
+    /// restore` for every blob of a backup before it writes any. The
+    /// plaintext never leaves the signer; the answer is [`FromEnclave::Checked`].
+    Check {
+        /// Matches the answer.
+        call: u64,
+        /// The slot path in the store.
+        path: String,
+        /// The blob.
+        blob: StoredBlob,
+    },
     /// Drop the session of this attempt (and refuse to start it later): it
     /// was superseded by a later attempt, or the request ended.
     Abort {
@@ -324,6 +335,13 @@ pub enum FromEnclave {
         session: SessionId,
         /// What came of it.
         outcome: Outcome,
+    },
+    /// Answer to [`ToEnclave::Check`].
+    Checked {
+        /// The call this answers.
+        call: u64,
+        /// Why the blob does not open here, if it does not.
+        error: Option<crate::RequestError>,
     },
     /// Whether a set of Paillier primes is ready, so that a new committee's
     /// first ECDSA keygen does not wait for prime generation. Sent on

@@ -154,25 +154,40 @@ impl Cluster {
 
     /// Starts node `i`'s enclave and host processes.
     pub fn start_node(&mut self, i: usize) {
+        self.start_signer(i);
+        self.start_host(i);
+    }
+
+    /// Starts node `i`'s enclave process only.
+    pub fn start_signer(&mut self, i: usize) {
         let d = self.node_dir(i);
         let node = &mut self.nodes[i - 1];
-        let enclave_cfg = d.join("enclave.toml");
         let softhsm_conf = softhsm::conf(&d);
-        let host_cfg = d.join("host.toml");
         node.enclave = Some(Proc::spawn(
             &format!("enclave {}", node.id),
             &bin("conclave-enclave"),
-            &["run", "--config", enclave_cfg.to_str().unwrap()],
+            &["run", "--config", d.join("enclave.toml").to_str().unwrap()],
             &d.join("enclave.log"),
             &[(softhsm::CONF_ENV, softhsm_conf.to_str().unwrap())],
         ));
+    }
+
+    /// Starts node `i`'s host process only.
+    pub fn start_host(&mut self, i: usize) {
+        let d = self.node_dir(i);
+        let node = &mut self.nodes[i - 1];
         node.host = Some(Proc::spawn(
             &format!("host {}", node.id),
             &bin("conclave-host"),
-            &["run", "--config", host_cfg.to_str().unwrap()],
+            &["run", "--config", d.join("host.toml").to_str().unwrap()],
             &d.join("host.log"),
             &[],
         ));
+    }
+
+    /// Kills node `i`'s host process only (SIGKILL).
+    pub fn kill_host(&mut self, i: usize) {
+        self.nodes[i - 1].host.take();
     }
 
     /// Kills node `i`'s processes with SIGKILL.
