@@ -256,4 +256,12 @@ mod tests {
         assert_eq!(ok.pin, PinSource::Env("P".into()));
         assert_eq!(ok.seal_key_label, "conclave-seal-1");
     }
+
+    #[test]
+    fn the_documented_example_is_a_valid_configuration() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/enclave.hsm.toml");
+        let config = EnclaveConfig::load(&example).unwrap();
+        let hsm = config.hsm.expect("the example is hsm mode");
+        assert_eq!(hsm.pin, PinSource::File("/etc/conclave/hsm.pin".into()));
+    }
 }

@@ -150,3 +150,16 @@ impl HostConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_is_a_valid_configuration() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/host.toml");
+        let config = HostConfig::load(&example).unwrap();
+        assert_eq!(config.nats_replicas, 3);
+        assert_eq!(config.round_timeout, Duration::from_secs(10));
+    }
+}
