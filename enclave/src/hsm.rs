@@ -177,7 +177,6 @@ impl PinSource {
 pub struct Token {
     // Declared before the context so that it closes before C_Finalize.
     session: Mutex<Session>,
-    label: String,
     _context: Pkcs11,
 }
 
@@ -213,12 +212,7 @@ impl Token {
             Err(CkError::Pkcs11(RvError::PinLocked, _)) => return Err(HsmError::PinLocked { label }),
             Err(e) => return Err(pkcs11("C_Login")(e)),
         }
-        Ok(Token { session: Mutex::new(session), label, _context: context })
-    }
-
-    /// The token's label.
-    pub fn label(&self) -> &str {
-        &self.label
+        Ok(Token { session: Mutex::new(session), _context: context })
     }
 
     fn session(&self) -> std::sync::MutexGuard<'_, Session> {

@@ -324,8 +324,7 @@ impl Enclave {
     }
 }
 
-/// The plan's round timeout, never past the deadline (which ends the
-/// session anyway).
+/// The plan's round timeout (the policy check bounds it).
 fn round_timeout(plan: &SessionPlan) -> Duration {
     Duration::from_millis(plan.round_timeout_ms)
 }

@@ -66,8 +66,7 @@ impl RegistryView {
 
     /// Nodes whose heartbeat arrived within the TTL, if the view is current.
     pub fn ready(&self) -> Result<HashSet<NodeId>, NotCurrent> {
-        let ready = self.ready.lock().expect("view lock");
-        let fresh: HashSet<NodeId> = ready.iter().filter(|(_, at)| at.elapsed() <= self.ttl).map(|(n, _)| n.clone()).collect();
+        let fresh = self.fresh();
         if !fresh.contains(&self.me) {
             return Err(NotCurrent(self.ttl));
         }
@@ -77,7 +76,12 @@ impl RegistryView {
     /// Nodes whose heartbeat arrived within the TTL, current or not (for
     /// health reporting only).
     pub fn ready_count(&self) -> usize {
-        self.ready.lock().expect("view lock").values().filter(|at| at.elapsed() <= self.ttl).count()
+        self.fresh().len()
+    }
+
+    fn fresh(&self) -> HashSet<NodeId> {
+        let ready = self.ready.lock().expect("view lock");
+        ready.iter().filter(|(_, at)| at.elapsed() <= self.ttl).map(|(n, _)| n.clone()).collect()
     }
 
     /// Registered nodes.

@@ -7,6 +7,7 @@ use crate::{bin, eventually, softhsm, Mode, NatsServer};
 use conclave_enclave::seal::DevSealer;
 use conclave_enclave::share::ShareRecord;
 use conclave_proto::link::{BlobSlot, StoredBlob};
+use conclave_proto::store::blob_file_name;
 use conclave_proto::{NodeId, Scheme, WalletId};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -99,11 +100,6 @@ impl Cluster {
         }
         cluster.wait_ready(n).await;
         cluster
-    }
-
-    /// How the nodes keep their secrets.
-    pub fn mode(&self) -> Mode {
-        self.mode
     }
 
     /// The cluster's working directory.
@@ -264,7 +260,7 @@ impl Cluster {
         let slot = BlobSlot::Share { wallet: wallet.clone(), scheme };
         let blob = StoredBlob {
             version: 1,
-            sealed: std::fs::read(node.join(format!("store/blobs/{}/0000000001.blob", slot.path()))).expect("stored share blob"),
+            sealed: std::fs::read(node.join("store/blobs").join(slot.path()).join(blob_file_name(1))).expect("stored share blob"),
         };
         ShareRecord::open(&sealer, &self.nodes[i - 1].id, &slot, &blob).expect("the node's own seal key opens its share")
     }

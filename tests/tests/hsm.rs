@@ -6,6 +6,7 @@ use conclave_enclave::hsm::{HsmConfig, PinSource, Token};
 use conclave_enclave::seal::{key_id_of, SealContext, SealError, Sealer, TokenSealer};
 use conclave_proto::link::BlobSlot;
 use conclave_proto::request::SignPayload;
+use conclave_proto::store::blob_file_name;
 use conclave_proto::{ErrorCode, NodeId, Scheme, WalletId};
 use conclave_tests::{bin, softhsm, Cluster};
 use std::path::{Path, PathBuf};
@@ -138,7 +139,7 @@ async fn tampered_swapped_or_replayed_blobs_are_refused_and_nothing_is_overwritt
     sign(a.clone()).await.expect("signs before any tampering");
 
     let slot_dir = |w: &WalletId| cluster.node_dir(1).join("store/blobs/share").join(w.as_str()).join("ecdsa");
-    let v1 = slot_dir(&a).join("0000000001.blob");
+    let v1 = slot_dir(&a).join(blob_file_name(1));
     let original = std::fs::read(&v1).unwrap();
     let listing = |dir: &Path| {
         let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -151,7 +152,7 @@ async fn tampered_swapped_or_replayed_blobs_are_refused_and_nothing_is_overwritt
     let middle = tampered.len() / 2;
     tampered[middle] ^= 0x01;
     // Wallet b's share in wallet a's slot.
-    let swapped = std::fs::read(slot_dir(&b).join("0000000001.blob")).unwrap();
+    let swapped = std::fs::read(slot_dir(&b).join(blob_file_name(1))).unwrap();
     for (what, bytes) in [("a tampered blob", tampered), ("another wallet's blob", swapped)] {
         std::fs::write(&v1, &bytes).unwrap();
         let files = listing(&slot_dir(&a));
@@ -163,7 +164,7 @@ async fn tampered_swapped_or_replayed_blobs_are_refused_and_nothing_is_overwritt
 
     // Version 1 served as if it were version 2.
     std::fs::write(&v1, &original).unwrap();
-    let v2 = slot_dir(&a).join("0000000002.blob");
+    let v2 = slot_dir(&a).join(blob_file_name(2));
     std::fs::write(&v2, &original).unwrap();
     let err = sign(a.clone()).await.expect_err("an old version replayed as a newer one");
     assert_eq!(err.code(), Some(ErrorCode::Storage), "{err}");
