@@ -2,13 +2,13 @@
 
 use crate::{verify, ClientConfig, ClientError};
 use async_nats::jetstream;
-use conclave_proto::registry::{NodeRecord, ReadyRecord};
+use conclave_proto::registry::{Answer, Ask, NodeEntry, Query};
 use conclave_proto::request::{KeygenRequest, RequestBody, SignPayload, SignRequest, SignedRequest};
 use conclave_proto::result::{Completed, KeygenResult, Outcome, RequestResult, SignResult};
 use conclave_proto::subjects::*;
 use conclave_proto::{NodeId, RequestId, Scheme, WalletId, PROTOCOL_VERSION};
 use ed25519_dalek::Signer;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use rand_core::RngCore;
 use serde::Serialize;
 
@@ -18,6 +18,8 @@ const PUBLISH_TRIES: u32 = 20;
 const PUBLISH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often the result stream is read while waiting on the subscription.
 const RESULT_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a registry query waits for a host's answer.
+const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A connection to a cluster, acting for one initiator.
 pub struct Client {
@@ -157,13 +159,35 @@ impl Client {
         }
     }
 
+    /// Asks the cluster's hosts about the registry (one host answers).
+    async fn ask(&self, ask: Ask) -> Result<Answer, ClientError> {
+        let query = serde_json::to_vec(&Query { v: PROTOCOL_VERSION, ask }).expect("queries serialise");
+        let asked = tokio::time::timeout(QUERY_TIMEOUT, self.nats.request(QUERY_SUBJECT, query.into()));
+        let reply = match asked.await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                return Err(ClientError::Nats("no node of the cluster is running to answer".into()))
+            }
+            Ok(Err(e)) => return Err(nats_err(e)),
+            Err(_) => return Err(ClientError::Nats(format!("no node answered within {QUERY_TIMEOUT:?}"))),
+        };
+        match Answer::decode(&reply.payload).map_err(|e| ClientError::BadResult(e.to_string()))? {
+            Answer::Error { error } => Err(ClientError::Request(error)),
+            answer => Ok(answer),
+        }
+    }
+
+    /// Registered nodes, their records and readiness, sorted by id.
+    async fn nodes(&self) -> Result<Vec<NodeEntry>, ClientError> {
+        match self.ask(Ask::Nodes).await? {
+            Answer::Nodes { nodes } => Ok(nodes),
+            other => Err(ClientError::BadResult(format!("a node listing answered with {other:?}"))),
+        }
+    }
+
     /// Registered node ids, sorted.
     pub async fn members(&self) -> Result<Vec<NodeId>, ClientError> {
-        let kv = self.js.get_key_value(MEMBERS_BUCKET).await.map_err(nats_err)?;
-        let keys: Vec<String> = kv.keys().await.map_err(nats_err)?.try_collect().await.map_err(nats_err)?;
-        let mut ids: Vec<NodeId> = keys.into_iter().filter_map(|k| NodeId::new(k).ok()).collect();
-        ids.sort();
-        Ok(ids)
+        Ok(self.nodes().await?.into_iter().map(|n| n.node_id).collect())
     }
 
     /// Generates a key for `wallet`, shared by `committee` (default: every
@@ -195,10 +219,9 @@ impl Client {
 
     /// The public record of a wallet.
     pub async fn wallet(&self, wallet: &WalletId, scheme: Scheme) -> Result<Option<KeygenResult>, ClientError> {
-        let kv = self.js.get_key_value(WALLETS_BUCKET).await.map_err(nats_err)?;
-        match kv.get(wallet_key(wallet, scheme)).await.map_err(nats_err)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| ClientError::BadResult(e.to_string())),
-            None => Ok(None),
+        match self.ask(Ask::Wallet { wallet: wallet.clone(), scheme }).await? {
+            Answer::Wallet { record } => Ok(record),
+            other => Err(ClientError::BadResult(format!("a wallet lookup answered with {other:?}"))),
         }
     }
 
@@ -236,25 +259,19 @@ impl Client {
 
     /// Nodes, their readiness and mode.
     pub async fn status(&self) -> Result<Status, ClientError> {
-        let members = self.js.get_key_value(MEMBERS_BUCKET).await.map_err(nats_err)?;
-        let ready = self.js.get_key_value(READY_BUCKET).await.map_err(nats_err)?;
-        let mut nodes = Vec::new();
-        for id in self.members().await? {
-            let Some(bytes) = members.get(id.as_str()).await.map_err(nats_err)? else { continue };
-            let Ok(record) = serde_json::from_slice::<NodeRecord>(&bytes) else { continue };
-            let beat = match ready.get(id.as_str()).await.map_err(nats_err)? {
-                Some(b) => serde_json::from_slice::<ReadyRecord>(&b).ok(),
-                None => None,
-            };
-            nodes.push(NodeStatus {
-                id,
-                ready: beat.is_some(),
-                primes_ready: beat.is_some_and(|b| b.primes_ready),
-                mode: record.identity.mode.to_string(),
-                http: record.http,
-                sign_key: hex::encode(record.identity.sign_key),
-            });
-        }
+        let nodes: Vec<NodeStatus> = self
+            .nodes()
+            .await?
+            .into_iter()
+            .map(|n| NodeStatus {
+                ready: n.ready.is_some(),
+                primes_ready: n.ready.as_ref().is_some_and(|b| b.primes_ready),
+                mode: n.record.identity.mode.to_string(),
+                http: n.record.http,
+                sign_key: hex::encode(n.record.identity.sign_key),
+                id: n.node_id,
+            })
+            .collect();
         let ready = nodes.iter().filter(|n| n.ready).count();
         Ok(Status { total: nodes.len(), ready, nodes })
     }

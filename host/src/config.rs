@@ -1,5 +1,6 @@
 //! The host's configuration: one typed struct, validated at start-up.
 
+use crate::registry::{ConsulConfig, RegistryConfig};
 use conclave_proto::link::LinkAddr;
 use conclave_proto::NodeId;
 use serde::Deserialize;
@@ -56,6 +57,17 @@ struct Raw {
     sign_deadline_ms: u64,
     #[serde(default = "default_round_timeout_ms")]
     round_timeout_ms: u64,
+    #[serde(default)]
+    registry: RegistryKind,
+    consul: Option<ConsulConfig>,
+}
+
+#[derive(Deserialize, Default, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum RegistryKind {
+    #[default]
+    Nats,
+    Consul,
 }
 
 fn default_nats_replicas() -> usize {
@@ -105,6 +117,8 @@ pub struct HostConfig {
     pub sign_deadline: Duration,
     /// How long a signer waits for a silent peer before it blames it.
     pub round_timeout: Duration,
+    /// Where members, readiness, wallets and fencing records live.
+    pub registry: RegistryConfig,
 }
 
 impl HostConfig {
@@ -136,7 +150,22 @@ impl HostConfig {
                 reason: "must be at least 500 and below sign_deadline_ms, so a failed attempt leaves time for another".into(),
             });
         }
+        let registry = match (raw.registry, raw.consul) {
+            (RegistryKind::Nats, None) => RegistryConfig::Nats,
+            (RegistryKind::Consul, Some(consul)) => {
+                consul.validate().map_err(|reason| ConfigError::Field { field: "consul", reason })?;
+                RegistryConfig::Consul(consul)
+            }
+            (RegistryKind::Consul, None) => {
+                return Err(ConfigError::Field { field: "consul", reason: "registry = \"consul\" needs a [consul] section".into() })
+            }
+            // Settings that do nothing would mislead whoever reads the file.
+            (RegistryKind::Nats, Some(_)) => {
+                return Err(ConfigError::Field { field: "consul", reason: "a [consul] section is used only with registry = \"consul\"".into() })
+            }
+        };
         Ok(HostConfig {
+            registry,
             node_id: raw.node_id,
             link: raw.link,
             nats_urls: raw.nats_urls,

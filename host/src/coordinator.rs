@@ -7,7 +7,8 @@ use crate::config::HostConfig;
 use crate::lifecycle::Quorum;
 use crate::link::LinkHandle;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::nats::Nats;
+use crate::registry::{Bucket, Registry};
 use crate::store::BlobStore;
 use crate::view::RegistryView;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
@@ -42,11 +43,13 @@ pub struct Host {
     pub store: BlobStore,
     /// Counters.
     pub metrics: Metrics,
-    /// NATS.
+    /// NATS: envelopes, requests, results.
+    pub nats: Nats,
+    /// Members, readiness, wallets and fencing records (NATS KV or Consul).
     pub registry: Registry,
     /// The enclave link.
     pub link: LinkHandle,
-    /// Who is ready, who is registered, which request records changed.
+    /// Who is ready and who is registered.
     pub view: Arc<RegistryView>,
     /// Attempts this node's signer runs, and who waits for their outcome.
     pub(crate) pending: Mutex<HashMap<(RequestId, u32), tokio::sync::oneshot::Sender<Outcome>>>,
@@ -59,9 +62,9 @@ pub struct Host {
 
 impl Host {
     /// Builds the host state and starts its envelope publisher.
-    pub fn new(config: HostConfig, store: BlobStore, registry: Registry) -> Host {
+    pub fn new(config: HostConfig, store: BlobStore, nats: Nats, registry: Registry) -> Host {
         let (outbox, mut queue) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
-        let client = registry.client.clone();
+        let client = nats.client.clone();
         tokio::spawn(async move {
             while let Some(envelope) = queue.recv().await {
                 let payload = serde_json::to_vec(&envelope).expect("serialises");
@@ -75,6 +78,7 @@ impl Host {
             config,
             store,
             metrics: Metrics::default(),
+            nats,
             registry,
             link: LinkHandle::default(),
             view,
@@ -94,10 +98,12 @@ impl Host {
         let identity = self.link.identity().await;
         let record = NodeRecord { v: PROTOCOL_VERSION, identity: identity.clone(), http: self.config.http_addr.to_string(), registered_at_ms: crate::now_ms() };
         loop {
-            let connected = self.registry.client.connection_state() == async_nats::connection::State::Connected;
+            let connected = self.nats.client.connection_state() == async_nats::connection::State::Connected;
             self.metrics.nats_connected.store(connected, Ordering::Relaxed);
             if connected {
-                let _ = self.registry.members.put(self.me().as_str(), serde_json::to_vec(&record).expect("serialises").into()).await;
+                if let Err(e) = self.registry.put(Bucket::Members, self.me().as_str(), serde_json::to_vec(&record).expect("serialises").into()).await {
+                    tracing::warn!(error = %e, "registration not recorded");
+                }
                 if self.link.is_up() {
                     let beat = ReadyRecord {
                         v: PROTOCOL_VERSION,
@@ -106,7 +112,7 @@ impl Host {
                         at_ms: crate::now_ms(),
                         primes_ready: self.metrics.primes_ready.load(Ordering::Relaxed),
                     };
-                    if let Err(e) = self.registry.ready.put(self.me().as_str(), serde_json::to_vec(&beat).expect("serialises").into()).await {
+                    if let Err(e) = self.registry.heartbeat(self.me(), serde_json::to_vec(&beat).expect("serialises").into()).await {
                         tracing::warn!(error = %e, "heartbeat not recorded");
                     }
                 }
@@ -120,7 +126,7 @@ impl Host {
     /// Subscribes to envelopes addressed to this node. Done before the node
     /// heartbeats: core NATS drops messages nobody is subscribed to.
     pub async fn subscribe_envelopes(&self) -> Result<async_nats::Subscriber, async_nats::SubscribeError> {
-        self.registry.client.subscribe(p2p_subject(self.me())).await
+        self.nats.client.subscribe(p2p_subject(self.me())).await
     }
 
     /// Forwards envelopes addressed to this node to the enclave.
@@ -141,7 +147,7 @@ impl Host {
     /// the node heartbeats, so that no request a client sends after seeing
     /// it ready is missed.
     pub async fn request_consumer(&self) -> Result<async_nats::jetstream::consumer::pull::Stream, String> {
-        let stream = self.registry.js.get_stream(REQUEST_STREAM).await.map_err(|e| e.to_string())?;
+        let stream = self.nats.js.get_stream(REQUEST_STREAM).await.map_err(|e| e.to_string())?;
         let name = format!("host-{}", self.me());
         let consumer = stream
             .get_or_create_consumer(
@@ -233,9 +239,9 @@ impl Host {
             }
             RequestBody::Sign(s) => {
                 let key = wallet_key(&s.wallet, s.scheme);
-                let read = crate::registry::retrying("read the wallet record", || async { Ok(self.registry.wallets.get(key.as_str()).await?) });
+                let read = crate::nats::retrying("read the wallet record", || self.registry.get(Bucket::Wallets, &key));
                 let wallet: KeygenResult = match read.await {
-                    Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+                    Ok(Some(entry)) => serde_json::from_slice(&entry.value)
                         .map_err(|_| RequestError::new(ErrorCode::Internal, format!("wallet record {key} is corrupt")))?,
                     Ok(None) => return Err(RequestError::new(ErrorCode::UnknownWallet, format!("no {} key for wallet {}", s.scheme, s.wallet))),
                     Err(e) => return Err(RequestError::new(ErrorCode::Internal, format!("registry: {e}"))),
@@ -294,7 +300,7 @@ impl Host {
         };
         self.metrics.inc("conclave_results_total", status);
         let result = RequestResult { v: PROTOCOL_VERSION, request_id, reported_by: self.me().clone(), outcome };
-        if let Err(e) = self.registry.publish_result(&result).await {
+        if let Err(e) = self.nats.publish_result(&result).await {
             tracing::error!(request = %result.request_id, error = %e, "cannot publish result");
         }
     }
@@ -334,20 +340,19 @@ impl Host {
     /// deadline) for all the others, so that a wallet can sign the moment
     /// its keygen result is published.
     pub(crate) async fn confirm_keygen(&self, id: &RequestId, record: KeygenResult, deadline_ms: u64) -> Outcome {
-        let sessions = &self.registry.sessions;
         let key_of = |node: &NodeId| format!("{id}.stored.{node}");
         let fail = |code, reason: String| Outcome::Error { error: RequestError::new(code, reason) };
-        let watch = self.view.watch_request(id);
+        let watch = self.registry.watch_request(id);
         let mine = serde_json::to_vec(&record).expect("serialises");
-        if let Err(e) = sessions.put(key_of(self.me()), mine.into()).await {
+        if let Err(e) = self.registry.put(Bucket::Sessions, &key_of(self.me()), mine.into()).await {
             return fail(ErrorCode::Internal, format!("registry: {e}"));
         }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(crate::now_ms()));
         loop {
             let mut missing = Vec::new();
             for node in &record.committee {
-                match sessions.get(key_of(node)).await {
-                    Ok(Some(bytes)) => match serde_json::from_slice::<KeygenResult>(&bytes) {
+                match self.registry.get(Bucket::Sessions, &key_of(node)).await {
+                    Ok(Some(entry)) => match serde_json::from_slice::<KeygenResult>(&entry.value) {
                         Ok(theirs) if theirs == record => {}
                         _ => {
                             let error = RequestError::new(ErrorCode::ProtocolAbort, format!("{node} reports another key for this keygen"));
@@ -360,7 +365,7 @@ impl Host {
             if missing.is_empty() {
                 // The wallet must be routable before anyone learns it exists.
                 let key = wallet_key(&record.wallet, record.scheme);
-                if let Err(e) = self.registry.wallets.put(key.as_str(), serde_json::to_vec(&record).expect("serialises").into()).await {
+                if let Err(e) = self.registry.put(Bucket::Wallets, &key, serde_json::to_vec(&record).expect("serialises").into()).await {
                     return fail(ErrorCode::Internal, format!("cannot record the wallet: {e}"));
                 }
                 return Outcome::Ok { result: Completed::Keygen(record) };

@@ -14,6 +14,8 @@ pub mod http;
 pub mod lifecycle;
 pub mod link;
 pub mod metrics;
+pub mod nats;
+pub mod query;
 pub mod registry;
 pub mod store;
 pub mod view;

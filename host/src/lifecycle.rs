@@ -27,6 +27,7 @@
 //! host stopped following the request).
 
 use crate::coordinator::Host;
+use crate::registry::{Bucket, RegistryError};
 use conclave_proto::link::{SessionPlan, ToEnclave};
 use conclave_proto::registry::{SessionRecord, SessionState};
 use conclave_proto::request::{RequestBody, SignedRequest};
@@ -122,7 +123,6 @@ impl Host {
     }
 
     async fn drive(self: Arc<Self>, id: &RequestId, request: &SignedRequest, proposal: SessionPlan, quorum: &Quorum, req: &Followed) {
-        let sessions = self.registry.sessions.clone();
         let first = SessionRecord {
             v: PROTOCOL_VERSION,
             request_id: id.clone(),
@@ -131,10 +131,10 @@ impl Host {
             excluded: Vec::new(),
             state: SessionState::Running,
         };
-        if sessions.create(id.as_str(), encode(&first)).await.is_ok() {
+        if self.registry.create(Bucket::Sessions, id.as_str(), encode(&first)).await.is_ok() {
             self.transition(req, Phase::Created, Some(&first.plan), format!("with {:?}", first.plan.participants));
         }
-        let watch = self.view.watch_request(id);
+        let watch = self.registry.watch_request(id);
         // This host's signer: the attempt it runs and where its outcome lands,
         // and the latest attempt it started (never start one twice).
         let mut running: Option<(u32, oneshot::Receiver<Outcome>)> = None;
@@ -221,7 +221,7 @@ impl Host {
                 let done = SessionRecord { state: SessionState::Done, ..record.clone() };
                 // Best effort: followers also stop when they see the result's
                 // record; if this loses a race, the record moved on already.
-                let _ = self.registry.sessions.update(id.as_str(), encode(&done), revision).await;
+                let _ = self.registry.update(Bucket::Sessions, id.as_str(), encode(&done), revision).await;
                 true
             }
             Outcome::Error { error } if replaceable(&error) => {
@@ -273,7 +273,7 @@ impl Host {
             excluded,
             state: SessionState::Running,
         };
-        if self.registry.sessions.update(id.as_str(), encode(&next), revision).await.is_ok() {
+        if self.registry.update(Bucket::Sessions, id.as_str(), encode(&next), revision).await.is_ok() {
             self.metrics.failovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.transition(
                 req,
@@ -288,7 +288,7 @@ impl Host {
     /// publishes it, so exactly one error result goes out per request.
     async fn fail(&self, id: &RequestId, revision: u64, record: &SessionRecord, error: RequestError, req: &Followed) {
         let failed = SessionRecord { state: SessionState::Failed { error: error.clone() }, ..record.clone() };
-        if self.registry.sessions.update(id.as_str(), encode(&failed), revision).await.is_ok() {
+        if self.registry.update(Bucket::Sessions, id.as_str(), encode(&failed), revision).await.is_ok() {
             self.transition(req, Phase::Failed, Some(&record.plan), format!("{}: {}", error.code, error.reason));
             self.publish(id.clone(), Outcome::Error { error }).await;
         }
@@ -297,8 +297,9 @@ impl Host {
     async fn read_record(&self, id: &RequestId) -> Option<(u64, SessionRecord)> {
         // The record exists (this host created it or found it), but a read
         // served by a replica that has not caught up yet may not show it.
-        let read = crate::registry::retrying("read a session record", || async {
-            self.registry.sessions.entry(id.as_str()).await?.ok_or_else(|| async_nats::Error::from("not visible here yet"))
+        let read = crate::nats::retrying("read a session record", || async {
+            let missing = || RegistryError::Unavailable { op: "get", bucket: Bucket::Sessions.name(), detail: "not visible here yet".into() };
+            self.registry.get(Bucket::Sessions, id.as_str()).await?.ok_or_else(missing)
         });
         let entry = read.await.ok()?;
         let record = serde_json::from_slice(&entry.value).ok()?;

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use conclave_host::config::HostConfig;
 use conclave_host::coordinator::Host;
+use conclave_host::nats::Nats;
 use conclave_host::registry::Registry;
 use conclave_host::store::BlobStore;
 use conclave_host::{http, link};
@@ -93,9 +94,9 @@ async fn run(config: PathBuf) -> Result<(), String> {
     let store = BlobStore::open(&config.store_dir).map_err(|e| format!("blob store {}: {e}", config.store_dir.display()))?;
     // A NATS server that has just started may still be restoring JetStream.
     let mut attempt = 0;
-    let registry = loop {
-        match Registry::connect(&config).await {
-            Ok(r) => break r,
+    let nats = loop {
+        match Nats::connect(&config).await {
+            Ok(n) => break n,
             Err(e) if attempt < 30 => {
                 attempt += 1;
                 tracing::warn!(error = %e, attempt, "NATS not ready; retrying");
@@ -104,23 +105,30 @@ async fn run(config: PathBuf) -> Result<(), String> {
             Err(e) => return Err(e.to_string()),
         }
     };
-    let host = Arc::new(Host::new(config, store, registry));
+    let registry = conclave_host::nats::retrying("open the registry", || Registry::open(&config.registry, &nats, config.ready_ttl, config.nats_replicas))
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(backend = registry.backend(), "registry open");
+    let host = Arc::new(Host::new(config, store, nats, registry));
     tokio::spawn(link::run(host.clone()));
     let view = host.clone();
-    tokio::spawn(async move { view.view.clone().run(&view.registry).await });
+    tokio::spawn(async move { view.view.run(&view.registry).await });
     // Listen before telling anyone we are ready.
     let envelopes = host.subscribe_envelopes().await.map_err(|e| format!("subscribe: {e}"))?;
     let requests = host.request_consumer().await?;
-    host.registry.client.flush().await.map_err(|e| format!("nats: {e}"))?;
+    let queries = host.subscribe_queries().await.map_err(|e| format!("subscribe: {e}"))?;
+    host.nats.client.flush().await.map_err(|e| format!("nats: {e}"))?;
     tokio::spawn(host.clone().heartbeat());
     // These run for the life of the process; if one ends, the node is
     // broken and must stop rather than look healthy.
     let envelopes = tokio::spawn(host.clone().carry_envelopes(envelopes));
     let requests = tokio::spawn(host.clone().consume_requests(requests));
+    let queries = tokio::spawn(host.clone().answer_queries(queries));
     let http = tokio::spawn(http::serve(host));
     tokio::select! {
         r = envelopes => Err(format!("envelope subscription ended: {r:?}")),
         r = requests => Err(format!("request consumer ended: {r:?}")),
+        r = queries => Err(format!("query subscription ended: {r:?}")),
         r = http => Err(format!("http server ended: {:?}", r.map(|r| r.map_err(|e| e.to_string())))),
     }
 }

@@ -1,21 +1,19 @@
-//! This host's live view of the registry: who is ready, who is registered,
-//! and which request records changed. One watch per bucket keeps it, so
-//! that no question costs a JetStream consumer (a consumer per question,
-//! at a few requests a second on three hosts, exhausts the server's limit).
+//! This host's live view of the registry: who is ready and who is
+//! registered, with their latest records. One watch per bucket keeps it, so
+//! that no question costs a registry call.
 //!
 //! A node counts as ready while its last heartbeat arrived here within the
 //! readiness TTL. The view is current only while this node's own heartbeats
-//! come back through it: if they stop (NATS failing over, this host cut
-//! off), the view says nothing about the peers either.
+//! come back through it: if they stop (NATS or Consul failing over, this
+//! host cut off), the view says nothing about the peers either.
 
-use crate::registry::Registry;
-use async_nats::jetstream::kv;
-use conclave_proto::{NodeId, RequestId};
+use crate::registry::{Bucket, Change, Registry};
+use conclave_proto::registry::{NodeRecord, ReadyRecord};
+use conclave_proto::NodeId;
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 /// The view is not current (see the module docs).
 #[derive(Debug, thiserror::Error)]
@@ -26,42 +24,14 @@ pub struct NotCurrent(Duration);
 pub struct RegistryView {
     me: NodeId,
     ttl: Duration,
-    ready: Mutex<HashMap<NodeId, Instant>>,
-    members: Mutex<HashSet<NodeId>>,
-    /// Followers waiting for their request's records to change.
-    waiting: Mutex<HashMap<String, Arc<Notify>>>,
-}
-
-/// A follower's registration; dropping it unregisters.
-pub struct RecordWatch {
-    view: Arc<RegistryView>,
-    key: String,
-    notify: Arc<Notify>,
-}
-
-impl RecordWatch {
-    /// Resolves at the next change of the request's records (or at once if
-    /// one happened since the last call).
-    pub async fn changed(&self) {
-        self.notify.notified().await
-    }
-}
-
-impl Drop for RecordWatch {
-    fn drop(&mut self) {
-        let mut waiting = self.view.waiting.lock().expect("view lock");
-        // Several followers of one request on this host never coexist (see
-        // `Host::follow`), but a keygen confirmation shares the key.
-        if Arc::strong_count(&self.notify) <= 2 {
-            waiting.remove(&self.key);
-        }
-    }
+    ready: Mutex<HashMap<NodeId, (Instant, ReadyRecord)>>,
+    members: Mutex<HashMap<NodeId, NodeRecord>>,
 }
 
 impl RegistryView {
     /// An empty view for node `me`, whose heartbeats count for `ttl`.
-    pub fn new(me: NodeId, ttl: Duration) -> Arc<RegistryView> {
-        Arc::new(RegistryView { me, ttl, ready: Mutex::default(), members: Mutex::default(), waiting: Mutex::default() })
+    pub fn new(me: NodeId, ttl: Duration) -> std::sync::Arc<RegistryView> {
+        std::sync::Arc::new(RegistryView { me, ttl, ready: Mutex::default(), members: Mutex::default() })
     }
 
     /// Nodes whose heartbeat arrived within the TTL, if the view is current.
@@ -81,7 +51,7 @@ impl RegistryView {
 
     fn fresh(&self) -> HashSet<NodeId> {
         let ready = self.ready.lock().expect("view lock");
-        ready.iter().filter(|(_, at)| at.elapsed() <= self.ttl).map(|(n, _)| n.clone()).collect()
+        ready.iter().filter(|(_, (at, _))| at.elapsed() <= self.ttl).map(|(n, _)| n.clone()).collect()
     }
 
     /// Registered nodes.
@@ -89,12 +59,20 @@ impl RegistryView {
         self.members.lock().expect("view lock").len()
     }
 
-    /// Registers interest in the records of request `id` (its fencing record
-    /// and its keygen confirmations).
-    pub fn watch_request(self: &Arc<Self>, id: &RequestId) -> RecordWatch {
-        let key = id.to_string();
-        let notify = self.waiting.lock().expect("view lock").entry(key.clone()).or_default().clone();
-        RecordWatch { view: self.clone(), key, notify }
+    /// Every registered node with its record and, if it counts as ready,
+    /// its latest heartbeat; sorted by node id.
+    pub fn nodes(&self) -> Vec<(NodeId, NodeRecord, Option<ReadyRecord>)> {
+        let members = self.members.lock().expect("view lock").clone();
+        let ready = self.ready.lock().expect("view lock");
+        let mut nodes: Vec<_> = members
+            .into_iter()
+            .map(|(id, record)| {
+                let beat = ready.get(&id).filter(|(at, _)| at.elapsed() <= self.ttl).map(|(_, beat)| beat.clone());
+                (id, record, beat)
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.0.cmp(&b.0));
+        nodes
     }
 
     /// Nodes that are ready, waiting up to `patience` for the view to
@@ -111,56 +89,56 @@ impl RegistryView {
     }
 
     /// Keeps the view up to date for the life of the process.
-    pub async fn run(self: Arc<Self>, registry: &Registry) {
-        let (ready, members, sessions) = (registry.ready.clone(), registry.members.clone(), registry.sessions.clone());
-        let ready = keep(ready, true, {
-            let view = self.clone();
-            move |entry| {
-                if let Ok(node) = NodeId::new(&entry.key) {
-                    let mut ready = view.ready.lock().expect("view lock");
-                    match entry.operation {
-                        kv::Operation::Put => ready.insert(node, Instant::now()),
-                        kv::Operation::Delete | kv::Operation::Purge => ready.remove(&node),
-                    };
+    pub async fn run(&self, registry: &Registry) {
+        let ready = keep(registry, Bucket::Ready, |change| {
+            let mut ready = self.ready.lock().expect("view lock");
+            match change {
+                Change::Put { key, value } => {
+                    // A heartbeat must name the key it is stored under.
+                    match (NodeId::new(&key), serde_json::from_slice::<ReadyRecord>(&value)) {
+                        (Ok(node), Ok(beat)) if beat.node_id == node => {
+                            ready.insert(node, (Instant::now(), beat));
+                        }
+                        _ => tracing::warn!(key, "ignoring an unreadable readiness record"),
+                    }
+                }
+                Change::Delete { key } => {
+                    if let Ok(node) = NodeId::new(&key) {
+                        ready.remove(&node);
+                    }
                 }
             }
         });
-        let members = keep(members, true, {
-            let view = self.clone();
-            move |entry| {
-                if let Ok(node) = NodeId::new(&entry.key) {
-                    let mut members = view.members.lock().expect("view lock");
-                    match entry.operation {
-                        kv::Operation::Put => members.insert(node),
-                        kv::Operation::Delete | kv::Operation::Purge => members.remove(&node),
-                    };
+        let members = keep(registry, Bucket::Members, |change| {
+            let mut members = self.members.lock().expect("view lock");
+            match change {
+                Change::Put { key, value } => match (NodeId::new(&key), serde_json::from_slice::<NodeRecord>(&value)) {
+                    (Ok(node), Ok(record)) => {
+                        members.insert(node, record);
+                    }
+                    _ => tracing::warn!(key, "ignoring an unreadable member record"),
+                },
+                Change::Delete { key } => {
+                    if let Ok(node) = NodeId::new(&key) {
+                        members.remove(&node);
+                    }
                 }
             }
         });
-        let sessions = keep(sessions, false, {
-            let view = self.clone();
-            move |entry| {
-                let request = entry.key.split('.').next().unwrap_or_default();
-                if let Some(notify) = view.waiting.lock().expect("view lock").get(request) {
-                    notify.notify_one();
-                }
-            }
-        });
-        tokio::join!(ready, members, sessions);
+        tokio::join!(ready, members);
     }
 }
 
-/// Applies every change of `bucket` (with its current contents first if
-/// `history`), re-opening the watch whenever it breaks.
-async fn keep(bucket: kv::Store, history: bool, mut apply: impl FnMut(kv::Entry)) {
+/// Applies every change of `bucket` (its current contents first),
+/// re-opening the watch whenever it breaks.
+async fn keep(registry: &Registry, bucket: Bucket, mut apply: impl FnMut(Change)) {
     loop {
-        let watch = if history { bucket.watch_with_history(">").await } else { bucket.watch_all().await };
-        match watch {
+        match registry.watch(bucket).await {
             Ok(mut watch) => {
-                while let Some(Ok(entry)) = watch.next().await {
-                    apply(entry);
+                while let Some(change) = watch.next().await {
+                    apply(change);
                 }
-                tracing::warn!("registry watch ended; reopening it");
+                tracing::warn!(bucket = bucket.name(), "registry watch ended; reopening it");
             }
             Err(e) => tracing::warn!(error = %e, "cannot watch the registry; trying again"),
         }

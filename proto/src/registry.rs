@@ -74,3 +74,102 @@ pub enum SessionState {
         error: crate::RequestError,
     },
 }
+
+/// A question a client asks the cluster about the registry (core NATS
+/// request on [`crate::subjects::QUERY_SUBJECT`]; one host of the queue
+/// group answers). Clients read the registry through the hosts, so they
+/// work the same whichever backend (NATS KV or Consul) holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Query {
+    /// Must be [`crate::PROTOCOL_VERSION`].
+    pub v: u16,
+    /// What is asked.
+    #[serde(flatten)]
+    pub ask: Ask,
+}
+
+/// What a [`Query`] asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "ask", rename_all = "snake_case")]
+pub enum Ask {
+    /// Every registered node and its readiness.
+    Nodes,
+    /// A wallet's public record.
+    Wallet {
+        /// The wallet.
+        wallet: crate::WalletId,
+        /// Its scheme.
+        scheme: crate::Scheme,
+    },
+}
+
+/// The largest query a host reads.
+pub const MAX_QUERY_BYTES: usize = 4 * 1024;
+/// The largest answer a client reads (a node listing of the largest
+/// committee, or a wallet record).
+pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+/// A host's answer to a [`Query`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum Answer {
+    /// Registered nodes, sorted by id, as the answering host sees them.
+    Nodes {
+        /// The nodes.
+        nodes: Vec<NodeEntry>,
+    },
+    /// The wallet's record, or none.
+    Wallet {
+        /// The record.
+        record: Option<crate::result::KeygenResult>,
+    },
+    /// The query could not be answered.
+    Error {
+        /// Why.
+        error: crate::RequestError,
+    },
+}
+
+/// One node in an [`Answer::Nodes`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    /// The node.
+    pub node_id: NodeId,
+    /// Its registration.
+    pub record: NodeRecord,
+    /// Its latest heartbeat, if it counts as ready.
+    pub ready: Option<ReadyRecord>,
+}
+
+impl Query {
+    /// Decodes a query from untrusted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Query, crate::codec::DecodeError> {
+        let query: Query = crate::codec::decode_json("query", bytes, MAX_QUERY_BYTES)?;
+        crate::codec::check_version("query", query.v)?;
+        Ok(query)
+    }
+}
+
+impl Answer {
+    /// Decodes an answer from untrusted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Answer, crate::codec::DecodeError> {
+        crate::codec::decode_json("answer", bytes, MAX_ANSWER_BYTES)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_bounded_and_versioned() {
+        let q = Query { v: crate::PROTOCOL_VERSION, ask: Ask::Nodes };
+        let bytes = serde_json::to_vec(&q).unwrap();
+        assert_eq!(String::from_utf8_lossy(&bytes), r#"{"v":1,"ask":"nodes"}"#);
+        assert_eq!(Query::decode(&bytes).unwrap(), q);
+        assert!(matches!(Query::decode(br#"{"v":9,"ask":"nodes"}"#), Err(crate::codec::DecodeError::Version { got: 9, .. })));
+        assert!(matches!(Query::decode(br#"{"v":1,"ask":"keys"}"#), Err(crate::codec::DecodeError::Json { .. })));
+        let big = vec![b' '; MAX_QUERY_BYTES + 1];
+        assert!(matches!(Query::decode(&big), Err(crate::codec::DecodeError::TooLarge { .. })));
+    }
+}

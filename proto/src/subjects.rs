@@ -18,6 +18,12 @@ pub const RESULT_SUBJECTS: &str = "conclave.res.>";
 /// How long JetStream remembers a request id for deduplication.
 pub const DEDUP_WINDOW_SECS: u64 = 24 * 3600;
 
+/// Where clients ask the hosts about the registry
+/// ([`crate::registry::Query`]; core NATS request-reply).
+pub const QUERY_SUBJECT: &str = "conclave.query";
+/// The queue group hosts answer queries in: one answer per query.
+pub const QUERY_QUEUE: &str = "conclave-hosts";
+
 /// KV bucket of registered nodes.
 pub const MEMBERS_BUCKET: &str = "conclave-members";
 /// KV bucket of readiness heartbeats (entries expire).

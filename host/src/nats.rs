@@ -1,15 +1,17 @@
-//! NATS: the streams, the registry buckets, and the handful of operations
-//! the host performs on them.
+//! NATS: the connection, the request and result streams, and publishing
+//! results. The registry (members, readiness, wallets, fencing records) is
+//! in [`crate::registry`], on NATS KV or Consul.
 
 use crate::config::HostConfig;
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, stream};
 use conclave_proto::result::RequestResult;
 use conclave_proto::subjects::*;
+use std::fmt::Display;
 use std::time::Duration;
 
 /// Why NATS could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
+pub enum NatsError {
     /// Connecting failed.
     #[error("cannot connect to NATS: {0}")]
     Connect(#[from] async_nats::ConnectError),
@@ -23,31 +25,25 @@ pub enum RegistryError {
     },
 }
 
-/// Handles on everything the host uses in NATS.
-pub struct Registry {
+/// Handles on NATS: core for envelopes, JetStream for requests and results.
+#[derive(Clone)]
+pub struct Nats {
     /// Core NATS.
     pub client: async_nats::Client,
     /// JetStream.
     pub js: jetstream::Context,
-    /// Registered nodes.
-    pub members: kv::Store,
-    /// Readiness heartbeats (expiring).
-    pub ready: kv::Store,
-    /// Public wallet records.
-    pub wallets: kv::Store,
-    /// Fencing records.
-    pub sessions: kv::Store,
 }
 
 /// How long one JetStream call waits for its answer.
 const JS_TIMEOUT: Duration = Duration::from_millis(1500);
 
-const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long streams keep requests and results.
+pub const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 
-impl Registry {
-    /// Connects and makes sure every stream and bucket exists. Every host
-    /// does this, so start order does not matter.
-    pub async fn connect(config: &HostConfig) -> Result<Registry, RegistryError> {
+impl Nats {
+    /// Connects and makes sure both streams exist. Every host does this, so
+    /// start order does not matter.
+    pub async fn connect(config: &HostConfig) -> Result<Nats, NatsError> {
         let client = async_nats::ConnectOptions::new()
             .name(format!("conclave-host {}", config.node_id))
             .retry_on_initial_connect()
@@ -79,12 +75,7 @@ impl Registry {
             ..Default::default()
         })
         .await?;
-        let replicas = config.nats_replicas;
-        let members = ensure_bucket(&js, MEMBERS_BUCKET, Duration::ZERO, replicas).await?;
-        let ready = ensure_bucket(&js, READY_BUCKET, config.ready_ttl, replicas).await?;
-        let wallets = ensure_bucket(&js, WALLETS_BUCKET, Duration::ZERO, replicas).await?;
-        let sessions = ensure_bucket(&js, SESSIONS_BUCKET, WEEK, replicas).await?;
-        Ok(Registry { client, js, members, ready, wallets, sessions })
+        Ok(Nats { client, js })
     }
 
     /// Publishing again is harmless, so a publish that fails while the
@@ -94,22 +85,23 @@ impl Registry {
         retrying("publish a result", || async {
             let publish = jetstream::message::PublishMessage::build().payload(payload.clone()).message_id(result_msg_id(&result.request_id));
             self.js.send_publish(result_subject(&result.request_id), publish).await?.await?;
-            Ok(())
+            Ok::<_, async_nats::Error>(())
         })
         .await
     }
 }
 
-/// How many times a registry call is tried, backing off from 100 ms to 2 s:
-/// about 15 s in all, longer than a JetStream stream or bucket takes to
-/// elect a new leader after losing a server.
+/// How many times a registry or JetStream call is tried, backing off from
+/// 100 ms to 2 s: about 15 s in all, longer than a JetStream stream or
+/// bucket takes to elect a new leader after losing a server (or a Consul
+/// cluster its leader).
 const TRIES: u32 = 10;
 
-/// Runs a JetStream call again while it fails.
-pub async fn retrying<T, F, Fut>(what: &str, mut call: F) -> Result<T, async_nats::Error>
+/// Runs a call again while it fails.
+pub async fn retrying<T, E: Display, F, Fut>(what: &str, mut call: F) -> Result<T, E>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, async_nats::Error>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     let mut delay = Duration::from_millis(100);
     let mut tried = 0;
@@ -129,18 +121,6 @@ where
     }
 }
 
-async fn ensure_stream(js: &jetstream::Context, what: &'static str, config: stream::Config) -> Result<(), RegistryError> {
-    js.get_or_create_stream(config).await.map(|_| ()).map_err(|e| RegistryError::Setup { what, detail: e.to_string() })
-}
-
-async fn ensure_bucket(js: &jetstream::Context, bucket: &'static str, max_age: Duration, replicas: usize) -> Result<kv::Store, RegistryError> {
-    if let Ok(store) = js.get_key_value(bucket).await {
-        return Ok(store);
-    }
-    let created = js.create_key_value(kv::Config { bucket: bucket.into(), history: 1, max_age, num_replicas: replicas, ..Default::default() }).await;
-    match created {
-        Ok(store) => Ok(store),
-        // Another host created it first.
-        Err(e) => js.get_key_value(bucket).await.map_err(|_| RegistryError::Setup { what: bucket, detail: e.to_string() }),
-    }
+async fn ensure_stream(js: &jetstream::Context, what: &'static str, config: stream::Config) -> Result<(), NatsError> {
+    js.get_or_create_stream(config).await.map(|_| ()).map_err(|e| NatsError::Setup { what, detail: e.to_string() })
 }

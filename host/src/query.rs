@@ -1,0 +1,53 @@
+//! Answers clients' questions about the registry (who is registered and
+//! ready, a wallet's public record), so that clients need no access to the
+//! registry backend itself.
+
+use crate::coordinator::Host;
+use crate::registry::Bucket;
+use conclave_proto::registry::{Answer, Ask, NodeEntry, Query};
+use conclave_proto::subjects::{wallet_key, QUERY_QUEUE, QUERY_SUBJECT};
+use conclave_proto::{ErrorCode, RequestError};
+use futures::StreamExt;
+use std::sync::Arc;
+
+impl Host {
+    /// Joins the hosts' queue group for queries.
+    pub async fn subscribe_queries(&self) -> Result<async_nats::Subscriber, async_nats::SubscribeError> {
+        self.nats.client.queue_subscribe(QUERY_SUBJECT, QUERY_QUEUE.into()).await
+    }
+
+    /// Answers queries for the life of the process.
+    pub async fn answer_queries(self: Arc<Self>, mut sub: async_nats::Subscriber) {
+        while let Some(msg) = sub.next().await {
+            let Some(reply) = msg.reply else { continue };
+            let answer = match Query::decode(&msg.payload) {
+                Ok(query) => self.answer(query.ask).await,
+                Err(e) => {
+                    self.metrics.inc("conclave_rejected_total", e.code().as_str());
+                    Answer::Error { error: RequestError::new(e.code(), e.to_string()) }
+                }
+            };
+            let payload = serde_json::to_vec(&answer).expect("answers serialise");
+            if let Err(e) = self.nats.client.publish(reply, payload.into()).await {
+                tracing::warn!(error = %e, "cannot answer a query");
+            }
+        }
+    }
+
+    async fn answer(&self, ask: Ask) -> Answer {
+        match ask {
+            Ask::Nodes => {
+                let nodes = self.view.nodes().into_iter().map(|(node_id, record, ready)| NodeEntry { node_id, record, ready }).collect();
+                Answer::Nodes { nodes }
+            }
+            Ask::Wallet { wallet, scheme } => match self.registry.get(Bucket::Wallets, &wallet_key(&wallet, scheme)).await {
+                Ok(None) => Answer::Wallet { record: None },
+                Ok(Some(entry)) => match serde_json::from_slice(&entry.value) {
+                    Ok(record) => Answer::Wallet { record: Some(record) },
+                    Err(_) => Answer::Error { error: RequestError::new(ErrorCode::Internal, format!("the record of wallet {wallet} ({scheme}) is corrupt")) },
+                },
+                Err(e) => Answer::Error { error: RequestError::new(ErrorCode::Internal, format!("registry: {e}")) },
+            },
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! The peer registry: who is registered, who is ready, which wallets exist,
+//! and the compare-and-set records that fence each request. One interface,
+//! two backends: NATS KV (the default) and Consul. Streams and envelopes
+//! stay on NATS whichever registry holds these records.
+//!
+//! Both backends give the same guarantees, which is what the coordinator
+//! relies on (and what `tests/tests/registry.rs` checks on both):
+//! - `create` succeeds for exactly one writer of a key; `update` only for a
+//!   writer that read the current revision;
+//! - a readiness heartbeat disappears on its own when the node stops
+//!   renewing it (NATS: the bucket's max age; Consul: a session TTL with
+//!   `Behavior=delete`);
+//! - a watch sees the current contents, then every later change.
+
+mod agent;
+mod consul;
+mod natskv;
+
+pub use consul::{ConsulConfig, ConsulError};
+
+use crate::nats::Nats;
+use bytes::Bytes;
+use conclave_proto::RequestId;
+use futures::stream::BoxStream;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The registry's buckets (Consul: folders under the key prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    /// Registered nodes ([`conclave_proto::registry::NodeRecord`]).
+    Members,
+    /// Readiness heartbeats ([`conclave_proto::registry::ReadyRecord`]); they expire.
+    Ready,
+    /// Public wallet records, for routing.
+    Wallets,
+    /// Fencing records ([`conclave_proto::registry::SessionRecord`]) and
+    /// keygen confirmations (`<request>.stored.<node>`).
+    Sessions,
+}
+
+impl Bucket {
+    /// The bucket's name: a NATS KV bucket, or a folder under the Consul prefix.
+    pub fn name(self) -> &'static str {
+        use conclave_proto::subjects::*;
+        match self {
+            Bucket::Members => MEMBERS_BUCKET,
+            Bucket::Ready => READY_BUCKET,
+            Bucket::Wallets => WALLETS_BUCKET,
+            Bucket::Sessions => SESSIONS_BUCKET,
+        }
+    }
+
+    /// The bucket's folder under the Consul key prefix.
+    pub fn folder(self) -> &'static str {
+        match self {
+            Bucket::Members => "members",
+            Bucket::Ready => "ready",
+            Bucket::Wallets => "wallets",
+            Bucket::Sessions => "sessions",
+        }
+    }
+}
+
+/// A stored value and the revision a compare-and-set must name to replace it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The value.
+    pub value: Bytes,
+    /// NATS: the stream sequence; Consul: the key's `ModifyIndex`.
+    pub revision: u64,
+}
+
+/// One change seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// `key` was written (or is there when the watch starts).
+    Put {
+        /// The key within its bucket.
+        key: String,
+        /// Its value.
+        value: Bytes,
+    },
+    /// `key` was deleted or expired.
+    Delete {
+        /// The key within its bucket.
+        key: String,
+    },
+}
+
+/// Why a registry call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// A `create` found the key, or an `update` a newer revision: another
+    /// writer won. Not an outage; never retried.
+    #[error("{bucket}/{key} was changed by another writer")]
+    Conflict {
+        /// The bucket.
+        bucket: &'static str,
+        /// The key.
+        key: String,
+    },
+    /// The registry could not be reached or refused the call.
+    #[error("registry {op} on {bucket}: {detail}")]
+    Unavailable {
+        /// What was attempted.
+        op: &'static str,
+        /// The bucket.
+        bucket: &'static str,
+        /// The backend's answer.
+        detail: String,
+    },
+    /// The registry could not be set up at start.
+    #[error("cannot set up the registry: {0}")]
+    Setup(String),
+}
+
+/// Which backend holds the registry, from the host configuration.
+#[derive(Debug, Clone)]
+pub enum RegistryConfig {
+    /// NATS KV buckets on the same NATS servers as the streams.
+    Nats,
+    /// A Consul agent's KV store and sessions.
+    Consul(ConsulConfig),
+}
+
+/// The registry, on either backend.
+pub enum Registry {
+    /// NATS KV.
+    Nats(natskv::NatsKv),
+    /// Consul.
+    Consul(consul::ConsulKv),
+}
+
+impl Registry {
+    /// Opens the configured backend (creating NATS buckets if needed).
+    /// `ready_ttl` is how long a heartbeat lasts without renewal.
+    pub async fn open(config: &RegistryConfig, nats: &Nats, ready_ttl: Duration, replicas: usize) -> Result<Registry, RegistryError> {
+        Ok(match config {
+            RegistryConfig::Nats => Registry::Nats(natskv::NatsKv::open(&nats.js, ready_ttl, replicas).await?),
+            RegistryConfig::Consul(c) => Registry::Consul(consul::ConsulKv::open(c, ready_ttl).map_err(|e| RegistryError::Setup(e.to_string()))?),
+        })
+    }
+
+    /// The backend's name, for logs and status.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Registry::Nats(_) => "nats",
+            Registry::Consul(_) => "consul",
+        }
+    }
+
+    /// Reads `key`.
+    pub async fn get(&self, bucket: Bucket, key: &str) -> Result<Option<Entry>, RegistryError> {
+        match self {
+            Registry::Nats(r) => r.get(bucket, key).await,
+            Registry::Consul(r) => r.get(bucket, key).await,
+        }
+    }
+
+    /// Writes `key` whatever it held.
+    pub async fn put(&self, bucket: Bucket, key: &str, value: Bytes) -> Result<(), RegistryError> {
+        match self {
+            Registry::Nats(r) => r.put(bucket, key, value).await,
+            Registry::Consul(r) => r.put(bucket, key, value).await,
+        }
+    }
+
+    /// Writes `key` only if it does not exist: exactly one writer wins.
+    pub async fn create(&self, bucket: Bucket, key: &str, value: Bytes) -> Result<(), RegistryError> {
+        match self {
+            Registry::Nats(r) => r.create(bucket, key, value).await,
+            Registry::Consul(r) => r.update(bucket, key, value, 0).await,
+        }
+    }
+
+    /// Writes `key` only if it is still at `revision`.
+    pub async fn update(&self, bucket: Bucket, key: &str, value: Bytes, revision: u64) -> Result<(), RegistryError> {
+        match self {
+            Registry::Nats(r) => r.update(bucket, key, value, revision).await,
+            Registry::Consul(r) => r.update(bucket, key, value, revision).await,
+        }
+    }
+
+    /// Records (or renews) a readiness heartbeat for this node, which
+    /// disappears by itself if not renewed within the readiness TTL.
+    pub async fn heartbeat(&self, node: &conclave_proto::NodeId, value: Bytes) -> Result<(), RegistryError> {
+        match self {
+            Registry::Nats(r) => r.put(Bucket::Ready, node.as_str(), value).await,
+            Registry::Consul(r) => r.heartbeat(node, value).await,
+        }
+    }
+
+    /// The bucket's current contents, then every change, until the
+    /// connection breaks (the caller opens a new watch).
+    pub async fn watch(&self, bucket: Bucket) -> Result<BoxStream<'static, Change>, RegistryError> {
+        match self {
+            Registry::Nats(r) => r.watch(bucket).await,
+            Registry::Consul(r) => Ok(r.watch(bucket, String::new())),
+        }
+    }
+
+    /// Wakes the caller whenever a record of request `id` changes (its
+    /// fencing record or a keygen confirmation). On NATS one watch of the
+    /// whole bucket serves every request (a consumer per request exhausts
+    /// the server's limit under load); on Consul each watch is a blocking
+    /// query on the request's keys (a query of the whole folder would carry
+    /// every record ever kept at each change).
+    pub fn watch_request(&self, id: &RequestId) -> RecordWatch {
+        match self {
+            Registry::Nats(r) => r.watch_request(id.as_str()),
+            Registry::Consul(r) => r.watch_request(id.as_str()),
+        }
+    }
+}
+
+/// A follower's interest in one request's records; dropping it ends it.
+pub struct RecordWatch {
+    notify: Arc<Notify>,
+    guard: WatchGuard,
+}
+
+enum WatchGuard {
+    /// Registered with a shared bucket watch.
+    Shared { requests: Arc<RequestWaiters>, key: String },
+    /// A watch of its own.
+    Own(tokio::task::AbortHandle),
+}
+
+impl RecordWatch {
+    /// Resolves at the next change of the request's records (or at once if
+    /// one happened since the last call).
+    pub async fn changed(&self) {
+        self.notify.notified().await
+    }
+}
+
+impl Drop for RecordWatch {
+    fn drop(&mut self) {
+        match &self.guard {
+            WatchGuard::Shared { requests, key } => requests.unregister(key),
+            WatchGuard::Own(task) => task.abort(),
+        }
+    }
+}
+
+/// Followers of requests, woken by one shared watch of the records.
+#[derive(Default)]
+pub struct RequestWaiters {
+    /// Per request: who to wake, and how many watches share it (a keygen's
+    /// follower and its confirmation watch the same request).
+    waiting: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
+}
+
+impl RequestWaiters {
+    fn register(self: &Arc<Self>, key: &str) -> RecordWatch {
+        let mut waiting = self.waiting.lock().expect("waiters lock");
+        let slot = waiting.entry(key.to_owned()).or_insert_with(|| (Arc::default(), 0));
+        slot.1 += 1;
+        RecordWatch { notify: slot.0.clone(), guard: WatchGuard::Shared { requests: self.clone(), key: key.to_owned() } }
+    }
+
+    fn unregister(&self, key: &str) {
+        let mut waiting = self.waiting.lock().expect("waiters lock");
+        if let Some(slot) = waiting.get_mut(key) {
+            slot.1 -= 1;
+            if slot.1 == 0 {
+                waiting.remove(key);
+            }
+        }
+    }
+
+    /// A record under `key` changed: wake its request's followers. Record
+    /// keys are `<request>` and `<request>.stored.<node>`.
+    fn wake(&self, key: &str) {
+        let request = key.split('.').next().unwrap_or_default();
+        if let Some((notify, _)) = self.waiting.lock().expect("waiters lock").get(request) {
+            notify.notify_one();
+        }
+    }
+}
