@@ -342,7 +342,7 @@ impl Host {
     pub(crate) async fn confirm_keygen(&self, id: &RequestId, record: KeygenResult, deadline_ms: u64) -> Outcome {
         let key_of = |node: &NodeId| format!("{id}.stored.{node}");
         let fail = |code, reason: String| Outcome::Error { error: RequestError::new(code, reason) };
-        let watch = self.registry.watch_request(id);
+        let watch = self.registry.watch_request(id).await;
         let mine = serde_json::to_vec(&record).expect("serialises");
         if let Err(e) = self.registry.put(Bucket::Sessions, &key_of(self.me()), mine.into()).await {
             return fail(ErrorCode::Internal, format!("registry: {e}"));

@@ -134,7 +134,7 @@ impl Host {
         if self.registry.create(Bucket::Sessions, id.as_str(), encode(&first)).await.is_ok() {
             self.transition(req, Phase::Created, Some(&first.plan), format!("with {:?}", first.plan.participants));
         }
-        let watch = self.registry.watch_request(id);
+        let watch = self.registry.watch_request(id).await;
         // This host's signer: the attempt it runs and where its outcome lands,
         // and the latest attempt it started (never start one twice).
         let mut running: Option<(u32, oneshot::Receiver<Outcome>)> = None;

@@ -13,6 +13,8 @@
 
 pub mod bip32;
 pub mod cluster;
+pub mod consul;
+pub mod consul_standin;
 pub mod faultproxy;
 pub mod nats;
 pub mod process;

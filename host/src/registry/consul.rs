@@ -244,30 +244,35 @@ impl ConsulKv {
         .boxed()
     }
 
-    pub(super) fn watch_request(&self, id: &str) -> RecordWatch {
+    /// Reads the request's records once before returning (the baseline
+    /// against which later answers are changes), then follows them.
+    pub(super) async fn watch_request(&self, id: &str) -> RecordWatch {
+        let folder = format!("{}/{}/", self.prefix, Bucket::Sessions.folder());
+        let (agent, wait, start) = (self.agent.clone(), self.wait, id.to_owned());
+        let fresh = move || Watch { agent: agent.clone(), wait, folder: folder.clone(), start: start.clone(), index: 0, known: HashMap::new(), pending: VecDeque::new() };
+        let mut watch = fresh();
+        if let Err(e) = watch.next_answer().await {
+            // Then the first answer the task gets counts as a change.
+            tracing::warn!(error = %e, "cannot read a request's records yet");
+        }
+        watch.pending.clear();
         let notify = Arc::new(tokio::sync::Notify::new());
-        let changes = {
-            let (agent, wait, folder, start) = (self.agent.clone(), self.wait, format!("{}/{}/", self.prefix, Bucket::Sessions.folder()), id.to_owned());
-            let notify = notify.clone();
-            async move {
-                loop {
-                    let watch = Watch { agent: agent.clone(), wait, folder: folder.clone(), start: start.clone(), index: 0, known: HashMap::new(), pending: VecDeque::new() };
-                    let mut watch = watch;
-                    // Every answer that changed something wakes the
-                    // follower, including the first (a change may have
-                    // landed between its read and this query).
-                    while watch.next_answer().await.is_ok() {
-                        if !watch.pending.is_empty() {
-                            watch.pending.clear();
-                            notify.notify_one();
-                        }
+        let wake = notify.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                while watch.next_answer().await.is_ok() {
+                    if !watch.pending.is_empty() {
+                        watch.pending.clear();
+                        wake.notify_one();
                     }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                // A new watch knows nothing: its first answer wakes the
+                // follower, which re-reads (what changed meanwhile is lost).
+                watch = fresh();
             }
-        };
-        let task = tokio::spawn(changes).abort_handle();
-        RecordWatch { notify, guard: WatchGuard::Own(task) }
+        });
+        RecordWatch { notify, guard: WatchGuard::Own(task.abort_handle()) }
     }
 }
 

@@ -135,13 +135,23 @@ pub enum Registry {
 }
 
 impl Registry {
-    /// Opens the configured backend (creating NATS buckets if needed).
-    /// `ready_ttl` is how long a heartbeat lasts without renewal.
+    /// Opens the configured backend. `ready_ttl` is how long a heartbeat
+    /// lasts without renewal; `replicas` how many copies NATS keeps.
     pub async fn open(config: &RegistryConfig, nats: &Nats, ready_ttl: Duration, replicas: usize) -> Result<Registry, RegistryError> {
-        Ok(match config {
-            RegistryConfig::Nats => Registry::Nats(natskv::NatsKv::open(&nats.js, ready_ttl, replicas).await?),
-            RegistryConfig::Consul(c) => Registry::Consul(consul::ConsulKv::open(c, ready_ttl).map_err(|e| RegistryError::Setup(e.to_string()))?),
-        })
+        match config {
+            RegistryConfig::Nats => Registry::nats(&nats.js, ready_ttl, replicas).await,
+            RegistryConfig::Consul(c) => Registry::consul(c, ready_ttl),
+        }
+    }
+
+    /// The registry in NATS KV buckets, created if missing.
+    pub async fn nats(js: &async_nats::jetstream::Context, ready_ttl: Duration, replicas: usize) -> Result<Registry, RegistryError> {
+        Ok(Registry::Nats(natskv::NatsKv::open(js, ready_ttl, replicas).await?))
+    }
+
+    /// The registry on a Consul agent (nothing is called until first use).
+    pub fn consul(config: &ConsulConfig, ready_ttl: Duration) -> Result<Registry, RegistryError> {
+        Ok(Registry::Consul(consul::ConsulKv::open(config, ready_ttl).map_err(|e| RegistryError::Setup(e.to_string()))?))
     }
 
     /// The backend's name, for logs and status.
@@ -208,10 +218,11 @@ impl Registry {
     /// the server's limit under load); on Consul each watch is a blocking
     /// query on the request's keys (a query of the whole folder would carry
     /// every record ever kept at each change).
-    pub fn watch_request(&self, id: &RequestId) -> RecordWatch {
+    /// Changes after this returns are never missed.
+    pub async fn watch_request(&self, id: &RequestId) -> RecordWatch {
         match self {
             Registry::Nats(r) => r.watch_request(id.as_str()),
-            Registry::Consul(r) => r.watch_request(id.as_str()),
+            Registry::Consul(r) => r.watch_request(id.as_str()).await,
         }
     }
 }

@@ -30,7 +30,10 @@ impl NatsKv {
         // request always finds its fence.
         let sessions = ensure_bucket(js, Bucket::Sessions, WEEK, replicas).await?;
         let requests = Arc::new(RequestWaiters::default());
-        tokio::spawn(wake_followers(sessions.clone(), requests.clone()));
+        // The first watch exists before anyone can register, so no change
+        // after a registration is missed.
+        let first = sessions.watch_all().await.map_err(|e| RegistryError::Setup(format!("watch of {}: {e}", Bucket::Sessions.name())))?;
+        tokio::spawn(wake_followers(sessions.clone(), first, requests.clone()));
         Ok(NatsKv { members, ready, wallets, sessions, requests })
     }
 
@@ -91,18 +94,19 @@ fn unavailable(op: &'static str, bucket: Bucket, e: impl std::fmt::Display) -> R
 
 /// Wakes followers at each change of the records, re-opening the watch
 /// whenever it breaks, for the life of the process.
-async fn wake_followers(sessions: kv::Store, requests: Arc<RequestWaiters>) {
+async fn wake_followers(sessions: kv::Store, mut watch: kv::Watch, requests: Arc<RequestWaiters>) {
     loop {
-        match sessions.watch_all().await {
-            Ok(mut watch) => {
-                while let Some(Ok(entry)) = watch.next().await {
-                    requests.wake(&entry.key);
-                }
-                tracing::warn!("registry watch ended; reopening it");
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot watch the registry; trying again"),
+        while let Some(Ok(entry)) = watch.next().await {
+            requests.wake(&entry.key);
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tracing::warn!("registry watch ended; reopening it");
+        watch = loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            match sessions.watch_all().await {
+                Ok(watch) => break watch,
+                Err(e) => tracing::warn!(error = %e, "cannot watch the registry; trying again"),
+            }
+        };
     }
 }
 
