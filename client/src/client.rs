@@ -75,7 +75,9 @@ pub fn new_request_id() -> RequestId {
 impl Client {
     /// Connects to the cluster's NATS.
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
-        let nats = async_nats::connect(config.nats_urls.as_slice()).await.map_err(nats_err)?;
+        let options = conclave_proto::nats_access::connect_options(config.nats_ca_file.as_deref(), config.nats_nkey_file.as_deref())
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        let nats = options.connect(config.nats_urls.as_slice()).await.map_err(nats_err)?;
         let mut js = jetstream::new(nats.clone());
         // Publishes are repeated on failure; a short wait per try gets past a
         // server that just died sooner than the default 5 s.

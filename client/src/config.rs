@@ -9,6 +9,8 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 struct Raw {
     nats_urls: Vec<String>,
+    nats_ca_file: Option<PathBuf>,
+    nats_nkey_file: Option<PathBuf>,
     initiator_key: PathBuf,
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
@@ -25,6 +27,10 @@ fn default_timeout_ms() -> u64 {
 pub struct ClientConfig {
     /// NATS servers.
     pub nats_urls: Vec<String>,
+    /// The CA of the NATS servers' certificates (TLS required when set).
+    pub nats_ca_file: Option<PathBuf>,
+    /// The client's NATS user (nkey seed).
+    pub nats_nkey_file: Option<PathBuf>,
     /// The initiator's signing key.
     pub initiator: ed25519_dalek::SigningKey,
     /// How long to wait for a result.
@@ -41,7 +47,15 @@ impl ClientConfig {
         }
         let key_path = path.parent().unwrap_or(Path::new(".")).join(&raw.initiator_key);
         let initiator = read_key(&key_path)?;
-        Ok(ClientConfig { nats_urls: raw.nats_urls, initiator, timeout: Duration::from_millis(raw.timeout_ms) })
+        // Like the initiator key, files are relative to the configuration's directory.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Ok(ClientConfig {
+            nats_urls: raw.nats_urls,
+            nats_ca_file: raw.nats_ca_file.map(|f| dir.join(f)),
+            nats_nkey_file: raw.nats_nkey_file.map(|f| dir.join(f)),
+            initiator,
+            timeout: Duration::from_millis(raw.timeout_ms),
+        })
     }
 
     /// Finds the configuration: `explicit`, else `$CONCLAVE_CONFIG`, else

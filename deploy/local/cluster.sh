@@ -10,12 +10,16 @@
 #   deploy/local/cluster.sh status           show the nodes as the cluster sees them
 #   deploy/local/cluster.sh wait-primes      wait until every node has Paillier primes ready
 #   deploy/local/cluster.sh reset            stop and delete all state
+#   deploy/local/cluster.sh init [--nodes N] [--mode M]   only create the state (used by deploy/compose/)
+#   deploy/local/cluster.sh run-signer I | run-host I     run node I's signer / host in the foreground
+# Environment: CONCLAVE_STATE (state directory), CONCLAVE_BIN (binaries),
+# CONCLAVE_NATS_URLS (a TOML list of an external NATS, instead of starting one).
 # After `up`, `target/debug/conclave ...` run from the repository root needs no flags:
 # it reads .conclave/client.toml.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-STATE=$ROOT/.conclave
+STATE=${CONCLAVE_STATE:-$ROOT/.conclave}
 BIN=${CONCLAVE_BIN:-$ROOT/target/debug}
 NATS_PORT=${CONCLAVE_NATS_PORT:-14222}
 ROUTE_PORT=${CONCLAVE_ROUTE_PORT:-16222}
@@ -64,6 +68,7 @@ CONF
 nats_count() { cat "$STATE/nats/count" 2>/dev/null || echo 1; }
 
 nats_urls() { # TOML list of every server's client URL
+  if [ -n "${CONCLAVE_NATS_URLS:-}" ]; then echo "$CONCLAVE_NATS_URLS"; return; fi
   local list="" i
   for i in $(seq 1 "$(nats_count)"); do
     [ -n "$list" ] && list+=", "
@@ -213,6 +218,23 @@ case "$cmd" in
     done
     echo "cluster: every node has Paillier primes ready"
     ;;
+  init)
+    n=3 mode=hsm
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --nodes) n=$2; shift 2 ;;
+        --mode) mode=$2; shift 2 ;;
+        *) die "unknown option $1" ;;
+      esac
+    done
+    if [ "$(node_count)" = 0 ]; then init_state "$n" "$mode" 1; echo "cluster: state for $n $mode nodes in $STATE"; else echo "cluster: state exists in $STATE"; fi
+    ;;
+  run-signer)
+    d=$STATE/node-${1:?node number}
+    SOFTHSM2_CONF=$d/softhsm/softhsm2.conf exec "$BIN/conclave-enclave" run --config "$d/enclave.toml" ;;
+  run-host)
+    d=$STATE/node-${1:?node number}
+    exec "$BIN/conclave-host" run --config "$d/host.toml" ;;
   stop-node) stop_node "${1:?node number}" ;;
   stop-nats)
     p=$STATE/nats/n${1:?server number}/pid
@@ -222,5 +244,5 @@ case "$cmd" in
   start-node) start_node "${1:?node number}" ;;
   status) CONCLAVE_CONFIG=$STATE/client.toml "$BIN/conclave" status "$@" ;;
   reset) "$0" down || true; rm -rf "$STATE"; echo "cluster: state deleted" ;;
-  *) sed -n '2,15p' "$0"; exit 2 ;;
+  *) sed -n '2,20p' "$0"; exit 2 ;;
 esac

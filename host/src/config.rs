@@ -45,6 +45,8 @@ struct Raw {
     node_id: NodeId,
     link: LinkAddr,
     nats_urls: Vec<String>,
+    nats_ca_file: Option<PathBuf>,
+    nats_nkey_file: Option<PathBuf>,
     #[serde(default = "default_nats_replicas")]
     nats_replicas: usize,
     store_dir: PathBuf,
@@ -102,6 +104,10 @@ pub struct HostConfig {
     pub link: LinkAddr,
     /// NATS servers.
     pub nats_urls: Vec<String>,
+    /// The CA of the NATS servers' certificates (TLS required when set).
+    pub nats_ca_file: Option<PathBuf>,
+    /// This node's NATS user (nkey seed).
+    pub nats_nkey_file: Option<PathBuf>,
     /// Copies JetStream keeps of each stream and bucket (1, or 3 or 5 on a
     /// NATS cluster, so that losing a server loses nothing).
     pub nats_replicas: usize,
@@ -169,6 +175,8 @@ impl HostConfig {
             node_id: raw.node_id,
             link: raw.link,
             nats_urls: raw.nats_urls,
+            nats_ca_file: raw.nats_ca_file,
+            nats_nkey_file: raw.nats_nkey_file,
             nats_replicas: raw.nats_replicas,
             store_dir: raw.store_dir,
             http_addr: raw.http_addr,

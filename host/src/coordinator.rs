@@ -68,7 +68,7 @@ impl Host {
         tokio::spawn(async move {
             while let Some(envelope) = queue.recv().await {
                 let payload = serde_json::to_vec(&envelope).expect("serialises");
-                if let Err(e) = client.publish(p2p_subject(&envelope.header.recipient), payload.into()).await {
+                if let Err(e) = client.publish(p2p_subject(&envelope.header.recipient, &envelope.header.sender), payload.into()).await {
                     tracing::warn!(error = %e, "cannot publish envelope");
                 }
             }
@@ -126,14 +126,17 @@ impl Host {
     /// Subscribes to envelopes addressed to this node. Done before the node
     /// heartbeats: core NATS drops messages nobody is subscribed to.
     pub async fn subscribe_envelopes(&self) -> Result<async_nats::Subscriber, async_nats::SubscribeError> {
-        self.nats.client.subscribe(p2p_subject(self.me())).await
+        self.nats.client.subscribe(p2p_inbox(self.me())).await
     }
 
     /// Forwards envelopes addressed to this node to the enclave.
     pub async fn carry_envelopes(self: Arc<Self>, mut sub: async_nats::Subscriber) {
         while let Some(msg) = sub.next().await {
             match Envelope::decode(&msg.payload) {
-                Ok(envelope) if envelope.header.recipient == *self.me() => {
+                // The subject's sender is the NATS user's own (see
+                // `p2p_subject`); an envelope claiming another is dropped
+                // here (the signer would refuse its signature anyway).
+                Ok(envelope) if envelope.header.recipient == *self.me() && p2p_sender(&msg.subject) == Some(envelope.header.sender.as_str()) => {
                     self.metrics.envelopes_in.fetch_add(1, Ordering::Relaxed);
                     self.link.send(ToEnclave::Deliver { envelope });
                 }

@@ -44,7 +44,8 @@ impl Nats {
     /// Connects and makes sure both streams exist. Every host does this, so
     /// start order does not matter.
     pub async fn connect(config: &HostConfig) -> Result<Nats, NatsError> {
-        let client = async_nats::ConnectOptions::new()
+        let client = conclave_proto::nats_access::connect_options(config.nats_ca_file.as_deref(), config.nats_nkey_file.as_deref())
+            .map_err(|e| NatsError::Setup { what: "the NATS connection", detail: e.to_string() })?
             .name(format!("conclave-host {}", config.node_id))
             .retry_on_initial_connect()
             .max_reconnects(None)

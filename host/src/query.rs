@@ -5,15 +5,17 @@
 use crate::coordinator::Host;
 use crate::registry::Bucket;
 use conclave_proto::registry::{Answer, Ask, NodeEntry, Query};
-use conclave_proto::subjects::{wallet_key, QUERY_QUEUE, QUERY_SUBJECT};
+use conclave_proto::subjects::{wallet_key, QUERY_SUBJECT};
 use conclave_proto::{ErrorCode, RequestError};
 use futures::StreamExt;
 use std::sync::Arc;
 
 impl Host {
-    /// Joins the hosts' queue group for queries.
+    /// Subscribes to queries. Not as a queue group: a query that NATS
+    /// handed to a host that is cut off (the server has not noticed yet)
+    /// would go unanswered; every host answers and the first answer wins.
     pub async fn subscribe_queries(&self) -> Result<async_nats::Subscriber, async_nats::SubscribeError> {
-        self.nats.client.queue_subscribe(QUERY_SUBJECT, QUERY_QUEUE.into()).await
+        self.nats.client.subscribe(QUERY_SUBJECT).await
     }
 
     /// Answers queries for the life of the process.
@@ -21,7 +23,10 @@ impl Host {
         while let Some(msg) = sub.next().await {
             let Some(reply) = msg.reply else { continue };
             let answer = match Query::decode(&msg.payload) {
-                Ok(query) => self.answer(query.ask).await,
+                Ok(query) => match self.answer(query.ask).await {
+                    Some(answer) => answer,
+                    None => continue,
+                },
                 Err(e) => {
                     self.metrics.inc("conclave_rejected_total", e.code().as_str());
                     Answer::Error { error: RequestError::new(e.code(), e.to_string()) }
@@ -34,8 +39,12 @@ impl Host {
         }
     }
 
-    async fn answer(&self, ask: Ask) -> Answer {
-        match ask {
+    /// The answer, or none when this host should leave it to the others.
+    async fn answer(&self, ask: Ask) -> Option<Answer> {
+        Some(match ask {
+            // A view that is not current (this host restarting or cut off)
+            // would report healthy peers as gone.
+            Ask::Nodes if self.view.ready().is_err() => return None,
             Ask::Nodes => {
                 let nodes = self.view.nodes().into_iter().map(|(node_id, record, ready)| NodeEntry { node_id, record, ready }).collect();
                 Answer::Nodes { nodes }
@@ -48,6 +57,6 @@ impl Host {
                 },
                 Err(e) => Answer::Error { error: RequestError::new(ErrorCode::Internal, format!("registry: {e}")) },
             },
-        }
+        })
     }
 }

@@ -17,6 +17,8 @@ pub mod envelope;
 pub mod error;
 pub mod ids;
 pub mod link;
+#[cfg(feature = "nats")]
+pub mod nats_access;
 pub mod registry;
 pub mod request;
 pub mod result;

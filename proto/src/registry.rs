@@ -76,8 +76,8 @@ pub enum SessionState {
 }
 
 /// A question a client asks the cluster about the registry (core NATS
-/// request on [`crate::subjects::QUERY_SUBJECT`]; one host of the queue
-/// group answers). Clients read the registry through the hosts, so they
+/// request on [`crate::subjects::QUERY_SUBJECT`]; the first host to answer
+/// wins). Clients read the registry through the hosts, so they
 /// work the same whichever backend (NATS KV or Consul) holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Query {
@@ -113,7 +113,8 @@ pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "answer", rename_all = "snake_case")]
 pub enum Answer {
-    /// Registered nodes, sorted by id, as the answering host sees them.
+    /// Registered nodes, sorted by id, as the answering host sees them (a
+    /// host answers this only while its view is current).
     Nodes {
         /// The nodes.
         nodes: Vec<NodeEntry>,

@@ -19,10 +19,10 @@ pub const RESULT_SUBJECTS: &str = "conclave.res.>";
 pub const DEDUP_WINDOW_SECS: u64 = 24 * 3600;
 
 /// Where clients ask the hosts about the registry
-/// ([`crate::registry::Query`]; core NATS request-reply).
+/// ([`crate::registry::Query`]; core NATS request-reply). Every host that
+/// can answer does; the client takes the first answer, so a host that is
+/// cut off or restarting delays nobody.
 pub const QUERY_SUBJECT: &str = "conclave.query";
-/// The queue group hosts answer queries in: one answer per query.
-pub const QUERY_QUEUE: &str = "conclave-hosts";
 
 /// KV bucket of registered nodes.
 pub const MEMBERS_BUCKET: &str = "conclave-members";
@@ -46,9 +46,21 @@ pub fn result_msg_id(request: &RequestId) -> String {
     format!("result-{request}")
 }
 
-/// Where envelopes for `node` are published (core NATS).
-pub fn p2p_subject(node: &NodeId) -> String {
-    format!("conclave.p2p.{node}")
+/// Where `sender` publishes envelopes for `recipient` (core NATS). The
+/// sender is in the subject so that NATS permissions can let each node
+/// publish only as itself (`conclave.p2p.*.<node>`).
+pub fn p2p_subject(recipient: &NodeId, sender: &NodeId) -> String {
+    format!("conclave.p2p.{recipient}.{sender}")
+}
+
+/// Every envelope for `node`, whoever sent it.
+pub fn p2p_inbox(node: &NodeId) -> String {
+    format!("conclave.p2p.{node}.*")
+}
+
+/// The sender named by an envelope's subject.
+pub fn p2p_sender(subject: &str) -> Option<&str> {
+    subject.strip_prefix("conclave.p2p.")?.split_once('.').map(|(_, sender)| sender)
 }
 
 /// The key of a wallet's record in [`WALLETS_BUCKET`].

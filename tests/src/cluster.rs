@@ -2,7 +2,9 @@
 //! (see the crate docs).
 
 use crate::process::Proc;
+use crate::consul::ConsulAgent;
 use crate::faultproxy::FaultProxy;
+use crate::natsaccess::NatsAccess;
 use crate::{bin, eventually, softhsm, Mode, NatsServer};
 use conclave_enclave::seal::DevSealer;
 use conclave_enclave::share::ShareRecord;
@@ -20,6 +22,10 @@ const TEMPLATE_TIMEOUT: Duration = Duration::from_secs(900);
 struct Topology {
     nats_servers: usize,
     proxied: bool,
+    /// The registry on Consul rather than NATS KV.
+    consul: bool,
+    /// NATS with TLS and a user per node (`deploy/nats/users.conf`).
+    secured: bool,
 }
 
 struct Node {
@@ -36,6 +42,7 @@ pub struct Cluster {
     nats: Vec<NatsServer>,
     /// Per node, when the nodes reach NATS through fault proxies.
     proxies: Vec<FaultProxy>,
+    _consul: Option<ConsulAgent>,
     nodes: Vec<Node>,
     mode: Mode,
 }
@@ -49,19 +56,31 @@ impl Cluster {
 
     /// Starts an `n`-node cluster in `mode` (`hsm` or `dev`).
     pub async fn start_in(mode: Mode, n: usize) -> Cluster {
-        Self::start_with(mode, n, Topology { nats_servers: 1, proxied: false }).await
+        Self::start_with(mode, n, Topology { nats_servers: 1, proxied: false, consul: false, secured: false }).await
     }
 
     /// Starts an `n`-node hsm cluster on a JetStream cluster of three
     /// nats-servers, with every stream and bucket replicated three times.
     pub async fn start_on_nats_cluster(n: usize) -> Cluster {
-        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 3, proxied: false }).await
+        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 3, proxied: false, consul: false, secured: false }).await
+    }
+
+    /// Starts an `n`-node hsm cluster whose registry is on Consul (the
+    /// stand-in, or the agent at `CONSUL_HTTP_ADDR`).
+    pub async fn start_on_consul(n: usize) -> Cluster {
+        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 1, proxied: false, consul: true, secured: false }).await
+    }
+
+    /// Starts an `n`-node hsm cluster on a nats-server that requires TLS
+    /// and gives each node and the client its own user and permissions.
+    pub async fn start_secured(n: usize) -> Cluster {
+        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 1, proxied: false, consul: false, secured: true }).await
     }
 
     /// Starts an `n`-node hsm cluster whose hosts each reach NATS through
     /// their own [`FaultProxy`] (see [`Cluster::link`]).
     pub async fn start_behind_proxies(n: usize) -> Cluster {
-        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 1, proxied: true }).await
+        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 1, proxied: true, consul: false, secured: false }).await
     }
 
     async fn start_with(mode: Mode, n: usize, topology: Topology) -> Cluster {
@@ -72,9 +91,11 @@ impl Cluster {
     }
 
     async fn boot(dir: tempfile::TempDir, mode: Mode, n: usize, topology: Topology) -> Cluster {
-        let nats = match topology.nats_servers {
-            1 => vec![NatsServer::start(&dir.path().join("nats")).await],
-            size => NatsServer::start_cluster(&dir.path().join("nats"), size).await,
+        let access = topology.secured.then(|| NatsAccess::create(&dir.path().join("nats-access"), n));
+        let nats = match (topology.nats_servers, &access) {
+            (1, Some(access)) => vec![NatsServer::start_secured(&dir.path().join("nats"), access).await],
+            (1, None) => vec![NatsServer::start(&dir.path().join("nats")).await],
+            (size, _) => NatsServer::start_cluster(&dir.path().join("nats"), size).await,
         };
         let mut proxies = Vec::new();
         if topology.proxied {
@@ -82,7 +103,13 @@ impl Cluster {
                 proxies.push(FaultProxy::start(nats[0].port()).await);
             }
         }
-        let mut cluster = Cluster { dir, nats, proxies, nodes: Vec::new(), mode };
+        let consul = match topology.consul {
+            true => Some(ConsulAgent::start(dir.path()).await),
+            false => None,
+        };
+        let registry = consul.as_ref().map(ConsulAgent::host_toml).unwrap_or_default();
+        let access_lines = |user: &str| access.as_ref().map(|a| a.config_lines(user)).unwrap_or_default();
+        let mut cluster = Cluster { dir, nats, proxies, _consul: consul, nodes: Vec::new(), mode };
         let initiator = cluster.initiator_public_hex();
         for i in 1..=n {
             let id = NodeId::new(format!("node-{i}")).unwrap();
@@ -91,10 +118,11 @@ impl Cluster {
                 Some(proxy) => vec![proxy.url()],
                 None => cluster.nats_urls(),
             };
-            write_node_configs(cluster.dir.path(), mode, &id, http_port, &urls, &initiator);
+            let extra = format!("{}{registry}", access_lines(id.as_str()));
+            write_node_configs(cluster.dir.path(), mode, &id, http_port, &urls, &initiator, &extra);
             cluster.nodes.push(Node { id, http_port, enclave: None, host: None });
         }
-        write_client_config(cluster.dir.path(), &cluster.nats_urls());
+        write_client_config(cluster.dir.path(), &cluster.nats_urls(), &access_lines("client"));
         for i in 1..=n {
             cluster.start_node(i);
         }
@@ -208,18 +236,20 @@ impl Cluster {
     /// and NATS are up: a heartbeat left in the registry by a killed process
     /// does not count) and `count` nodes heartbeat in the registry.
     pub async fn wait_ready(&self, count: usize) {
-        let client = self.client().await;
         let running: Vec<usize> = (1..=self.nodes.len()).filter(|&i| self.nodes[i - 1].host.is_some()).collect();
-        eventually(&format!("{count} nodes ready"), READY_TIMEOUT, || {
-            let (client, running) = (&client, &running);
+        // Every running host must see them: any of them may plan the next
+        // request.
+        eventually(&format!("{count} nodes ready in every host's view"), READY_TIMEOUT, || {
+            let running = &running;
             async move {
                 for &i in running {
-                    if self.try_http_get(i, "/readyz").await?.0 != 200 {
+                    let (status, body) = self.try_http_get(i, "/readyz").await?;
+                    let seen = serde_json::from_str::<serde_json::Value>(&body).ok()?["peers_ready"].as_u64()?;
+                    if status != 200 || seen < count as u64 {
                         return None;
                     }
                 }
-                let status = client.status().await.ok()?;
-                (status.nodes.iter().filter(|n| n.ready).count() >= count).then_some(())
+                Some(())
             }
         })
         .await;
@@ -305,7 +335,8 @@ fn toml_list(items: &[String]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
-fn write_node_configs(dir: &Path, mode: Mode, id: &NodeId, http_port: u16, nats_urls: &[String], initiator: &str) {
+/// `extra` is appended to the host's configuration (NATS access, registry).
+fn write_node_configs(dir: &Path, mode: Mode, id: &NodeId, http_port: u16, nats_urls: &[String], initiator: &str, extra: &str) {
     let d = dir.join(id.as_str());
     std::fs::create_dir_all(&d).unwrap();
     let sock = d.join("enclave.sock");
@@ -328,7 +359,7 @@ fn write_node_configs(dir: &Path, mode: Mode, id: &NodeId, http_port: u16, nats_
     std::fs::write(
         d.join("host.toml"),
         format!(
-            "node_id = \"{id}\"\nlink = \"unix:{}\"\nnats_urls = {}\nnats_replicas = {}\nstore_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{http_port}\"\nheartbeat_ms = 500\nready_ttl_ms = 4000\n",
+            "node_id = \"{id}\"\nlink = \"unix:{}\"\nnats_urls = {}\nnats_replicas = {}\nstore_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{http_port}\"\nheartbeat_ms = 500\nready_ttl_ms = 4000\n{extra}",
             sock.display(),
             toml_list(nats_urls),
             // Replicate streams and buckets on every server of a NATS cluster.
@@ -342,8 +373,8 @@ fn write_node_configs(dir: &Path, mode: Mode, id: &NodeId, http_port: u16, nats_
 /// The client waits as long as the `conclave` CLI does by default: past the
 /// cluster's longest session deadline, so that a slow template keygen is
 /// not cut short and a stuck request still ends in the cluster's own answer.
-fn write_client_config(dir: &Path, nats_urls: &[String]) {
-    std::fs::write(dir.join("client.toml"), format!("nats_urls = {}\ninitiator_key = \"initiator.key\"\n", toml_list(nats_urls)))
+fn write_client_config(dir: &Path, nats_urls: &[String], access: &str) {
+    std::fs::write(dir.join("client.toml"), format!("nats_urls = {}\ninitiator_key = \"initiator.key\"\n{access}", toml_list(nats_urls)))
     .unwrap();
 }
 
@@ -399,7 +430,7 @@ async fn make_template(dir: &Path, mode: Mode, n: usize) {
         if mode == Mode::Hsm {
             softhsm::create_token(&node_dir, &softhsm::token_label(id.as_str()));
         }
-        write_node_configs(dir, mode, &id, 0, &["nats://127.0.0.1:1".to_string()], &initiator_hex);
+        write_node_configs(dir, mode, &id, 0, &["nats://127.0.0.1:1".to_string()], &initiator_hex, "");
         let out = std::process::Command::new(bin("conclave-enclave"))
             .args(["init", "--config", node_dir.join("enclave.toml").to_str().unwrap()])
             .env(softhsm::CONF_ENV, softhsm::conf(&node_dir))
@@ -415,7 +446,7 @@ async fn make_template(dir: &Path, mode: Mode, n: usize) {
     // that replace the ones aux info consumed.
     let scratch = tempfile::Builder::new().prefix("conclave-template-").tempdir().unwrap();
     copy_dir(dir, scratch.path());
-    let cluster = Cluster::boot(scratch, mode, n, Topology { nats_servers: 1, proxied: false }).await;
+    let cluster = Cluster::boot(scratch, mode, n, Topology { nats_servers: 1, proxied: false, consul: false, secured: false }).await;
     let client = cluster.client().await;
     let wallet = conclave_proto::WalletId::new("template-aux").unwrap();
     tokio::time::timeout(TEMPLATE_TIMEOUT, client.keygen(&wallet, conclave_proto::Scheme::Ecdsa, 2, None))

@@ -17,6 +17,7 @@ pub mod consul;
 pub mod consul_standin;
 pub mod faultproxy;
 pub mod nats;
+pub mod natsaccess;
 pub mod process;
 pub mod softhsm;
 pub mod wire;

@@ -10,6 +10,8 @@ pub struct NatsServer {
     proc: Proc,
     port: u16,
     dir: PathBuf,
+    /// TLS and users, for a secured server: (CA, a user's seed) to probe it.
+    secured: Option<(PathBuf, PathBuf)>,
 }
 
 impl NatsServer {
@@ -17,6 +19,16 @@ impl NatsServer {
     /// clients.
     pub async fn start(dir: &Path) -> NatsServer {
         let server = Self::spawn(dir, crate::free_port(), "");
+        server.wait_for_clients().await;
+        server
+    }
+
+    /// Starts a server that requires TLS and the users of `access`.
+    pub async fn start_secured(dir: &Path, access: &crate::natsaccess::NatsAccess) -> NatsServer {
+        let env = access.server_env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut server = Self::spawn_with(dir, crate::free_port(), &access.server_conf(dir), &env);
+        server.secured = Some((access.ca_file(), access.seed_file("client")));
         server.wait_for_clients().await;
         server
     }
@@ -54,6 +66,10 @@ impl NatsServer {
     }
 
     fn spawn(dir: &Path, port: u16, extra: &str) -> NatsServer {
+        Self::spawn_with(dir, port, extra, &[])
+    }
+
+    fn spawn_with(dir: &Path, port: u16, extra: &str, env: &[(&str, &str)]) -> NatsServer {
         std::fs::create_dir_all(dir).expect("nats dir");
         let conf = dir.join("nats.conf");
         std::fs::write(
@@ -64,15 +80,22 @@ impl NatsServer {
             ),
         )
         .expect("write nats.conf");
-        let proc = Proc::spawn("nats-server", Path::new("nats-server"), &["-js", "-c", conf.to_str().unwrap()], &dir.join("nats.log"), &[]);
-        NatsServer { proc, port, dir: dir.to_path_buf() }
+        let proc = Proc::spawn("nats-server", Path::new("nats-server"), &["-js", "-c", conf.to_str().unwrap()], &dir.join("nats.log"), env);
+        NatsServer { proc, port, dir: dir.to_path_buf(), secured: None }
     }
 
     async fn wait_for_clients(&self) {
         let url = self.url();
+        let secured = self.secured.clone();
         crate::eventually("nats-server to accept clients", Duration::from_secs(20), || {
-            let url = url.clone();
-            async move { async_nats::connect(url).await.ok() }
+            let (url, secured) = (url.clone(), secured.clone());
+            async move {
+                let options = match &secured {
+                    Some((ca, seed)) => conclave_proto::nats_access::connect_options(Some(ca), Some(seed)).ok()?,
+                    None => async_nats::ConnectOptions::new(),
+                };
+                options.connect(url).await.ok()
+            }
         })
         .await;
     }
@@ -84,7 +107,8 @@ impl NatsServer {
 
     /// Its client URL.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        let scheme = if self.secured.is_some() { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Kills it.

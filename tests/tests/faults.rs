@@ -16,6 +16,38 @@ fn wallet(name: &str) -> WalletId {
     WalletId::new(name).unwrap()
 }
 
+/// Where the cluster keeps its registry: the tests that depend on the
+/// registry (readiness, fencing, watches) run on both backends.
+#[derive(Clone, Copy)]
+enum Registry {
+    Nats,
+    Consul,
+}
+
+impl Registry {
+    async fn cluster(self) -> Cluster {
+        match self {
+            Registry::Nats => Cluster::start(3).await,
+            Registry::Consul => Cluster::start_on_consul(3).await,
+        }
+    }
+}
+
+macro_rules! on_both_registries {
+    ($test:ident) => {
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn nats() {
+                super::$test(super::Registry::Nats).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn consul() {
+                super::$test(super::Registry::Consul).await
+            }
+        }
+    };
+}
+
 /// Signs `count` requests at once, without naming signers; returns each
 /// request's outcome and how long it took.
 fn sign_concurrently(client: &Arc<Client>, w: &WalletId, count: usize) -> Vec<tokio::task::JoinHandle<(Result<SignResult, ClientError>, Duration)>> {
@@ -39,9 +71,9 @@ async fn until_signing(cluster: &Cluster, i: usize) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_signer_killed_mid_signing_is_replaced_by_another_quorum() {
-    let mut cluster = Cluster::start(3).await;
+on_both_registries!(a_signer_killed_mid_signing_is_replaced_by_another_quorum);
+async fn a_signer_killed_mid_signing_is_replaced_by_another_quorum(registry: Registry) {
+    let mut cluster = registry.cluster().await;
     let client = Arc::new(cluster.client().await);
     let w = wallet("failover");
     client.keygen(&w, Scheme::Ecdsa, 2, None).await.unwrap();
@@ -114,9 +146,9 @@ async fn a_two_of_two_wallet_with_a_dead_signer_fails_with_peer_unavailable_in_t
     assert!(started.elapsed() < Duration::from_secs(10), "refused without starting a session");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_that_stops_heartbeating_is_skipped_and_chosen_again_when_back() {
-    let mut cluster = Cluster::start(3).await;
+on_both_registries!(a_node_that_stops_heartbeating_is_skipped_and_chosen_again_when_back);
+async fn a_node_that_stops_heartbeating_is_skipped_and_chosen_again_when_back(registry: Registry) {
+    let mut cluster = registry.cluster().await;
     let client = cluster.client().await;
     let w = wallet("rejoin");
     client.keygen(&w, Scheme::Eddsa, 2, None).await.unwrap();
@@ -137,9 +169,9 @@ async fn a_node_that_stops_heartbeating_is_skipped_and_chosen_again_when_back() 
     assert_eq!(sig.signers, ids[..2].to_vec(), "node-1 is chosen again, no other process restarted");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_duplicates_of_a_request_yield_one_signature() {
-    let cluster = Cluster::start(3).await;
+on_both_registries!(concurrent_duplicates_of_a_request_yield_one_signature);
+async fn concurrent_duplicates_of_a_request_yield_one_signature(registry: Registry) {
+    let cluster = registry.cluster().await;
     let client = cluster.client().await;
     let w = wallet("dup");
     client.keygen(&w, Scheme::Ecdsa, 2, None).await.unwrap();
