@@ -2,6 +2,7 @@
 //! start-up, with errors that name the field.
 
 use crate::hsm::{HsmConfig, PinSource};
+use crate::nitro::{NitroConfig, RawNitro};
 use conclave_proto::link::{LinkAddr, Mode, NodeIdentity};
 use conclave_proto::NodeId;
 use serde::Deserialize;
@@ -60,6 +61,7 @@ struct RawConfig {
     #[serde(default = "default_max_request_age_secs")]
     max_request_age_secs: u64,
     hsm: Option<RawHsm>,
+    nitro: Option<RawNitro>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +140,8 @@ pub struct EnclaveConfig {
     pub max_request_age: Duration,
     /// The token, in `hsm` mode.
     pub hsm: Option<HsmConfig>,
+    /// KMS and peer attestation, in `nitro` mode.
+    pub nitro: Option<NitroConfig>,
 }
 
 impl EnclaveConfig {
@@ -145,19 +149,20 @@ impl EnclaveConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         let raw: RawConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
-        let hsm = match (raw.mode, raw.hsm) {
-            (Mode::Hsm, Some(hsm)) => Some(hsm.validate()?),
-            (Mode::Hsm, None) => return Err(ConfigError::Field { field: "hsm", reason: "mode `hsm` needs an [hsm] section".into() }),
-            (Mode::Dev, None) => None,
-            (Mode::Dev, Some(_)) => {
-                return Err(ConfigError::Field { field: "hsm", reason: "an [hsm] section is only for mode `hsm`".into() })
+        let field = |field, reason: &str| ConfigError::Field { field, reason: reason.into() };
+        let (hsm, nitro) = match (raw.mode, raw.hsm, raw.nitro) {
+            (Mode::Hsm, Some(hsm), None) => (Some(hsm.validate()?), None),
+            (Mode::Hsm, None, _) => return Err(field("hsm", "mode `hsm` needs an [hsm] section")),
+            (Mode::Nitro, None, Some(nitro)) => {
+                if !matches!(raw.link, LinkAddr::Vsock { .. }) {
+                    return Err(field("link", "mode `nitro` listens on vsock:CID:PORT"));
+                }
+                (None, Some(nitro.validate().map_err(|reason| ConfigError::Field { field: "nitro", reason })?))
             }
-            (Mode::Nitro, _) => {
-                return Err(ConfigError::Field {
-                    field: "mode",
-                    reason: "mode `nitro` is not available in this build; use `hsm` or `dev`".into(),
-                })
-            }
+            (Mode::Nitro, _, None) => return Err(field("nitro", "mode `nitro` needs a [nitro] section")),
+            (Mode::Dev, None, None) => (None, None),
+            (_, Some(_), _) => return Err(field("hsm", "an [hsm] section is only for mode `hsm`")),
+            (_, _, Some(_)) => return Err(field("nitro", "a [nitro] section is only for mode `nitro`")),
         };
         if raw.initiators.is_empty() {
             return Err(ConfigError::Field { field: "initiators", reason: "at least one initiator key is required".into() });
@@ -188,6 +193,7 @@ impl EnclaveConfig {
             initiators,
             max_request_age: Duration::from_secs(raw.max_request_age_secs),
             hsm,
+            nitro,
         })
     }
 
@@ -227,7 +233,7 @@ mod tests {
         let e = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"dev\"\ninitiators = [\"zz\"]\n"))).unwrap_err();
         assert!(matches!(e, ConfigError::Field { field: "initiators", .. }), "{e}");
         let e = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"nitro\"\ninitiators = [\"{KEY}\"]\n"))).unwrap_err();
-        assert!(matches!(e, ConfigError::Field { field: "mode", .. }), "{e}");
+        assert!(matches!(e, ConfigError::Field { field: "nitro", .. }), "{e}");
         let e = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"hsm\"\ninitiators = [\"{KEY}\"]\n"))).unwrap_err();
         assert!(matches!(e, ConfigError::Field { field: "hsm", .. }), "{e}");
         let e = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"dev\"\ninitiators = [\"{KEY}\"]\nsurprise = 1\n")))
@@ -255,6 +261,40 @@ mod tests {
         let ok = load("token_label = \"t\"\npin_env = \"P\"\n").unwrap().hsm.unwrap();
         assert_eq!(ok.pin, PinSource::Env("P".into()));
         assert_eq!(ok.seal_key_label, "conclave-seal-1");
+    }
+
+    #[test]
+    fn nitro_section_needs_vsock_a_kms_key_and_the_image_pcrs() {
+        let d = tempfile::tempdir().unwrap();
+        let pcr = |b: &str| b.repeat(96);
+        let load = |link: &str, nitro: &str| {
+            let base = format!("node_id = \"node-1\"\nmode = \"nitro\"\nlink = \"{link}\"\nstate_dir = \"/tmp\"\nroster = \"/tmp/r.json\"\ninitiators = [\"{KEY}\"]\n[nitro]\n");
+            EnclaveConfig::load(&write(d.path(), &format!("{base}{nitro}")))
+        };
+        let good = format!("kms_key_id = \"alias/conclave\"\n[nitro.expected_pcrs]\n0 = [\"{}\"]\n1 = [\"{}\"]\n2 = [\"{}\", \"{}\"]\n", pcr("a"), pcr("b"), pcr("c"), pcr("d"));
+        let ok = load("vsock:4294967295:5000", &good).unwrap().nitro.unwrap();
+        assert_eq!(ok.expected_pcrs[&2].len(), 2, "a rolling upgrade lists two images");
+        assert!(!ok.allow_debug_enclaves);
+        let refused = |link: &str, nitro: &str, why: &str| {
+            let e = load(link, nitro).unwrap_err();
+            assert!(matches!(e, ConfigError::Field { .. }), "{why}: {e}");
+        };
+        refused("unix:/tmp/x.sock", &good, "nitro listens on vsock");
+        refused("vsock:4294967295:5000", &good.replace("alias/conclave", "my key"), "a KMS key id");
+        refused("vsock:4294967295:5000", &good.replace(&format!("1 = [\"{}\"]\n", pcr("b")), ""), "PCR1 is required");
+        refused("vsock:4294967295:5000", &good.replace(&pcr("b"), &pcr("0")), "all-zero PCRs are a debug enclave");
+        refused("vsock:4294967295:5000", &good.replace(&pcr("b"), "abcd"), "PCRs are 48 bytes");
+        refused("vsock:4294967295:5000", &format!("{good}5 = [\"{}\"]\n", pcr("e")), "PCR5 identifies nothing");
+        let debug = good.replace(&pcr("b"), &pcr("0")).replace("kms_key_id", "allow_debug_enclaves = true\nkms_key_id");
+        assert!(load("vsock:4294967295:5000", &debug).unwrap().nitro.unwrap().allow_debug_enclaves, "debug only when spelled out");
+    }
+
+    #[test]
+    fn the_documented_nitro_example_is_a_valid_configuration() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/enclave.nitro.toml");
+        let config = EnclaveConfig::load(&example).unwrap();
+        assert_eq!(config.mode, Mode::Nitro);
+        assert!(config.nitro.expect("nitro section").expected_pcrs.contains_key(&8));
     }
 
     #[test]

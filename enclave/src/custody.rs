@@ -29,6 +29,10 @@ pub enum CustodyError {
     /// The dev seal key cannot be loaded.
     #[error(transparent)]
     Seal(#[from] SealError),
+    /// Nitro mode needs the NSM and KMS sealing, which this build does not
+    /// have yet: it refuses rather than fall back to another custody.
+    #[error("mode `nitro` (NSM attestation, KMS sealing) is not available in this build; use `hsm`")]
+    NitroUnavailable,
 }
 
 /// Whether missing keys may be created.
@@ -61,8 +65,9 @@ impl Custody {
                 )?;
                 Ok(Custody { keys, sealer: Box::new(sealer) })
             }
+            (Mode::Nitro, _) => Err(CustodyError::NitroUnavailable),
             // Config validation admits dev without, and hsm only with, a token.
-            _ => {
+            (Mode::Dev, _) | (Mode::Hsm, None) => {
                 let keys = NodeKeys::load_or_create_dev(&config.state_dir, config.node_id.clone())?;
                 let sealer = DevSealer::load_or_create(&config.state_dir)?;
                 Ok(Custody { keys, sealer: Box::new(sealer) })

@@ -23,6 +23,7 @@ pub mod eddsa;
 pub mod hsm;
 pub mod identity;
 pub mod link;
+pub mod nitro;
 pub mod policy;
 pub mod primes;
 pub mod reseal;

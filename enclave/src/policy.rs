@@ -120,6 +120,7 @@ mod tests {
             initiators: vec![initiator.verifying_key()],
             max_request_age: std::time::Duration::from_secs(300),
             hsm: None,
+            nitro: None,
         }
     }
 
