@@ -170,7 +170,7 @@ async fn tampered_envelopes_are_rejected_and_signing_goes_on() {
     let key = client.keygen(&w, Scheme::Eddsa, 2, None).await.unwrap();
     // Capture an envelope on its way to node-2 during a signing.
     let nats = async_nats::connect(cluster.nats_url()).await.unwrap();
-    let mut sniff = nats.subscribe("conclave.p2p.node-2").await.unwrap();
+    let mut sniff = nats.subscribe(conclave_proto::subjects::p2p_inbox(&cluster.node_ids()[1])).await.unwrap();
     let signers = ids(&cluster, &[1, 2]);
     client.sign(&w, Scheme::Eddsa, SignPayload::Message(b"one".to_vec()), vec![], Some(signers.clone())).await.unwrap();
     let captured = tokio::time::timeout(Duration::from_secs(10), sniff.next()).await.unwrap().unwrap();
@@ -183,10 +183,21 @@ async fn tampered_envelopes_are_rejected_and_signing_goes_on() {
     reheaded.header.seq += 1000;
     let mut forged_sender = envelope.clone();
     forged_sender.header.sender = cluster.node_ids()[2].clone();
+    let misaddressed_before = cluster.metric(2, "conclave_rejected_total{code=\"misaddressed\"}").await;
     for tampered in [flipped, reheaded, forged_sender] {
-        nats.publish("conclave.p2p.node-2", serde_json::to_vec(&tampered).unwrap().into()).await.unwrap();
+        // Under the subject its header claims: the signer must catch it.
+        let subject = conclave_proto::subjects::p2p_subject(&tampered.header.recipient, &tampered.header.sender);
+        nats.publish(subject, serde_json::to_vec(&tampered).unwrap().into()).await.unwrap();
     }
+    // A subject naming another sender than the header: the host drops it.
+    let elsewhere = conclave_proto::subjects::p2p_subject(&envelope.header.recipient, &cluster.node_ids()[2]);
+    nats.publish(elsewhere, captured.payload.clone()).await.unwrap();
     nats.flush().await.unwrap();
+    conclave_tests::eventually("node-2's host to drop the misaddressed copy", Duration::from_secs(20), || {
+        let cluster = &cluster;
+        async move { (cluster.metric(2, "conclave_rejected_total{code=\"misaddressed\"}").await >= misaddressed_before + 1.0).then_some(()) }
+    })
+    .await;
     conclave_tests::eventually("node-2 to reject three tampered envelopes", Duration::from_secs(20), || {
         let cluster = &cluster;
         async move { (cluster.metric(2, "conclave_rejected_total{code=\"bad_envelope\"}").await >= before + 3.0).then_some(()) }

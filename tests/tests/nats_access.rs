@@ -40,7 +40,7 @@ async fn a_secured_cluster_signs_and_a_node_speaks_only_for_itself() {
     as_node1.publish(p2p_subject(&node2, &node3), "forged".into()).await.unwrap();
     as_node1.publish(p2p_subject(&node2, &node1), "genuine".into()).await.unwrap();
     as_node1.flush().await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(10), inbox.next()).await.expect("a message in time").unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(30), inbox.next()).await.expect("a message in time").unwrap();
     assert_eq!(first.payload, "genuine", "node-1 cannot publish as node-3");
 
     // node-1 may write its own registration and not node-2's.
