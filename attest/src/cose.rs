@@ -11,8 +11,9 @@ use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
 /// relays add it.
 const COSE_SIGN1_TAG: u64 = 18;
 
-/// The envelope is an array holding a map: anything deeper is not ours.
-const ENVELOPE_DEPTH: usize = 4;
+/// The envelope is a tag (optional) holding an array holding a map: three
+/// levels, anything deeper is not ours.
+const ENVELOPE_DEPTH: usize = 3;
 
 /// The only protected header a Nitro document carries: `{1: -35}`.
 fn es384_header() -> Header {

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 /// 4.5 KiB (four CA certificates, a leaf, 16 PCRs).
 pub const MAX_DOCUMENT_LEN: usize = 16 * 1024;
 
-/// The payload is a map holding maps and arrays of scalars.
-const PAYLOAD_DEPTH: usize = 3;
+/// The payload is a map holding maps and arrays of scalars: two levels.
+const PAYLOAD_DEPTH: usize = 2;
 
 /// `user_data`, `nonce` and `public_key`, and each certificate, are at
 /// most this long.
@@ -181,4 +181,142 @@ fn pcrs(value: Value) -> Result<BTreeMap<u8, Vec<u8>>, AttestError> {
         }
     }
     Ok(pcrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coset::{iana, AsCborValue, CborSerializable, Header, HeaderBuilder, Label, ProtectedHeader};
+
+    fn protected(header: Header) -> ProtectedHeader {
+        ProtectedHeader { original_data: None, header }
+    }
+
+    const PROD: &[u8] = include_bytes!("../tests/vectors/prod-2022-10-13.cose");
+
+    /// The production document with its envelope changed by `f`.
+    fn with_envelope(f: impl FnOnce(&mut CoseSign1)) -> Vec<u8> {
+        let mut envelope = CoseSign1::from_slice(PROD).unwrap();
+        f(&mut envelope);
+        envelope.to_vec().unwrap()
+    }
+
+    /// The production document with its payload map changed by `f`.
+    fn with_payload(f: impl FnOnce(&mut Vec<(Value, Value)>)) -> Vec<u8> {
+        with_envelope(|envelope| {
+            let payload = envelope.payload.as_deref().unwrap();
+            let Value::Map(mut entries) = coset::cbor::de::from_reader(payload).unwrap() else { panic!("payload is a map") };
+            f(&mut entries);
+            let mut encoded = Vec::new();
+            coset::cbor::ser::into_writer(&Value::Map(entries), &mut encoded).unwrap();
+            envelope.payload = Some(encoded);
+        })
+    }
+
+    fn set(entries: &mut [(Value, Value)], name: &str, value: Value) {
+        entries.iter_mut().find(|(k, _)| k.as_text() == Some(name)).unwrap().1 = value;
+    }
+
+    fn refused(doc: &[u8], why: &str) {
+        match Document::parse(doc) {
+            Err(AttestError::Malformed { reason }) => assert!(reason.contains(why), "{why:?} not in {reason:?}"),
+            Err(e) => panic!("{why}: refused as {}, not malformed: {e}", e.check()),
+            Ok(_) => panic!("{why}: parsed"),
+        }
+    }
+
+    #[test]
+    fn the_production_document_parses_and_re_encodes_to_the_same_bytes() {
+        // The test helpers below change only what they say.
+        assert_eq!(with_payload(|_| {}), PROD);
+        assert_eq!(Document::parse(PROD).unwrap().claims().module_id, "i-020b6af9246d90e92-enc0183d09086c24190");
+    }
+
+    #[test]
+    fn every_mandatory_field_must_be_present() {
+        for name in ["module_id", "digest", "timestamp", "pcrs", "certificate", "cabundle"] {
+            refused(&with_payload(|e| e.retain(|(k, _)| k.as_text() != Some(name))), &format!("{name} is missing"));
+        }
+    }
+
+    #[test]
+    fn optional_fields_may_be_absent_or_null() {
+        let doc = with_payload(|e| e.retain(|(k, _)| !matches!(k.as_text(), Some("nonce" | "user_data" | "public_key"))));
+        let claims = Document::parse(&doc).unwrap().claims().clone();
+        assert_eq!((claims.nonce, claims.user_data, claims.public_key), (None, None, None));
+    }
+
+    #[test]
+    fn fields_of_the_wrong_type_or_value_are_refused() {
+        refused(&with_payload(|e| set(e, "module_id", Value::Bytes(b"i-1".to_vec()))), "module_id is not text");
+        refused(&with_payload(|e| set(e, "module_id", Value::from(""))), "module_id is empty");
+        refused(&with_payload(|e| set(e, "digest", Value::from("SHA256"))), "expected SHA384");
+        refused(&with_payload(|e| set(e, "timestamp", Value::from(0))), "timestamp");
+        refused(&with_payload(|e| set(e, "timestamp", Value::from(-1))), "timestamp");
+        refused(&with_payload(|e| set(e, "timestamp", Value::Float(1.5))), "timestamp");
+        refused(&with_payload(|e| set(e, "certificate", Value::from("cert"))), "certificate is not a byte string");
+        refused(&with_payload(|e| set(e, "certificate", Value::Bytes(vec![0x30; 1025]))), "certificate is 1025 bytes");
+        refused(&with_payload(|e| set(e, "certificate", Value::Bytes(vec![0x30, 0x00]))), "certificate (leaf): not a DER X.509");
+        refused(&with_payload(|e| set(e, "nonce", Value::Bytes(vec![0; 1025]))), "nonce is 1025 bytes");
+        refused(&with_payload(|e| set(e, "user_data", Value::Bytes(vec![0; 1025]))), "user_data is 1025 bytes");
+        refused(&with_payload(|e| set(e, "public_key", Value::Bytes(Vec::new()))), "public_key is 0 bytes");
+        refused(&with_payload(|e| set(e, "user_data", Value::from(7))), "user_data is not a byte string");
+    }
+
+    #[test]
+    fn unknown_or_repeated_fields_are_refused() {
+        refused(&with_payload(|e| e.push((Value::from("extra"), Value::Null))), "unknown field \"extra\"");
+        refused(&with_payload(|e| e.push((Value::from(1), Value::Null))), "payload key is not text");
+        refused(&with_payload(|e| e.push((Value::from("module_id"), Value::from("i-other")))), "module_id\" appears twice");
+    }
+
+    #[test]
+    fn pcrs_are_bounded_in_count_index_and_length() {
+        let pcrs = |entries: Vec<(Value, Value)>| with_payload(|e| set(e, "pcrs", Value::Map(entries)));
+        let pcr = |i: i64, len: usize| (Value::from(i), Value::Bytes(vec![1; len]));
+        refused(&pcrs(vec![]), "pcrs has 0 entries");
+        refused(&pcrs((0..33).map(|i| pcr(i % 32, 48)).collect()), "pcrs has 33 entries");
+        refused(&pcrs(vec![pcr(32, 48)]), "PCR index");
+        refused(&pcrs(vec![pcr(-1, 48)]), "PCR index");
+        refused(&pcrs(vec![pcr(0, 47)]), "PCR0 is 47 bytes");
+        refused(&pcrs(vec![pcr(3, 48), pcr(3, 48)]), "PCR3 appears twice");
+        refused(&pcrs(vec![(Value::from(0), Value::from("zero"))]), "PCR0 is not a byte string");
+        for len in [32, 48, 64] {
+            Document::parse(&pcrs(vec![pcr(0, len)])).expect("32, 48 and 64 bytes are PCR lengths");
+        }
+    }
+
+    #[test]
+    fn the_cabundle_is_a_bounded_list_of_certificates() {
+        let empty = Value::Bytes(Vec::new());
+        refused(&with_payload(|e| set(e, "cabundle", Value::Array(vec![]))), "cabundle has 0 certificates");
+        refused(&with_payload(|e| set(e, "cabundle", Value::Array(vec![empty.clone(); 9]))), "cabundle has 9 certificates");
+        refused(&with_payload(|e| set(e, "cabundle", Value::Array(vec![empty]))), "cabundle entry is 0 bytes");
+        refused(&with_payload(|e| set(e, "cabundle", Value::Bytes(vec![1]))), "cabundle is not an array");
+    }
+
+    #[test]
+    fn the_envelope_must_be_an_es384_cose_sign1_with_an_attached_payload() {
+        refused(&with_envelope(|s| s.protected = protected(HeaderBuilder::new().algorithm(iana::Algorithm::ES256).build())), "protected header");
+        refused(
+            &with_envelope(|s| {
+                s.protected = protected(HeaderBuilder::new().algorithm(iana::Algorithm::ES384).add_critical(iana::HeaderParameter::Kid).build())
+            }),
+            "protected header",
+        );
+        refused(&with_envelope(|s| s.unprotected = HeaderBuilder::new().key_id(b"k".to_vec()).build()), "unprotected header");
+        refused(&with_envelope(|s| s.unprotected.rest.push((Label::Int(99), Value::Null))), "unprotected header");
+        refused(&with_envelope(|s| s.signature.truncate(95)), "signature is 95 bytes");
+        refused(&with_envelope(|s| s.payload = None), "detached payload");
+        let mut five = CoseSign1::from_slice(PROD).unwrap().to_cbor_value().unwrap().into_array().unwrap();
+        five.push(Value::Null);
+        let mut encoded = Vec::new();
+        coset::cbor::ser::into_writer(&Value::Array(five), &mut encoded).unwrap();
+        refused(&encoded, "COSE_Sign1");
+    }
+
+    #[test]
+    fn payload_nesting_is_bounded() {
+        refused(&with_payload(|e| set(e, "user_data", Value::Array(vec![Value::Array(vec![Value::Null])]))), "payload");
+    }
 }

@@ -91,3 +91,23 @@ impl TrustedRoot {
         hex::encode(self.fingerprint)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_aws_root_matches_its_pinned_fingerprint() {
+        let root = TrustedRoot::aws_nitro();
+        assert_eq!(root.fingerprint_hex(), AWS_NITRO_ROOT_SHA256);
+        assert_eq!(TrustedRoot::from_pem(&root.to_pem()).unwrap(), root);
+    }
+
+    #[test]
+    fn a_root_must_be_a_p384_certificate_in_a_certificate_block() {
+        let pem = TrustedRoot::aws_nitro().to_pem();
+        assert!(matches!(TrustedRoot::from_pem(&pem.replace("CERTIFICATE", "PUBLIC KEY")), Err(RootError::Pem(_))));
+        assert!(matches!(TrustedRoot::from_pem("not pem"), Err(RootError::Pem(_))));
+        assert!(matches!(TrustedRoot::from_der(vec![0x30, 0x00]), Err(RootError::Certificate(_))));
+    }
+}

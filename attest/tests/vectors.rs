@@ -187,6 +187,14 @@ fn truncated_oversized_and_garbage_input_is_malformed() {
     // Deep nesting: arrays of arrays, then maps of maps.
     assert!(malformed(&[vec![0x81; 10_000], vec![0]].concat()));
     assert!(malformed(&[vec![0xa1, 0x00].repeat(5_000), vec![0]].concat()));
+    // Deep nesting inside the protected header's byte string.
+    for depth in [10, 200, 10_000] {
+        let header = [vec![0x81; depth], vec![0]].concat();
+        let mut doc = vec![0x84, 0x59, (header.len() >> 8) as u8, header.len() as u8];
+        doc.extend(header);
+        doc.extend([0xa0, 0x41, 0x00, 0x41, 0x00]);
+        assert!(malformed(&doc), "protected header nested {depth} deep");
+    }
     // An indefinite-length array that never ends.
     assert!(malformed(&[0x9f; 1000]));
 }
