@@ -166,3 +166,100 @@ pub(crate) fn verify(bundle: &[Cert], leaf: &Cert, root: &TrustedRoot, at_ms: u6
     }
     bundle.iter().chain(std::iter::once(leaf)).try_for_each(|cert| cert.valid_at(at_ms))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p384::ecdsa::SigningKey;
+    use rand_core::OsRng;
+    use std::str::FromStr;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+    use x509_cert::der::Encode;
+    use x509_cert::name::Name;
+    use x509_cert::serial_number::SerialNumber;
+    use x509_cert::spki::SubjectPublicKeyInfoOwned;
+    use x509_cert::time::Validity;
+
+    struct Ca {
+        name: Name,
+        key: SigningKey,
+        der: Vec<u8>,
+    }
+
+    fn name(cn: &str) -> Name {
+        Name::from_str(&format!("CN={cn}")).unwrap()
+    }
+
+    /// A certificate for a new key named `cn`, signed by `issuer` (itself
+    /// if `None`).
+    fn issue(profile: Profile, cn: &str, issuer: Option<&Ca>) -> Ca {
+        let key = SigningKey::random(&mut OsRng);
+        let spki = SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).unwrap();
+        let signer = issuer.map_or(&key, |ca| &ca.key);
+        let validity = Validity::from_now(Duration::from_secs(3600)).unwrap();
+        let builder = CertificateBuilder::new(profile, SerialNumber::from(7u32), validity, name(cn), spki, signer).unwrap();
+        let der = builder.build::<DerSignature>().unwrap().to_der().unwrap();
+        Ca { name: name(cn), key, der }
+    }
+
+    fn sub_ca(cn: &str, issuer: &Ca, path_len: Option<u8>) -> Ca {
+        issue(Profile::SubCA { issuer: issuer.name.clone(), path_len_constraint: path_len }, cn, Some(issuer))
+    }
+
+    fn leaf(cn: &str, issuer_name: &Name, signer: &Ca) -> Ca {
+        issue(Profile::Leaf { issuer: issuer_name.clone(), enable_key_agreement: false, enable_key_encipherment: false }, cn, Some(signer))
+    }
+
+    fn check(bundle: &[&Ca], leaf: &Ca) -> Result<(), AttestError> {
+        let certs: Vec<Cert> = bundle.iter().enumerate().map(|(i, c)| Cert::parse(CertPosition::Bundle(i), c.der.clone()).unwrap()).collect();
+        let leaf = Cert::parse(CertPosition::Leaf, leaf.der.clone()).unwrap();
+        let root = TrustedRoot::from_der(bundle[0].der.clone()).unwrap();
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        verify(&certs, &leaf, &root, now_ms)
+    }
+
+    fn refused_at(result: Result<(), AttestError>, at: CertPosition, why: &str) {
+        match result {
+            Err(AttestError::Chain { cert, reason }) => {
+                assert_eq!(cert, at, "{reason}");
+                assert!(reason.contains(why), "{why:?} not in {reason:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_chain_through_an_intermediate_verifies() {
+        let root = issue(Profile::Root, "root", None);
+        let zone = sub_ca("zone", &root, Some(0));
+        check(&[&root, &zone], &leaf("leaf", &zone.name, &zone)).expect("valid chain");
+    }
+
+    #[test]
+    fn a_certificate_that_is_not_a_ca_cannot_issue() {
+        let root = issue(Profile::Root, "root", None);
+        let not_ca = leaf("not a CA", &root.name, &root);
+        refused_at(check(&[&root, &not_ca], &leaf("leaf", &not_ca.name, &not_ca)), CertPosition::Bundle(1), "not a CA");
+    }
+
+    #[test]
+    fn path_length_constraints_hold() {
+        let root = issue(Profile::Root, "root", None);
+        let zone = sub_ca("zone", &root, Some(0));
+        let below = sub_ca("below", &zone, None);
+        refused_at(check(&[&root, &zone, &below], &leaf("leaf", &below.name, &below)), CertPosition::Bundle(1), "path length 0");
+    }
+
+    #[test]
+    fn names_must_chain_and_signatures_must_verify() {
+        let root = issue(Profile::Root, "root", None);
+        let zone = sub_ca("zone", &root, None);
+        refused_at(check(&[&root, &zone], &leaf("leaf", &name("someone else"), &zone)), CertPosition::Leaf, "is not the subject");
+        // Same names, other keys.
+        let fake_root = issue(Profile::Root, "root", None);
+        let fake_zone = sub_ca("zone", &fake_root, None);
+        refused_at(check(&[&root, &zone], &leaf("leaf", &zone.name, &fake_zone)), CertPosition::Leaf, "does not verify");
+        refused_at(check(&[&root, &fake_zone], &leaf("leaf", &zone.name, &fake_zone)), CertPosition::Bundle(1), "does not verify");
+    }
+}
