@@ -45,7 +45,7 @@ pub enum AttestError {
         reason: String,
     },
     /// A certificate is not valid at the verification instant.
-    #[error("{cert} ({subject}) is valid from {not_before_ms} to {not_after_ms} ms, not at {at_ms} ms")]
+    #[error("{cert} ({subject}) is valid from {} to {}, not at {}", utc(*not_before_ms), utc(*not_after_ms), utc(*at_ms))]
     Expired {
         /// The certificate.
         cert: CertPosition,
@@ -83,6 +83,12 @@ pub enum AttestError {
         /// The image measurements (of PCR 0, 1, 2) that are all zero.
         zero_pcrs: Vec<u8>,
     },
+}
+
+/// RFC 3339, UTC, to the second: certificate validity has no finer grain.
+fn utc(ms: u64) -> String {
+    x509_cert::der::DateTime::from_unix_duration(std::time::Duration::from_millis(ms))
+        .map_or_else(|_| format!("{ms} ms after the Unix epoch"), |t| t.to_string())
 }
 
 fn fmt_indexes(indexes: &[u8]) -> String {
