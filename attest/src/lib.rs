@@ -4,10 +4,10 @@
 //! A document is a COSE_Sign1 (RFC 9052) signed with ES384 by a leaf
 //! certificate that chains, through the document's `cabundle`, to the AWS
 //! Nitro Enclaves root. [`verify`] parses untrusted bytes syntactically
-//! first ([`Document::parse`]), then checks the chain, the validity of every
-//! certificate at a given instant, the signature, debug mode, the expected
-//! PCRs and the nonce, as a [`Policy`] requires. Each failure names its
-//! check ([`AttestError::check`]).
+//! first ([`Document::parse`]), then checks the signature, the chain, the
+//! validity of every certificate at a given instant, debug mode, the
+//! expected PCRs and the nonce, as a [`Policy`] requires. Each failure names
+//! its check ([`AttestError::check`]).
 //!
 //! [`sim::SimulatedNsm`] produces documents of the same format under a dev
 //! CA of its own. Nothing here trusts that CA unless a [`Policy`] names its

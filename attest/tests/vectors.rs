@@ -186,7 +186,7 @@ fn truncated_oversized_and_garbage_input_is_malformed() {
     assert!(malformed(&[0xff; 100]));
     // Deep nesting: arrays of arrays, then maps of maps.
     assert!(malformed(&[vec![0x81; 10_000], vec![0]].concat()));
-    assert!(malformed(&[vec![0xa1, 0x00].repeat(5_000), vec![0]].concat()));
+    assert!(malformed(&[[0xa1, 0x00].repeat(5_000), vec![0]].concat()));
     // Deep nesting inside the protected header's byte string.
     for depth in [10, 200, 10_000] {
         let header = [vec![0x81; depth], vec![0]].concat();
