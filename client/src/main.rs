@@ -7,6 +7,8 @@ use conclave_proto::{NodeId, Scheme, WalletId};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod attestation;
+
 #[derive(Parser)]
 #[command(name = "conclave", about = "Client for Conclave threshold-signing clusters")]
 struct Cli {
@@ -46,6 +48,19 @@ enum Command {
         #[command(subcommand)]
         command: InitiatorCommand,
     },
+    /// Nitro attestation documents.
+    Attest {
+        #[command(subcommand)]
+        command: AttestCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AttestCommand {
+    /// Verify a document: signature, certificate chain to the AWS root,
+    /// validity, debug mode, and the given PCRs and nonce. Exits 0 only if
+    /// every check passes, 1 if one fails, 2 on a usage error.
+    Verify(attestation::VerifyArgs),
 }
 
 #[derive(Args)]
@@ -96,6 +111,8 @@ fn parse_path(s: &str) -> Result<Vec<u32>, String> {
 enum Failure {
     Usage(String),
     Client(ClientError),
+    /// A check failed and the report says which; nothing more to print.
+    Refused,
 }
 
 impl From<ClientError> for Failure {
@@ -124,6 +141,10 @@ fn hex_arg(name: &str, s: &str) -> Result<Vec<u8>, Failure> {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
+        Command::Attest { command: AttestCommand::Verify(args) } => match attestation::verify(args).map_err(Failure::Usage)? {
+            true => Ok(()),
+            false => Err(Failure::Refused),
+        },
         Command::Initiator { command: InitiatorCommand::New { out } } => {
             let public = config::new_key(&out)?;
             println!("{}", hex::encode(public.to_bytes()));
@@ -198,6 +219,7 @@ fn main() -> ExitCode {
         Command::Keygen { json, .. } | Command::Status { json } => *json,
         Command::Sign(a) => a.json,
         Command::Initiator { .. } => false,
+        Command::Attest { command: AttestCommand::Verify(a) } => a.json,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match rt.block_on(run(cli)) {
@@ -206,6 +228,7 @@ fn main() -> ExitCode {
             eprintln!("conclave: {m}");
             ExitCode::from(2)
         }
+        Err(Failure::Refused) => ExitCode::from(1),
         Err(Failure::Client(e)) => {
             let code = e.code().map(|c| c.as_str()).unwrap_or(match e {
                 ClientError::Timeout { .. } => "timeout",
