@@ -128,8 +128,8 @@ pub enum RegistryConfig {
 
 /// The registry, on either backend.
 pub enum Registry {
-    /// NATS KV.
-    Nats(natskv::NatsKv),
+    /// NATS KV (boxed: four bucket handles are large).
+    Nats(Box<natskv::NatsKv>),
     /// Consul.
     Consul(consul::ConsulKv),
 }
@@ -146,7 +146,7 @@ impl Registry {
 
     /// The registry in NATS KV buckets, created if missing.
     pub async fn nats(js: &async_nats::jetstream::Context, ready_ttl: Duration, replicas: usize) -> Result<Registry, RegistryError> {
-        Ok(Registry::Nats(natskv::NatsKv::open(js, ready_ttl, replicas).await?))
+        Ok(Registry::Nats(Box::new(natskv::NatsKv::open(js, ready_ttl, replicas).await?)))
     }
 
     /// The registry on a Consul agent (nothing is called until first use).
