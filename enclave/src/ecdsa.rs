@@ -40,13 +40,14 @@ fn internal(what: &str, e: impl std::fmt::Display) -> RequestError {
     RequestError::new(ErrorCode::Internal, format!("{what}: {e}"))
 }
 
-/// Runs auxiliary info generation for the committee in `spec`; returns the
+/// Runs auxiliary info generation for the committee in `spec` with the
+/// session's inbox opened before the primes were ready; returns the
 /// serialised aux info.
-pub async fn aux_info(enclave: &Arc<Enclave>, spec: &SessionSpec, primes: Primes) -> Result<Zeroizing<Vec<u8>>, RequestError> {
+pub async fn aux_info(enclave: &Arc<Enclave>, spec: &SessionSpec, inbox: session::Inbox, primes: Primes) -> Result<Zeroizing<Vec<u8>>, RequestError> {
     let i = spec.index_of(enclave.keys.node_id()).expect("checked by caller");
     let n = spec.parties.len() as u16;
     let eid = spec.id;
-    session::run(enclave, spec, move |party: Party<cggmp21::key_refresh::msg::aux_only::Msg<sha2::Sha256, SecurityLevel128>>| {
+    session::run_in(enclave, spec, inbox, move |party: Party<cggmp21::key_refresh::msg::aux_only::Msg<sha2::Sha256, SecurityLevel128>>| {
         futures::executor::block_on(
             cggmp21::aux_info_gen(ExecutionId::new(eid.as_bytes()), i, n, primes.0).start(&mut rand_core::OsRng, party),
         )

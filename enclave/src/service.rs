@@ -245,14 +245,17 @@ impl Enclave {
             return self.sealer.open(&ctx, &blob.sealed).map_err(storage);
         }
         tracing::info!(committee = %id, "generating aux info for a new committee");
-        let primes = PrimePool::take(self).await;
         let spec = SessionSpec {
             id: SessionId::derive(SessionKind::AuxInfo, &plan.request_id, plan.attempt),
             parties: committee.to_vec(),
             deadline,
             round_timeout: round_timeout(plan),
         };
-        let aux = ecdsa::aux_info(self, &spec, primes).await?;
+        // Peers whose primes are ready first start at once: their messages
+        // must wait here for as long as this node's primes take.
+        let inbox = self.router.register(spec.id);
+        let primes = PrimePool::take(self).await;
+        let aux = ecdsa::aux_info(self, &spec, inbox, primes).await?;
         let ctx = SealContext::blob(node, &slot, 1);
         let sealed = self.sealer.seal(&ctx, &aux).map_err(storage)?;
         self.host.store(slot, StoredBlob { version: 1, sealed }).await?;

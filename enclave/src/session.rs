@@ -162,10 +162,23 @@ where
     E: std::fmt::Display + Send + 'static,
     F: FnOnce(Party<M>) -> Result<T, E> + Send + 'static,
 {
+    run_in(enclave, spec, enclave.router.register(spec.id), protocol).await
+}
+
+/// [`run`] with an inbox opened earlier: a party that must wait before it
+/// can start (for its Paillier primes) opens its inbox first, so that
+/// faster peers' first messages wait in it rather than expire unheard
+/// among early envelopes.
+pub async fn run_in<M, T, E, F>(enclave: &Arc<Enclave>, spec: &SessionSpec, mut inbox: Inbox, protocol: F) -> Result<T, RequestError>
+where
+    M: ProtocolMessage + Serialize + DeserializeOwned + Send + 'static,
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+    F: FnOnce(Party<M>) -> Result<T, E> + Send + 'static,
+{
     let me = enclave.keys.node_id().clone();
     spec.index_of(&me)
         .ok_or_else(|| RequestError::new(ErrorCode::Internal, "this node is not a party of the session"))?;
-    let mut inbox = enclave.router.register(spec.id);
     let (in_tx, in_rx) = fmpsc::unbounded::<Result<Incoming<M>, Infallible>>();
     let (out_tx, mut out_rx) = fmpsc::unbounded::<Outgoing<M>>();
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();

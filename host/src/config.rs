@@ -198,5 +198,30 @@ mod tests {
         let config = HostConfig::load(&example).unwrap();
         assert_eq!(config.nats_replicas, 3);
         assert_eq!(config.round_timeout, Duration::from_secs(10));
+        assert_eq!(config.nats_nkey_file.as_deref(), Some(Path::new("/etc/conclave/nats.nk")));
+        assert!(matches!(config.registry, RegistryConfig::Nats));
+    }
+
+    #[test]
+    fn a_consul_registry_needs_its_section_and_a_sane_prefix() {
+        let d = tempfile::tempdir().unwrap();
+        let base = "node_id = \"node-1\"\nlink = \"unix:/tmp/x.sock\"\nnats_urls = [\"nats://127.0.0.1:4222\"]\nstore_dir = \"/tmp\"\nhttp_addr = \"127.0.0.1:9100\"\n";
+        let load = |extra: &str| {
+            let p = d.path().join("host.toml");
+            std::fs::write(&p, format!("{base}{extra}")).unwrap();
+            HostConfig::load(&p)
+        };
+        let field = |extra: &str| match load(extra) {
+            Err(ConfigError::Field { field, .. }) => field,
+            other => panic!("{extra}: {other:?}"),
+        };
+        assert_eq!(field("registry = \"consul\"\n"), "consul");
+        assert_eq!(field("[consul]\naddress = \"http://127.0.0.1:8500\"\n"), "consul", "a section without registry = consul misleads");
+        assert_eq!(field("registry = \"consul\"\n[consul]\naddress = \"http://127.0.0.1:8500\"\nprefix = \"a//b\"\n"), "consul");
+        let ok = load("registry = \"consul\"\n[consul]\naddress = \"http://127.0.0.1:8500\"\n").unwrap();
+        match ok.registry {
+            RegistryConfig::Consul(c) => assert_eq!((c.prefix.as_str(), c.wait_s), ("conclave", 15)),
+            RegistryConfig::Nats => panic!("consul expected"),
+        }
     }
 }

@@ -128,12 +128,40 @@ impl Shared {
 /// A running stand-in on 127.0.0.1; stops when dropped.
 pub struct ConsulStandIn {
     port: u16,
+    secure: bool,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl ConsulStandIn {
     /// Starts a stand-in that requires `token` (if any) on every call.
     pub async fn start(token: Option<String>) -> ConsulStandIn {
+        Self::serve(token, None).await
+    }
+
+    /// The same over TLS (`ConsulStandIn::address` then says https), with
+    /// the certificate and key of `ca`'s `server`, and requiring client
+    /// certificates of `ca` if `verify_clients` (an agent with
+    /// `verify_incoming`).
+    pub async fn start_tls(token: Option<String>, ca: &crate::pki::TestCa, verify_clients: bool) -> ConsulStandIn {
+        use tokio_rustls::rustls;
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca.file("server.pem")).unwrap().map(|c| c.unwrap()).collect();
+        let key = PrivateKeyDer::from_pem_file(ca.file("server.key")).unwrap();
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+        let config = if verify_clients {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(CertificateDer::from_pem_file(ca.file("ca.pem")).unwrap()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider).build().unwrap();
+            builder.with_client_cert_verifier(verifier).with_single_cert(chain, key).unwrap()
+        } else {
+            builder.with_no_client_auth().with_single_cert(chain, key).unwrap()
+        };
+        Self::serve(token, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn serve(token: Option<String>, tls: Option<tokio_rustls::TlsAcceptor>) -> ConsulStandIn {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let port = listener.local_addr().expect("local addr").port();
         // A Consul cluster's index is past 1 before anyone can write: the
@@ -141,25 +169,36 @@ impl ConsulStandIn {
         let store = Store { index: 1, ..Store::default() };
         let shared = Arc::new(Shared { store: Mutex::new(store), changed: watch::channel(1).0, token });
         let reaper = tokio::spawn(expire_sessions(shared.clone()));
+        let secure = tls.is_some();
         let server = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
-                let shared = shared.clone();
+                let (shared, tls) = (shared.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         let shared = shared.clone();
                         async move { Ok::<_, std::convert::Infallible>(handle(&shared, request).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(tcp).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(tcp), service).await;
+                        }
+                    }
                 });
             }
         });
-        ConsulStandIn { port, tasks: vec![reaper, server] }
+        ConsulStandIn { port, secure, tasks: vec![reaper, server] }
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (https with TLS).
     pub fn address(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", if self.secure { "https" } else { "http" }, self.port)
     }
 }
 

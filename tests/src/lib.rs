@@ -18,6 +18,7 @@ pub mod consul_standin;
 pub mod faultproxy;
 pub mod nats;
 pub mod natsaccess;
+pub mod pki;
 pub mod process;
 pub mod softhsm;
 pub mod wire;

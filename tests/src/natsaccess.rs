@@ -14,19 +14,7 @@ impl NatsAccess {
     /// Makes a CA, a server certificate for 127.0.0.1 and `nodes` + 1 users
     /// (node-1..node-N, client) in `dir`.
     pub fn create(dir: &Path, nodes: usize) -> NatsAccess {
-        std::fs::create_dir_all(dir).unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca.distinguished_name.push(rcgen::DnType::CommonName, "conclave test CA");
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let server_key = rcgen::KeyPair::generate().unwrap();
-        let mut server = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        server.subject_alt_names.push(rcgen::SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-        let server_cert = server.signed_by(&server_key, &ca_cert, &ca_key).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-        std::fs::write(dir.join("server.pem"), server_cert.pem()).unwrap();
-        std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+        crate::pki::TestCa::create(dir, "conclave test NATS CA");
         let access = NatsAccess { dir: dir.to_path_buf(), nodes };
         for user in access.users() {
             let pair = nkeys::KeyPair::new_user();

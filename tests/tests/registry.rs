@@ -211,3 +211,33 @@ async fn a_refused_token_is_a_clear_error() {
     let registry = Registry::consul(&toml::from_str(&section).unwrap(), READY_TTL).unwrap();
     assert!(registry.get(Bucket::Members, "node-1").await.unwrap().is_none(), "the refused write changed nothing");
 }
+
+/// TLS to the agent: the configured CA only, and a client certificate
+/// when the agent verifies incoming connections. (The stand-in again: what
+/// is tested is our side of the handshake.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_agent_trusts_only_the_configured_ca() {
+    use conclave_tests::consul_standin::ConsulStandIn;
+    use conclave_tests::pki::TestCa;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::create(&dir.path().join("ca"), "agent CA");
+    ca.issue("host", false);
+    let other = TestCa::create(&dir.path().join("other"), "another CA");
+    let registry = |address: String, ca_file: &std::path::Path, client: Option<&TestCa>| {
+        let mut section = format!("address = \"{address}\"\nca_file = \"{}\"\n", ca_file.display());
+        if let Some(client) = client {
+            section += &format!("cert_file = \"{}\"\nkey_file = \"{}\"\n", client.file("host.pem").display(), client.file("host.key").display());
+        }
+        Registry::consul(&toml::from_str(&section).unwrap(), READY_TTL).unwrap()
+    };
+
+    let agent = ConsulStandIn::start_tls(None, &ca, false).await;
+    assert!(agent.address().starts_with("https://"));
+    registry(agent.address(), &ca.file("ca.pem"), None).put(Bucket::Members, "node-1", bytes("one")).await.expect("TLS with the agent's CA");
+    let refused = registry(agent.address(), &other.file("ca.pem"), None).get(Bucket::Members, "node-1").await.unwrap_err();
+    assert!(refused.to_string().contains("TLS"), "another CA's agent is refused at the handshake: {refused}");
+
+    let strict = ConsulStandIn::start_tls(None, &ca, true).await;
+    registry(strict.address(), &ca.file("ca.pem"), Some(&ca)).put(Bucket::Members, "node-1", bytes("one")).await.expect("with a client certificate");
+    assert!(registry(strict.address(), &ca.file("ca.pem"), None).get(Bucket::Members, "node-1").await.is_err(), "without one the agent refuses");
+}

@@ -6,8 +6,12 @@
 //!    2-of-3 cluster (real nats-server, real node processes), in hsm mode
 //!    and in dev mode; and the same protocol executed in this one process
 //!    with the dev cluster's shares, without NATS or the link.
+//! 3. The registry, on NATS KV (real nats-server) and on Consul (the
+//!    stand-in, or the agent at `CONSUL_HTTP_ADDR`): fencing a request
+//!    (create), moving it to a new attempt (read + compare-and-set), and how
+//!    long a follower's watch takes to wake after that move.
 //!
-//! Usage: `cargo run -p conclave-tests --bin conclave-bench -- [--count N]`,
+//! Usage: `cargo run -p conclave-tests --bin conclave-bench -- [--count N] [--only sealing|signing|registry]`,
 //! after `deploy/setup.sh` has built the node binaries. Both sides run the
 //! same build profile (the workspace optimises dependencies even in dev
 //! builds).
@@ -25,30 +29,78 @@ use zeroize::Zeroizing;
 const SIGNERS: [usize; 2] = [1, 2];
 
 fn main() {
-    let count = parse_count();
+    let (count, only) = parse_args();
+    let runs = |section: &str| only.as_deref().is_none_or(|o| o == section);
     // SoftHSM2 reads its configuration from the environment: set it before
     // any thread exists.
     let token_dir = tempfile::tempdir().expect("tempdir");
     let pin = softhsm::create_token(token_dir.path(), "bench");
     std::env::set_var(softhsm::CONF_ENV, softhsm::conf(token_dir.path()));
-    bench_sealing(count.max(100), pin);
-
+    if runs("sealing") {
+        bench_sealing(count.max(100), pin);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
-    runtime.block_on(bench_signing(count));
-}
-
-fn parse_count() -> usize {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => 20,
-        [flag, n] if flag == "--count" => n.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| usage()),
-        _ => usage(),
+    if runs("signing") {
+        runtime.block_on(bench_signing(count));
+    }
+    if runs("registry") {
+        runtime.block_on(bench_registry(count.max(100)));
     }
 }
 
+fn parse_args() -> (usize, Option<String>) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (mut count, mut only) = (20, None);
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        match (flag.as_str(), args.next()) {
+            ("--count", Some(n)) => count = n.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| usage()),
+            ("--only", Some(s)) if ["sealing", "signing", "registry"].contains(&s.as_str()) => only = Some(s.clone()),
+            _ => usage(),
+        }
+    }
+    (count, only)
+}
+
 fn usage() -> ! {
-    eprintln!("usage: conclave-bench [--count N]   (N > 0 signatures per scheme)");
+    eprintln!("usage: conclave-bench [--count N] [--only sealing|signing|registry]   (N > 0 signatures per scheme)");
     std::process::exit(2)
+}
+
+async fn bench_registry(count: usize) {
+    use conclave_host::registry::{Bucket, Registry};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = conclave_tests::NatsServer::start(&dir.path().join("nats")).await;
+    let client = async_nats::connect(nats.url()).await.expect("nats");
+    let consul = conclave_tests::consul::ConsulAgent::start(dir.path()).await;
+    let ttl = Duration::from_secs(5);
+    let backends = [
+        ("nats kv", Registry::nats(&async_nats::jetstream::new(client), ttl, 1).await.expect("nats registry")),
+        ("consul*", Registry::consul(&consul.config(), ttl).expect("consul registry")),
+    ];
+    println!("registry, {count} requests each (* the in-repo stand-in unless CONSUL_HTTP_ADDR is set)");
+    println!("{:<8} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14}", "backend", "fence p50 µs", "fence p99 µs", "move p50 µs", "move p99 µs", "wake p50 µs", "wake p99 µs");
+    for (name, registry) in &backends {
+        let (mut fences, mut moves, mut wakes) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..count {
+            let id = conclave_proto::RequestId::new(format!("bench-{i}")).expect("request id");
+            let watch = registry.watch_request(&id).await;
+            let t = Instant::now();
+            registry.create(Bucket::Sessions, id.as_str(), "attempt 1".into()).await.expect("fence");
+            fences.push(t.elapsed());
+            watch.changed().await;
+            let t = Instant::now();
+            let entry = registry.get(Bucket::Sessions, id.as_str()).await.expect("read").expect("record");
+            registry.update(Bucket::Sessions, id.as_str(), "attempt 2".into(), entry.revision).await.expect("move");
+            moves.push(t.elapsed());
+            watch.changed().await;
+            wakes.push(t.elapsed());
+        }
+        let (f, m, w) = (Stats::of(fences), Stats::of(moves), Stats::of(wakes));
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        println!("{name:<8} {:>14.0} {:>14.0} {:>14.0} {:>14.0} {:>14.0} {:>14.0}", us(f.p50), us(f.p99), us(m.p50), us(m.p99), us(w.p50), us(w.p99));
+    }
+    println!();
 }
 
 fn bench_sealing(count: usize, pin: std::path::PathBuf) {
