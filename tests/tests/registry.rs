@@ -70,6 +70,7 @@ on_both_backends!(a_fencing_record_is_taken_by_one_writer_only);
 on_both_backends!(a_heartbeat_that_is_not_renewed_expires);
 on_both_backends!(watchers_see_the_contents_then_every_change);
 on_both_backends!(a_request_watch_wakes_on_its_records_changes);
+on_both_backends!(a_restarted_node_heartbeats_at_once);
 
 fn bytes(text: &str) -> Bytes {
     Bytes::copy_from_slice(text.as_bytes())
@@ -240,4 +241,21 @@ async fn tls_to_the_agent_trusts_only_the_configured_ca() {
     let strict = ConsulStandIn::start_tls(None, &ca, true).await;
     registry(strict.address(), &ca.file("ca.pem"), Some(&ca)).put(Bucket::Members, "node-1", bytes("one")).await.expect("with a client certificate");
     assert!(registry(strict.address(), &ca.file("ca.pem"), None).get(Bucket::Members, "node-1").await.is_err(), "without one the agent refuses");
+}
+
+/// A node killed and restarted must not wait for its old heartbeat to
+/// expire (on Consul: its previous process's session, 10 s or more).
+async fn a_restarted_node_heartbeats_at_once(b: Backend) {
+    let node = NodeId::new("node-1").unwrap();
+    let before = beat(&node);
+    b.registry.heartbeat(&node, before).await.unwrap();
+    // The process dies without a goodbye; the next one has a new handle.
+    let restarted = b.peer.clone();
+    let mut after = ReadyRecord { v: PROTOCOL_VERSION, node_id: node.clone(), mode: Mode::Hsm, at_ms: 2, primes_ready: false };
+    restarted.heartbeat(&node, serde_json::to_vec(&after).unwrap().into()).await.expect("the restarted node heartbeats");
+    let stored = restarted.get(Bucket::Ready, node.as_str()).await.unwrap().expect("its heartbeat is there");
+    assert_eq!(serde_json::from_slice::<ReadyRecord>(&stored.value).unwrap(), after);
+    // And it keeps renewing.
+    after.at_ms = 3;
+    restarted.heartbeat(&node, serde_json::to_vec(&after).unwrap().into()).await.unwrap();
 }

@@ -105,6 +105,8 @@ struct KvPair {
     key: String,
     value: Option<String>,
     modify_index: u64,
+    /// The session holding the key, if any.
+    session: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -172,7 +174,37 @@ impl ConsulKv {
     pub(super) async fn heartbeat(&self, node: &NodeId, value: Bytes) -> Result<(), RegistryError> {
         let session = self.session(node).await?;
         let path = format!("{}?acquire={session}", self.path(Bucket::Ready, node.as_str())?);
-        self.write(Bucket::Ready, "acquire", &path, value, node.as_str()).await
+        match self.write(Bucket::Ready, "acquire", &path, value.clone(), node.as_str()).await {
+            Err(RegistryError::Conflict { .. }) => {
+                // The key is held by this node's previous session: the
+                // process before a restart, whose session lives until its
+                // TTL (10 s or more). Only this node writes its ready key,
+                // so that session is ours to end; then the key is free.
+                self.end_previous_session(node, &session).await?;
+                self.write(Bucket::Ready, "acquire", &path, value, node.as_str()).await
+            }
+            other => other,
+        }
+    }
+
+    async fn end_previous_session(&self, node: &NodeId, current: &str) -> Result<(), RegistryError> {
+        let path = self.path(Bucket::Ready, node.as_str())?;
+        let answer = self.call(Method::GET, &path, Bytes::new(), Bucket::Ready, "read the holder").await?;
+        let holders: Vec<KvPair> = match answer.status {
+            StatusCode::OK => serde_json::from_slice(&answer.body).map_err(|e| RegistryError::Unavailable { op: "read the holder", bucket: Bucket::Ready.name(), detail: e.to_string() })?,
+            _ => Vec::new(),
+        };
+        for previous in holders.into_iter().filter_map(|p| p.session).filter(|s| s != current) {
+            if previous.is_empty() || !previous.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                continue;
+            }
+            tracing::info!(session = %previous, "ending this node's previous readiness session");
+            let answer = self.call(Method::PUT, &format!("/v1/session/destroy/{previous}"), Bytes::new(), Bucket::Ready, "end a session").await?;
+            if answer.status != StatusCode::OK {
+                return Err(refused("end a session", Bucket::Ready, answer.status, &answer.body));
+            }
+        }
+        Ok(())
     }
 
     /// Renews this node's session, or creates one if it expired (the node
