@@ -164,6 +164,11 @@ impl EnclaveConfig {
             (_, Some(_), _) => return Err(field("hsm", "an [hsm] section is only for mode `hsm`")),
             (_, _, Some(_)) => return Err(field("nitro", "a [nitro] section is only for mode `nitro`")),
         };
+        // vsock is the transport between a Nitro Enclave and its parent;
+        // elsewhere the signer and its host share a machine.
+        if raw.mode != Mode::Nitro && matches!(raw.link, LinkAddr::Vsock { .. }) {
+            return Err(field("link", "vsock links are for mode `nitro`; use unix:/path"));
+        }
         if raw.initiators.is_empty() {
             return Err(ConfigError::Field { field: "initiators", reason: "at least one initiator key is required".into() });
         }
@@ -287,6 +292,14 @@ mod tests {
         refused("vsock:4294967295:5000", &format!("{good}5 = [\"{}\"]\n", pcr("e")), "PCR5 identifies nothing");
         let debug = good.replace(&pcr("b"), &pcr("0")).replace("kms_key_id", "allow_debug_enclaves = true\nkms_key_id");
         assert!(load("vsock:4294967295:5000", &debug).unwrap().nitro.unwrap().allow_debug_enclaves, "debug only when spelled out");
+    }
+
+    #[test]
+    fn vsock_is_only_for_nitro() {
+        let d = tempfile::tempdir().unwrap();
+        let body = format!("node_id = \"node-1\"\nmode = \"dev\"\nlink = \"vsock:16:5000\"\nstate_dir = \"/tmp\"\nroster = \"/tmp/r.json\"\ninitiators = [\"{KEY}\"]\n");
+        let e = EnclaveConfig::load(&write(d.path(), &body)).unwrap_err();
+        assert!(matches!(e, ConfigError::Field { field: "link", .. }), "{e}");
     }
 
     #[test]

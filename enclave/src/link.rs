@@ -5,7 +5,8 @@
 
 use crate::seal::SealContext;
 use crate::service::Enclave;
-use conclave_proto::link::{self, BlobSlot, FromEnclave, LinkAddr, StoreError, StoredBlob, ToEnclave};
+use conclave_proto::link::{self, BlobSlot, FromEnclave, StoreError, StoredBlob, ToEnclave};
+use conclave_proto::transport::LinkListener;
 use conclave_proto::{ErrorCode, RequestError, PROTOCOL_VERSION};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,9 +53,6 @@ pub enum LinkError {
         #[source]
         source: std::io::Error,
     },
-    /// vsock is the Nitro transport and is not part of this build yet.
-    #[error("link {0}: vsock is not available in this build")]
-    VsockUnavailable(String),
 }
 
 /// Frames to the host, and the enclave's outstanding calls to it.
@@ -137,30 +135,19 @@ impl HostLink {
 /// Listens on the configured link address and serves hosts until the
 /// process ends.
 pub async fn serve(enclave: Arc<Enclave>) -> Result<(), LinkError> {
-    match enclave.config.link.clone() {
-        LinkAddr::Unix(path) => {
-            let addr = path.display().to_string();
-            let io = |source| LinkError::Io { addr: addr.clone(), source };
-            if path.exists() {
-                std::fs::remove_file(&path).map_err(io)?;
-            }
-            let listener = tokio::net::UnixListener::bind(&path).map_err(io)?;
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-            }
-            tracing::info!(link = %enclave.config.link, "link listening");
-            let mut current: Option<tokio::task::JoinHandle<()>> = None;
-            loop {
-                let (stream, _) = listener.accept().await.map_err(io)?;
-                if let Some(previous) = current.take() {
-                    previous.abort();
-                }
-                let (r, w) = stream.into_split();
-                current = Some(tokio::spawn(connection(enclave.clone(), r, w)));
-            }
+    let addr = enclave.config.link.to_string();
+    let io = |source| LinkError::Io { addr: addr.clone(), source };
+    let mut listener = LinkListener::bind(&enclave.config.link).map_err(io)?;
+    tracing::info!(link = %enclave.config.link, "link listening");
+    let mut current: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        let stream = listener.accept().await.map_err(io)?;
+        // One host at a time: a new connection replaces the old one.
+        if let Some(previous) = current.take() {
+            previous.abort();
         }
-        addr @ LinkAddr::Vsock { .. } => Err(LinkError::VsockUnavailable(addr.to_string())),
+        let (r, w) = tokio::io::split(stream);
+        current = Some(tokio::spawn(connection(enclave.clone(), r, w)));
     }
 }
 

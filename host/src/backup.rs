@@ -11,7 +11,7 @@
 use crate::config::HostConfig;
 use crate::store::BlobStore;
 use conclave_proto::backup::{BackedUpBlob, Backup, BackupError};
-use conclave_proto::link::{self, BlobSlot, FromEnclave, LinkAddr, StoreError, StoredBlob, ToEnclave};
+use conclave_proto::link::{self, BlobSlot, FromEnclave, StoreError, StoredBlob, ToEnclave};
 use conclave_proto::store::{blob_file_name, list_blobs};
 use conclave_proto::{NodeId, RequestError, PROTOCOL_VERSION};
 use std::path::PathBuf;
@@ -127,12 +127,9 @@ pub async fn restore(config: &HostConfig, store: &BlobStore, bytes: &[u8]) -> Re
 /// signer's host: it serves the signer's loads from the backup and refuses
 /// its stores.
 async fn check_with_signer(config: &HostConfig, backup: &Backup) -> Result<(), RestoreError> {
-    let LinkAddr::Unix(socket) = &config.link else {
-        unreachable!("config validation refuses other link kinds");
-    };
     let link_err = |reason: String| RestoreError::Link { link: config.link.to_string(), reason };
-    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| link_err(e.to_string()))?;
-    let (mut r, mut w) = stream.into_split();
+    let stream = conclave_proto::transport::connect(&config.link).await.map_err(|e| link_err(e.to_string()))?;
+    let (mut r, mut w) = tokio::io::split(stream);
     w.write_all(&link::encode_frame(&ToEnclave::Hello { v: PROTOCOL_VERSION })).await.map_err(|e| link_err(e.to_string()))?;
     match link::read_frame(&mut r).await {
         Ok(Ok(FromEnclave::Hello { v, identity })) if v == PROTOCOL_VERSION && identity.node_id == config.node_id => {}

@@ -138,9 +138,6 @@ impl HostConfig {
         if ![1, 3, 5].contains(&raw.nats_replicas) {
             return Err(ConfigError::Field { field: "nats_replicas", reason: "must be 1, 3 or 5".into() });
         }
-        if let LinkAddr::Vsock { .. } = raw.link {
-            return Err(ConfigError::Field { field: "link", reason: "vsock links are not available in this build".into() });
-        }
         if raw.heartbeat_ms == 0 || raw.ready_ttl_ms < 2 * raw.heartbeat_ms {
             return Err(ConfigError::Field {
                 field: "ready_ttl_ms",

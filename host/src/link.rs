@@ -2,7 +2,8 @@
 //! greet, then pass frames both ways.
 
 use crate::coordinator::Host;
-use conclave_proto::link::{self, FromEnclave, LinkAddr, NodeIdentity, ToEnclave};
+use conclave_proto::link::{self, FromEnclave, NodeIdentity, ToEnclave};
+use conclave_proto::transport;
 use conclave_proto::PROTOCOL_VERSION;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -47,18 +48,15 @@ impl LinkHandle {
 
 /// Keeps the link up for the life of the process.
 pub async fn run(host: Arc<Host>) {
-    let LinkAddr::Unix(path) = host.config.link.clone() else {
-        unreachable!("config validation refuses other link kinds");
-    };
     loop {
-        let stream = match tokio::net::UnixStream::connect(&path).await {
+        let stream = match transport::connect(&host.config.link).await {
             Ok(s) => s,
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
-        let (mut r, mut w) = stream.into_split();
+        let (mut r, mut w) = tokio::io::split(stream);
         if w.write_all(&link::encode_frame(&ToEnclave::Hello { v: PROTOCOL_VERSION })).await.is_err() {
             continue;
         }
@@ -99,5 +97,30 @@ pub async fn run(host: Arc<Host>) {
         host.metrics.link_up.store(false, Ordering::Relaxed);
         host.link_lost();
         tracing::warn!("enclave link down; reconnecting");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conclave_proto::link::LinkAddr;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn a_unix_link_carries_bytes_both_ways_and_is_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = LinkAddr::Unix(dir.path().join("link.sock"));
+        std::fs::write(dir.path().join("link.sock"), b"stale").unwrap();
+        let mut listener = transport::LinkListener::bind(&addr).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("link.sock")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let (mut host, mut enclave) = tokio::join!(async { transport::connect(&addr).await.unwrap() }, async { listener.accept().await.unwrap() });
+        host.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        enclave.read_exact(&mut buf).await.unwrap();
+        enclave.write_all(b"pong").await.unwrap();
+        host.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"pong");
     }
 }

@@ -25,6 +25,8 @@ pub mod result;
 pub mod sealed;
 pub mod store;
 pub mod subjects;
+#[cfg(feature = "tokio")]
+pub mod transport;
 pub mod xpub;
 
 pub use error::{ErrorCode, RequestError};
