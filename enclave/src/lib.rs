@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod attestation;
 pub mod channel;
 pub mod config;
 pub mod custody;

@@ -155,6 +155,26 @@ pub struct NodeIdentity {
     pub kx_key: [u8; 32],
 }
 
+impl NodeIdentity {
+    /// What an attestation document's `user_data` carries to bind this
+    /// identity to the enclave that produced it: a label, the node id and
+    /// both public keys. A peer admits the node only if the document binds
+    /// exactly the keys it will use with it.
+    pub fn attestation_binding(&self) -> Vec<u8> {
+        let id = self.node_id.as_str().as_bytes();
+        let mut out = Vec::with_capacity(ATTESTATION_LABEL.len() + 1 + id.len() + 64);
+        out.extend_from_slice(ATTESTATION_LABEL);
+        // Node ids are at most 64 bytes, so one length byte delimits them.
+        out.push(id.len() as u8);
+        out.extend_from_slice(id);
+        out.extend_from_slice(&self.sign_key);
+        out.extend_from_slice(&self.kx_key);
+        out
+    }
+}
+
+const ATTESTATION_LABEL: &[u8] = b"conclave/attestation/v1";
+
 /// Where a sealed blob lives in the host's store. Each slot holds numbered
 /// versions; a version, once written, is never overwritten.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

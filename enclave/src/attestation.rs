@@ -1,0 +1,196 @@
+//! Attestation: the documents this signer produces about itself, and the
+//! checks it makes before it admits a peer.
+//!
+//! In nitro mode documents come from the Nitro Security Module
+//! (`/dev/nsm`, crate `aws-nitro-enclaves-nsm-api`); in dev mode from a
+//! simulated NSM whose dev CA no verifier trusts unless told to. Either way
+//! a document's `user_data` binds the node's identity and channel keys
+//! ([`NodeIdentity::attestation_binding`]) and carries the asker's nonce.
+
+use crate::nitro::NitroConfig;
+use conclave_attest::sim::SimulatedNsm;
+use conclave_attest::{AttestError, Policy, TrustedRoot, Verified};
+use conclave_proto::link::NodeIdentity;
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+/// Why no document could be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum AttestationError {
+    /// `/dev/nsm` could not be opened: not inside a Nitro Enclave.
+    #[error("no Nitro Security Module (/dev/nsm): run inside a Nitro Enclave")]
+    NoDevice,
+    /// The NSM refused the request.
+    #[error("the NSM refused the attestation request: {0}")]
+    Refused(String),
+    /// The simulated NSM could not make a document.
+    #[error("simulated NSM: {0}")]
+    Simulated(String),
+}
+
+/// Where this signer's documents come from.
+pub enum Nsm {
+    /// The Nitro Security Module.
+    Nitro(NitroNsm),
+    /// A simulated NSM (dev mode only).
+    Simulated(SimulatedNsm),
+}
+
+/// An open `/dev/nsm`.
+pub struct NitroNsm {
+    fd: i32,
+}
+
+impl NitroNsm {
+    /// Opens the NSM device.
+    pub fn open() -> Result<NitroNsm, AttestationError> {
+        let fd = aws_nitro_enclaves_nsm_api::driver::nsm_init();
+        if fd < 0 {
+            return Err(AttestationError::NoDevice);
+        }
+        Ok(NitroNsm { fd })
+    }
+
+    fn attest(&self, user_data: Vec<u8>, nonce: Vec<u8>, public_key: Option<Vec<u8>>) -> Result<Vec<u8>, AttestationError> {
+        use aws_nitro_enclaves_nsm_api::api::{Request, Response};
+        use serde_bytes::ByteBuf;
+        let request = Request::Attestation {
+            user_data: Some(ByteBuf::from(user_data)),
+            nonce: Some(ByteBuf::from(nonce)),
+            public_key: public_key.map(ByteBuf::from),
+        };
+        match aws_nitro_enclaves_nsm_api::driver::nsm_process_request(self.fd, request) {
+            Response::Attestation { document } => Ok(document),
+            Response::Error(code) => Err(AttestationError::Refused(format!("{code:?}"))),
+            other => Err(AttestationError::Refused(format!("unexpected answer {other:?}"))),
+        }
+    }
+}
+
+impl Drop for NitroNsm {
+    fn drop(&mut self) {
+        aws_nitro_enclaves_nsm_api::driver::nsm_exit(self.fd);
+    }
+}
+
+impl Nsm {
+    /// A document binding `identity`, answering `nonce`, and carrying
+    /// `public_key` (the ephemeral key KMS encrypts to) if given.
+    pub fn attest(&self, identity: &NodeIdentity, nonce: &[u8], public_key: Option<&[u8]>) -> Result<Vec<u8>, AttestationError> {
+        let user_data = identity.attestation_binding();
+        match self {
+            Nsm::Nitro(nsm) => nsm.attest(user_data, nonce.to_vec(), public_key.map(<[u8]>::to_vec)),
+            Nsm::Simulated(sim) => sim.attest(Some(&user_data), Some(nonce), public_key).map_err(|e| AttestationError::Simulated(e.to_string())),
+        }
+    }
+}
+
+/// Why a peer is not admitted; [`Refusal::check`] names the failed check.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The document itself failed a check (signature, chain, expiry,
+    /// debug mode, nonce, or its shape).
+    #[error(transparent)]
+    Document(#[from] AttestError),
+    /// A PCR is not one of the values the configuration admits.
+    #[error("PCR{index} {actual} is not an admitted value")]
+    Pcr {
+        /// The PCR.
+        index: u8,
+        /// What the document states (hex), or "missing".
+        actual: String,
+    },
+    /// The document does not bind the identity the peer uses in the cluster.
+    #[error("the document binds another identity than {node}'s")]
+    Binding {
+        /// The peer.
+        node: String,
+    },
+}
+
+impl Refusal {
+    /// The failed check: `malformed`, `signature`, `chain`, `expired`,
+    /// `debug`, `nonce`, `pcr` or `binding`.
+    pub fn check(&self) -> &'static str {
+        match self {
+            Refusal::Document(e) => e.check(),
+            Refusal::Pcr { .. } => "pcr",
+            Refusal::Binding { .. } => "binding",
+        }
+    }
+}
+
+/// Decides whether `document`, asked of `peer` with `nonce`, admits it:
+/// chain to `root`, valid now, the nonce, PCRs among the admitted values,
+/// and a binding of exactly the identity `peer` has in the roster.
+pub fn admit(document: &[u8], peer: &NodeIdentity, nonce: &[u8], root: &TrustedRoot, nitro: &NitroConfig) -> Result<Verified, Refusal> {
+    // Several admitted values per PCR (a rolling upgrade) are checked
+    // below; the verifier checks everything else.
+    let policy = Policy { root: root.clone(), pcrs: BTreeMap::new(), nonce: Some(nonce.to_vec()), at: SystemTime::now(), allow_debug: nitro.allow_debug_enclaves };
+    let verified = conclave_attest::verify(document, &policy)?;
+    for (index, admitted) in &nitro.expected_pcrs {
+        match verified.pcrs.get(index) {
+            Some(actual) if admitted.iter().any(|a| a.as_slice() == actual.as_slice()) => {}
+            Some(actual) => return Err(Refusal::Pcr { index: *index, actual: hex::encode(actual) }),
+            None => return Err(Refusal::Pcr { index: *index, actual: "missing".into() }),
+        }
+    }
+    if verified.user_data.as_deref() != Some(peer.attestation_binding().as_slice()) {
+        return Err(Refusal::Binding { node: peer.node_id.to_string() });
+    }
+    Ok(verified)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conclave_proto::link::Mode;
+    use conclave_proto::NodeId;
+
+    fn identity(name: &str, key: u8) -> NodeIdentity {
+        NodeIdentity { node_id: NodeId::new(name).unwrap(), mode: Mode::Nitro, sign_key: [key; 32], kx_key: [key + 1; 32] }
+    }
+
+    fn image(byte: u8) -> BTreeMap<u8, Vec<u8>> {
+        [0u8, 1, 2].into_iter().map(|i| (i, vec![byte + i; 48])).collect()
+    }
+
+    fn config(admitted: &[u8]) -> NitroConfig {
+        let expected_pcrs = [0u8, 1, 2].into_iter().map(|i| (i, admitted.iter().map(|b| [b + i; 48]).collect())).collect();
+        NitroConfig { kms_key_id: "alias/k".into(), root_ca_file: None, expected_pcrs, allow_debug_enclaves: false }
+    }
+
+    #[test]
+    fn a_peer_is_admitted_only_with_its_own_binding_a_fresh_nonce_and_an_admitted_image() {
+        let peer = identity("node-2", 7);
+        let nsm = Nsm::Simulated(SimulatedNsm::new("i-node-2-enc01", image(0x10)).unwrap());
+        let Nsm::Simulated(sim) = &nsm else { unreachable!() };
+        let root = sim.root().clone();
+        let nonce = [9u8; 32];
+        let doc = nsm.attest(&peer, &nonce, None).unwrap();
+        // Two admitted images (a rolling upgrade): either passes.
+        let verified = admit(&doc, &peer, &nonce, &root, &config(&[0x40, 0x10])).unwrap();
+        assert_eq!(verified.user_data.as_deref(), Some(peer.attestation_binding().as_slice()));
+
+        let refused = |doc: &[u8], peer: &NodeIdentity, nonce: &[u8], root: &TrustedRoot, config: &NitroConfig| admit(doc, peer, nonce, root, config).unwrap_err().check();
+        // A node whose document binds other keys than the roster's.
+        let impostor = identity("node-2", 8);
+        assert_eq!(refused(&doc, &impostor, &nonce, &root, &config(&[0x10])), "binding");
+        assert_eq!(refused(&doc, &identity("node-3", 7), &nonce, &root, &config(&[0x10])), "binding");
+        // A replayed document answers an old nonce.
+        assert_eq!(refused(&doc, &peer, &[1u8; 32], &root, &config(&[0x10])), "nonce");
+        // Another image.
+        assert_eq!(refused(&doc, &peer, &nonce, &root, &config(&[0x40])), "pcr");
+        // A dev CA nobody configured, and the AWS root for a simulated document.
+        let other = SimulatedNsm::new("i-x", image(0x10)).unwrap();
+        assert_eq!(refused(&doc, &peer, &nonce, other.root(), &config(&[0x10])), "chain");
+        assert_eq!(refused(&doc, &peer, &nonce, &TrustedRoot::aws_nitro(), &config(&[0x10])), "chain");
+    }
+
+    #[test]
+    fn the_nitro_device_is_absent_here() {
+        // These machines are not Nitro Enclaves: opening the NSM must fail
+        // with the error that says so, not panic.
+        assert!(matches!(NitroNsm::open(), Err(AttestationError::NoDevice)));
+    }
+}
