@@ -120,14 +120,14 @@ if [ -n "$signing_certificate" ]; then
 fi
 echo "eif/build.sh: nitro-cli build-enclave --docker-uri $image" >&2
 # nitro-cli prints its progress on stderr and the measurements as JSON on stdout.
-nitro-cli build-enclave --docker-uri "$image" --output-file "$out/conclave.eif" "${sign_args[@]}" > "$work/measurements.json" \
+nitro-cli build-enclave --docker-uri "$image" --output-file "$out/conclave.eif" ${sign_args[@]+"${sign_args[@]}"} > "$work/measurements.json" \
   || die "nitro-cli build-enclave failed (its log: /var/log/nitro_enclaves/)"
 
 nitro_cli_version=$(nitro-cli --version 2>/dev/null | head -n 1)
 blobs=${NITRO_CLI_BLOBS:-/usr/share/nitro_enclaves/blobs}
 
 python3 - "$work/measurements.json" "$out" "$image" "$commit" "$source_date_epoch" \
-  "$nitro_cli_version" "$blobs" "${signing_certificate:+signed}" "${base_images[@]}" <<'PY'
+  "$nitro_cli_version" "$blobs" "${signing_certificate:+signed}" ${base_images[@]+"${base_images[@]}"} <<'PY'
 import hashlib, json, os, re, sys
 
 measurements_file, out, image, commit, sde, nitro_cli, blobs, signed, *base_images = sys.argv[1:]

@@ -12,7 +12,9 @@
 # signed). Give two files during a rolling upgrade (the new image and the
 # one it replaces), then render again with the new one alone. One statement
 # per image, rather than two values per PCR in one statement, so that no mix
-# of two images' PCRs is ever admitted.
+# of two images' PCRs is ever admitted. With no file, the policy admits no
+# image: the key's first policy, before any image exists (its ARN goes into
+# the enclave.toml that the image is built with).
 set -euo pipefail
 
 usage() { sed -n '/^#   deploy/,/policy.json$/p' "$0" | sed 's/^# \{0,3\}//' >&2; exit 2; }
@@ -31,10 +33,13 @@ while [ $# -gt 0 ]; do
     *) pcrs_files+=("$1"); shift ;;
   esac
 done
-[ -n "$account" ] && [ -n "$instance_role" ] && [ ${#pcrs_files[@]} -gt 0 ] || usage
+[ -n "$account" ] && [ -n "$instance_role" ] || usage
+if [ ${#pcrs_files[@]} -eq 0 ]; then
+  echo "render-key-policy.sh: no pcrs.json given: this policy admits no enclave image, so the node cannot open its shares under it" >&2
+fi
 command -v python3 >/dev/null || { echo "render-key-policy.sh: python3 is needed" >&2; exit 1; }
 
-python3 - "$here/kms-key-policy.json" "$account" "$instance_role" "$admin_role" "${pcrs_files[@]}" <<'PY'
+python3 - "$here/kms-key-policy.json" "$account" "$instance_role" "$admin_role" ${pcrs_files[@]+"${pcrs_files[@]}"} <<'PY'
 import copy, json, re, sys
 
 template_file, account, instance_role, admin_role, *pcrs_files = sys.argv[1:]
