@@ -123,7 +123,7 @@ echo "eif/build.sh: nitro-cli build-enclave --docker-uri $image" >&2
 nitro-cli build-enclave --docker-uri "$image" --output-file "$out/conclave.eif" ${sign_args[@]+"${sign_args[@]}"} > "$work/measurements.json" \
   || die "nitro-cli build-enclave failed (its log: /var/log/nitro_enclaves/)"
 
-nitro_cli_version=$(nitro-cli --version 2>/dev/null | head -n 1)
+nitro_cli_version=$(nitro-cli --version 2>/dev/null | head -n 1 || true)
 blobs=${NITRO_CLI_BLOBS:-/usr/share/nitro_enclaves/blobs}
 
 python3 - "$work/measurements.json" "$out" "$image" "$commit" "$source_date_epoch" \
