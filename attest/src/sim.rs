@@ -43,20 +43,77 @@ pub enum SimError {
     Certificate(String),
 }
 
-/// A simulated NSM with its own dev CA. Not trusted by any default.
+/// A dev CA: the key that signs simulated documents' certificates, and its
+/// root certificate. One per dev cluster, so that every node's simulated
+/// NSM chains to the root its peers are told to trust.
+pub struct DevCa {
+    key: SigningKey,
+    root: TrustedRoot,
+}
+
+impl std::fmt::Debug for DevCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevCa").field("root_fingerprint", &self.root.fingerprint_hex()).finish_non_exhaustive()
+    }
+}
+
+impl DevCa {
+    /// A new dev CA.
+    pub fn generate() -> Result<DevCa, SimError> {
+        Self::from_key(SigningKey::random(&mut OsRng))
+    }
+
+    fn from_key(key: SigningKey) -> Result<DevCa, SimError> {
+        let name = Name::from_str(ROOT_SUBJECT).expect("constant name parses");
+        let now = SystemTime::now();
+        let validity = validity(now - CLOCK_SLACK, now + ROOT_LIFETIME)?;
+        let spki = SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).map_err(cert_error)?;
+        let builder = CertificateBuilder::new(Profile::Root, serial(), validity, name, spki, &key).map_err(cert_error)?;
+        let der = builder.build::<DerSignature>().map_err(cert_error)?.to_der().map_err(cert_error)?;
+        let root = TrustedRoot::from_der(der).map_err(cert_error)?;
+        Ok(DevCa { key, root })
+    }
+
+    /// The CA as a file's contents: its key (48 bytes, hex) on the first
+    /// line, then its root certificate (PEM). Dev mode only: the key is in
+    /// the clear.
+    pub fn to_file(&self) -> String {
+        format!("{}\n{}", hex::encode(self.key.to_bytes()), self.root.to_pem())
+    }
+
+    /// Reads what [`DevCa::to_file`] wrote; the root must be this key's.
+    pub fn from_file(text: &str) -> Result<DevCa, SimError> {
+        let (key_hex, pem) = text.split_once('\n').ok_or_else(|| SimError::Input("a dev CA file is a hex key line, then a PEM root".into()))?;
+        let mut key = [0u8; 48];
+        hex::decode_to_slice(key_hex.trim(), &mut key).map_err(|_| SimError::Input("the dev CA key is not 48 bytes of hex".into()))?;
+        let key = SigningKey::from_slice(&key).map_err(|_| SimError::Input("the dev CA key is not a P-384 scalar".into()))?;
+        let root = TrustedRoot::from_pem(pem).map_err(cert_error)?;
+        let spki = SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).map_err(cert_error)?;
+        let cert = <x509_cert::Certificate as x509_cert::der::Decode>::from_der(root.der()).map_err(cert_error)?;
+        if cert.tbs_certificate.subject_public_key_info != spki {
+            return Err(SimError::Input("the dev CA root is not the key's".into()));
+        }
+        Ok(DevCa { key, root })
+    }
+
+    /// The root verifiers of this dev cluster are told to trust.
+    pub fn root(&self) -> &TrustedRoot {
+        &self.root
+    }
+}
+
+/// A simulated NSM under a dev CA. Not trusted by any default.
 pub struct SimulatedNsm {
     module_id: String,
     pcrs: BTreeMap<u8, Vec<u8>>,
-    root_key: SigningKey,
-    root_name: Name,
-    root: TrustedRoot,
+    ca: DevCa,
 }
 
 impl std::fmt::Debug for SimulatedNsm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SimulatedNsm")
             .field("module_id", &self.module_id)
-            .field("root_fingerprint", &self.root.fingerprint_hex())
+            .field("root_fingerprint", &self.ca.root.fingerprint_hex())
             .finish_non_exhaustive()
     }
 }
@@ -66,6 +123,11 @@ impl SimulatedNsm {
     /// below 32 to 32, 48 or 64 bytes; at most 32 of them), with a new dev
     /// CA.
     pub fn new(module_id: impl Into<String>, pcrs: BTreeMap<u8, Vec<u8>>) -> Result<SimulatedNsm, SimError> {
+        Self::with_ca(module_id, pcrs, DevCa::generate()?)
+    }
+
+    /// The same under an existing dev CA (a dev cluster's).
+    pub fn with_ca(module_id: impl Into<String>, pcrs: BTreeMap<u8, Vec<u8>>, ca: DevCa) -> Result<SimulatedNsm, SimError> {
         let module_id = module_id.into();
         if module_id.is_empty() {
             return Err(SimError::Input("module_id is empty".into()));
@@ -76,21 +138,13 @@ impl SimulatedNsm {
         if let Some((i, m)) = pcrs.iter().find(|(i, m)| **i >= 32 || ![32, 48, 64].contains(&m.len())) {
             return Err(SimError::Input(format!("PCR{i} of {} bytes: indexes go to 31, lengths are 32, 48 or 64", m.len())));
         }
-        let root_key = SigningKey::random(&mut OsRng);
-        let root_name = Name::from_str(ROOT_SUBJECT).expect("constant name parses");
-        let now = SystemTime::now();
-        let validity = validity(now - CLOCK_SLACK, now + ROOT_LIFETIME)?;
-        let spki = SubjectPublicKeyInfoOwned::from_key(*root_key.verifying_key()).map_err(cert_error)?;
-        let builder = CertificateBuilder::new(Profile::Root, serial(), validity, root_name.clone(), spki, &root_key).map_err(cert_error)?;
-        let der = builder.build::<DerSignature>().map_err(cert_error)?.to_der().map_err(cert_error)?;
-        let root = TrustedRoot::from_der(der).map_err(cert_error)?;
-        Ok(SimulatedNsm { module_id, pcrs, root_key, root_name, root })
+        Ok(SimulatedNsm { module_id, pcrs, ca })
     }
 
     /// The dev CA's root, to be trusted explicitly by dev-mode verifiers
     /// (its [`TrustedRoot::to_pem`] and [`TrustedRoot::der`] export it).
     pub fn root(&self) -> &TrustedRoot {
-        &self.root
+        &self.ca.root
     }
 
     /// A document stating this enclave's PCRs and the given fields, signed
@@ -106,11 +160,12 @@ impl SimulatedNsm {
 
         let now = SystemTime::now();
         let leaf_key = SigningKey::random(&mut OsRng);
-        let profile = Profile::Leaf { issuer: self.root_name.clone(), enable_key_agreement: false, enable_key_encipherment: false };
+        let issuer = Name::from_str(ROOT_SUBJECT).expect("constant name parses");
+        let profile = Profile::Leaf { issuer, enable_key_agreement: false, enable_key_encipherment: false };
         let spki = SubjectPublicKeyInfoOwned::from_key(*leaf_key.verifying_key()).map_err(cert_error)?;
         let subject = Name::from_str(LEAF_SUBJECT).expect("constant name parses");
         let validity = validity(now - CLOCK_SLACK, now + LEAF_LIFETIME)?;
-        let builder = CertificateBuilder::new(profile, serial(), validity, subject, spki, &self.root_key).map_err(cert_error)?;
+        let builder = CertificateBuilder::new(profile, serial(), validity, subject, spki, &self.ca.key).map_err(cert_error)?;
         let leaf = builder.build::<DerSignature>().map_err(cert_error)?.to_der().map_err(cert_error)?;
 
         let timestamp_ms = u64::try_from(now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX);
@@ -122,7 +177,7 @@ impl SimulatedNsm {
             (Value::from("timestamp"), Value::from(timestamp_ms)),
             (Value::from("pcrs"), Value::Map(pcrs)),
             (Value::from("certificate"), Value::Bytes(leaf)),
-            (Value::from("cabundle"), Value::Array(vec![Value::Bytes(self.root.der().to_vec())])),
+            (Value::from("cabundle"), Value::Array(vec![Value::Bytes(self.ca.root.der().to_vec())])),
             (Value::from("public_key"), public_key),
             (Value::from("user_data"), user_data),
             (Value::from("nonce"), nonce),

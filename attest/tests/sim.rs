@@ -81,3 +81,25 @@ fn the_simulated_nsm_refuses_what_a_real_nsm_would() {
     assert!(matches!(nsm.attest(None, None, Some(&[])), Err(SimError::Input(_))));
     nsm.attest(Some(&[0; 1024]), Some(&[0; 1024]), Some(&[0; 1024])).expect("1024 bytes each is the limit, not over it");
 }
+
+#[test]
+fn a_dev_ca_kept_in_a_file_signs_for_every_node_of_its_cluster() {
+    use conclave_attest::sim::DevCa;
+    let ca = DevCa::generate().unwrap();
+    let file = ca.to_file();
+    let pcrs: std::collections::BTreeMap<u8, Vec<u8>> = [(0u8, vec![1u8; 48]), (1, vec![2; 48]), (2, vec![3; 48])].into_iter().collect();
+    // Two nodes read the same file; a third party trusts its root only.
+    let node1 = SimulatedNsm::with_ca("node-1", pcrs.clone(), DevCa::from_file(&file).unwrap()).unwrap();
+    let node2 = SimulatedNsm::with_ca("node-2", pcrs, DevCa::from_file(&file).unwrap()).unwrap();
+    let root = conclave_attest::TrustedRoot::from_pem(file.split_once('\n').unwrap().1).unwrap();
+    for nsm in [&node1, &node2] {
+        let doc = nsm.attest(Some(b"binding"), Some(b"nonce"), None).unwrap();
+        let policy = conclave_attest::Policy { root: root.clone(), pcrs: Default::default(), nonce: Some(b"nonce".to_vec()), at: std::time::SystemTime::now(), allow_debug: false };
+        conclave_attest::verify(&doc, &policy).unwrap();
+    }
+    // A file whose root is not its key's is refused.
+    let other = DevCa::generate().unwrap().to_file();
+    let mixed = format!("{}\n{}", file.split_once('\n').unwrap().0, other.split_once('\n').unwrap().1);
+    assert!(DevCa::from_file(&mixed).is_err());
+    assert!(DevCa::from_file("not a key\n").is_err());
+}
