@@ -1,7 +1,11 @@
-//! `conclave attest verify`: checks a Nitro attestation document for a
-//! compliance team, and reports what it states and which check failed.
+//! `conclave attest verify`: checks a stored Nitro attestation document
+//! for a compliance team; `conclave attest node`: asks a node for a fresh
+//! one and also checks that it binds the identity the node uses in the
+//! cluster. Both report what the document states and which check failed.
 
 use clap::Args;
+use conclave_client::{Client, ClientError};
+use conclave_proto::NodeId;
 use conclave_attest::{AttestError, Claims, Document, Policy, TrustedRoot};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -75,22 +79,107 @@ pub fn verify(args: VerifyArgs) -> Result<bool, String> {
 
     // A document that parses states its claims even when a later check
     // fails: the report shows them, marked not valid.
-    let (claims, outcome) = match Document::parse(&bytes) {
-        Ok(doc) => (Some(doc.claims().clone()), doc.verify(&policy).map(|_| ())),
-        Err(e) => (None, Err(e)),
-    };
-    let report = Report { claims: claims.as_ref(), outcome: &outcome, policy: &policy, pcrs_checked: &pcrs_checked, root_name: &root_name };
-    if args.json {
-        println!("{}", report.json());
+    let (claims, outcome) = check(&bytes, &policy, |_| Ok(()));
+    Ok(report(claims.as_ref(), &outcome, &policy, &pcrs_checked, &root_name, args.json, None))
+}
+
+/// Parses and verifies `bytes`, then applies `more` to a verified
+/// document's claims.
+fn check(bytes: &[u8], policy: &Policy, more: impl FnOnce(&Claims) -> Result<(), Failed>) -> (Option<Claims>, Result<(), Failed>) {
+    // A document that parses states its claims even when a later check
+    // fails: the report shows them, marked not valid.
+    match Document::parse(bytes) {
+        Ok(doc) => {
+            let outcome = doc.verify(policy).map_err(Failed::from).and_then(|_| more(doc.claims()));
+            (Some(doc.claims().clone()), outcome)
+        }
+        Err(e) => (None, Err(e.into())),
+    }
+}
+
+/// Prints the report; returns whether every check passed.
+fn report(claims: Option<&Claims>, outcome: &Result<(), Failed>, policy: &Policy, pcrs_checked: &[u8], root_name: &str, json: bool, node: Option<&NodeId>) -> bool {
+    let report = Report { claims, outcome, policy, pcrs_checked, root_name };
+    if json {
+        let mut value = report.json();
+        if let Some(node) = node {
+            value["node"] = json!(node);
+        }
+        println!("{value}");
     } else {
+        if let Some(node) = node {
+            println!("node: {node}");
+        }
         report.print();
     }
-    Ok(outcome.is_ok())
+    outcome.is_ok()
+}
+
+#[derive(Args)]
+pub struct NodeArgs {
+    /// The node to ask.
+    node: NodeId,
+    /// Required measurement, e.g. 0=<96 hex digits>; repeat for more PCRs.
+    #[arg(long = "pcr", value_name = "N=HEX", value_parser = parse_pcr)]
+    pcrs: Vec<(u8, Vec<u8>)>,
+    /// Accept a document from the dev cluster's simulated NSM, checked
+    /// against `dev_attestation_root` of the client configuration. It
+    /// proves nothing about the code a node runs.
+    #[arg(long)]
+    allow_dev: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Asks `args.node` for a document answering a fresh nonce, verifies it,
+/// and checks that it binds the identity the node is registered with.
+/// `Ok(valid)`; `Err` when no document could be had.
+pub async fn node(client: &Client, args: NodeArgs) -> Result<bool, ClientError> {
+    let (root, root_name) = match (args.allow_dev, client.dev_attestation_root()) {
+        (false, _) => (TrustedRoot::aws_nitro(), "AWS Nitro Enclaves root".to_string()),
+        (true, Some(path)) => {
+            let pem = std::fs::read_to_string(path).map_err(|e| ClientError::Config(format!("dev_attestation_root {}: {e}", path.display())))?;
+            let root = TrustedRoot::from_pem(&pem).map_err(|e| ClientError::Config(format!("dev_attestation_root {}: {e}", path.display())))?;
+            (root, format!("the dev cluster's simulated NSM (--allow-dev, {})", path.display()))
+        }
+        (true, None) => return Err(ClientError::Config("--allow-dev needs `dev_attestation_root` in the client configuration".into())),
+    };
+    let registered = client.nodes().await?;
+    let identity = registered
+        .into_iter()
+        .find(|n| n.node_id == args.node)
+        .map(|n| n.record.identity)
+        .ok_or_else(|| ClientError::BadResult(format!("{} is not registered", args.node)))?;
+    let mut nonce = vec![0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+    let document = client.attestation(&args.node, &nonce).await?;
+    let pcrs: BTreeMap<u8, Vec<u8>> = args.pcrs.into_iter().collect();
+    let pcrs_checked: Vec<u8> = pcrs.keys().copied().collect();
+    let policy = Policy { root, pcrs, nonce: Some(nonce), at: SystemTime::now(), allow_debug: false };
+    let binding = identity.attestation_binding();
+    let (claims, outcome) = check(&document, &policy, |claims| match claims.user_data.as_deref() == Some(binding.as_slice()) {
+        true => Ok(()),
+        false => Err(Failed { check: "binding", reason: format!("the document does not bind the identity {} is registered with", args.node) }),
+    });
+    Ok(report(claims.as_ref(), &outcome, &policy, &pcrs_checked, &root_name, args.json, Some(&args.node)))
+}
+
+/// A failed check: its stable name and why.
+struct Failed {
+    check: &'static str,
+    reason: String,
+}
+
+impl From<AttestError> for Failed {
+    fn from(e: AttestError) -> Failed {
+        Failed { check: e.check(), reason: e.to_string() }
+    }
 }
 
 struct Report<'a> {
     claims: Option<&'a Claims>,
-    outcome: &'a Result<(), AttestError>,
+    outcome: &'a Result<(), Failed>,
     policy: &'a Policy,
     pcrs_checked: &'a [u8],
     root_name: &'a str,
@@ -123,7 +212,7 @@ impl Report<'_> {
             "allow_debug": self.policy.allow_debug,
         });
         if let Err(e) = self.outcome {
-            value["error"] = json!({"check": e.check(), "reason": e.to_string()});
+            value["error"] = json!({"check": e.check, "reason": e.reason});
         }
         value
     }
@@ -131,7 +220,7 @@ impl Report<'_> {
     fn print(&self) {
         let mut lines: Vec<(String, String)> = vec![("valid".into(), if self.outcome.is_ok() { "yes".into() } else { "NO".into() })];
         if let Err(e) = self.outcome {
-            lines.push(("failed check".into(), format!("{}: {e}", e.check())));
+            lines.push(("failed check".into(), format!("{}: {}", e.check, e.reason)));
         }
         if let Some(c) = self.claims {
             let opt = |v: &Option<Vec<u8>>| v.as_deref().map_or("-".to_string(), hex::encode);

@@ -179,8 +179,31 @@ impl Client {
         }
     }
 
+    /// The root of the dev cluster's simulated NSM, if configured.
+    pub fn dev_attestation_root(&self) -> Option<&std::path::Path> {
+        self.config.dev_attestation_root.as_deref()
+    }
+
+    /// Asks `node` for an attestation document answering `nonce` (16 to 64
+    /// bytes); the document is not verified here.
+    pub async fn attestation(&self, node: &NodeId, nonce: &[u8]) -> Result<Vec<u8>, ClientError> {
+        use conclave_proto::attestation::{attest_subject, AttestAnswer, AttestQuery};
+        let query = serde_json::to_vec(&AttestQuery { v: PROTOCOL_VERSION, nonce: nonce.to_vec() }).expect("queries serialise");
+        let reply = match tokio::time::timeout(QUERY_TIMEOUT * 3, self.nats.request(attest_subject(node), query.into())).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => return Err(ClientError::Nats(format!("{node} is not running"))),
+            Ok(Err(e)) => return Err(nats_err(e)),
+            Err(_) => return Err(ClientError::Nats(format!("{node} did not answer"))),
+        };
+        let answer = AttestAnswer::decode(&reply.payload).map_err(|e| ClientError::BadResult(e.to_string()))?;
+        if answer.node_id != *node {
+            return Err(ClientError::BadResult(format!("{} answered for {node}", answer.node_id)));
+        }
+        answer.result.map(|doc| doc.0).map_err(ClientError::Request)
+    }
+
     /// Registered nodes, their records and readiness, sorted by id.
-    async fn nodes(&self) -> Result<Vec<NodeEntry>, ClientError> {
+    pub async fn nodes(&self) -> Result<Vec<NodeEntry>, ClientError> {
         match self.ask(Ask::Nodes).await? {
             Answer::Nodes { nodes } => Ok(nodes),
             other => Err(ClientError::BadResult(format!("a node listing answered with {other:?}"))),

@@ -11,6 +11,7 @@ struct Raw {
     nats_urls: Vec<String>,
     nats_ca_file: Option<PathBuf>,
     nats_nkey_file: Option<PathBuf>,
+    dev_attestation_root: Option<PathBuf>,
     initiator_key: PathBuf,
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
@@ -31,6 +32,8 @@ pub struct ClientConfig {
     pub nats_ca_file: Option<PathBuf>,
     /// The client's NATS user (nkey seed).
     pub nats_nkey_file: Option<PathBuf>,
+    /// The root of a dev cluster's simulated NSM (`attest node --allow-dev`).
+    pub dev_attestation_root: Option<PathBuf>,
     /// The initiator's signing key.
     pub initiator: ed25519_dalek::SigningKey,
     /// How long to wait for a result.
@@ -53,6 +56,7 @@ impl ClientConfig {
             nats_urls: raw.nats_urls,
             nats_ca_file: raw.nats_ca_file.map(|f| dir.join(f)),
             nats_nkey_file: raw.nats_nkey_file.map(|f| dir.join(f)),
+            dev_attestation_root: raw.dev_attestation_root.map(|f| dir.join(f)),
             initiator,
             timeout: Duration::from_millis(raw.timeout_ms),
         })

@@ -61,6 +61,9 @@ enum AttestCommand {
     /// validity, debug mode, and the given PCRs and nonce. Exits 0 only if
     /// every check passes, 1 if one fails, 2 on a usage error.
     Verify(attestation::VerifyArgs),
+    /// Ask a node for a fresh document, verify it, and check that it binds
+    /// the identity the node uses in the cluster.
+    Node(attestation::NodeArgs),
 }
 
 #[derive(Args)]
@@ -145,6 +148,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             true => Ok(()),
             false => Err(Failure::Refused),
         },
+        Command::Attest { command: AttestCommand::Node(args) } => {
+            let client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
+            match attestation::node(&client, args).await? {
+                true => Ok(()),
+                false => Err(Failure::Refused),
+            }
+        }
         Command::Initiator { command: InitiatorCommand::New { out } } => {
             let public = config::new_key(&out)?;
             println!("{}", hex::encode(public.to_bytes()));
@@ -220,6 +230,7 @@ fn main() -> ExitCode {
         Command::Sign(a) => a.json,
         Command::Initiator { .. } => false,
         Command::Attest { command: AttestCommand::Verify(a) } => a.json,
+        Command::Attest { command: AttestCommand::Node(a) } => a.json,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match rt.block_on(run(cli)) {

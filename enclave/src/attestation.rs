@@ -26,6 +26,33 @@ pub enum AttestationError {
     /// The simulated NSM could not make a document.
     #[error("simulated NSM: {0}")]
     Simulated(String),
+    /// The dev cluster's CA file cannot be used.
+    #[error("dev attestation CA {path}: {reason}")]
+    DevCa {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A dev node's simulated NSM under its cluster's CA. Its "measurements"
+/// are the SHA-384 of the running signer binary (PCR0) and of fixed labels
+/// (PCR1, PCR2): nodes running the same build show the same values.
+pub fn simulated(ca_file: &std::path::Path, node: &conclave_proto::NodeId) -> Result<Nsm, AttestationError> {
+    use conclave_attest::sim::DevCa;
+    use sha2::Digest;
+    let fail = |reason: String| AttestationError::DevCa { path: ca_file.into(), reason };
+    let text = std::fs::read_to_string(ca_file).map_err(|e| fail(e.to_string()))?;
+    let ca = DevCa::from_file(&text).map_err(|e| fail(e.to_string()))?;
+    let exe = std::env::current_exe().and_then(std::fs::read).map_err(|e| fail(format!("cannot measure the signer binary: {e}")))?;
+    let pcrs = BTreeMap::from([
+        (0u8, sha2::Sha384::digest(&exe).to_vec()),
+        (1, sha2::Sha384::digest(b"conclave dev measurement: no kernel").to_vec()),
+        (2, sha2::Sha384::digest(b"conclave dev measurement: no application image").to_vec()),
+    ]);
+    let sim = SimulatedNsm::with_ca(format!("conclave-dev-{node}"), pcrs, ca).map_err(|e| fail(e.to_string()))?;
+    Ok(Nsm::Simulated(sim))
 }
 
 /// Where this signer's documents come from.

@@ -62,6 +62,7 @@ struct RawConfig {
     max_request_age_secs: u64,
     hsm: Option<RawHsm>,
     nitro: Option<RawNitro>,
+    dev_attestation_ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -142,6 +143,9 @@ pub struct EnclaveConfig {
     pub hsm: Option<HsmConfig>,
     /// KMS and peer attestation, in `nitro` mode.
     pub nitro: Option<NitroConfig>,
+    /// Dev mode: the dev cluster's CA file, with which a simulated NSM
+    /// signs this node's attestation documents (none: no attestation).
+    pub dev_attestation_ca: Option<PathBuf>,
 }
 
 impl EnclaveConfig {
@@ -168,6 +172,9 @@ impl EnclaveConfig {
         // elsewhere the signer and its host share a machine.
         if raw.mode != Mode::Nitro && matches!(raw.link, LinkAddr::Vsock { .. }) {
             return Err(field("link", "vsock links are for mode `nitro`; use unix:/path"));
+        }
+        if raw.dev_attestation_ca.is_some() && raw.mode != Mode::Dev {
+            return Err(field("dev_attestation_ca", "a simulated NSM is for mode `dev` only"));
         }
         if raw.initiators.is_empty() {
             return Err(ConfigError::Field { field: "initiators", reason: "at least one initiator key is required".into() });
@@ -199,6 +206,7 @@ impl EnclaveConfig {
             max_request_age: Duration::from_secs(raw.max_request_age_secs),
             hsm,
             nitro,
+            dev_attestation_ca: raw.dev_attestation_ca,
         })
     }
 

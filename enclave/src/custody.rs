@@ -2,6 +2,7 @@
 //! sealer. `init` creates what is missing; `run` and `reseal` refuse to
 //! start without it, with an error that says what to do.
 
+use crate::attestation::Nsm;
 use crate::config::EnclaveConfig;
 use crate::hsm::{HsmError, Token};
 use crate::identity::{IdentityError, NodeKeys};
@@ -15,6 +16,8 @@ pub struct Custody {
     pub keys: NodeKeys,
     /// Seals and opens blobs.
     pub sealer: Box<dyn Sealer>,
+    /// Produces attestation documents about this signer, if its mode can.
+    pub nsm: Option<Nsm>,
 }
 
 /// Why the node's secrets are not usable.
@@ -33,6 +36,9 @@ pub enum CustodyError {
     /// have yet: it refuses rather than fall back to another custody.
     #[error("mode `nitro` (NSM attestation, KMS sealing) is not available in this build; use `hsm`")]
     NitroUnavailable,
+    /// The dev cluster's attestation CA cannot be used.
+    #[error(transparent)]
+    Attestation(#[from] crate::attestation::AttestationError),
 }
 
 /// Whether missing keys may be created.
@@ -63,14 +69,18 @@ impl Custody {
                     &sealer,
                     create,
                 )?;
-                Ok(Custody { keys, sealer: Box::new(sealer) })
+                Ok(Custody { keys, sealer: Box::new(sealer), nsm: None })
             }
             (Mode::Nitro, _) => Err(CustodyError::NitroUnavailable),
             // Config validation admits dev without, and hsm only with, a token.
             (Mode::Dev, _) | (Mode::Hsm, None) => {
                 let keys = NodeKeys::load_or_create_dev(&config.state_dir, config.node_id.clone())?;
                 let sealer = DevSealer::load_or_create(&config.state_dir)?;
-                Ok(Custody { keys, sealer: Box::new(sealer) })
+                let nsm = match &config.dev_attestation_ca {
+                    Some(path) => Some(crate::attestation::simulated(path, &config.node_id)?),
+                    None => None,
+                };
+                Ok(Custody { keys, sealer: Box::new(sealer), nsm })
             }
         }
     }

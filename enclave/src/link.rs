@@ -194,6 +194,9 @@ where
                 tokio::spawn(enclave.clone().start(request, plan));
             }
             ToEnclave::Abort { request_id, attempt } => enclave.abort(&request_id, attempt),
+            ToEnclave::Attest { call, nonce } => {
+                enclave.host.send(FromEnclave::Attested { call, result: enclave.attest(&nonce) });
+            }
             ToEnclave::Check { call, path, blob } => {
                 let ctx = SealContext::stored(enclave.keys.node_id(), &path, blob.version);
                 let error = enclave.sealer.open(&ctx, &blob.sealed).err().map(crate::share::storage);

@@ -90,7 +90,7 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             let custody = Custody::open(&config, Missing::Refuse).map_err(|e| e.to_string())?;
             let roster = config.load_roster().map_err(|e| e.to_string())?;
-            let enclave = Arc::new(Enclave::new(config, custody.keys, custody.sealer, roster)?);
+            let enclave = Arc::new(Enclave::new(config, custody.keys, custody.sealer, custody.nsm, roster)?);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
             rt.block_on(async move {
                 let server = tokio::spawn(link::serve(enclave.clone()));

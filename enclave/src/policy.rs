@@ -121,6 +121,7 @@ mod tests {
             max_request_age: std::time::Duration::from_secs(300),
             hsm: None,
             nitro: None,
+            dev_attestation_ca: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! unseal what it needs through the host, run the protocol, seal and store
 //! the result through the host, and report the outcome.
 
+use crate::attestation::Nsm;
 use crate::config::EnclaveConfig;
 use crate::identity::{self, KxPublic, NodeKeys};
 use crate::link::HostLink;
@@ -50,6 +51,9 @@ pub struct Enclave {
     pub router: Arc<Router>,
     /// Paillier primes.
     pub primes: PrimePool,
+    /// Attestation documents about this signer (nitro, or dev with a
+    /// simulated NSM); none in hsm mode.
+    pub nsm: Option<Nsm>,
     peers: HashMap<NodeId, Peer>,
     aux_locks: Mutex<HashMap<CommitteeId, Arc<tokio::sync::Mutex<()>>>>,
     /// Per request: the highest attempt started here, when, and whether one
@@ -63,6 +67,7 @@ impl Enclave {
         config: EnclaveConfig,
         keys: NodeKeys,
         sealer: Box<dyn Sealer>,
+        nsm: Option<Nsm>,
         roster: Vec<NodeIdentity>,
     ) -> Result<Enclave, String> {
         let me = keys.identity();
@@ -85,10 +90,24 @@ impl Enclave {
             host: HostLink::default(),
             router: Arc::default(),
             primes: PrimePool::default(),
+            nsm,
             peers,
             aux_locks: Mutex::default(),
             started: Mutex::default(),
         })
+    }
+
+    /// An attestation document about this signer answering `nonce`.
+    pub fn attest(&self, nonce: &[u8]) -> Result<conclave_proto::attestation::Document, RequestError> {
+        if !conclave_proto::attestation::NONCE_BYTES.contains(&nonce.len()) {
+            return Err(RequestError::new(ErrorCode::Malformed, format!("a nonce of {} bytes; 16 to 64 are answered", nonce.len())));
+        }
+        let nsm = self.nsm.as_ref().ok_or_else(|| {
+            RequestError::new(ErrorCode::Unsupported, format!("{} runs in {} mode, which has no attestation", self.keys.node_id(), self.config.mode))
+        })?;
+        nsm.attest(&self.keys.identity(), nonce, None)
+            .map(conclave_proto::attestation::Document)
+            .map_err(|e| RequestError::new(ErrorCode::Internal, e.to_string()))
     }
 
     /// A roster peer.

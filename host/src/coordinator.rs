@@ -330,6 +330,7 @@ impl Host {
             FromEnclave::Finished { request_id, attempt, outcome, .. } => self.deliver_outcome(&request_id, attempt, outcome),
             // Only `conclave-host restore` asks the signer to check blobs.
             FromEnclave::Checked { call, .. } => tracing::warn!(call, "unexpected check answer from the enclave"),
+            FromEnclave::Attested { call, result } => self.link.attested(call, result),
             FromEnclave::Primes { ready } => self.metrics.primes_ready.store(ready, Ordering::Relaxed),
             FromEnclave::Rejected { code, reason, peer } => {
                 tracing::warn!(%code, %reason, peer = ?peer, "the enclave refused input");

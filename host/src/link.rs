@@ -15,15 +15,42 @@ use tokio::sync::{mpsc, watch};
 pub struct LinkHandle {
     tx: Mutex<Option<mpsc::UnboundedSender<ToEnclave>>>,
     identity: watch::Sender<Option<NodeIdentity>>,
+    /// Attestation requests waiting for the enclave's answer.
+    attesting: Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<AttestResult>>>,
+    next_call: std::sync::atomic::AtomicU64,
 }
+
+/// The enclave's answer to an attestation request.
+pub type AttestResult = Result<conclave_proto::attestation::Document, conclave_proto::RequestError>;
 
 impl Default for LinkHandle {
     fn default() -> Self {
-        LinkHandle { tx: Mutex::new(None), identity: watch::channel(None).0 }
+        LinkHandle { tx: Mutex::new(None), identity: watch::channel(None).0, attesting: Mutex::default(), next_call: Default::default() }
     }
 }
 
 impl LinkHandle {
+    /// Asks the enclave for an attestation document answering `nonce`;
+    /// `None` if the link is down or the enclave does not answer in time.
+    pub async fn attest(&self, nonce: Vec<u8>) -> Option<AttestResult> {
+        let call = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.attesting.lock().expect("link lock").insert(call, tx);
+        let answer = match self.send(ToEnclave::Attest { call, nonce }) {
+            true => tokio::time::timeout(Duration::from_secs(10), rx).await.ok().and_then(Result::ok),
+            false => None,
+        };
+        self.attesting.lock().expect("link lock").remove(&call);
+        answer
+    }
+
+    /// The enclave answered attestation request `call`.
+    pub fn attested(&self, call: u64, result: AttestResult) {
+        if let Some(tx) = self.attesting.lock().expect("link lock").remove(&call) {
+            let _ = tx.send(result);
+        }
+    }
+
     /// Sends a frame to the enclave; false if the link is down.
     pub fn send(&self, frame: ToEnclave) -> bool {
         self.tx.lock().expect("link lock").as_ref().is_some_and(|tx| tx.send(frame).is_ok())

@@ -117,6 +117,7 @@ async fn run(config: PathBuf) -> Result<(), String> {
     let envelopes = host.subscribe_envelopes().await.map_err(|e| format!("subscribe: {e}"))?;
     let requests = host.request_consumer().await?;
     let queries = host.subscribe_queries().await.map_err(|e| format!("subscribe: {e}"))?;
+    let attestation = host.subscribe_attestation().await.map_err(|e| format!("subscribe: {e}"))?;
     host.nats.client.flush().await.map_err(|e| format!("nats: {e}"))?;
     tokio::spawn(host.clone().heartbeat());
     // These run for the life of the process; if one ends, the node is
@@ -124,11 +125,13 @@ async fn run(config: PathBuf) -> Result<(), String> {
     let envelopes = tokio::spawn(host.clone().carry_envelopes(envelopes));
     let requests = tokio::spawn(host.clone().consume_requests(requests));
     let queries = tokio::spawn(host.clone().answer_queries(queries));
+    let attestation = tokio::spawn(host.clone().answer_attestation(attestation));
     let http = tokio::spawn(http::serve(host));
     tokio::select! {
         r = envelopes => Err(format!("envelope subscription ended: {r:?}")),
         r = requests => Err(format!("request consumer ended: {r:?}")),
         r = queries => Err(format!("query subscription ended: {r:?}")),
+        r = attestation => Err(format!("attestation subscription ended: {r:?}")),
         r = http => Err(format!("http server ended: {:?}", r.map(|r| r.map_err(|e| e.to_string())))),
     }
 }

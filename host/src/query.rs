@@ -1,12 +1,14 @@
-//! Answers clients' questions about the registry (who is registered and
-//! ready, a wallet's public record), so that clients need no access to the
-//! registry backend itself.
+//! Answers questions from outside: about the registry (who is registered
+//! and ready, a wallet's public record), so that clients need no access to
+//! the registry backend itself; and for this node's attestation document,
+//! which the host relays from its enclave (it cannot forge one).
 
 use crate::coordinator::Host;
 use crate::registry::Bucket;
 use conclave_proto::registry::{Answer, Ask, NodeEntry, Query};
 use conclave_proto::subjects::{wallet_key, QUERY_SUBJECT};
-use conclave_proto::{ErrorCode, RequestError};
+use conclave_proto::attestation::{attest_subject, AttestAnswer, AttestQuery};
+use conclave_proto::{ErrorCode, RequestError, PROTOCOL_VERSION};
 use futures::StreamExt;
 use std::sync::Arc;
 
@@ -16,6 +18,32 @@ impl Host {
     /// would go unanswered; every host answers and the first answer wins.
     pub async fn subscribe_queries(&self) -> Result<async_nats::Subscriber, async_nats::SubscribeError> {
         self.nats.client.subscribe(QUERY_SUBJECT).await
+    }
+
+    /// Subscribes to requests for this node's attestation document.
+    pub async fn subscribe_attestation(&self) -> Result<async_nats::Subscriber, async_nats::SubscribeError> {
+        self.nats.client.subscribe(attest_subject(self.me())).await
+    }
+
+    /// Relays attestation requests to the enclave for the life of the process.
+    pub async fn answer_attestation(self: Arc<Self>, mut sub: async_nats::Subscriber) {
+        while let Some(msg) = sub.next().await {
+            let Some(reply) = msg.reply else { continue };
+            let result = match AttestQuery::decode(&msg.payload) {
+                Ok(query) => match self.link.attest(query.nonce).await {
+                    Some(result) => result,
+                    None => Err(RequestError::new(ErrorCode::PeerUnavailable, format!("{}'s signer did not answer", self.me()))),
+                },
+                Err(e) => {
+                    self.metrics.inc("conclave_rejected_total", e.code().as_str());
+                    Err(RequestError::new(e.code(), e.to_string()))
+                }
+            };
+            let answer = AttestAnswer { v: PROTOCOL_VERSION, node_id: self.me().clone(), result };
+            if let Err(e) = self.nats.client.publish(reply, serde_json::to_vec(&answer).expect("answers serialise").into()).await {
+                tracing::warn!(error = %e, "cannot answer an attestation request");
+            }
+        }
     }
 
     /// Answers queries for the life of the process.

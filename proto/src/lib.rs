@@ -11,6 +11,7 @@
 //! crates on either side sign and verify them.
 #![forbid(unsafe_code, missing_docs, unused_crate_dependencies)]
 
+pub mod attestation;
 pub mod backup;
 pub mod codec;
 pub mod envelope;

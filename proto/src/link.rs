@@ -269,6 +269,16 @@ pub enum ToEnclave {
         /// The blob.
         blob: StoredBlob,
     },
+    /// An attestation document about this enclave, answering `nonce` (asked
+    /// through the host by a peer or a compliance client); the answer is
+    /// [`FromEnclave::Attested`].
+    Attest {
+        /// Matches the answer.
+        call: u64,
+        /// The asker's challenge.
+        #[serde(with = "codec::hex_bytes")]
+        nonce: Vec<u8>,
+    },
     /// Drop the session of this attempt (and refuse to start it later): it
     /// was superseded by a later attempt, or the request ended.
     Abort {
@@ -362,6 +372,13 @@ pub enum FromEnclave {
         call: u64,
         /// Why the blob does not open here, if it does not.
         error: Option<crate::RequestError>,
+    },
+    /// Answer to [`ToEnclave::Attest`].
+    Attested {
+        /// The call this answers.
+        call: u64,
+        /// The document, or why there is none (hsm mode has no attestation).
+        result: Result<crate::attestation::Document, crate::RequestError>,
     },
     /// Whether a set of Paillier primes is ready, so that a new committee's
     /// first ECDSA keygen does not wait for prime generation. Sent on

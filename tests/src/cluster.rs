@@ -346,6 +346,9 @@ fn write_node_configs(dir: &Path, mode: Mode, id: &NodeId, http_port: u16, nats_
         d.join("enclave").display(),
         dir.join("roster.json").display()
     );
+    if mode == Mode::Dev {
+        enclave.push_str(&format!("dev_attestation_ca = \"{}\"\n", dev_attestation_ca(dir).display()));
+    }
     if mode == Mode::Hsm {
         softhsm::write_conf(&d);
         enclave.push_str(&format!(
@@ -370,11 +373,24 @@ fn write_node_configs(dir: &Path, mode: Mode, id: &NodeId, http_port: u16, nats_
     .unwrap();
 }
 
+/// The cluster's dev attestation CA (made on first use): its simulated
+/// NSMs sign under it, and the client is told its root.
+fn dev_attestation_ca(dir: &Path) -> PathBuf {
+    let file = dir.join("dev-attestation-ca");
+    if !file.exists() {
+        let ca = conclave_attest::sim::DevCa::generate().expect("dev CA");
+        std::fs::write(&file, ca.to_file()).unwrap();
+        std::fs::write(dir.join("dev-attestation-root.pem"), ca.root().to_pem()).unwrap();
+    }
+    file
+}
+
 /// The client waits as long as the `conclave` CLI does by default: past the
 /// cluster's longest session deadline, so that a slow template keygen is
 /// not cut short and a stuck request still ends in the cluster's own answer.
 fn write_client_config(dir: &Path, nats_urls: &[String], access: &str) {
-    std::fs::write(dir.join("client.toml"), format!("nats_urls = {}\ninitiator_key = \"initiator.key\"\n{access}", toml_list(nats_urls)))
+    let dev_root = if dir.join("dev-attestation-root.pem").exists() { "dev_attestation_root = \"dev-attestation-root.pem\"\n" } else { "" };
+    std::fs::write(dir.join("client.toml"), format!("nats_urls = {}\ninitiator_key = \"initiator.key\"\n{dev_root}{access}", toml_list(nats_urls)))
     .unwrap();
 }
 

@@ -1,0 +1,96 @@
+//! Asking a node for an attestation document: core NATS request on
+//! [`attest_subject`], answered by the node's host with what its enclave
+//! produced. The host cannot forge a document; the asker verifies it (chain,
+//! nonce, measurements, and the binding of the node's identity).
+
+use crate::{codec, NodeId, RequestError};
+use serde::{Deserialize, Serialize};
+
+/// The shortest and longest nonce a node answers (the NSM takes up to 512
+/// bytes; 16 are enough to be unpredictable).
+pub const NONCE_BYTES: std::ops::RangeInclusive<usize> = 16..=64;
+/// The largest document accepted (a real one is about 4.5 KiB).
+pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024;
+/// The largest question or answer on the wire.
+pub const MAX_ATTEST_MESSAGE_BYTES: usize = 32 * 1024;
+
+/// Where node `node` is asked for a document.
+pub fn attest_subject(node: &NodeId) -> String {
+    format!("conclave.attest.{node}")
+}
+
+/// An attestation document (COSE_Sign1), as bytes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Document(#[serde(with = "codec::b64")] pub Vec<u8>);
+
+impl std::fmt::Debug for Document {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Document({} bytes)", self.0.len())
+    }
+}
+
+/// A request for a document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestQuery {
+    /// Must be [`crate::PROTOCOL_VERSION`].
+    pub v: u16,
+    /// The asker's fresh challenge, echoed in the document.
+    #[serde(with = "codec::hex_bytes")]
+    pub nonce: Vec<u8>,
+}
+
+/// A node's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestAnswer {
+    /// Must be [`crate::PROTOCOL_VERSION`].
+    pub v: u16,
+    /// The node that answered.
+    pub node_id: NodeId,
+    /// The document, or why there is none.
+    pub result: Result<Document, RequestError>,
+}
+
+impl AttestQuery {
+    /// Decodes a question from untrusted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<AttestQuery, crate::codec::DecodeError> {
+        let query: AttestQuery = codec::decode_json("attestation query", bytes, MAX_ATTEST_MESSAGE_BYTES)?;
+        codec::check_version("attestation query", query.v)?;
+        if !NONCE_BYTES.contains(&query.nonce.len()) {
+            let e = serde::de::Error::custom(format!("nonce of {} bytes, expected 16 to 64", query.nonce.len()));
+            return Err(crate::codec::DecodeError::Json { what: "attestation query", source: e });
+        }
+        Ok(query)
+    }
+}
+
+impl AttestAnswer {
+    /// Decodes an answer from untrusted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<AttestAnswer, crate::codec::DecodeError> {
+        let answer: AttestAnswer = codec::decode_json("attestation answer", bytes, MAX_ATTEST_MESSAGE_BYTES)?;
+        codec::check_version("attestation answer", answer.v)?;
+        if let Ok(doc) = &answer.result {
+            if doc.0.len() > MAX_DOCUMENT_BYTES {
+                return Err(crate::codec::DecodeError::TooLarge { what: "attestation document", len: doc.0.len(), limit: MAX_DOCUMENT_BYTES });
+            }
+        }
+        Ok(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn questions_are_bounded_versioned_and_carry_a_real_nonce() {
+        let q = AttestQuery { v: crate::PROTOCOL_VERSION, nonce: vec![7; 32] };
+        let bytes = serde_json::to_vec(&q).unwrap();
+        assert_eq!(AttestQuery::decode(&bytes).unwrap(), q);
+        for bad in [r#"{"v":1,"nonce":"0707"}"#, r#"{"v":2,"nonce":"07070707070707070707070707070707"}"#, r#"{"v":1,"nonce":"zz"}"#, r#"{"v":1}"#] {
+            assert!(AttestQuery::decode(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let answer = AttestAnswer { v: 1, node_id: NodeId::new("node-1").unwrap(), result: Ok(Document(vec![0; MAX_DOCUMENT_BYTES + 1])) };
+        assert!(AttestAnswer::decode(&serde_json::to_vec(&answer).unwrap()).is_err(), "oversized documents are refused");
+    }
+}

@@ -1,0 +1,49 @@
+//! `conclave attest node`: a node's fresh attestation document, verified
+//! and checked against the identity it is registered with. On these
+//! machines the documents come from the dev cluster's simulated NSM, which
+//! no verifier trusts unless told to (`--allow-dev`).
+
+use conclave_tests::{bin, Cluster, Mode};
+use serde_json::Value;
+
+fn attest(cluster: &Cluster, args: &[&str]) -> (i32, Value) {
+    let out = std::process::Command::new(bin("conclave"))
+        .arg("--config")
+        .arg(cluster.client_config())
+        .args(["attest", "node"])
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run conclave");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("JSON on stdout: {}", String::from_utf8_lossy(&out.stdout)));
+    (out.status.code().expect("exit code"), json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dev_node_attests_its_own_identity_and_is_refused_without_allow_dev() {
+    let cluster = Cluster::start_in(Mode::Dev, 3).await;
+    let (code, report) = attest(&cluster, &["node-2"]);
+    assert_eq!(code, 1, "a simulated document does not chain to the AWS root: {report}");
+    assert_eq!(report["error"]["check"], "chain");
+
+    let (code, report) = attest(&cluster, &["node-2", "--allow-dev"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["node"], "node-2");
+    let identity = cluster.client().await.nodes().await.unwrap().into_iter().find(|n| n.node_id.as_str() == "node-2").unwrap().record.identity;
+    assert_eq!(report["user_data"], hex::encode(identity.attestation_binding()), "the document binds node-2's keys");
+    assert_eq!(report["nonce"].as_str().map(str::len), Some(64), "it answers the client's fresh 32-byte nonce");
+    assert_eq!(report["pcrs"]["0"].as_str().map(str::len), Some(96), "PCR0: the dev measurement of the signer binary");
+
+    // Asked to match a measurement the node does not have, it is refused.
+    let (code, report) = attest(&cluster, &["node-2", "--allow-dev", "--pcr", &format!("0={}", "ab".repeat(48))]);
+    assert_eq!((code, report["error"]["check"].as_str()), (1, Some("pcr")), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hsm_node_says_it_has_no_attestation() {
+    let cluster = Cluster::start(3).await;
+    let (code, report) = attest(&cluster, &["node-1"]);
+    assert_ne!(code, 0);
+    assert_eq!(report["error"]["code"], "unsupported", "{report}");
+}
