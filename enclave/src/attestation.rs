@@ -52,15 +52,15 @@ pub fn simulated(ca_file: &std::path::Path, node: &conclave_proto::NodeId) -> Re
         (2, sha2::Sha384::digest(b"conclave dev measurement: no application image").to_vec()),
     ]);
     let sim = SimulatedNsm::with_ca(format!("conclave-dev-{node}"), pcrs, ca).map_err(|e| fail(e.to_string()))?;
-    Ok(Nsm::Simulated(sim))
+    Ok(Nsm::Simulated(Box::new(sim)))
 }
 
 /// Where this signer's documents come from.
 pub enum Nsm {
     /// The Nitro Security Module.
     Nitro(NitroNsm),
-    /// A simulated NSM (dev mode only).
-    Simulated(SimulatedNsm),
+    /// A simulated NSM (dev mode only; boxed: it carries its CA).
+    Simulated(Box<SimulatedNsm>),
 }
 
 /// An open `/dev/nsm`.
@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn a_peer_is_admitted_only_with_its_own_binding_a_fresh_nonce_and_an_admitted_image() {
         let peer = identity("node-2", 7);
-        let nsm = Nsm::Simulated(SimulatedNsm::new("i-node-2-enc01", image(0x10)).unwrap());
+        let nsm = Nsm::Simulated(Box::new(SimulatedNsm::new("i-node-2-enc01", image(0x10)).unwrap()));
         let Nsm::Simulated(sim) = &nsm else { unreachable!() };
         let root = sim.root().clone();
         let nonce = [9u8; 32];
