@@ -147,6 +147,11 @@ impl SimulatedNsm {
         &self.ca.root
     }
 
+    /// The measurements its documents state.
+    pub fn pcrs(&self) -> &BTreeMap<u8, Vec<u8>> {
+        &self.pcrs
+    }
+
     /// A document stating this enclave's PCRs and the given fields, signed
     /// now under a fresh leaf of the dev CA; what a real NSM's `Attestation`
     /// request returns.

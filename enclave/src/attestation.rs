@@ -7,8 +7,11 @@
 //! a document's `user_data` binds the node's identity and channel keys
 //! ([`NodeIdentity::attestation_binding`]) and carries the asker's nonce.
 
-use crate::nitro::NitroConfig;
 use conclave_attest::sim::SimulatedNsm;
+use conclave_proto::NodeId;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use conclave_attest::{AttestError, Policy, TrustedRoot, Verified};
 use conclave_proto::link::NodeIdentity;
 use std::collections::BTreeMap;
@@ -51,8 +54,12 @@ pub fn simulated(ca_file: &std::path::Path, node: &conclave_proto::NodeId) -> Re
         (1, sha2::Sha384::digest(b"conclave dev measurement: no kernel").to_vec()),
         (2, sha2::Sha384::digest(b"conclave dev measurement: no application image").to_vec()),
     ]);
-    let sim = SimulatedNsm::with_ca(format!("conclave-dev-{node}"), pcrs, ca).map_err(|e| fail(e.to_string()))?;
-    Ok(Nsm::Simulated(Box::new(sim)))
+    let nsm = SimulatedNsm::with_ca(format!("conclave-dev-{node}"), pcrs, ca).map_err(|e| fail(e.to_string()))?;
+    let binds_foreign_keys = std::env::var_os("CONCLAVE_FAULT_ATTEST_FOREIGN_KEYS").is_some();
+    if binds_foreign_keys {
+        tracing::warn!("FAULT INJECTION: attestation documents bind keys this node does not use");
+    }
+    Ok(Nsm::Simulated(Box::new(Simulated { nsm, binds_foreign_keys })))
 }
 
 /// Where this signer's documents come from.
@@ -60,7 +67,16 @@ pub enum Nsm {
     /// The Nitro Security Module.
     Nitro(NitroNsm),
     /// A simulated NSM (dev mode only; boxed: it carries its CA).
-    Simulated(Box<SimulatedNsm>),
+    Simulated(Box<Simulated>),
+}
+
+/// A dev node's simulated NSM.
+pub struct Simulated {
+    nsm: SimulatedNsm,
+    /// Fault injection for tests (`CONCLAVE_FAULT_ATTEST_FOREIGN_KEYS`, dev
+    /// mode only): documents bind keys this node does not use, as a node
+    /// whose identity was swapped would.
+    binds_foreign_keys: bool,
 }
 
 /// An open `/dev/nsm`.
@@ -107,8 +123,57 @@ impl Nsm {
         let user_data = identity.attestation_binding();
         match self {
             Nsm::Nitro(nsm) => nsm.attest(user_data, nonce.to_vec(), public_key.map(<[u8]>::to_vec)),
-            Nsm::Simulated(sim) => sim.attest(Some(&user_data), Some(nonce), public_key).map_err(|e| AttestationError::Simulated(e.to_string())),
+            Nsm::Simulated(sim) => {
+                let user_data = match sim.binds_foreign_keys {
+                    true => NodeIdentity { sign_key: [0x5a; 32], ..identity.clone() }.attestation_binding(),
+                    false => user_data,
+                };
+                sim.nsm.attest(Some(&user_data), Some(nonce), public_key).map_err(|e| AttestationError::Simulated(e.to_string()))
+            }
         }
+    }
+
+    /// What this node requires of its peers' documents, if it checks them:
+    /// in dev mode, its own dev CA and its own measurements (the same
+    /// build). Nitro mode's admission (its own PCRs from the NSM, the
+    /// configured upgrade allowlist) comes with nitro's runtime.
+    pub fn admission(&self) -> Option<Admission> {
+        match self {
+            Nsm::Nitro(_) => None,
+            Nsm::Simulated(sim) => Some(Admission {
+                root: sim.nsm.root().clone(),
+                pcrs: sim.nsm.pcrs().iter().map(|(i, m)| (*i, vec![m.clone()])).collect(),
+                allow_debug: false,
+                admitted: Mutex::default(),
+            }),
+        }
+    }
+}
+
+/// How long an admitted peer stays admitted before it is challenged again:
+/// well within a document's leaf certificate (hours), so a node that is
+/// replaced by another image is caught within this time.
+const ADMISSION_TTL: Duration = Duration::from_secs(600);
+
+/// What peers must show, and who showed it recently.
+pub struct Admission {
+    root: TrustedRoot,
+    pcrs: BTreeMap<u8, Vec<Vec<u8>>>,
+    allow_debug: bool,
+    admitted: Mutex<HashMap<NodeId, Instant>>,
+}
+
+impl Admission {
+    /// Whether `peer` passed within the admission TTL.
+    pub fn is_admitted(&self, peer: &NodeId) -> bool {
+        self.admitted.lock().expect("admission lock").get(peer).is_some_and(|at| at.elapsed() < ADMISSION_TTL)
+    }
+
+    /// Checks `document`, asked of `peer` with `nonce`, and remembers a pass.
+    pub fn check(&self, document: &[u8], peer: &NodeIdentity, nonce: &[u8]) -> Result<(), Refusal> {
+        admit(document, peer, nonce, &self.root, &self.pcrs, self.allow_debug)?;
+        self.admitted.lock().expect("admission lock").insert(peer.node_id.clone(), Instant::now());
+        Ok(())
     }
 }
 
@@ -148,14 +213,15 @@ impl Refusal {
 }
 
 /// Decides whether `document`, asked of `peer` with `nonce`, admits it:
-/// chain to `root`, valid now, the nonce, PCRs among the admitted values,
-/// and a binding of exactly the identity `peer` has in the roster.
-pub fn admit(document: &[u8], peer: &NodeIdentity, nonce: &[u8], root: &TrustedRoot, nitro: &NitroConfig) -> Result<Verified, Refusal> {
+/// chain to `root`, valid now, the nonce, each listed PCR among its
+/// admitted values, and a binding of exactly the identity `peer` has in
+/// the roster.
+pub fn admit(document: &[u8], peer: &NodeIdentity, nonce: &[u8], root: &TrustedRoot, pcrs: &BTreeMap<u8, Vec<Vec<u8>>>, allow_debug: bool) -> Result<Verified, Refusal> {
     // Several admitted values per PCR (a rolling upgrade) are checked
     // below; the verifier checks everything else.
-    let policy = Policy { root: root.clone(), pcrs: BTreeMap::new(), nonce: Some(nonce.to_vec()), at: SystemTime::now(), allow_debug: nitro.allow_debug_enclaves };
+    let policy = Policy { root: root.clone(), pcrs: BTreeMap::new(), nonce: Some(nonce.to_vec()), at: SystemTime::now(), allow_debug };
     let verified = conclave_attest::verify(document, &policy)?;
-    for (index, admitted) in &nitro.expected_pcrs {
+    for (index, admitted) in pcrs {
         match verified.pcrs.get(index) {
             Some(actual) if admitted.iter().any(|a| a.as_slice() == actual.as_slice()) => {}
             Some(actual) => return Err(Refusal::Pcr { index: *index, actual: hex::encode(actual) }),
@@ -182,24 +248,23 @@ mod tests {
         [0u8, 1, 2].into_iter().map(|i| (i, vec![byte + i; 48])).collect()
     }
 
-    fn config(admitted: &[u8]) -> NitroConfig {
-        let expected_pcrs = [0u8, 1, 2].into_iter().map(|i| (i, admitted.iter().map(|b| [b + i; 48]).collect())).collect();
-        NitroConfig { kms_key_id: "alias/k".into(), root_ca_file: None, expected_pcrs, allow_debug_enclaves: false }
+    fn config(admitted: &[u8]) -> BTreeMap<u8, Vec<Vec<u8>>> {
+        [0u8, 1, 2].into_iter().map(|i| (i, admitted.iter().map(|b| vec![b + i; 48]).collect())).collect()
     }
 
     #[test]
     fn a_peer_is_admitted_only_with_its_own_binding_a_fresh_nonce_and_an_admitted_image() {
         let peer = identity("node-2", 7);
-        let nsm = Nsm::Simulated(Box::new(SimulatedNsm::new("i-node-2-enc01", image(0x10)).unwrap()));
-        let Nsm::Simulated(sim) = &nsm else { unreachable!() };
+        let sim = SimulatedNsm::new("i-node-2-enc01", image(0x10)).unwrap();
         let root = sim.root().clone();
+        let nsm = Nsm::Simulated(Box::new(Simulated { nsm: sim, binds_foreign_keys: false }));
         let nonce = [9u8; 32];
         let doc = nsm.attest(&peer, &nonce, None).unwrap();
         // Two admitted images (a rolling upgrade): either passes.
-        let verified = admit(&doc, &peer, &nonce, &root, &config(&[0x40, 0x10])).unwrap();
+        let verified = admit(&doc, &peer, &nonce, &root, &config(&[0x40, 0x10]), false).unwrap();
         assert_eq!(verified.user_data.as_deref(), Some(peer.attestation_binding().as_slice()));
 
-        let refused = |doc: &[u8], peer: &NodeIdentity, nonce: &[u8], root: &TrustedRoot, config: &NitroConfig| admit(doc, peer, nonce, root, config).unwrap_err().check();
+        let refused = |doc: &[u8], peer: &NodeIdentity, nonce: &[u8], root: &TrustedRoot, pcrs: &BTreeMap<u8, Vec<Vec<u8>>>| admit(doc, peer, nonce, root, pcrs, false).unwrap_err().check();
         // A node whose document binds other keys than the roster's.
         let impostor = identity("node-2", 8);
         assert_eq!(refused(&doc, &impostor, &nonce, &root, &config(&[0x10])), "binding");

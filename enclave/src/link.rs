@@ -6,7 +6,9 @@
 use crate::seal::SealContext;
 use crate::service::Enclave;
 use conclave_proto::link::{self, BlobSlot, FromEnclave, StoreError, StoredBlob, ToEnclave};
+use conclave_proto::attestation::Document;
 use conclave_proto::transport::LinkListener;
+use conclave_proto::NodeId;
 use conclave_proto::{ErrorCode, RequestError, PROTOCOL_VERSION};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,6 +105,14 @@ impl HostLink {
         match self.call(|call| FromEnclave::Store { call, slot, blob }).await? {
             ToEnclave::Stored { error: None, .. } => Ok(()),
             ToEnclave::Stored { error: Some(e), .. } => Err(HostCallError::Refused(e)),
+            _ => Err(HostCallError::Confused),
+        }
+    }
+
+    /// Asks `peer`, through the hosts, for a document answering `nonce`.
+    pub async fn peer_attestation(&self, peer: &NodeId, nonce: &[u8]) -> Result<Result<Document, RequestError>, HostCallError> {
+        match self.call(|call| FromEnclave::AskAttestation { call, peer: peer.clone(), nonce: nonce.to_vec() }).await? {
+            ToEnclave::PeerAttested { result, .. } => Ok(result),
             _ => Err(HostCallError::Confused),
         }
     }
@@ -213,7 +223,9 @@ where
                     enclave.host.send(FromEnclave::Rejected { code: e.code, reason: e.reason, peer });
                 }
             }
-            frame @ (ToEnclave::Loaded { call, .. } | ToEnclave::Stored { call, .. }) => enclave.host.answer(call, frame),
+            frame @ (ToEnclave::Loaded { call, .. } | ToEnclave::Stored { call, .. } | ToEnclave::PeerAttested { call, .. }) => {
+                enclave.host.answer(call, frame)
+            }
         }
     }
     writer.abort();

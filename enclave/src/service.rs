@@ -2,7 +2,7 @@
 //! unseal what it needs through the host, run the protocol, seal and store
 //! the result through the host, and report the outcome.
 
-use crate::attestation::Nsm;
+use crate::attestation::{Admission, Nsm};
 use crate::config::EnclaveConfig;
 use crate::identity::{self, KxPublic, NodeKeys};
 use crate::link::HostLink;
@@ -54,6 +54,10 @@ pub struct Enclave {
     /// Attestation documents about this signer (nitro, or dev with a
     /// simulated NSM); none in hsm mode.
     pub nsm: Option<Nsm>,
+    /// What peers' documents must show, when this node checks them.
+    admission: Option<Admission>,
+    /// The roster, as configured.
+    identities: HashMap<NodeId, NodeIdentity>,
     peers: HashMap<NodeId, Peer>,
     aux_locks: Mutex<HashMap<CommitteeId, Arc<tokio::sync::Mutex<()>>>>,
     /// Per request: the highest attempt started here, when, and whether one
@@ -76,6 +80,7 @@ impl Enclave {
             Some(_) => return Err(format!("the roster's entry for {} does not match this node's keys", me.node_id)),
             None => return Err(format!("the roster has no entry for {}", me.node_id)),
         }
+        let identities = roster.iter().map(|n| (n.node_id.clone(), n.clone())).collect();
         let mut peers = HashMap::new();
         for n in roster {
             let kx = identity::kx_public(&n.kx_key).ok_or_else(|| format!("roster: bad kx_key for {}", n.node_id))?;
@@ -90,7 +95,9 @@ impl Enclave {
             host: HostLink::default(),
             router: Arc::default(),
             primes: PrimePool::default(),
+            admission: nsm.as_ref().and_then(Nsm::admission),
             nsm,
+            identities,
             peers,
             aux_locks: Mutex::default(),
             started: Mutex::default(),
@@ -108,6 +115,37 @@ impl Enclave {
         nsm.attest(&self.keys.identity(), nonce, None)
             .map(conclave_proto::attestation::Document)
             .map_err(|e| RequestError::new(ErrorCode::Internal, e.to_string()))
+    }
+
+    /// Admits every other participant of `plan` that has not shown this
+    /// node a passing attestation document recently (nodes that attest
+    /// only). A refusal is reported to the host (counted, logged) and fails
+    /// the attempt blaming the peer, so the request moves to a quorum
+    /// without it.
+    async fn admit_participants(&self, plan: &SessionPlan) -> Result<(), RequestError> {
+        let Some(admission) = &self.admission else { return Ok(()) };
+        for peer in plan.participants.iter().filter(|p| *p != self.keys.node_id()) {
+            if admission.is_admitted(peer) {
+                continue;
+            }
+            let identity = self.identities.get(peer).ok_or_else(|| RequestError::new(ErrorCode::Malformed, format!("{peer} is not in the roster")))?;
+            let mut nonce = [0u8; 32];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+            let unavailable = |why: String| RequestError::new(ErrorCode::PeerUnavailable, format!("{peer}'s attestation: {why}")).blaming(vec![peer.clone()]);
+            let document = match self.host.peer_attestation(peer, &nonce).await {
+                Ok(Ok(document)) => document,
+                Ok(Err(e)) => return Err(unavailable(e.reason)),
+                Err(e) => return Err(unavailable(e.to_string())),
+            };
+            if let Err(refusal) = admission.check(&document.0, identity, &nonce) {
+                let reason = format!("{peer} refused: {}: {refusal}", refusal.check());
+                tracing::warn!(%peer, check = refusal.check(), %refusal, "peer not admitted");
+                self.host.send(FromEnclave::Rejected { code: ErrorCode::PeerUnattested, reason: reason.clone(), peer: Some(peer.clone()) });
+                return Err(RequestError::new(ErrorCode::PeerUnattested, reason).blaming(vec![peer.clone()]));
+            }
+            tracing::info!(%peer, "peer admitted by its attestation");
+        }
+        Ok(())
     }
 
     /// A roster peer.
@@ -132,6 +170,10 @@ impl Enclave {
         let now = crate::now_ms();
         let authorised = policy::authorise(&self.config, &known, &request, &plan, now);
         let deadline = Instant::now() + Duration::from_millis(plan.deadline_ms.saturating_sub(now));
+        let authorised = match authorised {
+            Ok(body) => self.admit_participants(&plan).await.map(|()| body),
+            refused => refused,
+        };
         let (session, result) = match authorised {
             Ok(RequestBody::Keygen(k)) => {
                 let session = SessionId::derive(SessionKind::Keygen, &request_id, plan.attempt);

@@ -331,6 +331,13 @@ impl Host {
             // Only `conclave-host restore` asks the signer to check blobs.
             FromEnclave::Checked { call, .. } => tracing::warn!(call, "unexpected check answer from the enclave"),
             FromEnclave::Attested { call, result } => self.link.attested(call, result),
+            FromEnclave::AskAttestation { call, peer, nonce } => {
+                let host = self.clone();
+                tokio::spawn(async move {
+                    let result = host.ask_attestation(&peer, nonce).await;
+                    host.link.send(ToEnclave::PeerAttested { call, result });
+                });
+            }
             FromEnclave::Primes { ready } => self.metrics.primes_ready.store(ready, Ordering::Relaxed),
             FromEnclave::Rejected { code, reason, peer } => {
                 tracing::warn!(%code, %reason, peer = ?peer, "the enclave refused input");

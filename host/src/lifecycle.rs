@@ -95,7 +95,7 @@ pub struct Quorum {
 
 /// Failures that another quorum can get past.
 fn replaceable(error: &RequestError) -> bool {
-    matches!(error.code, ErrorCode::PeerUnavailable | ErrorCode::Timeout | ErrorCode::ProtocolAbort) && !error.blamed.is_empty()
+    matches!(error.code, ErrorCode::PeerUnavailable | ErrorCode::PeerUnattested | ErrorCode::Timeout | ErrorCode::ProtocolAbort) && !error.blamed.is_empty()
 }
 
 impl Host {

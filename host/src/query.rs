@@ -7,7 +7,8 @@ use crate::coordinator::Host;
 use crate::registry::Bucket;
 use conclave_proto::registry::{Answer, Ask, NodeEntry, Query};
 use conclave_proto::subjects::{wallet_key, QUERY_SUBJECT};
-use conclave_proto::attestation::{attest_subject, AttestAnswer, AttestQuery};
+use conclave_proto::attestation::{attest_subject, AttestAnswer, AttestQuery, Document};
+use std::time::Duration;
 use conclave_proto::{ErrorCode, RequestError, PROTOCOL_VERSION};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -43,6 +44,24 @@ impl Host {
             if let Err(e) = self.nats.client.publish(reply, serde_json::to_vec(&answer).expect("answers serialise").into()).await {
                 tracing::warn!(error = %e, "cannot answer an attestation request");
             }
+        }
+    }
+
+    /// Asks `peer`'s host for its signer's document answering `nonce`, for
+    /// this node's signer to check (the answer is not trusted here).
+    pub(crate) async fn ask_attestation(&self, peer: &conclave_proto::NodeId, nonce: Vec<u8>) -> Result<Document, RequestError> {
+        let unavailable = |why: String| RequestError::new(ErrorCode::PeerUnavailable, format!("{peer}: {why}"));
+        let query = serde_json::to_vec(&AttestQuery { v: PROTOCOL_VERSION, nonce }).expect("queries serialise");
+        let asked = tokio::time::timeout(Duration::from_secs(10), self.nats.client.request(attest_subject(peer), query.into()));
+        let reply = match asked.await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => return Err(unavailable(e.to_string())),
+            Err(_) => return Err(unavailable("no answer within 10 s".into())),
+        };
+        match AttestAnswer::decode(&reply.payload) {
+            Ok(answer) if answer.node_id == *peer => answer.result,
+            Ok(answer) => Err(unavailable(format!("{} answered instead", answer.node_id))),
+            Err(e) => Err(unavailable(e.to_string())),
         }
     }
 

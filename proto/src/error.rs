@@ -32,6 +32,9 @@ pub enum ErrorCode {
     InsufficientPeers,
     /// A participant went away during the session.
     PeerUnavailable,
+    /// A participant's attestation document did not pass this signer's
+    /// checks; `blamed` names it, the reason the failed check.
+    PeerUnattested,
     /// The session did not finish before its deadline.
     Timeout,
     /// The protocol aborted; `blamed` names the misbehaving party when the
@@ -59,6 +62,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::InsufficientPeers => "insufficient_peers",
             ErrorCode::PeerUnavailable => "peer_unavailable",
+            ErrorCode::PeerUnattested => "peer_unattested",
             ErrorCode::Timeout => "timeout",
             ErrorCode::ProtocolAbort => "protocol_abort",
             ErrorCode::BadEnvelope => "bad_envelope",
@@ -112,7 +116,7 @@ mod tests {
 
     #[test]
     fn codes_serialise_as_their_documented_names() {
-        for code in [ErrorCode::Unauthorized, ErrorCode::InsufficientPeers, ErrorCode::TooLarge, ErrorCode::BadEnvelope] {
+        for code in [ErrorCode::Unauthorized, ErrorCode::InsufficientPeers, ErrorCode::TooLarge, ErrorCode::BadEnvelope, ErrorCode::PeerUnattested] {
             assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{}\"", code.as_str()));
         }
     }

@@ -292,6 +292,13 @@ pub enum ToEnclave {
         /// The envelope.
         envelope: Envelope,
     },
+    /// Answer to [`FromEnclave::AskAttestation`]: what the peer answered.
+    PeerAttested {
+        /// The call this answers.
+        call: u64,
+        /// The peer's document, or why there is none.
+        result: Result<crate::attestation::Document, crate::RequestError>,
+    },
     /// Answer to [`FromEnclave::Load`]: the highest version in the slot.
     Loaded {
         /// The call this answers.
@@ -372,6 +379,17 @@ pub enum FromEnclave {
         call: u64,
         /// Why the blob does not open here, if it does not.
         error: Option<crate::RequestError>,
+    },
+    /// Ask `peer`, through the hosts, for an attestation document
+    /// answering `nonce`; the answer is [`ToEnclave::PeerAttested`].
+    AskAttestation {
+        /// Matches the answer.
+        call: u64,
+        /// The peer.
+        peer: NodeId,
+        /// This signer's challenge.
+        #[serde(with = "codec::hex_bytes")]
+        nonce: Vec<u8>,
     },
     /// Answer to [`ToEnclave::Attest`].
     Attested {

@@ -184,16 +184,28 @@ impl Cluster {
 
     /// Starts node `i`'s enclave process only.
     pub fn start_signer(&mut self, i: usize) {
+        self.start_signer_with(i, &[]);
+    }
+
+    /// Starts node `i`'s signer with extra environment (fault injection).
+    pub fn start_signer_with(&mut self, i: usize, env: &[(&str, &str)]) {
         let d = self.node_dir(i);
         let node = &mut self.nodes[i - 1];
         let softhsm_conf = softhsm::conf(&d);
+        let mut all = vec![(softhsm::CONF_ENV, softhsm_conf.to_str().unwrap())];
+        all.extend_from_slice(env);
         node.enclave = Some(Proc::spawn(
             &format!("enclave {}", node.id),
             &bin("conclave-enclave"),
             &["run", "--config", d.join("enclave.toml").to_str().unwrap()],
             &d.join("enclave.log"),
-            &[(softhsm::CONF_ENV, softhsm_conf.to_str().unwrap())],
+            &all,
         ));
+    }
+
+    /// Kills node `i`'s signer with SIGKILL (its host stays).
+    pub fn kill_signer(&mut self, i: usize) {
+        self.nodes[i - 1].enclave.take();
     }
 
     /// Starts node `i`'s host process only.

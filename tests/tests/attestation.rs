@@ -47,3 +47,34 @@ async fn an_hsm_node_says_it_has_no_attestation() {
     assert_ne!(code, 0);
     assert_eq!(report["error"]["code"], "unsupported", "{report}");
 }
+
+/// Peers admit each other by attestation before they run a protocol
+/// together: a node whose document binds other keys than those it has in
+/// the roster is refused by its peers with a typed error that names it and
+/// the failed check, and the others keep signing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_document_binds_other_keys_is_refused_and_the_others_keep_signing() {
+    use conclave_proto::request::SignPayload;
+    use conclave_proto::{ErrorCode, NodeId, Scheme, WalletId};
+    let mut cluster = Cluster::start_in(Mode::Dev, 3).await;
+    cluster.kill_signer(3);
+    cluster.start_signer_with(3, &[("CONCLAVE_FAULT_ATTEST_FOREIGN_KEYS", "1")]);
+    cluster.wait_ready(3).await;
+    let client = cluster.client().await;
+    let (node1, node2, node3) = (NodeId::new("node-1").unwrap(), NodeId::new("node-2").unwrap(), NodeId::new("node-3").unwrap());
+
+    let honest = WalletId::new("honest-pair").unwrap();
+    client.keygen(&honest, Scheme::Eddsa, 2, Some(vec![node1.clone(), node2.clone()])).await.expect("node-1 and node-2 admit each other");
+    client.sign(&honest, Scheme::Eddsa, SignPayload::Message(b"before".to_vec()), vec![], None).await.unwrap();
+
+    let with_liar = WalletId::new("with-node-3").unwrap();
+    let refused = client.keygen(&with_liar, Scheme::Eddsa, 2, None).await.expect_err("node-3 is not admitted");
+    let conclave_client::ClientError::Request(error) = refused else { panic!("a typed error, not {refused}") };
+    assert_eq!(error.code, ErrorCode::PeerUnattested, "{error:?}");
+    assert_eq!(error.blamed, vec![node3.clone()]);
+    assert!(error.reason.contains("binding"), "the failed check is named: {}", error.reason);
+    let counted = cluster.metric(1, "conclave_rejected_total{code=\"peer_unattested\"}").await + cluster.metric(2, "conclave_rejected_total{code=\"peer_unattested\"}").await;
+    assert!(counted >= 1.0, "the refusal is counted");
+
+    client.sign(&honest, Scheme::Eddsa, SignPayload::Message(b"after".to_vec()), vec![], None).await.expect("the others keep signing");
+}
