@@ -44,6 +44,10 @@ pub struct NodeStatus {
     pub http: String,
     /// Identity key (hex).
     pub sign_key: String,
+    /// The image measurement (PCR0, hex; the dev measurement in dev mode)
+    /// each peer's signer verified in this node's attestation, by peer.
+    /// Empty where nodes do not attest (hsm mode).
+    pub attested_by: std::collections::BTreeMap<NodeId, String>,
 }
 
 /// The cluster as the registry sees it.
@@ -284,11 +288,18 @@ impl Client {
 
     /// Nodes, their readiness and mode.
     pub async fn status(&self) -> Result<Status, ClientError> {
-        let nodes: Vec<NodeStatus> = self
-            .nodes()
-            .await?
-            .into_iter()
+        let entries = self.nodes().await?;
+        let attested_by = |node: &NodeId| {
+            entries
+                .iter()
+                .filter_map(|verifier| Some((verifier.node_id.clone(), verifier.ready.as_ref()?.attested_peers.get(node)?.clone())))
+                .collect()
+        };
+        let nodes: Vec<NodeStatus> = entries
+            .iter()
+            .cloned()
             .map(|n| NodeStatus {
+                attested_by: attested_by(&n.node_id),
                 ready: n.ready.is_some(),
                 primes_ready: n.ready.as_ref().is_some_and(|b| b.primes_ready),
                 mode: n.record.identity.mode.to_string(),

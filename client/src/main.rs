@@ -216,6 +216,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 for n in &st.nodes {
                     let primes = if n.primes_ready { "" } else { "  (generating Paillier primes)" };
                     println!("  {:<12} {:<9} {:<5} {}{primes}", n.id, if n.ready { "ready" } else { "not ready" }, n.mode, n.http);
+                    for (peer, pcr0) in &n.attested_by {
+                        println!("  {:<12} PCR0 {pcr0} verified by {peer}", "");
+                    }
                 }
             }
             Ok(())

@@ -169,11 +169,12 @@ impl Admission {
         self.admitted.lock().expect("admission lock").get(peer).is_some_and(|at| at.elapsed() < ADMISSION_TTL)
     }
 
-    /// Checks `document`, asked of `peer` with `nonce`, and remembers a pass.
-    pub fn check(&self, document: &[u8], peer: &NodeIdentity, nonce: &[u8]) -> Result<(), Refusal> {
-        admit(document, peer, nonce, &self.root, &self.pcrs, self.allow_debug)?;
+    /// Checks `document`, asked of `peer` with `nonce`, and remembers a
+    /// pass; returns the peer's verified PCR0.
+    pub fn check(&self, document: &[u8], peer: &NodeIdentity, nonce: &[u8]) -> Result<Vec<u8>, Refusal> {
+        let verified = admit(document, peer, nonce, &self.root, &self.pcrs, self.allow_debug)?;
         self.admitted.lock().expect("admission lock").insert(peer.node_id.clone(), Instant::now());
-        Ok(())
+        Ok(verified.pcrs.get(&0).cloned().unwrap_or_default())
     }
 }
 

@@ -137,13 +137,18 @@ impl Enclave {
                 Ok(Err(e)) => return Err(unavailable(e.reason)),
                 Err(e) => return Err(unavailable(e.to_string())),
             };
-            if let Err(refusal) = admission.check(&document.0, identity, &nonce) {
-                let reason = format!("{peer} refused: {}: {refusal}", refusal.check());
-                tracing::warn!(%peer, check = refusal.check(), %refusal, "peer not admitted");
-                self.host.send(FromEnclave::Rejected { code: ErrorCode::PeerUnattested, reason: reason.clone(), peer: Some(peer.clone()) });
-                return Err(RequestError::new(ErrorCode::PeerUnattested, reason).blaming(vec![peer.clone()]));
+            match admission.check(&document.0, identity, &nonce) {
+                Ok(pcr0) => {
+                    tracing::info!(%peer, pcr0 = %hex::encode(&pcr0), "peer admitted by its attestation");
+                    self.host.send(FromEnclave::Admitted { peer: peer.clone(), pcr0 });
+                }
+                Err(refusal) => {
+                    let reason = format!("{peer} refused: {}: {refusal}", refusal.check());
+                    tracing::warn!(%peer, check = refusal.check(), %refusal, "peer not admitted");
+                    self.host.send(FromEnclave::Rejected { code: ErrorCode::PeerUnattested, reason: reason.clone(), peer: Some(peer.clone()) });
+                    return Err(RequestError::new(ErrorCode::PeerUnattested, reason).blaming(vec![peer.clone()]));
+                }
             }
-            tracing::info!(%peer, "peer admitted by its attestation");
         }
         Ok(())
     }

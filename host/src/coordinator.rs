@@ -53,6 +53,9 @@ pub struct Host {
     pub view: Arc<RegistryView>,
     /// Attempts this node's signer runs, and who waits for their outcome.
     pub(crate) pending: Mutex<HashMap<(RequestId, u32), tokio::sync::oneshot::Sender<Outcome>>>,
+    /// What this node's signer verified of its peers' images (PCR0, hex),
+    /// reported in its heartbeats.
+    attested_peers: Mutex<std::collections::BTreeMap<NodeId, String>>,
     /// Requests a follower runs for on this host.
     pub(crate) following: Mutex<std::collections::HashSet<RequestId>>,
     /// Envelopes to publish, in the order the enclave sent them: receivers
@@ -83,6 +86,7 @@ impl Host {
             link: LinkHandle::default(),
             view,
             pending: Mutex::default(),
+            attested_peers: Mutex::default(),
             following: Mutex::default(),
             outbox,
         }
@@ -111,6 +115,7 @@ impl Host {
                         mode: identity.mode,
                         at_ms: crate::now_ms(),
                         primes_ready: self.metrics.primes_ready.load(Ordering::Relaxed),
+                        attested_peers: self.attested_peers.lock().expect("attested lock").clone(),
                     };
                     if let Err(e) = self.registry.heartbeat(self.me(), serde_json::to_vec(&beat).expect("serialises").into()).await {
                         tracing::warn!(error = %e, "heartbeat not recorded");
@@ -331,6 +336,9 @@ impl Host {
             // Only `conclave-host restore` asks the signer to check blobs.
             FromEnclave::Checked { call, .. } => tracing::warn!(call, "unexpected check answer from the enclave"),
             FromEnclave::Attested { call, result } => self.link.attested(call, result),
+            FromEnclave::Admitted { peer, pcr0 } => {
+                self.attested_peers.lock().expect("attested lock").insert(peer, hex::encode(pcr0));
+            }
             FromEnclave::AskAttestation { call, peer, nonce } => {
                 let host = self.clone();
                 tokio::spawn(async move {

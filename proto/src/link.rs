@@ -391,6 +391,14 @@ pub enum FromEnclave {
         #[serde(with = "codec::hex_bytes")]
         nonce: Vec<u8>,
     },
+    /// This signer admitted `peer`, whose document showed `pcr0`.
+    Admitted {
+        /// The peer.
+        peer: NodeId,
+        /// Its image measurement as verified.
+        #[serde(with = "codec::hex_bytes")]
+        pcr0: Vec<u8>,
+    },
     /// Answer to [`ToEnclave::Attest`].
     Attested {
         /// The call this answers.

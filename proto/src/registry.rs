@@ -34,6 +34,10 @@ pub struct ReadyRecord {
     /// Whether the node's Paillier prime pool is filled.
     #[serde(default)]
     pub primes_ready: bool,
+    /// The image measurement (PCR0, hex; in dev mode the dev measurement)
+    /// this node's signer verified in each peer's attestation document.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attested_peers: std::collections::BTreeMap<NodeId, String>,
 }
 
 /// The fencing record of a request (sessions bucket, key = request id).

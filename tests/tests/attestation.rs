@@ -77,4 +77,18 @@ async fn a_node_whose_document_binds_other_keys_is_refused_and_the_others_keep_s
     assert!(counted >= 1.0, "the refusal is counted");
 
     client.sign(&honest, Scheme::Eddsa, SignPayload::Message(b"after".to_vec()), vec![], None).await.expect("the others keep signing");
+
+    // `conclave status` shows what each node's peers verified of it: each
+    // honest node was verified by both others (node-3 checks its peers
+    // too; it is its own documents that lie), nobody admitted node-3.
+    let status = conclave_tests::eventually("the peers' verifications in status", std::time::Duration::from_secs(20), || {
+        let client = &client;
+        async move { client.status().await.ok().filter(|s| s.nodes.iter().filter(|n| n.attested_by.len() == 2).count() == 2) }
+    })
+    .await;
+    let of = |node: &NodeId| status.nodes.iter().find(|n| n.id == *node).unwrap().attested_by.clone();
+    assert_eq!(of(&node1).keys().collect::<Vec<_>>(), vec![&node2, &node3]);
+    assert_eq!(of(&node2).keys().collect::<Vec<_>>(), vec![&node1, &node3]);
+    assert!(of(&node3).is_empty(), "node-3 was never admitted");
+    assert_eq!(of(&node1)[&node2], of(&node2)[&node1], "the same build shows the same measurement");
 }
