@@ -110,6 +110,12 @@ init_state() {
 nats_urls = $(nats_urls)
 initiator_key = "initiator.key"
 CONF
+  if [ "$mode" = dev ]; then
+    # Dev nodes attest through a simulated NSM under this cluster's CA,
+    # which clients trust only with `conclave attest node --allow-dev`.
+    [ -f "$STATE/dev-attestation-ca" ] || "$BIN/conclave-enclave" dev-ca --out "$STATE/dev-attestation-ca" --root "$STATE/dev-attestation-root.pem" >/dev/null
+    echo 'dev_attestation_root = "dev-attestation-root.pem"' >>"$STATE/client.toml"
+  fi
   local roster="["
   for i in $(seq 1 "$n"); do
     local d=$STATE/node-$i
@@ -122,6 +128,9 @@ state_dir = "$d/enclave"
 roster = "$STATE/roster.json"
 initiators = ["$initiator"]
 CONF
+    if [ "$mode" = dev ]; then
+      echo "dev_attestation_ca = \"$STATE/dev-attestation-ca\"" >>"$d/enclave.toml"
+    fi
     if [ "$mode" = hsm ]; then
       init_token "$d" "conclave-node-$i"
       cat >>"$d/enclave.toml" <<CONF

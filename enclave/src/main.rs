@@ -43,6 +43,15 @@ enum Command {
         #[arg(long)]
         store: PathBuf,
     },
+    /// Make a dev cluster's attestation CA (dev mode only: its key is in
+    /// the clear): `--out` for every node's `dev_attestation_ca`, `--root`
+    /// for the clients' `dev_attestation_root`. Never overwrites.
+    DevCa {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        root: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -77,6 +86,15 @@ fn run(cli: Cli) -> Result<(), String> {
                 custody.sealer.key_id(),
                 report.current
             );
+            Ok(())
+        }
+        Command::DevCa { out, root } => {
+            let ca = conclave_attest::sim::DevCa::generate().map_err(|e| e.to_string())?;
+            for (path, text) in [(&out, ca.to_file()), (&root, ca.root().to_pem())] {
+                let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            println!("dev attestation CA {} (root fingerprint {})", out.display(), ca.root().fingerprint_hex());
             Ok(())
         }
         Command::Run { config } => {
