@@ -191,19 +191,13 @@ impl Client {
     /// Asks `node` for an attestation document answering `nonce` (16 to 64
     /// bytes); the document is not verified here.
     pub async fn attestation(&self, node: &NodeId, nonce: &[u8]) -> Result<Vec<u8>, ClientError> {
-        use conclave_proto::attestation::{attest_subject, AttestAnswer, AttestQuery};
-        let query = serde_json::to_vec(&AttestQuery { v: PROTOCOL_VERSION, nonce: nonce.to_vec() }).expect("queries serialise");
-        let reply = match tokio::time::timeout(QUERY_TIMEOUT * 3, self.nats.request(attest_subject(node), query.into())).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => return Err(ClientError::Nats(format!("{node} is not running"))),
-            Ok(Err(e)) => return Err(nats_err(e)),
-            Err(_) => return Err(ClientError::Nats(format!("{node} did not answer"))),
-        };
-        let answer = AttestAnswer::decode(&reply.payload).map_err(|e| ClientError::BadResult(e.to_string()))?;
-        if answer.node_id != *node {
-            return Err(ClientError::BadResult(format!("{} answered for {node}", answer.node_id)));
+        use conclave_proto::attestation::AskError;
+        match conclave_proto::attestation::ask(&self.nats, node, nonce.to_vec(), QUERY_TIMEOUT * 3).await {
+            Ok(document) => Ok(document.0),
+            Err(AskError::Refused(e)) => Err(ClientError::Request(e)),
+            Err(e @ AskError::BadAnswer { .. }) => Err(ClientError::BadResult(e.to_string())),
+            Err(e) => Err(ClientError::Nats(e.to_string())),
         }
-        answer.result.map(|doc| doc.0).map_err(ClientError::Request)
     }
 
     /// Registered nodes, their records and readiness, sorted by id.

@@ -7,7 +7,7 @@ use crate::coordinator::Host;
 use crate::registry::Bucket;
 use conclave_proto::registry::{Answer, Ask, NodeEntry, Query};
 use conclave_proto::subjects::{wallet_key, QUERY_SUBJECT};
-use conclave_proto::attestation::{attest_subject, AttestAnswer, AttestQuery, Document};
+use conclave_proto::attestation::{attest_subject, AskError, AttestAnswer, AttestQuery, Document};
 use std::time::Duration;
 use conclave_proto::{ErrorCode, RequestError, PROTOCOL_VERSION};
 use futures::StreamExt;
@@ -50,18 +50,10 @@ impl Host {
     /// Asks `peer`'s host for its signer's document answering `nonce`, for
     /// this node's signer to check (the answer is not trusted here).
     pub(crate) async fn ask_attestation(&self, peer: &conclave_proto::NodeId, nonce: Vec<u8>) -> Result<Document, RequestError> {
-        let unavailable = |why: String| RequestError::new(ErrorCode::PeerUnavailable, format!("{peer}: {why}"));
-        let query = serde_json::to_vec(&AttestQuery { v: PROTOCOL_VERSION, nonce }).expect("queries serialise");
-        let asked = tokio::time::timeout(Duration::from_secs(10), self.nats.client.request(attest_subject(peer), query.into()));
-        let reply = match asked.await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => return Err(unavailable(e.to_string())),
-            Err(_) => return Err(unavailable("no answer within 10 s".into())),
-        };
-        match AttestAnswer::decode(&reply.payload) {
-            Ok(answer) if answer.node_id == *peer => answer.result,
-            Ok(answer) => Err(unavailable(format!("{} answered instead", answer.node_id))),
-            Err(e) => Err(unavailable(e.to_string())),
+        match conclave_proto::attestation::ask(&self.nats.client, peer, nonce, Duration::from_secs(10)).await {
+            Ok(document) => Ok(document),
+            Err(AskError::Refused(e)) => Err(e),
+            Err(e) => Err(RequestError::new(ErrorCode::PeerUnavailable, e.to_string())),
         }
     }
 

@@ -94,3 +94,51 @@ mod tests {
         assert!(AttestAnswer::decode(&serde_json::to_vec(&answer).unwrap()).is_err(), "oversized documents are refused");
     }
 }
+
+/// Why no document came back from [`ask`].
+#[cfg(feature = "nats")]
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    /// Nobody listens for the node: it is not running.
+    #[error("{0} is not running")]
+    NotRunning(NodeId),
+    /// No answer in time, or NATS failed.
+    #[error("{node}: {detail}")]
+    Unavailable {
+        /// The node asked.
+        node: NodeId,
+        /// What happened.
+        detail: String,
+    },
+    /// The answer is malformed, or from another node.
+    #[error("{node}'s answer: {detail}")]
+    BadAnswer {
+        /// The node asked.
+        node: NodeId,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The node answered that it has no document (hsm mode, bad nonce).
+    #[error(transparent)]
+    Refused(RequestError),
+}
+
+/// Asks `node` for a document answering `nonce`, waiting up to `timeout`.
+/// The document is not verified here: that is the asker's job.
+#[cfg(feature = "nats")]
+pub async fn ask(nats: &async_nats::Client, node: &NodeId, nonce: Vec<u8>, timeout: std::time::Duration) -> Result<Document, AskError> {
+    let query = serde_json::to_vec(&AttestQuery { v: crate::PROTOCOL_VERSION, nonce }).expect("queries serialise");
+    let unavailable = |detail: String| AskError::Unavailable { node: node.clone(), detail };
+    let reply = match tokio::time::timeout(timeout, nats.request(attest_subject(node), query.into())).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => return Err(AskError::NotRunning(node.clone())),
+        Ok(Err(e)) => return Err(unavailable(e.to_string())),
+        Err(_) => return Err(unavailable(format!("no answer within {timeout:?}"))),
+    };
+    let bad = |detail: String| AskError::BadAnswer { node: node.clone(), detail };
+    let answer = AttestAnswer::decode(&reply.payload).map_err(|e| bad(e.to_string()))?;
+    if answer.node_id != *node {
+        return Err(bad(format!("{} answered instead", answer.node_id)));
+    }
+    answer.result.map_err(AskError::Refused)
+}

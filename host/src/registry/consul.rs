@@ -257,12 +257,16 @@ impl ConsulKv {
         self.agent.call(method, path, body, Duration::ZERO).await.map_err(|e| RegistryError::Unavailable { op, bucket: bucket.name(), detail: e.to_string() })
     }
 
-    /// Every key of `bucket` starting with `start` (all of them for ""),
-    /// then every change, by blocking queries; ends when a query fails.
-    pub(super) fn watch(&self, bucket: Bucket, start: String) -> BoxStream<'static, Change> {
+    /// A watch of the keys of `bucket` that start with `start`.
+    fn new_watch(&self, bucket: Bucket, start: &str) -> Watch {
         let folder = format!("{}/{}/", self.prefix, bucket.folder());
-        let watch = Watch { agent: self.agent.clone(), wait: self.wait, folder, start, index: 0, known: HashMap::new(), pending: VecDeque::new() };
-        futures::stream::unfold(watch, |mut watch| async move {
+        Watch { agent: self.agent.clone(), wait: self.wait, folder, start: start.to_owned(), index: 0, known: HashMap::new(), pending: VecDeque::new() }
+    }
+
+    /// Every key of `bucket`, then every change, by blocking queries; ends
+    /// when a query fails.
+    pub(super) fn watch(&self, bucket: Bucket) -> BoxStream<'static, Change> {
+        futures::stream::unfold(self.new_watch(bucket, ""), |mut watch| async move {
             loop {
                 if let Some(change) = watch.pending.pop_front() {
                     return Some((change, watch));
@@ -279,10 +283,7 @@ impl ConsulKv {
     /// Reads the request's records once before returning (the baseline
     /// against which later answers are changes), then follows them.
     pub(super) async fn watch_request(&self, id: &str) -> RecordWatch {
-        let folder = format!("{}/{}/", self.prefix, Bucket::Sessions.folder());
-        let (agent, wait, start) = (self.agent.clone(), self.wait, id.to_owned());
-        let fresh = move || Watch { agent: agent.clone(), wait, folder: folder.clone(), start: start.clone(), index: 0, known: HashMap::new(), pending: VecDeque::new() };
-        let mut watch = fresh();
+        let mut watch = self.new_watch(Bucket::Sessions, id);
         if let Err(e) = watch.next_answer().await {
             // Then the first answer the task gets counts as a change.
             tracing::warn!(error = %e, "cannot read a request's records yet");
@@ -299,9 +300,10 @@ impl ConsulKv {
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                // A new watch knows nothing: its first answer wakes the
+                // Start over knowing nothing: the first answer wakes the
                 // follower, which re-reads (what changed meanwhile is lost).
-                watch = fresh();
+                watch.index = 0;
+                watch.known.clear();
             }
         });
         RecordWatch { notify, guard: WatchGuard::Own(task.abort_handle()) }

@@ -208,7 +208,7 @@ impl Registry {
     pub async fn watch(&self, bucket: Bucket) -> Result<BoxStream<'static, Change>, RegistryError> {
         match self {
             Registry::Nats(r) => r.watch(bucket).await,
-            Registry::Consul(r) => Ok(r.watch(bucket, String::new())),
+            Registry::Consul(r) => Ok(r.watch(bucket)),
         }
     }
 
