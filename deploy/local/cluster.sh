@@ -203,6 +203,9 @@ case "$cmd" in
     case "$mode" in hsm|dev) ;; *) die "--mode must be hsm or dev" ;; esac
     [ -x "$BIN/conclave-enclave" ] || die "binaries missing in $BIN: run deploy/setup.sh"
     existing=$(node_count)
+    if [ "$existing" != 0 ] && { [ ! -f "$STATE/nats/count" ] || [ ! -f "$STATE/node-$existing/host.toml" ]; }; then
+      die "the state in $STATE is incomplete or from an older version of this script; '$0 reset' deletes it"
+    fi
     if [ "$existing" = 0 ]; then init_state "$n" "$mode" "$nats"; elif [ "$existing" != "$n" ] || [ "$(cat "$STATE/mode")" != "$mode" ]; then
       die "state for $existing $(cat "$STATE/mode" 2>/dev/null) nodes exists in $STATE; use '$0 reset' first"
     fi
