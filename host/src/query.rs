@@ -27,23 +27,42 @@ impl Host {
     }
 
     /// Relays attestation requests to the enclave for the life of the process.
-    pub async fn answer_attestation(self: Arc<Self>, mut sub: async_nats::Subscriber) {
-        while let Some(msg) = sub.next().await {
-            let Some(reply) = msg.reply else { continue };
-            let result = match AttestQuery::decode(&msg.payload) {
-                Ok(query) => match self.link.attest(query.nonce).await {
+    pub async fn answer_attestation(self: Arc<Self>, sub: async_nats::Subscriber) {
+        self.serve(sub, "an attestation request", |host, payload| async move {
+            let result = match AttestQuery::decode(&payload) {
+                Ok(query) => match host.link.attest(query.nonce).await {
                     Some(result) => result,
-                    None => Err(RequestError::new(ErrorCode::PeerUnavailable, format!("{}'s signer did not answer", self.me()))),
+                    None => Err(RequestError::new(ErrorCode::PeerUnavailable, format!("{}'s signer did not answer", host.me()))),
                 },
                 Err(e) => {
-                    self.metrics.inc("conclave_rejected_total", e.code().as_str());
+                    host.metrics.inc("conclave_rejected_total", e.code().as_str());
                     Err(RequestError::new(e.code(), e.to_string()))
                 }
             };
-            let answer = AttestAnswer { v: PROTOCOL_VERSION, node_id: self.me().clone(), result };
-            if let Err(e) = self.nats.client.publish(reply, serde_json::to_vec(&answer).expect("answers serialise").into()).await {
-                tracing::warn!(error = %e, "cannot answer an attestation request");
-            }
+            Some(AttestAnswer { v: PROTOCOL_VERSION, node_id: host.me().clone(), result })
+        })
+        .await
+    }
+
+    /// Answers each request of `sub` in a task of its own (a slow answer,
+    /// an enclave call or a registry read, holds up no other), replying
+    /// with what `answer` returns, or not at all for `None`.
+    async fn serve<A, F, Fut>(self: Arc<Self>, mut sub: async_nats::Subscriber, what: &'static str, answer: F)
+    where
+        A: serde::Serialize + Send + 'static,
+        F: Fn(Arc<Host>, bytes::Bytes) -> Fut,
+        Fut: std::future::Future<Output = Option<A>> + Send + 'static,
+    {
+        while let Some(msg) = sub.next().await {
+            let Some(reply) = msg.reply else { continue };
+            let (host, answering) = (self.clone(), answer(self.clone(), msg.payload));
+            tokio::spawn(async move {
+                let Some(answer) = answering.await else { return };
+                let payload = serde_json::to_vec(&answer).expect("answers serialise");
+                if let Err(e) = host.nats.client.publish(reply, payload.into()).await {
+                    tracing::warn!(error = %e, "cannot answer {what}");
+                }
+            });
         }
     }
 
@@ -58,24 +77,17 @@ impl Host {
     }
 
     /// Answers queries for the life of the process.
-    pub async fn answer_queries(self: Arc<Self>, mut sub: async_nats::Subscriber) {
-        while let Some(msg) = sub.next().await {
-            let Some(reply) = msg.reply else { continue };
-            let answer = match Query::decode(&msg.payload) {
-                Ok(query) => match self.answer(query.ask).await {
-                    Some(answer) => answer,
-                    None => continue,
-                },
+    pub async fn answer_queries(self: Arc<Self>, sub: async_nats::Subscriber) {
+        self.serve(sub, "a query", |host, payload| async move {
+            match Query::decode(&payload) {
+                Ok(query) => host.answer(query.ask).await,
                 Err(e) => {
-                    self.metrics.inc("conclave_rejected_total", e.code().as_str());
-                    Answer::Error { error: RequestError::new(e.code(), e.to_string()) }
+                    host.metrics.inc("conclave_rejected_total", e.code().as_str());
+                    Some(Answer::Error { error: RequestError::new(e.code(), e.to_string()) })
                 }
-            };
-            let payload = serde_json::to_vec(&answer).expect("answers serialise");
-            if let Err(e) = self.nats.client.publish(reply, payload.into()).await {
-                tracing::warn!(error = %e, "cannot answer a query");
             }
-        }
+        })
+        .await
     }
 
     /// The answer, or none when this host should leave it to the others.
