@@ -29,6 +29,14 @@ pub enum AttestationError {
     /// The simulated NSM could not make a document.
     #[error("simulated NSM: {0}")]
     Simulated(String),
+    /// The configured attestation root cannot be used.
+    #[error("attestation root {path}: {reason}")]
+    Root {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The dev cluster's CA file cannot be used.
     #[error("dev attestation CA {path}: {reason}")]
     DevCa {
@@ -79,27 +87,68 @@ pub struct Simulated {
     binds_foreign_keys: bool,
 }
 
-/// An open `/dev/nsm`.
+/// An open `/dev/nsm`, and what this enclave requires of its peers.
 pub struct NitroNsm {
     fd: i32,
+    root: TrustedRoot,
+    peer_pcrs: BTreeMap<u8, Vec<Vec<u8>>>,
+    allow_debug: bool,
+}
+
+/// The PCRs that identify an image; PCR8 (its signing certificate) is
+/// checked when the configuration lists it.
+const IMAGE_PCRS: [u8; 3] = [0, 1, 2];
+
+/// What a peer's PCRs may be: this enclave's own (the same image) or a
+/// configured other image (a rolling upgrade).
+fn admitted_pcrs(own: &BTreeMap<u8, Vec<u8>>, others: &BTreeMap<u8, Vec<[u8; 48]>>) -> BTreeMap<u8, Vec<Vec<u8>>> {
+    own.iter()
+        .map(|(index, value)| {
+            let mut values = vec![value.clone()];
+            values.extend(others.get(index).into_iter().flatten().map(|v| v.to_vec()).filter(|v| v != value));
+            (*index, values)
+        })
+        .collect()
 }
 
 impl NitroNsm {
-    /// Opens the NSM device.
-    pub fn open() -> Result<NitroNsm, AttestationError> {
+    /// Opens the NSM device and reads this enclave's own measurements.
+    pub fn open(config: &crate::nitro::NitroConfig) -> Result<NitroNsm, AttestationError> {
+        let root = match &config.root_ca_file {
+            None => TrustedRoot::aws_nitro(),
+            Some(path) => {
+                let fail = |reason: String| AttestationError::Root { path: path.clone(), reason };
+                TrustedRoot::from_pem(&std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?).map_err(|e| fail(e.to_string()))?
+            }
+        };
         let fd = aws_nitro_enclaves_nsm_api::driver::nsm_init();
         if fd < 0 {
             return Err(AttestationError::NoDevice);
         }
-        Ok(NitroNsm { fd })
+        let mut nsm = NitroNsm { fd, root, peer_pcrs: BTreeMap::new(), allow_debug: config.allow_debug_enclaves };
+        let mut own = BTreeMap::new();
+        for index in IMAGE_PCRS.into_iter().chain(config.expected_pcrs.contains_key(&8).then_some(8)) {
+            own.insert(index, nsm.describe_pcr(index)?);
+        }
+        nsm.peer_pcrs = admitted_pcrs(&own, &config.expected_pcrs);
+        Ok(nsm)
     }
 
-    fn attest(&self, user_data: Vec<u8>, nonce: Vec<u8>, public_key: Option<Vec<u8>>) -> Result<Vec<u8>, AttestationError> {
+    fn describe_pcr(&self, index: u8) -> Result<Vec<u8>, AttestationError> {
+        use aws_nitro_enclaves_nsm_api::api::{Request, Response};
+        match aws_nitro_enclaves_nsm_api::driver::nsm_process_request(self.fd, Request::DescribePCR { index: index.into() }) {
+            Response::DescribePCR { data, .. } => Ok(data),
+            Response::Error(code) => Err(AttestationError::Refused(format!("{code:?}"))),
+            other => Err(AttestationError::Refused(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    fn attest(&self, user_data: Option<Vec<u8>>, nonce: Option<Vec<u8>>, public_key: Option<Vec<u8>>) -> Result<Vec<u8>, AttestationError> {
         use aws_nitro_enclaves_nsm_api::api::{Request, Response};
         use serde_bytes::ByteBuf;
         let request = Request::Attestation {
-            user_data: Some(ByteBuf::from(user_data)),
-            nonce: Some(ByteBuf::from(nonce)),
+            user_data: user_data.map(ByteBuf::from),
+            nonce: nonce.map(ByteBuf::from),
             public_key: public_key.map(ByteBuf::from),
         };
         match aws_nitro_enclaves_nsm_api::driver::nsm_process_request(self.fd, request) {
@@ -122,7 +171,7 @@ impl Nsm {
     pub fn attest(&self, identity: &NodeIdentity, nonce: &[u8], public_key: Option<&[u8]>) -> Result<Vec<u8>, AttestationError> {
         let user_data = identity.attestation_binding();
         match self {
-            Nsm::Nitro(nsm) => nsm.attest(user_data, nonce.to_vec(), public_key.map(<[u8]>::to_vec)),
+            Nsm::Nitro(nsm) => nsm.attest(Some(user_data), Some(nonce.to_vec()), public_key.map(<[u8]>::to_vec)),
             Nsm::Simulated(sim) => {
                 let user_data = match sim.binds_foreign_keys {
                     true => NodeIdentity { sign_key: [0x5a; 32], ..identity.clone() }.attestation_binding(),
@@ -133,20 +182,26 @@ impl Nsm {
         }
     }
 
-    /// What this node requires of its peers' documents, if it checks them:
-    /// in dev mode, its own dev CA and its own measurements (the same
-    /// build). Nitro mode's admission (its own PCRs from the NSM, the
-    /// configured upgrade allowlist) comes with nitro's runtime.
-    pub fn admission(&self) -> Option<Admission> {
+    /// A document for KMS's Recipient flow: it carries the one-use RSA key
+    /// KMS encrypts the data key to, and nothing else (it is made before
+    /// the identity is unsealed).
+    pub fn attest_for_kms(&self, public_key: &[u8]) -> Result<Vec<u8>, AttestationError> {
         match self {
-            Nsm::Nitro(_) => None,
-            Nsm::Simulated(sim) => Some(Admission {
-                root: sim.nsm.root().clone(),
-                pcrs: sim.nsm.pcrs().iter().map(|(i, m)| (*i, vec![m.clone()])).collect(),
-                allow_debug: false,
-                admitted: Mutex::default(),
-            }),
+            Nsm::Nitro(nsm) => nsm.attest(None, None, Some(public_key.to_vec())),
+            Nsm::Simulated(sim) => sim.nsm.attest(None, None, Some(public_key)).map_err(|e| AttestationError::Simulated(e.to_string())),
         }
+    }
+
+    /// What this node requires of its peers' documents: in nitro mode the
+    /// configured root (the AWS Nitro root by default) and its own PCRs or
+    /// a configured other image's; in dev mode its own dev CA and its own
+    /// measurements (the same build).
+    pub fn admission(&self) -> Admission {
+        let (root, pcrs, allow_debug) = match self {
+            Nsm::Nitro(nsm) => (nsm.root.clone(), nsm.peer_pcrs.clone(), nsm.allow_debug),
+            Nsm::Simulated(sim) => (sim.nsm.root().clone(), sim.nsm.pcrs().iter().map(|(i, m)| (*i, vec![m.clone()])).collect(), false),
+        };
+        Admission { root, pcrs, allow_debug, admitted: Mutex::default() }
     }
 }
 
@@ -284,6 +339,33 @@ mod tests {
     fn the_nitro_device_is_absent_here() {
         // These machines are not Nitro Enclaves: opening the NSM must fail
         // with the error that says so, not panic.
-        assert!(matches!(NitroNsm::open(), Err(AttestationError::NoDevice)));
+        let config = crate::nitro::NitroConfig {
+            kms_key_id: "alias/k".into(),
+            kms_region: "eu-west-1".into(),
+            kms_proxy: crate::kms::default_proxy(),
+            kms_ca_file: None,
+            root_ca_file: None,
+            expected_pcrs: BTreeMap::new(),
+            allow_debug_enclaves: false,
+        };
+        assert!(matches!(NitroNsm::open(&config), Err(AttestationError::NoDevice)));
+    }
+
+    #[test]
+    fn a_nitro_node_admits_its_own_image_and_the_configured_other() {
+        let own: BTreeMap<u8, Vec<u8>> = [0u8, 1, 2].into_iter().map(|i| (i, vec![0x10 + i; 48])).collect();
+        // No other image configured: exactly the node's own values.
+        assert_eq!(admitted_pcrs(&own, &BTreeMap::new()), own.iter().map(|(i, v)| (*i, vec![v.clone()])).collect());
+        // A rolling upgrade: either image, and only those.
+        let next: BTreeMap<u8, Vec<[u8; 48]>> = [0u8, 1, 2].into_iter().map(|i| (i, vec![[0x40 + i; 48]])).collect();
+        let admitted = admitted_pcrs(&own, &next);
+        let peer = identity("node-2", 7);
+        let nonce = [3u8; 32];
+        for (byte, passes) in [(0x10, true), (0x40, true), (0x70, false)] {
+            let sim = SimulatedNsm::new("i-node-2-enc01", image(byte)).unwrap();
+            let root = sim.root().clone();
+            let doc = Nsm::Simulated(Box::new(Simulated { nsm: sim, binds_foreign_keys: false })).attest(&peer, &nonce, None).unwrap();
+            assert_eq!(admit(&doc, &peer, &nonce, &root, &admitted, false).is_ok(), passes, "image {byte:#x}");
+        }
     }
 }

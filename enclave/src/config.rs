@@ -284,17 +284,23 @@ mod tests {
             let base = format!("node_id = \"node-1\"\nmode = \"nitro\"\nlink = \"{link}\"\nstate_dir = \"/tmp\"\nroster = \"/tmp/r.json\"\ninitiators = [\"{KEY}\"]\n[nitro]\n");
             EnclaveConfig::load(&write(d.path(), &format!("{base}{nitro}")))
         };
-        let good = format!("kms_key_id = \"alias/conclave\"\n[nitro.expected_pcrs]\n0 = [\"{}\"]\n1 = [\"{}\"]\n2 = [\"{}\", \"{}\"]\n", pcr("a"), pcr("b"), pcr("c"), pcr("d"));
+        let good = format!("kms_key_id = \"alias/conclave\"\nkms_region = \"eu-west-1\"\n[nitro.expected_pcrs]\n0 = [\"{}\"]\n1 = [\"{}\"]\n2 = [\"{}\", \"{}\"]\n", pcr("a"), pcr("b"), pcr("c"), pcr("d"));
         let ok = load("vsock:4294967295:5000", &good).unwrap().nitro.unwrap();
         assert_eq!(ok.expected_pcrs[&2].len(), 2, "a rolling upgrade lists two images");
         assert!(!ok.allow_debug_enclaves);
+        assert_eq!(ok.kms_proxy, "vsock:3:8000".parse().unwrap(), "the parent's vsock-proxy by default");
+        let own_image_only = load("vsock:4294967295:5000", "kms_key_id = \"alias/conclave\"\nkms_region = \"eu-west-1\"\n").unwrap().nitro.unwrap();
+        assert!(own_image_only.expected_pcrs.is_empty(), "no other image: only the node's own is admitted");
         let refused = |link: &str, nitro: &str, why: &str| {
             let e = load(link, nitro).unwrap_err();
             assert!(matches!(e, ConfigError::Field { .. }), "{why}: {e}");
         };
         refused("unix:/tmp/x.sock", &good, "nitro listens on vsock");
         refused("vsock:4294967295:5000", &good.replace("alias/conclave", "my key"), "a KMS key id");
-        refused("vsock:4294967295:5000", &good.replace(&format!("1 = [\"{}\"]\n", pcr("b")), ""), "PCR1 is required");
+        refused("vsock:4294967295:5000", &good.replace(&format!("1 = [\"{}\"]\n", pcr("b")), ""), "PCR1 is required with 0 and 2");
+        refused("vsock:4294967295:5000", &good.replace("eu-west-1", "EU West"), "a region name");
+        let e = load("vsock:4294967295:5000", &good.replace("kms_region = \"eu-west-1\"\n", "")).unwrap_err();
+        assert!(e.to_string().contains("kms_region"), "the region is required: {e}");
         refused("vsock:4294967295:5000", &good.replace(&pcr("b"), &pcr("0")), "all-zero PCRs are a debug enclave");
         refused("vsock:4294967295:5000", &good.replace(&pcr("b"), "abcd"), "PCRs are 48 bytes");
         refused("vsock:4294967295:5000", &format!("{good}5 = [\"{}\"]\n", pcr("e")), "PCR5 identifies nothing");

@@ -6,7 +6,7 @@ use crate::attestation::Nsm;
 use crate::config::EnclaveConfig;
 use crate::hsm::{HsmError, Token};
 use crate::identity::{IdentityError, NodeKeys};
-use crate::seal::{DevSealer, SealError, Sealer, TokenSealer};
+use crate::seal::{KeySealer, SealContext, SealError, Sealer, TokenSealer};
 use conclave_proto::link::Mode;
 use std::sync::Arc;
 
@@ -32,10 +32,32 @@ pub enum CustodyError {
     /// The dev seal key cannot be loaded.
     #[error(transparent)]
     Seal(#[from] SealError),
-    /// Nitro mode needs the NSM and KMS sealing, which this build does not
-    /// have yet: it refuses rather than fall back to another custody.
-    #[error("mode `nitro` (NSM attestation, KMS sealing) is not available in this build; use `hsm`")]
-    NitroUnavailable,
+    /// Nitro mode's custody opens only at `run`, through the host (KMS and
+    /// the host's store); `init` and `reseal` do not apply to it.
+    #[error("mode `nitro` opens its keys at `run`, through its host and KMS; `{0}` does not apply")]
+    NitroAtRunOnly(&'static str),
+    /// Nitro mode: the enclave's attestation device.
+    #[error(transparent)]
+    Nsm(crate::attestation::AttestationError),
+    /// Nitro mode: KMS did not release the seal key.
+    #[error(transparent)]
+    Kms(#[from] crate::kms::KmsError),
+    /// Nitro mode: the host did not answer a custody call.
+    #[error("custody through the host: {0}")]
+    Host(#[from] crate::link::HostCallError),
+    /// Nitro mode: the host has no credentials for KMS.
+    #[error("the host has no AWS credentials for KMS: {0}")]
+    NoCredentials(String),
+    /// Nitro mode: the host keeps sealed identity keys but not the wrapped
+    /// seal key they were sealed under; a new key would not open them.
+    #[error("the host's store has custody/identity but no custody/seal-key: restore custody/ from a backup (a new seal key cannot open the identity)")]
+    SealKeyLost,
+    /// Nitro mode: the sealed identity does not open or decode.
+    #[error("custody/identity does not open under this node's seal key: {0}")]
+    IdentityUnreadable(String),
+    /// Nitro mode: KMS's address is not usable.
+    #[error("KMS endpoint: {0}")]
+    Endpoint(String),
     /// The dev cluster's attestation CA cannot be used.
     #[error(transparent)]
     Attestation(#[from] crate::attestation::AttestationError),
@@ -71,11 +93,11 @@ impl Custody {
                 )?;
                 Ok(Custody { keys, sealer: Box::new(sealer), nsm: None })
             }
-            (Mode::Nitro, _) => Err(CustodyError::NitroUnavailable),
+            (Mode::Nitro, _) => Err(CustodyError::NitroAtRunOnly(if create { "init" } else { "reseal" })),
             // Config validation admits dev without, and hsm only with, a token.
             (Mode::Dev, _) | (Mode::Hsm, None) => {
                 let keys = NodeKeys::load_or_create_dev(&config.state_dir, config.node_id.clone())?;
-                let sealer = DevSealer::load_or_create(&config.state_dir)?;
+                let sealer = KeySealer::load_or_create(&config.state_dir)?;
                 let nsm = match &config.dev_attestation_ca {
                     Some(path) => Some(crate::attestation::simulated(path, &config.node_id)?),
                     None => None,
@@ -83,5 +105,58 @@ impl Custody {
                 Ok(Custody { keys, sealer: Box::new(sealer), nsm })
             }
         }
+    }
+
+    /// Nitro mode: opens the node's custody through `host`, the connection
+    /// the enclave serves afterwards. The seal key is a KMS data key: on
+    /// first start `GenerateDataKey`, whose wrapped form the host keeps
+    /// (`custody/seal-key`); on every later start `Decrypt` of it. The
+    /// identity keys are sealed under it in `custody/identity`, made on
+    /// first start. The seal key is stored before the identity, so a start
+    /// interrupted in between finds the key and makes the identity again.
+    /// `nsm` is the enclave's NSM (tests pass a simulated one).
+    pub async fn unlock_nitro(config: &EnclaveConfig, nsm: Nsm, host: &mut crate::link::HostConnection) -> Result<Custody, CustodyError> {
+        use crate::kms::{self, Operation};
+        use conclave_proto::link::{BlobSlot, FromEnclave, StoredBlob, ToEnclave};
+        let nitro = config.nitro.as_ref().expect("config validation: nitro mode has a [nitro] section");
+        let endpoint = kms::Endpoint::new(&nitro.kms_region, nitro.kms_proxy.clone(), nitro.kms_ca_file.as_deref()).map_err(CustodyError::Endpoint)?;
+        let credentials: kms::Credentials = match host.call(|call| FromEnclave::Credentials { call }).await? {
+            ToEnclave::Credentials { result: Ok(credentials), .. } => credentials.into(),
+            ToEnclave::Credentials { result: Err(reason), .. } => return Err(CustodyError::NoCredentials(reason)),
+            _ => return Err(crate::link::HostCallError::Confused.into()),
+        };
+        let node = &config.node_id;
+        let (key, wrapped) = match host.load(BlobSlot::SealKey).await? {
+            Some(stored) => {
+                let (key, _) = kms::call(&endpoint, &credentials, &nsm, Operation::Decrypt, &nitro.kms_key_id, node, Some(&stored.sealed)).await?;
+                (key, stored.sealed)
+            }
+            None => {
+                if host.load(BlobSlot::Identity).await?.is_some() {
+                    return Err(CustodyError::SealKeyLost);
+                }
+                let (key, wrapped) = kms::call(&endpoint, &credentials, &nsm, Operation::GenerateDataKey, &nitro.kms_key_id, node, None).await?;
+                let wrapped = wrapped.expect("parse_answer: GenerateDataKey has a CiphertextBlob");
+                host.store(BlobSlot::SealKey, StoredBlob { version: 1, sealed: wrapped.clone() }).await?;
+                tracing::info!(key = %nitro.kms_key_id, "first start: KMS made this node's seal key; the host keeps it wrapped");
+                (key, wrapped)
+            }
+        };
+        let sealer = KeySealer::kms(&key, &wrapped);
+        let keys = match host.load(BlobSlot::Identity).await? {
+            Some(stored) => {
+                let secrets = sealer.open(&SealContext::blob(node, &BlobSlot::Identity, stored.version), &stored.sealed).map_err(|e| CustodyError::IdentityUnreadable(e.to_string()))?;
+                NodeKeys::from_secrets(node.clone(), Mode::Nitro, &secrets).ok_or_else(|| CustodyError::IdentityUnreadable("the keys do not decode".into()))?
+            }
+            None => {
+                let secrets = NodeKeys::new_secrets();
+                let sealed = sealer.seal(&SealContext::blob(node, &BlobSlot::Identity, 1), &secrets)?;
+                host.store(BlobSlot::Identity, StoredBlob { version: 1, sealed }).await?;
+                let keys = NodeKeys::from_secrets(node.clone(), Mode::Nitro, &secrets).expect("fresh secrets decode");
+                tracing::warn!(identity = %serde_json::to_string(&keys.identity()).expect("identity serialises"), "first start: made this node's identity; add it to every node's roster");
+                keys
+            }
+        };
+        Ok(Custody { keys, sealer: Box::new(sealer), nsm: Some(nsm) })
     }
 }

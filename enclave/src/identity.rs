@@ -1,7 +1,8 @@
 //! The node's long-term identity: an Ed25519 key that signs its broadcasts
 //! and an X25519 key that peers encrypt to. Neither leaves the enclave.
 //!
-//! Dev mode keeps both in a file. HSM mode keeps the Ed25519 key in the
+//! Dev mode keeps both in a file; nitro mode keeps them sealed under its
+//! KMS data key in the host's store (an enclave has no disk). HSM mode keeps the Ed25519 key in the
 //! token (CKM_EDDSA) and the X25519 key sealed by the token's seal key:
 //! SoftHSM2's CKM_ECDH1_DERIVE has no X25519 and accepts only CKD_NULL, and
 //! HPKE needs the raw shared secret in its own KDF, so the channel key must
@@ -105,24 +106,32 @@ impl NodeKeys {
         let io = |source| IdentityError::Io { path: path.clone(), source };
         if !path.exists() {
             std::fs::create_dir_all(state_dir).map_err(io)?;
-            let sign = SigningKey::generate(&mut rand_core::OsRng);
-            let (kx_secret, _) = ChannelKem::gen_keypair(&mut rand_core::OsRng);
-            let file = DevKeyFile {
-                sign_seed: hex::encode(sign.to_bytes()),
-                kx_secret: hex::encode(kx_secret.to_bytes()),
-            };
-            let json = Zeroizing::new(serde_json::to_vec(&file).expect("serialisable"));
-            crate::seal::write_private_file(&path, &json).map_err(io)?;
+            crate::seal::write_private_file(&path, &Self::new_secrets()).map_err(io)?;
         }
         let bytes = Zeroizing::new(std::fs::read(&path).map_err(io)?);
-        let corrupt = || IdentityError::Corrupt { path: path.clone() };
-        let file: DevKeyFile = serde_json::from_slice(&bytes).map_err(|_| corrupt())?;
+        Self::from_secrets(node_id, Mode::Dev, &bytes).ok_or(IdentityError::Corrupt { path })
+    }
+
+    /// Fresh identity secrets (both keys) in the form [`Self::from_secrets`]
+    /// reads: dev mode keeps them in a file, nitro mode sealed in the host's
+    /// store.
+    pub fn new_secrets() -> Zeroizing<Vec<u8>> {
+        let sign = SigningKey::generate(&mut rand_core::OsRng);
+        let (kx_secret, _) = ChannelKem::gen_keypair(&mut rand_core::OsRng);
+        let file = DevKeyFile { sign_seed: hex::encode(sign.to_bytes()), kx_secret: hex::encode(kx_secret.to_bytes()) };
+        Zeroizing::new(serde_json::to_vec(&file).expect("serialisable"))
+    }
+
+    /// The keys in `secrets` (made by [`Self::new_secrets`]); `None` if
+    /// they do not decode.
+    pub fn from_secrets(node_id: NodeId, mode: Mode, secrets: &[u8]) -> Option<NodeKeys> {
+        let file: DevKeyFile = serde_json::from_slice(secrets).ok()?;
         let mut seed = Zeroizing::new([0u8; 32]);
-        hex::decode_to_slice(&file.sign_seed, seed.as_mut()).map_err(|_| corrupt())?;
-        let kx = Zeroizing::new(hex::decode(&file.kx_secret).map_err(|_| corrupt())?);
-        let kx_secret = KxSecret::from_bytes(&kx).map_err(|_| corrupt())?;
+        hex::decode_to_slice(&file.sign_seed, seed.as_mut()).ok()?;
+        let kx = Zeroizing::new(hex::decode(&file.kx_secret).ok()?);
+        let kx_secret = KxSecret::from_bytes(&kx).ok()?;
         let kx_public = ChannelKem::sk_to_pk(&kx_secret);
-        Ok(NodeKeys { node_id, mode: Mode::Dev, sign: IdentityKey::File(SigningKey::from_bytes(&seed)), kx_secret, kx_public })
+        Some(NodeKeys { node_id, mode, sign: IdentityKey::File(SigningKey::from_bytes(&seed)), kx_secret, kx_public })
     }
 
     /// HSM mode: the identity key pair `label` in the token, and the

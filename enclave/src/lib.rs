@@ -23,6 +23,7 @@ pub mod ecdsa;
 pub mod eddsa;
 pub mod hsm;
 pub mod identity;
+pub mod kms;
 pub mod link;
 pub mod nitro;
 pub mod policy;

@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use conclave_proto::link::LinkAddr;
+use conclave_proto::transport::LinkStream;
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
 /// How long the enclave waits for the host to answer a load or store.
@@ -142,37 +144,96 @@ impl HostLink {
     }
 }
 
-/// Listens on the configured link address and serves hosts until the
-/// process ends.
-pub async fn serve(enclave: Arc<Enclave>) -> Result<(), LinkError> {
-    let addr = enclave.config.link.to_string();
-    let io = |source| LinkError::Io { addr: addr.clone(), source };
-    let mut listener = LinkListener::bind(&enclave.config.link).map_err(io)?;
-    tracing::info!(link = %enclave.config.link, "link listening");
+/// A host connection that opened with a matching Hello, before the
+/// enclave has introduced itself.
+pub struct HostConnection {
+    r: ReadHalf<LinkStream>,
+    w: WriteHalf<LinkStream>,
+    next_call: u64,
+}
+
+/// Listens on the configured link address.
+pub fn bind(addr: &LinkAddr) -> Result<LinkListener, LinkError> {
+    let listener = LinkListener::bind(addr).map_err(|source| LinkError::Io { addr: addr.to_string(), source })?;
+    tracing::info!(link = %addr, "link listening");
+    Ok(listener)
+}
+
+/// The next connection that opens with a matching Hello.
+pub async fn accept(listener: &mut LinkListener, addr: &LinkAddr) -> Result<HostConnection, LinkError> {
+    loop {
+        let stream = listener.accept().await.map_err(|source| LinkError::Io { addr: addr.to_string(), source })?;
+        let (mut r, w) = tokio::io::split(stream);
+        match link::read_frame(&mut r).await {
+            Ok(Ok(ToEnclave::Hello { v })) if v == PROTOCOL_VERSION => return Ok(HostConnection { r, w, next_call: 0 }),
+            other => tracing::warn!(?other, "host did not open with a matching Hello; closing"),
+        }
+    }
+}
+
+impl HostConnection {
+    /// A call made before the enclave introduces itself (nitro mode's
+    /// custody: its sealed keys and the credentials for KMS): one frame
+    /// out, its answer back, on this connection.
+    pub async fn call(&mut self, make: impl FnOnce(u64) -> FromEnclave) -> Result<ToEnclave, HostCallError> {
+        let call = self.next_call;
+        self.next_call += 1;
+        self.w.write_all(&link::encode_frame(&make(call))).await.map_err(|_| HostCallError::Disconnected)?;
+        match tokio::time::timeout(HOST_CALL_TIMEOUT, link::read_frame(&mut self.r)).await {
+            Err(_) => Err(HostCallError::Timeout(HOST_CALL_TIMEOUT)),
+            Ok(Err(_)) => Err(HostCallError::Disconnected),
+            Ok(Ok(Ok(answer))) if answer_to(&answer) == Some(call) => Ok(answer),
+            Ok(Ok(_)) => Err(HostCallError::Confused),
+        }
+    }
+
+    /// The highest version stored in `slot`.
+    pub async fn load(&mut self, slot: BlobSlot) -> Result<Option<StoredBlob>, HostCallError> {
+        match self.call(|call| FromEnclave::Load { call, slot }).await? {
+            ToEnclave::Loaded { blob, .. } => Ok(blob),
+            _ => Err(HostCallError::Confused),
+        }
+    }
+
+    /// Stores a new version in `slot`.
+    pub async fn store(&mut self, slot: BlobSlot, blob: StoredBlob) -> Result<(), HostCallError> {
+        match self.call(|call| FromEnclave::Store { call, slot, blob }).await? {
+            ToEnclave::Stored { error: None, .. } => Ok(()),
+            ToEnclave::Stored { error: Some(e), .. } => Err(HostCallError::Refused(e)),
+            _ => Err(HostCallError::Confused),
+        }
+    }
+}
+
+/// The call an answer frame answers.
+fn answer_to(frame: &ToEnclave) -> Option<u64> {
+    match frame {
+        ToEnclave::Loaded { call, .. } | ToEnclave::Stored { call, .. } | ToEnclave::PeerAttested { call, .. } | ToEnclave::Credentials { call, .. } => Some(*call),
+        _ => None,
+    }
+}
+
+/// Serves hosts until the process ends: `first` (a connection already
+/// accepted, in nitro mode the one custody was opened through), then
+/// whoever connects; a new connection replaces the old one.
+pub async fn serve(enclave: Arc<Enclave>, mut listener: LinkListener, first: Option<HostConnection>) -> Result<(), LinkError> {
+    let mut next = first;
     let mut current: Option<tokio::task::JoinHandle<()>> = None;
     loop {
-        let stream = listener.accept().await.map_err(io)?;
+        let conn = match next.take() {
+            Some(conn) => conn,
+            None => accept(&mut listener, &enclave.config.link).await?,
+        };
         // One host at a time: a new connection replaces the old one.
         if let Some(previous) = current.take() {
             previous.abort();
         }
-        let (r, w) = tokio::io::split(stream);
-        current = Some(tokio::spawn(connection(enclave.clone(), r, w)));
+        current = Some(tokio::spawn(connection(enclave.clone(), conn)));
     }
 }
 
-async fn connection<R, W>(enclave: Arc<Enclave>, mut r: R, mut w: W)
-where
-    R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
-    match link::read_frame(&mut r).await {
-        Ok(Ok(ToEnclave::Hello { v })) if v == PROTOCOL_VERSION => {}
-        other => {
-            tracing::warn!(?other, "host did not open with a matching Hello; closing");
-            return;
-        }
-    }
+async fn connection(enclave: Arc<Enclave>, conn: HostConnection) {
+    let HostConnection { mut r, mut w, .. } = conn;
     let (tx, mut rx) = mpsc::unbounded_channel::<FromEnclave>();
     let _ = tx.send(FromEnclave::Hello { v: PROTOCOL_VERSION, identity: enclave.keys.identity() });
     let _ = tx.send(FromEnclave::Primes { ready: enclave.primes.is_ready() });
@@ -223,8 +284,10 @@ where
                     enclave.host.send(FromEnclave::Rejected { code: e.code, reason: e.reason, peer });
                 }
             }
-            frame @ (ToEnclave::Loaded { call, .. } | ToEnclave::Stored { call, .. } | ToEnclave::PeerAttested { call, .. }) => {
-                enclave.host.answer(call, frame)
+            frame @ (ToEnclave::Loaded { .. } | ToEnclave::Stored { .. } | ToEnclave::PeerAttested { .. } | ToEnclave::Credentials { .. }) => {
+                if let Some(call) = answer_to(&frame) {
+                    enclave.host.answer(call, frame)
+                }
             }
         }
     }

@@ -1,8 +1,9 @@
 //! `conclave-enclave`: the signer process.
 
 use clap::{Parser, Subcommand};
+use conclave_enclave::attestation::{NitroNsm, Nsm};
 use conclave_enclave::config::EnclaveConfig;
-use conclave_enclave::custody::{Custody, Missing};
+use conclave_enclave::custody::{Custody, CustodyError, Missing};
 use conclave_enclave::link;
 use conclave_enclave::primes::PrimePool;
 use conclave_enclave::reseal;
@@ -104,14 +105,31 @@ fn run(cli: Cli) -> Result<(), String> {
                     state_dir = %config.state_dir.display(),
                     "DEV MODE: shares are sealed with a key file on disk and identity keys are files. INSECURE: for experiments and tests only"
                 ),
-                mode => tracing::info!(%mode, "shares are sealed and the identity key is held by the token"),
+                Mode::Hsm => tracing::info!("shares are sealed and the identity key is held by the token"),
+                Mode::Nitro => tracing::info!("shares and identity are sealed under a KMS data key released only to this enclave image"),
             }
-            let custody = Custody::open(&config, Missing::Refuse).map_err(|e| e.to_string())?;
             let roster = config.load_roster().map_err(|e| e.to_string())?;
-            let enclave = Arc::new(Enclave::new(config, custody.keys, custody.sealer, custody.nsm, roster)?);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
             rt.block_on(async move {
-                let server = tokio::spawn(link::serve(enclave.clone()));
+                let mut listener = link::bind(&config.link).map_err(|e| e.to_string())?;
+                let (custody, first) = match config.mode {
+                    // Nitro keeps its keys in the host's store, sealed under a
+                    // KMS key the enclave asks for itself: custody opens
+                    // through the first host to connect, which it then serves.
+                    Mode::Nitro => loop {
+                        let nitro = config.nitro.as_ref().expect("config validation: nitro mode has a [nitro] section");
+                        let nsm = Nsm::Nitro(NitroNsm::open(nitro).map_err(|e| e.to_string())?);
+                        let mut host = link::accept(&mut listener, &config.link).await.map_err(|e| e.to_string())?;
+                        match Custody::unlock_nitro(&config, nsm, &mut host).await {
+                            Ok(custody) => break (custody, Some(host)),
+                            Err(CustodyError::Host(e)) => tracing::warn!(error = %e, "the host went away while custody was opening; waiting for it"),
+                            Err(e) => return Err(e.to_string()),
+                        }
+                    },
+                    _ => (Custody::open(&config, Missing::Refuse).map_err(|e| e.to_string())?, None),
+                };
+                let enclave = Arc::new(Enclave::new(config, custody.keys, custody.sealer, custody.nsm, roster)?);
+                let server = tokio::spawn(link::serve(enclave.clone(), listener, first));
                 // The pool loads through the host, so it waits for one to attach.
                 tokio::spawn(async move {
                     enclave.host.wait_attached().await;

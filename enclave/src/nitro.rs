@@ -1,6 +1,7 @@
 //! Nitro mode's settings: the KMS key that seals shares, and what a peer's
 //! attestation document must show to be admitted (AWS Nitro Enclaves).
 
+use conclave_proto::link::LinkAddr;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -17,7 +18,12 @@ const PCR_BYTES: usize = 48;
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawNitro {
     kms_key_id: String,
+    kms_region: String,
+    #[serde(default = "crate::kms::default_proxy")]
+    kms_proxy: LinkAddr,
+    kms_ca_file: Option<PathBuf>,
     root_ca_file: Option<PathBuf>,
+    #[serde(default)]
     expected_pcrs: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     allow_debug_enclaves: bool,
@@ -29,11 +35,18 @@ pub struct NitroConfig {
     /// The KMS key whose data keys seal this node's shares; its key policy
     /// releases them only to an enclave with the expected PCRs.
     pub kms_key_id: String,
+    /// The key's region (`kms.<region>.amazonaws.com`).
+    pub kms_region: String,
+    /// Where the enclave's TLS connection to KMS goes out: AWS's
+    /// vsock-proxy on the parent (`vsock:3:8000`), which forwards bytes.
+    pub kms_proxy: LinkAddr,
+    /// Trust this CA for KMS instead of Amazon's roots (a private endpoint).
+    pub kms_ca_file: Option<PathBuf>,
     /// The root a peer's attestation must chain to; `None` is the AWS Nitro
     /// root built into the signer (pinned by its fingerprint).
     pub root_ca_file: Option<PathBuf>,
-    /// Per PCR index, the values a peer may show (several during a rolling
-    /// upgrade from one image to the next).
+    /// Per PCR index, values a peer may show besides this enclave's own
+    /// (which are always admitted): the other image of a rolling upgrade.
     pub expected_pcrs: BTreeMap<u8, Vec<[u8; PCR_BYTES]>>,
     /// Admit peers whose documents come from debug-mode enclaves (all-zero
     /// PCRs). Never in production: a debug enclave's memory is readable
@@ -67,9 +80,17 @@ impl RawNitro {
                 .collect::<Result<Vec<_>, String>>()?;
             expected_pcrs.insert(index, values);
         }
-        if let Some(missing) = REQUIRED_PCRS.iter().find(|i| !expected_pcrs.contains_key(i)) {
-            return Err(format!("expected_pcrs: PCR {missing} is required (0, 1 and 2 identify the image)"));
+        // An image is identified by all three; listing some would admit
+        // any kernel or application with a known PCR0.
+        if !expected_pcrs.is_empty() {
+            if let Some(missing) = REQUIRED_PCRS.iter().find(|i| !expected_pcrs.contains_key(i)) {
+                return Err(format!("expected_pcrs: PCR {missing} is required with the others (0, 1 and 2 identify an image)"));
+            }
         }
-        Ok(NitroConfig { kms_key_id: self.kms_key_id, root_ca_file: self.root_ca_file, expected_pcrs, allow_debug_enclaves: self.allow_debug_enclaves })
+        let region_ok = !self.kms_region.is_empty() && self.kms_region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !region_ok {
+            return Err(format!("kms_region {:?}: a region name such as eu-west-1", self.kms_region));
+        }
+        Ok(NitroConfig { kms_key_id: self.kms_key_id, kms_region: self.kms_region, kms_proxy: self.kms_proxy, kms_ca_file: self.kms_ca_file, root_ca_file: self.root_ca_file, expected_pcrs, allow_debug_enclaves: self.allow_debug_enclaves })
     }
 }

@@ -125,12 +125,12 @@ fn replace(file: &Path, bytes: &[u8], abort_after: &mut Option<usize>) -> std::i
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::seal::DevSealer;
+    use crate::seal::KeySealer;
     use conclave_proto::link::BlobSlot;
     use conclave_proto::store::blob_file_name;
     use conclave_proto::{Scheme, WalletId};
 
-    fn store_blob(store: &Path, sealer: &DevSealer, node: &NodeId, slot: &BlobSlot, version: u32, data: &[u8]) -> PathBuf {
+    fn store_blob(store: &Path, sealer: &KeySealer, node: &NodeId, slot: &BlobSlot, version: u32, data: &[u8]) -> PathBuf {
         let dir = store.join("blobs").join(slot.path());
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join(blob_file_name(version));
@@ -142,7 +142,7 @@ mod tests {
     fn moves_blobs_to_the_current_key_in_place_and_is_idempotent() {
         let d = tempfile::tempdir().unwrap();
         let node = NodeId::new("node-1").unwrap();
-        let (old, new) = (DevSealer::from_key(&[1; 32]), DevSealer::from_key(&[2; 32]));
+        let (old, new) = (KeySealer::from_key(&[1; 32]), KeySealer::from_key(&[2; 32]));
         let share = BlobSlot::Share { wallet: WalletId::new("w").unwrap(), scheme: Scheme::Ecdsa };
         let a = store_blob(d.path(), &old, &node, &share, 1, b"share v1");
         let b = store_blob(d.path(), &old, &node, &BlobSlot::Primes, 3, b"primes");
@@ -163,8 +163,8 @@ mod tests {
     }
 
     struct Both {
-        old: DevSealer,
-        new: DevSealer,
+        old: KeySealer,
+        new: KeySealer,
     }
 
     impl Sealer for Both {

@@ -109,19 +109,20 @@ pub fn key_id_of(blob: &[u8]) -> Result<&str, SealError> {
     parse(blob).map(|p| p.key_id)
 }
 
-/// Dev mode: XChaCha20-Poly1305 under a key kept in a file beside the node's
-/// state. INSECURE: whoever reads the file opens every share. For local
-/// experiments and tests only.
-pub struct DevSealer {
+/// XChaCha20-Poly1305 under a 32-byte key this process holds: in dev mode a
+/// key kept in a file beside the node's state (INSECURE: whoever reads the
+/// file opens every share; for local experiments and tests only), in nitro
+/// mode the data key KMS released to this enclave image.
+pub struct KeySealer {
     key_id: String,
     cipher: XChaCha20Poly1305,
 }
 
 const DEV_SEAL_FILE: &str = "seal.key";
 
-impl DevSealer {
+impl KeySealer {
     /// Loads the dev seal key from `state_dir`, creating it on first use.
-    pub fn load_or_create(state_dir: &Path) -> Result<DevSealer, SealError> {
+    pub fn load_or_create(state_dir: &Path) -> Result<KeySealer, SealError> {
         let path = state_dir.join(DEV_SEAL_FILE);
         let err = |source| SealError::Key { path: path.clone(), source };
         if !path.exists() {
@@ -138,15 +139,24 @@ impl DevSealer {
     }
 
     /// A sealer for a given key (tests use this to open what a node stored).
-    pub fn from_key(key: &[u8; 32]) -> DevSealer {
+    pub fn from_key(key: &[u8; 32]) -> KeySealer {
         use sha2::Digest;
         // The key id names the key without revealing it.
         let key_id = format!("dev:{}", hex::encode(&sha2::Sha256::digest(key)[..8]));
-        DevSealer { key_id, cipher: XChaCha20Poly1305::new(key.into()) }
+        KeySealer { key_id, cipher: XChaCha20Poly1305::new(key.into()) }
+    }
+
+    /// Nitro mode: seals under `key`, the data key KMS wrapped as `wrapped`
+    /// (blobs name the wrapped key, which identifies the data key without
+    /// revealing it).
+    pub fn kms(key: &crate::kms::DataKey, wrapped: &[u8]) -> KeySealer {
+        use sha2::Digest;
+        let key_id = format!("kms:{}", hex::encode(&sha2::Sha256::digest(wrapped)[..8]));
+        KeySealer { key_id, cipher: XChaCha20Poly1305::new(key.expose().into()) }
     }
 }
 
-impl Sealer for DevSealer {
+impl Sealer for KeySealer {
     fn key_id(&self) -> &str {
         &self.key_id
     }
@@ -254,7 +264,7 @@ mod tests {
 
     #[test]
     fn a_blob_opens_only_in_its_own_context() {
-        let s = DevSealer::from_key(&[1; 32]);
+        let s = KeySealer::from_key(&[1; 32]);
         let node = NodeId::new("n1").unwrap();
         let (w1, w2) = (slot("w1"), slot("w2"));
         let ctx = SealContext::blob(&node, &w1, 1);
@@ -267,7 +277,7 @@ mod tests {
         let mut tampered = blob.clone();
         *tampered.last_mut().unwrap() ^= 1;
         assert!(matches!(s.open(&ctx, &tampered), Err(SealError::Open)));
-        assert!(matches!(DevSealer::from_key(&[2; 32]).open(&ctx, &blob), Err(SealError::UnknownKey(_))));
+        assert!(matches!(KeySealer::from_key(&[2; 32]).open(&ctx, &blob), Err(SealError::UnknownKey(_))));
         assert!(matches!(s.open(&ctx, b"CSB1"), Err(SealError::Format)));
     }
 }

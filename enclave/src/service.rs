@@ -95,7 +95,7 @@ impl Enclave {
             host: HostLink::default(),
             router: Arc::default(),
             primes: PrimePool::default(),
-            admission: nsm.as_ref().and_then(Nsm::admission),
+            admission: nsm.as_ref().map(Nsm::admission),
             nsm,
             identities,
             peers,

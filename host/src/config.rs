@@ -62,6 +62,13 @@ struct Raw {
     #[serde(default)]
     registry: RegistryKind,
     consul: Option<ConsulConfig>,
+    #[serde(default = "default_imds_addr")]
+    imds_addr: SocketAddr,
+}
+
+/// The EC2 instance metadata service.
+fn default_imds_addr() -> SocketAddr {
+    SocketAddr::from(([169, 254, 169, 254], 80))
 }
 
 #[derive(Deserialize, Default, PartialEq)]
@@ -125,6 +132,9 @@ pub struct HostConfig {
     pub round_timeout: Duration,
     /// Where members, readiness, wallets and fencing records live.
     pub registry: RegistryConfig,
+    /// Where the instance role's credentials come from (nitro mode: the
+    /// enclave signs its KMS calls with them).
+    pub imds_addr: SocketAddr,
 }
 
 impl HostConfig {
@@ -169,6 +179,7 @@ impl HostConfig {
         };
         Ok(HostConfig {
             registry,
+            imds_addr: raw.imds_addr,
             node_id: raw.node_id,
             link: raw.link,
             nats_urls: raw.nats_urls,

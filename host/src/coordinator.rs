@@ -13,7 +13,7 @@ use crate::store::BlobStore;
 use crate::view::RegistryView;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use conclave_proto::envelope::Envelope;
-use conclave_proto::link::{FromEnclave, SessionPlan, ToEnclave};
+use conclave_proto::link::{BlobSlot, FromEnclave, SessionPlan, StoredBlob, ToEnclave};
 use conclave_proto::registry::{NodeRecord, ReadyRecord};
 use conclave_proto::request::{RequestBody, SignedRequest};
 use conclave_proto::result::{Completed, KeygenResult, Outcome, RequestResult};
@@ -313,6 +313,29 @@ impl Host {
         }
     }
 
+    /// Answers the enclave's [`FromEnclave::Load`].
+    pub(crate) fn answer_load(&self, call: u64, slot: &BlobSlot) -> ToEnclave {
+        let blob = self.store.load_latest(slot).unwrap_or_else(|e| {
+            tracing::error!(slot = %slot.path(), error = %e, "blob store read failed");
+            None
+        });
+        ToEnclave::Loaded { call, blob }
+    }
+
+    /// Answers the enclave's [`FromEnclave::Store`].
+    pub(crate) fn answer_store(&self, call: u64, slot: &BlobSlot, blob: &StoredBlob) -> ToEnclave {
+        ToEnclave::Stored { call, error: self.store.store(slot, blob).err() }
+    }
+
+    /// Answers the enclave's [`FromEnclave::Credentials`].
+    pub(crate) async fn answer_credentials(&self, call: u64) -> ToEnclave {
+        let result = crate::aws::instance_credentials(self.config.imds_addr).await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "no AWS credentials for the enclave's KMS calls");
+        }
+        ToEnclave::Credentials { call, result }
+    }
+
     /// Handles one frame from the enclave.
     pub fn from_enclave(self: Arc<Self>, frame: FromEnclave) {
         match frame {
@@ -322,15 +345,17 @@ impl Host {
                 let _ = self.outbox.send(envelope);
             }
             FromEnclave::Load { call, slot } => {
-                let blob = self.store.load_latest(&slot).unwrap_or_else(|e| {
-                    tracing::error!(slot = %slot.path(), error = %e, "blob store read failed");
-                    None
-                });
-                self.link.send(ToEnclave::Loaded { call, blob });
+                self.link.send(self.answer_load(call, &slot));
             }
             FromEnclave::Store { call, slot, blob } => {
-                let error = self.store.store(&slot, &blob).err();
-                self.link.send(ToEnclave::Stored { call, error });
+                self.link.send(self.answer_store(call, &slot, &blob));
+            }
+            FromEnclave::Credentials { call } => {
+                let host = self.clone();
+                tokio::spawn(async move {
+                    let answer = host.answer_credentials(call).await;
+                    host.link.send(answer);
+                });
             }
             FromEnclave::Finished { request_id, attempt, outcome, .. } => self.deliver_outcome(&request_id, attempt, outcome),
             // Only `conclave-host restore` asks the signer to check blobs.

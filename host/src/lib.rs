@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod aws;
 pub mod backup;
 pub mod config;
 pub mod coordinator;

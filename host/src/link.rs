@@ -87,13 +87,27 @@ pub async fn run(host: Arc<Host>) {
         if w.write_all(&link::encode_frame(&ToEnclave::Hello { v: PROTOCOL_VERSION })).await.is_err() {
             continue;
         }
-        let identity = match link::read_frame(&mut r).await {
-            Ok(Ok(FromEnclave::Hello { v, identity })) if v == PROTOCOL_VERSION => identity,
-            other => {
-                tracing::error!(?other, "enclave did not answer Hello with a matching version");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+        // Before it introduces itself, a nitro enclave opens its custody
+        // through this connection: its sealed keys from the store, and the
+        // instance role's credentials for its own calls to KMS.
+        let identity = loop {
+            let answer = match link::read_frame(&mut r).await {
+                Ok(Ok(FromEnclave::Hello { v, identity })) if v == PROTOCOL_VERSION => break Some(identity),
+                Ok(Ok(FromEnclave::Load { call, slot })) => host.answer_load(call, &slot),
+                Ok(Ok(FromEnclave::Store { call, slot, blob })) => host.answer_store(call, &slot, &blob),
+                Ok(Ok(FromEnclave::Credentials { call })) => host.answer_credentials(call).await,
+                other => {
+                    tracing::error!(?other, "enclave did not answer Hello with a matching version");
+                    break None;
+                }
+            };
+            if w.write_all(&link::encode_frame(&answer)).await.is_err() {
+                break None;
             }
+        };
+        let Some(identity) = identity else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
         };
         if identity.node_id != host.config.node_id {
             tracing::error!(enclave = %identity.node_id, "the enclave on the link is another node; not attaching");

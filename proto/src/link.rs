@@ -194,6 +194,11 @@ pub enum BlobSlot {
     },
     /// The enclave's pool of pre-generated Paillier primes.
     Primes,
+    /// Nitro mode: the node's seal key as KMS wrapped it (`CiphertextBlob`),
+    /// which only KMS opens, and only for this enclave image.
+    SealKey,
+    /// Nitro mode: the node's identity keys, sealed (an enclave has no disk).
+    Identity,
 }
 
 impl BlobSlot {
@@ -204,6 +209,8 @@ impl BlobSlot {
             BlobSlot::Share { wallet, scheme } => format!("share/{wallet}/{scheme}"),
             BlobSlot::AuxInfo { committee } => format!("aux/{committee}"),
             BlobSlot::Primes => "primes".to_string(),
+            BlobSlot::SealKey => "custody/seal-key".to_string(),
+            BlobSlot::Identity => "custody/identity".to_string(),
         }
     }
 }
@@ -313,6 +320,32 @@ pub enum ToEnclave {
         /// Why the blob was not stored, if it was not.
         error: Option<StoreError>,
     },
+    /// Answer to [`FromEnclave::Credentials`].
+    Credentials {
+        /// The call this answers.
+        call: u64,
+        /// The instance role's temporary credentials, or why there are none.
+        result: Result<AwsCredentials, String>,
+    },
+}
+
+/// Temporary AWS credentials (the instance role's, from the instance
+/// metadata service) that a nitro enclave signs its KMS calls with. The host
+/// holds them anyway; KMS releases data keys only to an attested enclave.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsCredentials {
+    /// `AccessKeyId`.
+    pub access_key_id: String,
+    /// `SecretAccessKey`.
+    pub secret_access_key: String,
+    /// `Token`.
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for AwsCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsCredentials").field("access_key_id", &self.access_key_id).finish_non_exhaustive()
+    }
 }
 
 /// Why the host did not store a blob.
@@ -405,6 +438,12 @@ pub enum FromEnclave {
         call: u64,
         /// The document, or why there is none (hsm mode has no attestation).
         result: Result<crate::attestation::Document, crate::RequestError>,
+    },
+    /// Nitro mode: the instance role's credentials, for the enclave's own
+    /// TLS connection to KMS; the answer is [`ToEnclave::Credentials`].
+    Credentials {
+        /// Matches the answer.
+        call: u64,
     },
     /// Whether a set of Paillier primes is ready, so that a new committee's
     /// first ECDSA keygen does not wait for prime generation. Sent on

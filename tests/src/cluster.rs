@@ -6,7 +6,7 @@ use crate::consul::ConsulAgent;
 use crate::faultproxy::FaultProxy;
 use crate::natsaccess::NatsAccess;
 use crate::{bin, eventually, softhsm, Mode, NatsServer};
-use conclave_enclave::seal::DevSealer;
+use conclave_enclave::seal::KeySealer;
 use conclave_enclave::share::ShareRecord;
 use conclave_proto::link::{BlobSlot, StoredBlob};
 use conclave_proto::store::blob_file_name;
@@ -298,7 +298,7 @@ impl Cluster {
         let seal_key_hex = std::fs::read_to_string(node.join("enclave/seal.key")).expect("dev seal key");
         let mut seal_key = [0u8; 32];
         hex::decode_to_slice(seal_key_hex.trim(), &mut seal_key).expect("dev seal key is 32 bytes of hex");
-        let sealer = DevSealer::from_key(&seal_key);
+        let sealer = KeySealer::from_key(&seal_key);
         let slot = BlobSlot::Share { wallet: wallet.clone(), scheme };
         let blob = StoredBlob {
             version: 1,

@@ -17,7 +17,7 @@
 //! builds).
 
 use conclave_enclave::hsm::{HsmConfig, PinSource, Token};
-use conclave_enclave::seal::{DevSealer, SealContext, Sealer, TokenSealer};
+use conclave_enclave::seal::{KeySealer, SealContext, Sealer, TokenSealer};
 use conclave_proto::link::BlobSlot;
 use conclave_proto::request::SignPayload;
 use conclave_proto::{NodeId, Scheme, WalletId};
@@ -116,7 +116,7 @@ fn bench_sealing(count: usize, pin: std::path::PathBuf) {
     );
     token.create_seal_key("bench-seal").expect("seal key");
     let sealers: [(&str, Box<dyn Sealer>); 2] = [
-        ("dev", Box::new(DevSealer::from_key(&[7; 32]))),
+        ("dev", Box::new(KeySealer::from_key(&[7; 32]))),
         ("hsm", Box::new(TokenSealer::new(token, "bench-seal").expect("token sealer"))),
     ];
     let node = NodeId::new("node-1").expect("node id");
