@@ -7,7 +7,9 @@ use crate::config::EnclaveConfig;
 use crate::hsm::{HsmError, Token};
 use crate::identity::{IdentityError, NodeKeys};
 use crate::seal::{KeySealer, SealContext, SealError, Sealer, TokenSealer};
+use crate::nitro::NitroConfig;
 use conclave_proto::link::Mode;
+use conclave_proto::NodeId;
 use std::sync::Arc;
 
 /// The node's identity and its sealer.
@@ -115,17 +117,15 @@ impl Custody {
     /// first start. The seal key is stored before the identity, so a start
     /// interrupted in between finds the key and makes the identity again.
     /// `nsm` is the enclave's NSM (tests pass a simulated one).
-    pub async fn unlock_nitro(config: &EnclaveConfig, nsm: Nsm, host: &mut crate::link::HostConnection) -> Result<Custody, CustodyError> {
+    pub async fn unlock_nitro(node: &NodeId, nitro: &NitroConfig, nsm: Nsm, host: &mut crate::link::HostConnection) -> Result<Custody, CustodyError> {
         use crate::kms::{self, Operation};
         use conclave_proto::link::{BlobSlot, FromEnclave, StoredBlob, ToEnclave};
-        let nitro = config.nitro.as_ref().expect("config validation: nitro mode has a [nitro] section");
         let endpoint = kms::Endpoint::new(&nitro.kms_region, nitro.kms_proxy.clone(), nitro.kms_ca_file.as_deref()).map_err(CustodyError::Endpoint)?;
         let credentials: kms::Credentials = match host.call(|call| FromEnclave::Credentials { call }).await? {
             ToEnclave::Credentials { result: Ok(credentials), .. } => credentials.into(),
             ToEnclave::Credentials { result: Err(reason), .. } => return Err(CustodyError::NoCredentials(reason)),
             _ => return Err(crate::link::HostCallError::Confused.into()),
         };
-        let node = &config.node_id;
         let (key, wrapped) = match host.load(BlobSlot::SealKey).await? {
             Some(stored) => {
                 let (key, _) = kms::call(&endpoint, &credentials, &nsm, Operation::Decrypt, &nitro.kms_key_id, node, Some(&stored.sealed)).await?;

@@ -120,7 +120,7 @@ fn run(cli: Cli) -> Result<(), String> {
                         let nitro = config.nitro.as_ref().expect("config validation: nitro mode has a [nitro] section");
                         let nsm = Nsm::Nitro(NitroNsm::open(nitro).map_err(|e| e.to_string())?);
                         let mut host = link::accept(&mut listener, &config.link).await.map_err(|e| e.to_string())?;
-                        match Custody::unlock_nitro(&config, nsm, &mut host).await {
+                        match Custody::unlock_nitro(&config.node_id, nitro, nsm, &mut host).await {
                             Ok(custody) => break (custody, Some(host)),
                             Err(CustodyError::Host(e)) => tracing::warn!(error = %e, "the host went away while custody was opening; waiting for it"),
                             Err(e) => return Err(e.to_string()),
