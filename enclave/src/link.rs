@@ -269,8 +269,15 @@ async fn connection(enclave: Arc<Enclave>, conn: HostConnection) {
                 enclave.host.send(FromEnclave::Attested { call, result: enclave.attest(&nonce) });
             }
             ToEnclave::Check { call, path, blob } => {
-                let ctx = SealContext::stored(enclave.keys.node_id(), &path, blob.version);
-                let error = enclave.sealer.open(&ctx, &blob.sealed).err().map(crate::share::storage);
+                // The wrapped seal key is KMS's ciphertext, not a sealed blob:
+                // it checks out if it is the key this signer runs under.
+                let error = if path == BlobSlot::SealKey.path() {
+                    (crate::seal::kms_key_id(&blob.sealed) != enclave.sealer.key_id())
+                        .then(|| RequestError::new(ErrorCode::Storage, "custody/seal-key is not the wrapped key this signer runs under"))
+                } else {
+                    let ctx = SealContext::stored(enclave.keys.node_id(), &path, blob.version);
+                    enclave.sealer.open(&ctx, &blob.sealed).err().map(crate::share::storage)
+                };
                 enclave.host.send(FromEnclave::Checked { call, error });
             }
             ToEnclave::Deliver { envelope } => {

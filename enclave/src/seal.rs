@@ -104,6 +104,12 @@ fn parse(blob: &[u8]) -> Result<SealedBlob<'_>, SealError> {
     SealedBlob::parse(blob).map_err(|_| SealError::Format)
 }
 
+/// The key id of a nitro seal key, from its wrapped form.
+pub fn kms_key_id(wrapped: &[u8]) -> String {
+    use sha2::Digest;
+    format!("kms:{}", hex::encode(&sha2::Sha256::digest(wrapped)[..8]))
+}
+
 /// The key a blob names, without opening it.
 pub fn key_id_of(blob: &[u8]) -> Result<&str, SealError> {
     parse(blob).map(|p| p.key_id)
@@ -150,9 +156,7 @@ impl KeySealer {
     /// (blobs name the wrapped key, which identifies the data key without
     /// revealing it).
     pub fn kms(key: &crate::kms::DataKey, wrapped: &[u8]) -> KeySealer {
-        use sha2::Digest;
-        let key_id = format!("kms:{}", hex::encode(&sha2::Sha256::digest(wrapped)[..8]));
-        KeySealer { key_id, cipher: XChaCha20Poly1305::new(key.expose().into()) }
+        KeySealer { key_id: kms_key_id(wrapped), cipher: XChaCha20Poly1305::new(key.expose().into()) }
     }
 }
 
