@@ -33,6 +33,9 @@ fn unb64(v: &Value) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).unwrap_or_default()
 }
 
+/// Wrapped key -> the data key and the encryption context it was made under.
+type MadeKeys = HashMap<Vec<u8>, ([u8; 32], Value)>;
+
 /// A stand-in for AWS KMS (which exists only on AWS), named as such: the
 /// two calls of the Recipient flow over TLS, with the key policy reduced to
 /// its point: a data key only for a document that chains to `root` and shows
@@ -41,7 +44,7 @@ fn unb64(v: &Value) -> Vec<u8> {
 pub struct KmsStandIn {
     root: TrustedRoot,
     pcr0: Vec<u8>,
-    keys: Mutex<HashMap<Vec<u8>, ([u8; 32], Value)>>,
+    keys: Mutex<MadeKeys>,
     calls: Mutex<Vec<String>>,
 }
 
