@@ -109,14 +109,21 @@ fn run(cli: Cli) -> Result<(), String> {
                 Mode::Nitro => tracing::info!("shares and identity are sealed under a KMS data key released only to this enclave image"),
             }
             let roster = config.load_roster().map_err(|e| e.to_string())?;
+            // A signer whose keys do not open never listens. Nitro's keys
+            // open only through a host, so nitro listens first.
+            let local = match config.mode {
+                Mode::Nitro => None,
+                Mode::Dev | Mode::Hsm => Some(Custody::open(&config, Missing::Refuse).map_err(|e| e.to_string())?),
+            };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
             rt.block_on(async move {
                 let mut listener = link::bind(&config.link).map_err(|e| e.to_string())?;
-                let (custody, first) = match config.mode {
+                let (custody, first) = match local {
+                    Some(custody) => (custody, None),
                     // Nitro keeps its keys in the host's store, sealed under a
                     // KMS key the enclave asks for itself: custody opens
                     // through the first host to connect, which it then serves.
-                    Mode::Nitro => loop {
+                    None => loop {
                         let nitro = config.nitro.as_ref().expect("config validation: nitro mode has a [nitro] section");
                         let nsm = Nsm::Nitro(NitroNsm::open(nitro).map_err(|e| e.to_string())?);
                         let mut host = link::accept(&mut listener, &config.link).await.map_err(|e| e.to_string())?;
@@ -126,7 +133,6 @@ fn run(cli: Cli) -> Result<(), String> {
                             Err(e) => return Err(e.to_string()),
                         }
                     },
-                    _ => (Custody::open(&config, Missing::Refuse).map_err(|e| e.to_string())?, None),
                 };
                 let enclave = Arc::new(Enclave::new(config, custody.keys, custody.sealer, custody.nsm, roster)?);
                 let server = tokio::spawn(link::serve(enclave.clone(), listener, first));
