@@ -19,6 +19,9 @@ use conclave_proto::transport::LinkStream;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
+/// How long a new connection has to say Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long the enclave waits for the host to answer a load or store.
 const HOST_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -164,9 +167,12 @@ pub async fn accept(listener: &mut LinkListener, addr: &LinkAddr) -> Result<Host
     loop {
         let stream = listener.accept().await.map_err(|source| LinkError::Io { addr: addr.to_string(), source })?;
         let (mut r, w) = tokio::io::split(stream);
-        match link::read_frame(&mut r).await {
-            Ok(Ok(ToEnclave::Hello { v })) if v == PROTOCOL_VERSION => return Ok(HostConnection { r, w, next_call: 0 }),
-            other => tracing::warn!(?other, "host did not open with a matching Hello; closing"),
+        // Bounded, so that a connection that says nothing does not keep the
+        // next host out.
+        match tokio::time::timeout(HELLO_TIMEOUT, link::read_frame(&mut r)).await {
+            Ok(Ok(Ok(ToEnclave::Hello { v }))) if v == PROTOCOL_VERSION => return Ok(HostConnection { r, w, next_call: 0 }),
+            Ok(other) => tracing::warn!(?other, "host did not open with a matching Hello; closing"),
+            Err(_) => tracing::warn!("host said nothing within {HELLO_TIMEOUT:?}; closing"),
         }
     }
 }
