@@ -53,7 +53,7 @@ pub fn receive<E: Curve>(
         if dealt.commitments[0] != public_share * lambda.into_inner() {
             return Err(blame(dealer, DealerCheck::Commitment));
         }
-        constant_terms = constant_terms + dealt.commitments[0];
+        constant_terms += dealt.commitments[0];
     }
     if constant_terms != *old.info.shared_public_key {
         return Err(ReshareError::PublicKeyChanged);
@@ -61,7 +61,7 @@ pub fn receive<E: Curve>(
 
     let mut sum = Scalar::<E>::zero();
     for dealer in dealers {
-        sum = sum + &deals[dealer].sub_share.0;
+        sum += &deals[dealer].sub_share.0;
     }
     let x = NonZero::from_secret_scalar(SecretScalar::new(&mut sum)).ok_or(ReshareError::InvalidNewShare)?;
     let public_shares = new

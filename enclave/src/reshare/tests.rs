@@ -148,11 +148,17 @@ fn eddsa_3_of_4_at_any_points_to_2_of_3_signs() {
 
 /// Old 2-of-3 EdDSA shares, dealers {0, 2}, new 3-of-4: the fixture for
 /// the refusals below.
-fn fixture() -> (Vec<KeyShare<Ed25519>>, NewCommittee<Ed25519>, Vec<(u16, Deal<Ed25519>)>) {
+struct Fixture {
+    old: Vec<KeyShare<Ed25519>>,
+    new: NewCommittee<Ed25519>,
+    deals: Vec<(u16, Deal<Ed25519>)>,
+}
+
+fn fixture() -> Fixture {
     let old: Vec<_> = eddsa::testing::dealt(3, 2, false).iter().map(|s| eddsa::reshare_source(s).unwrap()).collect();
     let new = NewCommittee::new(4, 3).unwrap();
     let deals = deal_all(&old, &[0, 2], &new);
-    (old, new, deals)
+    Fixture { old, new, deals }
 }
 
 fn refusal(old: &[KeyShare<Ed25519>], new: &NewCommittee<Ed25519>, delivered: &BTreeMap<u16, Dealt<Ed25519>>) -> ReshareError {
@@ -169,7 +175,7 @@ fn plus_one(s: &SubShare<Ed25519>) -> SubShare<Ed25519> {
 
 #[test]
 fn a_tampered_sub_share_blames_its_dealer() {
-    let (old, new, deals) = fixture();
+    let Fixture { old, new, deals } = fixture();
     let mut delivered = deliveries(&deals, 1);
     let dealt = delivered.get_mut(&2).unwrap();
     dealt.sub_share = plus_one(&dealt.sub_share);
@@ -182,17 +188,17 @@ fn a_tampered_sub_share_blames_its_dealer() {
 fn a_dealer_shifting_the_key_blames_its_dealer_even_when_consistent() {
     // Dealer 0 deals f + 1: its commitments and sub-shares agree with each
     // other, so only the check against its old public share catches it.
-    let (old, new, deals) = fixture();
+    let Fixture { old, new, deals } = fixture();
     let mut delivered = deliveries(&deals, 1);
     let dealt = delivered.get_mut(&0).unwrap();
-    dealt.commitments[0] = dealt.commitments[0] + Point::generator().to_point();
+    dealt.commitments[0] += Point::generator().to_point();
     dealt.sub_share = plus_one(&dealt.sub_share);
     assert_eq!(refusal(&old, &new, &delivered), ReshareError::Dealer { dealer: 0, check: DealerCheck::Commitment });
 }
 
 #[test]
 fn a_wrong_number_of_commitments_blames_its_dealer() {
-    let (old, new, deals) = fixture();
+    let Fixture { old, new, deals } = fixture();
     for change in [Vec::pop as fn(&mut Vec<Point<Ed25519>>) -> Option<Point<Ed25519>>, |c| {
         c.push(Point::generator().to_point());
         None
@@ -205,7 +211,7 @@ fn a_wrong_number_of_commitments_blames_its_dealer() {
 
 #[test]
 fn a_missing_or_uninvited_dealer_is_named() {
-    let (old, new, deals) = fixture();
+    let Fixture { old, new, deals } = fixture();
     let mut delivered = deliveries(&deals, 1);
     delivered.remove(&2);
     assert_eq!(refusal(&old, &new, &delivered), ReshareError::Dealer { dealer: 2, check: DealerCheck::Missing });
@@ -218,7 +224,7 @@ fn a_missing_or_uninvited_dealer_is_named() {
 
 #[test]
 fn bad_dealing_sets_and_committees_are_refused() {
-    let (old, new, _) = fixture();
+    let Fixture { old, new, .. } = fixture();
     for dealers in [&[0][..], &[2, 0], &[0, 0], &[0, 3]] {
         assert_eq!(deal(&old[0], dealers, &new, &mut OsRng).err(), Some(ReshareError::DealingSet), "{dealers:?}");
     }
@@ -231,7 +237,7 @@ fn bad_dealing_sets_and_committees_are_refused() {
 
 #[test]
 fn undecodable_or_foreign_deals_blame_their_dealer() {
-    let (_, _, deals) = fixture();
+    let Fixture { deals, .. } = fixture();
     let commitments = CommitmentsMessage::new(&deals[0].1.commitments).encode();
     let sub_share = SubShareMessage::new(&deals[0].1.sub_shares[0]).encode();
     let encoding = Some(ReshareError::Dealer { dealer: 0, check: DealerCheck::Encoding });
@@ -247,7 +253,7 @@ fn undecodable_or_foreign_deals_blame_their_dealer() {
 
 #[test]
 fn deal_messages_refuse_oversize_unknown_fields_and_other_versions() {
-    let (_, _, deals) = fixture();
+    let Fixture { deals, .. } = fixture();
     let m = CommitmentsMessage::new(&deals[0].1.commitments);
     assert_eq!(CommitmentsMessage::decode(&m.encode()).unwrap(), m);
     let big = vec![b' '; wire::MAX_COMMITMENTS_BYTES + 1];
@@ -280,7 +286,7 @@ impl Bytes {
 
 #[test]
 fn mutated_deal_messages_never_panic_and_what_decodes_round_trips() {
-    let (_, _, deals) = fixture();
+    let Fixture { deals, .. } = fixture();
     let commitments = CommitmentsMessage::new(&deals[0].1.commitments).encode();
     let sub_share = SubShareMessage::new(&deals[0].1.sub_shares[0]).encode().to_vec();
     let mut rng = Bytes(0x9e37_79b9_7f4a_7c15);
