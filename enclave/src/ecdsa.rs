@@ -5,10 +5,13 @@
 //! SECURITY.md). Everything here takes and returns serialised shares and
 //! plain bytes, so callers never see a cggmp21 type.
 
+use crate::reshare::{self, ReshareError};
 use crate::session::{self, Party, SessionSpec};
 use crate::service::Enclave;
+use cggmp21::generic_ec as ec04;
 use cggmp21::generic_ec::{Point, Scalar};
 use cggmp21::hd_wallet::Slip10;
+use cggmp21::key_share::{DirtyIncompleteKeyShare, DirtyKeyInfo, IncompleteKeyShare, Validate, VssSetup};
 use cggmp21::security_level::SecurityLevel128;
 use cggmp21::supported_curves::Secp256k1;
 use cggmp21::{DataToSign, ExecutionId, KeyShare};
@@ -204,9 +207,6 @@ fn rand_eid() -> [u8; 32] {
 // cross between the two here, field by field, by the curve's canonical
 // encodings (SEC1 compressed points, big-endian scalars), and are validated
 // again on each side.
-use crate::reshare::{self, ReshareError};
-use cggmp21::generic_ec as ec04;
-use cggmp21::key_share::{DirtyIncompleteKeyShare, DirtyKeyInfo, IncompleteKeyShare, Validate, VssSetup};
 
 type ReshareCurve = reshare::Secp256k1;
 

@@ -1,6 +1,7 @@
 //! The EdDSA engine: FROST (RFC 9591) on ed25519 with `givre`, keygen by the
 //! CGGMP21-style DKG that givre re-exports. The only module that names givre.
 
+use crate::reshare::{self, ReshareError};
 use crate::session::{self, Party, SessionSpec};
 use crate::service::Enclave;
 use conclave_proto::{ErrorCode, RequestError};
@@ -95,7 +96,6 @@ pub fn sign_in_process(shares: &[Zeroizing<Vec<u8>>], indexes_at_keygen: &[u16],
 // generic-ec 0.5, the types `reshare` computes on, so they cross unchanged.
 // givre is built without its `hd-wallet` feature, so these shares hold no
 // chain code.
-use crate::reshare::{self, ReshareError};
 
 const SHARE_ENCODING: ReshareError = ReshareError::ShareEncoding("eddsa key share");
 
