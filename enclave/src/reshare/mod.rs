@@ -74,8 +74,8 @@ pub struct KeyShare<E: Curve> {
 
 /// The public facts about the old key that a new member checks deals
 /// against. A node of both committees takes them from its own sealed share;
-/// a new-only member must get them from a source it trusts (see
-/// docs/notes/resharing.md).
+/// a new-only member takes them from the dealers, through
+/// [`wire::agreed_old_key`].
 #[derive(Clone)]
 pub struct OldKey<E: Curve> {
     /// Public key, public shares, evaluation points, threshold.
@@ -142,6 +142,9 @@ pub enum DealerCheck {
     /// The constant-term commitment is not λ·X_i: the dealer dealt something
     /// other than its share of the old key.
     Commitment,
+    /// Its copy of the old key's public facts names another public key or
+    /// chain code than the signed request.
+    OldKey,
 }
 
 impl DealerCheck {
@@ -154,6 +157,7 @@ impl DealerCheck {
             DealerCheck::Encoding => "encoding",
             DealerCheck::SubShare => "sub_share",
             DealerCheck::Commitment => "commitment",
+            DealerCheck::OldKey => "old_key",
         }
     }
 }
@@ -207,6 +211,10 @@ pub enum ReshareError {
     /// used are not the old key's).
     #[error("the dealt key is not the group public key")]
     PublicKeyChanged,
+    /// The dealers' copies of the old key each check but differ: one of
+    /// them lies about the old public shares, and which cannot be told.
+    #[error("the dealers disagree on the old key's public shares")]
+    OldKeyDisagreement,
     /// The new share did not validate (a zero share or public share, which
     /// honest dealers produce with negligible probability).
     #[error("the new key share does not validate")]

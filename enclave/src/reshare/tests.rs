@@ -2,7 +2,7 @@
 //! curves and still sign under the old public key; a dealer whose values do
 //! not check is named with the check it failed.
 
-use super::wire::{self, CommitmentsMessage, SubShareMessage};
+use super::wire::{self, CommitmentsMessage, OldKeyMessage, SubShareMessage};
 use super::*;
 use crate::{ecdsa, eddsa};
 use conclave_proto::NodeId;
@@ -286,13 +286,14 @@ impl Bytes {
 
 #[test]
 fn mutated_deal_messages_never_panic_and_what_decodes_round_trips() {
-    let Fixture { deals, .. } = fixture();
+    let Fixture { old, deals, .. } = fixture();
     let commitments = CommitmentsMessage::new(&deals[0].1.commitments).encode();
     let sub_share = SubShareMessage::new(&deals[0].1.sub_shares[0]).encode().to_vec();
+    let old_key = OldKeyMessage::new(&old[0].old_key()).unwrap().encode();
     let mut rng = Bytes(0x9e37_79b9_7f4a_7c15);
     let mut accepted = 0;
     for round in 0..4000 {
-        let mut input = if round % 2 == 0 { commitments.clone() } else { sub_share.clone() };
+        let mut input = [&commitments, &sub_share, &old_key][round % 3].clone();
         for _ in 0..=rng.below(4) {
             let at = rng.below(input.len() + 1);
             match rng.below(4) {
@@ -311,6 +312,11 @@ fn mutated_deal_messages_never_panic_and_what_decodes_round_trips() {
         if let Ok(m) = SubShareMessage::decode(&input) {
             let again = SubShareMessage::decode(&m.encode()).unwrap();
             assert_eq!(again.encode(), m.encode());
+            accepted += 1;
+        }
+        if let Ok(m) = OldKeyMessage::decode(&input) {
+            assert_eq!(OldKeyMessage::decode(&m.encode()).unwrap(), m);
+            let _ = m.old_key::<Ed25519>();
             accepted += 1;
         }
         let _ = wire::dealt::<Ed25519>(0, &input, &sub_share);
@@ -357,4 +363,45 @@ fn the_confirmation_digest_covers_committee_threshold_and_every_public_share() {
     for (k, v) in variants.iter().enumerate() {
         assert_ne!(v.digest(), digest, "variant {k}");
     }
+}
+
+#[test]
+fn new_only_members_take_the_old_key_only_when_every_dealer_agrees_with_the_request() {
+    let Fixture { old, new, deals } = fixture();
+    let pk = *old[0].core.shared_public_key;
+    let copy = |k: &OldKey<Ed25519>| OldKeyMessage::new(k).unwrap().encode();
+    let honest: BTreeMap<u16, Vec<u8>> = [0, 2].map(|d| (d, copy(&old[usize::from(d)].old_key()))).into();
+
+    let agreed = wire::agreed_old_key(&[0, 2], &honest, &pk, None).unwrap();
+    assert_eq!(OldKeyMessage::new(&agreed).unwrap(), OldKeyMessage::new(&old[1].old_key()).unwrap());
+    receive(&agreed, &[0, 2], &new, 3, &deliveries(&deals, 3)).unwrap();
+
+    // Not the key (or chain code) the signed request names: the dealer is blamed.
+    let other: Vec<_> = eddsa::testing::dealt(3, 2, false).iter().map(|s| eddsa::reshare_source(s).unwrap()).collect();
+    let mut copies = honest.clone();
+    copies.insert(2, copy(&other[0].old_key()));
+    let old_key = Some(ReshareError::Dealer { dealer: 2, check: DealerCheck::OldKey });
+    assert_eq!(wire::agreed_old_key(&[0, 2], &copies, &pk, None).err(), old_key);
+    let first = Some(ReshareError::Dealer { dealer: 0, check: DealerCheck::OldKey });
+    assert_eq!(wire::agreed_old_key(&[0, 2], &honest, &pk, Some([7; 32])).err(), first);
+
+    // The same key, other public shares (two members swapped): a valid copy
+    // that disagrees with the other dealer's, and no telling which lies.
+    let mut swapped = old[0].old_key().info.into_inner();
+    swapped.public_shares.swap(0, 1);
+    swapped.vss_setup.as_mut().unwrap().I.swap(0, 1);
+    let swapped = OldKey { info: key_share::KeyInfo::validate(swapped).unwrap(), chain_code: None };
+    let mut copies = honest.clone();
+    copies.insert(2, copy(&swapped));
+    assert_eq!(wire::agreed_old_key(&[0, 2], &copies, &pk, None).err(), Some(ReshareError::OldKeyDisagreement));
+
+    let mut copies = honest.clone();
+    copies.insert(0, b"{}".to_vec());
+    assert_eq!(wire::agreed_old_key(&[0, 2], &copies, &pk, None).err(), Some(ReshareError::Dealer { dealer: 0, check: DealerCheck::Encoding }));
+    let mut copies = honest.clone();
+    copies.remove(&2);
+    assert_eq!(wire::agreed_old_key(&[0, 2], &copies, &pk, None).err(), Some(ReshareError::Dealer { dealer: 2, check: DealerCheck::Missing }));
+    // An ed25519 key is not a secp256k1 key.
+    let secp_pk = *ecdsa::testing::dealt(3, 2)[0].core.shared_public_key;
+    assert_eq!(wire::agreed_old_key(&[0, 2], &honest, &secp_pk, None).err(), Some(ReshareError::Dealer { dealer: 0, check: DealerCheck::Encoding }));
 }
