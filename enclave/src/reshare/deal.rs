@@ -2,7 +2,7 @@
 //! the new committee (Desmedt-Jajodia redistribution with Feldman
 //! commitments, see the module above).
 
-use super::{lagrange, KeyShare, NewCommittee, ReshareError};
+use super::{weights, KeyShare, NewCommittee, ReshareError};
 use generic_ec::{Curve, Point, Scalar, SecretScalar};
 use generic_ec_zkp::polynomial::Polynomial;
 use rand_core::{CryptoRng, RngCore};
@@ -35,7 +35,9 @@ pub fn deal<E: Curve>(
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<Deal<E>, ReshareError> {
     let core = &share.core;
-    let lambda = lagrange(&core.key_info, dealers, core.i)?;
+    let weights = weights(&core.key_info, dealers)?;
+    let position = dealers.iter().position(|&d| d == core.i).ok_or(ReshareError::NotMember { index: core.i })?;
+    let lambda = weights[position];
     let mut weighted: Scalar<E> = lambda.into_inner() * &core.x;
     let constant = SecretScalar::new(&mut weighted);
     let degree = usize::from(new.threshold()) - 1;

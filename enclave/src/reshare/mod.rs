@@ -237,17 +237,19 @@ impl ReshareError {
     }
 }
 
-/// λ_{i,S}: the Lagrange coefficient at zero of `dealer` over the dealing
-/// set, after checking the set against the old key. Shared by both sides so
-/// that dealer and receiver weight shares identically.
-fn lagrange<E: Curve>(info: &key_share::DirtyKeyInfo<E>, dealers: &[u16], dealer: u16) -> Result<NonZero<Scalar<E>>, ReshareError> {
+/// λ_{i,S} for every dealer i of the dealing set S (in S's order), after
+/// checking S against the old key: at least t strictly increasing old
+/// indexes. Shared by both sides so that dealer and receiver weight shares
+/// identically.
+fn weights<E: Curve>(info: &key_share::DirtyKeyInfo<E>, dealers: &[u16]) -> Result<Vec<NonZero<Scalar<E>>>, ReshareError> {
     let vss = info.vss_setup.as_ref().ok_or(ReshareError::NotThreshold)?;
     let n = info.public_shares.len();
     let increasing = dealers.windows(2).all(|w| w[0] < w[1]);
     if !increasing || dealers.len() < usize::from(vss.min_signers) || dealers.iter().any(|&d| usize::from(d) >= n) {
         return Err(ReshareError::DealingSet);
     }
-    let position = dealers.iter().position(|&d| d == dealer).ok_or(ReshareError::NotMember { index: dealer })?;
     let points: Vec<Scalar<E>> = dealers.iter().map(|&d| *vss.I[usize::from(d)]).collect();
-    generic_ec_zkp::polynomial::lagrange_coefficient_at_zero(position, &points).ok_or(ReshareError::DealingSet)
+    (0..dealers.len())
+        .map(|k| generic_ec_zkp::polynomial::lagrange_coefficient_at_zero(k, &points).ok_or(ReshareError::DealingSet))
+        .collect()
 }

@@ -2,7 +2,7 @@
 //! a new key share (Wong-Wang-Wing verification of a Desmedt-Jajodia
 //! redistribution, see the module above).
 
-use super::{lagrange, DealerCheck, KeyShare, NewCommittee, OldKey, ReshareError, SubShare};
+use super::{weights, DealerCheck, KeyShare, NewCommittee, OldKey, ReshareError, SubShare};
 use generic_ec::serde::CurveName;
 use generic_ec::{Curve, NonZero, Point, Scalar, SecretScalar};
 use key_share::{DirtyCoreKeyShare, DirtyKeyInfo, Validate, VssSetup};
@@ -39,9 +39,9 @@ pub fn receive<E: Curve>(
     if let Some(&stranger) = deals.keys().find(|d| !dealers.contains(d)) {
         return Err(blame(stranger, DealerCheck::NotDealing));
     }
+    let weights = weights(&old.info, dealers)?;
     let mut constant_terms = Point::zero();
-    for &dealer in dealers {
-        let lambda = lagrange(&old.info, dealers, dealer)?;
+    for (&dealer, lambda) in dealers.iter().zip(weights) {
         let dealt = deals.get(&dealer).ok_or_else(|| blame(dealer, DealerCheck::Missing))?;
         if dealt.commitments.len() != usize::from(new.threshold()) {
             return Err(blame(dealer, DealerCheck::Length));

@@ -230,6 +230,9 @@ fn bad_dealing_sets_and_committees_are_refused() {
     }
     assert_eq!(deal(&old[1], &[0, 2], &new, &mut OsRng).err(), Some(ReshareError::NotMember { index: 1 }));
     assert_eq!(receive(&old[0].old_key(), &[0, 2], &new, 4, &BTreeMap::new()).err(), Some(ReshareError::NotMember { index: 4 }));
+    for dealers in [&[][..], &[1], &[2, 0]] {
+        assert_eq!(receive(&old[0].old_key(), dealers, &new, 0, &BTreeMap::new()).err(), Some(ReshareError::DealingSet), "{dealers:?}");
+    }
     for (n, t) in [(1, 1), (3, 1), (3, 4), (MAX_PARTIES + 1, 2)] {
         assert_eq!(NewCommittee::<Ed25519>::new(n, t).err(), Some(ReshareError::Committee { n, threshold: t }));
     }
