@@ -5,10 +5,13 @@
 //! SECURITY.md). Everything here takes and returns serialised shares and
 //! plain bytes, so callers never see a cggmp21 type.
 
+use crate::reshare::{self, ReshareError};
 use crate::session::{self, Party, SessionSpec};
 use crate::service::Enclave;
+use cggmp21::generic_ec as ec04;
 use cggmp21::generic_ec::{Point, Scalar};
 use cggmp21::hd_wallet::Slip10;
+use cggmp21::key_share::{DirtyIncompleteKeyShare, DirtyKeyInfo, IncompleteKeyShare, Validate, VssSetup};
 use cggmp21::security_level::SecurityLevel128;
 use cggmp21::supported_curves::Secp256k1;
 use cggmp21::{DataToSign, ExecutionId, KeyShare};
@@ -197,4 +200,129 @@ fn rand_eid() -> [u8; 32] {
     let mut b = [0u8; 32];
     rand_core::OsRng.fill_bytes(&mut b);
     b
+}
+
+// Resharing (issue 6) computes on generic-ec 0.5 and key-share 0.7 (see
+// `reshare`); cggmp21 0.6 is on generic-ec 0.4 and key-share 0.6. Shares
+// cross between the two here, field by field, by the curve's canonical
+// encodings (SEC1 compressed points, big-endian scalars), and are validated
+// again on each side.
+
+type ReshareCurve = reshare::Secp256k1;
+
+const SHARE_ENCODING: ReshareError = ReshareError::ShareEncoding("ecdsa key share");
+
+/// A stored ECDSA share (the complete key share sealed in a
+/// [`crate::share::ShareRecord`]) as resharing's dealer reads it. Only the
+/// core share is read: aux info stays with the old committee.
+pub fn reshare_source(stored: &[u8]) -> Result<reshare::KeyShare<ReshareCurve>, ReshareError> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        core: DirtyIncompleteKeyShare<Secp256k1>,
+    }
+    let stored: Stored = serde_json::from_slice(stored).map_err(|_| SHARE_ENCODING)?;
+    let core = stored.core.validate().map_err(|_| SHARE_ENCODING)?;
+    core_to_reshare(&core)
+}
+
+fn core_to_reshare(core: &IncompleteKeyShare<Secp256k1>) -> Result<reshare::KeyShare<ReshareCurve>, ReshareError> {
+    let point = |p: &ec04::NonZero<ec04::Point<Secp256k1>>| {
+        generic_ec::Point::from_bytes(p.to_bytes(true)).ok().and_then(generic_ec::NonZero::from_point).ok_or(SHARE_ENCODING)
+    };
+    let scalar = |s: &ec04::NonZero<ec04::Scalar<Secp256k1>>| {
+        generic_ec::Scalar::from_be_bytes(s.to_be_bytes()).ok().and_then(generic_ec::NonZero::from_scalar).ok_or(SHARE_ENCODING)
+    };
+    let vss = core.vss_setup.as_ref().ok_or(ReshareError::NotThreshold)?;
+    let x = Zeroizing::new(AsRef::<ec04::Scalar<Secp256k1>>::as_ref(&core.x).to_be_bytes().to_vec());
+    let x = generic_ec::SecretScalar::from_be_bytes(&x).ok().and_then(generic_ec::NonZero::from_secret_scalar).ok_or(SHARE_ENCODING)?;
+    let converted = key_share::DirtyCoreKeyShare {
+        i: core.i,
+        key_info: key_share::DirtyKeyInfo {
+            curve: generic_ec::serde::CurveName::new(),
+            shared_public_key: point(&core.shared_public_key)?,
+            public_shares: core.public_shares.iter().map(point).collect::<Result<_, _>>()?,
+            vss_setup: Some(key_share::VssSetup { min_signers: vss.min_signers, I: vss.I.iter().map(scalar).collect::<Result<_, _>>()? }),
+        },
+        x,
+    };
+    let validated = key_share::Validate::validate(converted).map_err(|_| SHARE_ENCODING)?;
+    Ok(reshare::KeyShare { core: validated, chain_code: core.chain_code })
+}
+
+/// Serialises a new member's reshared share as cggmp21's incomplete key
+/// share: it signs only once [`complete_reshared`] joins it with the new
+/// committee's aux info.
+pub fn reshared(share: reshare::KeyShare<ReshareCurve>) -> Result<Zeroizing<Vec<u8>>, ReshareError> {
+    let point = |p: &generic_ec::NonZero<generic_ec::Point<ReshareCurve>>| {
+        ec04::Point::from_bytes(p.to_bytes(true)).ok().and_then(ec04::NonZero::from_point).ok_or(SHARE_ENCODING)
+    };
+    let scalar = |s: &generic_ec::NonZero<generic_ec::Scalar<ReshareCurve>>| {
+        ec04::Scalar::from_be_bytes(s.to_be_bytes()).ok().and_then(ec04::NonZero::from_scalar).ok_or(SHARE_ENCODING)
+    };
+    let core = &share.core;
+    let vss = core.vss_setup.as_ref().ok_or(ReshareError::NotThreshold)?;
+    let x = Zeroizing::new(AsRef::<generic_ec::SecretScalar<ReshareCurve>>::as_ref(&core.x).to_be_bytes().as_nonsecret_bytes().to_vec());
+    let mut x = ec04::Scalar::from_be_bytes(&*x).map_err(|_| SHARE_ENCODING)?;
+    let x = ec04::NonZero::from_secret_scalar(ec04::SecretScalar::new(&mut x)).ok_or(SHARE_ENCODING)?;
+    let converted = DirtyIncompleteKeyShare::<Secp256k1> {
+        i: core.i,
+        key_info: DirtyKeyInfo {
+            curve: ec04::serde::CurveName::new(),
+            shared_public_key: point(&core.shared_public_key)?,
+            public_shares: core.public_shares.iter().map(point).collect::<Result<_, _>>()?,
+            vss_setup: Some(VssSetup { min_signers: vss.min_signers, I: vss.I.iter().map(scalar).collect::<Result<_, _>>()? }),
+            chain_code: share.chain_code,
+        },
+        x,
+    };
+    let converted = converted.validate().map_err(|_| ReshareError::InvalidNewShare)?;
+    Ok(Zeroizing::new(serde_json::to_vec(&converted).expect("key shares serialise")))
+}
+
+/// Joins a reshared incomplete share with the new committee's aux info
+/// into the complete share that is sealed and signs, in the format
+/// [`keygen`] produces.
+pub fn complete_reshared(incomplete: &[u8], aux: &[u8]) -> Result<Zeroizing<Vec<u8>>, RequestError> {
+    let incomplete: IncompleteKeyShare<Secp256k1> = serde_json::from_slice(incomplete).map_err(|e| internal("reshared share does not decode", e))?;
+    let aux: cggmp21::key_share::AuxInfo<SecurityLevel128> = serde_json::from_slice(aux).map_err(|e| internal("aux info does not decode", e))?;
+    let share: KeyShare<Secp256k1> =
+        KeyShare::from_parts((incomplete, aux)).map_err(|e| internal("reshared share does not match the committee's aux info", e))?;
+    Ok(Zeroizing::new(serde_json::to_vec(&share).expect("key share serialises")))
+}
+
+/// Test fixtures for resharing: cggmp21's trusted dealer and aux data,
+/// kept here so that only this module names cggmp21.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A t-of-n HD key's shares from cggmp21's trusted dealer, as resharing
+    /// reads them.
+    pub fn dealt(n: u16, t: u16) -> Vec<reshare::KeyShare<ReshareCurve>> {
+        cggmp21::trusted_dealer::builder::<Secp256k1, SecurityLevel128>(n)
+            .set_threshold(Some(t))
+            .hd_wallet(true)
+            .generate_core_shares(&mut rand_core::OsRng)
+            .unwrap()
+            .iter()
+            .map(|core| core_to_reshare(core).unwrap())
+            .collect()
+    }
+
+    /// Fresh aux info for a committee of `n` (what the new committee's aux
+    /// info round would produce), serialised as sealed.
+    pub fn aux(n: u16) -> Vec<Zeroizing<Vec<u8>>> {
+        cggmp21::trusted_dealer::generate_aux_data::<SecurityLevel128, _>(&mut rand_core::OsRng, n, false, false)
+            .unwrap()
+            .iter()
+            .map(|a| Zeroizing::new(serde_json::to_vec(a).unwrap()))
+            .collect()
+    }
+
+    /// The root xpub a complete stored share reports, as keygen does.
+    pub fn xpub(stored: &[u8]) -> String {
+        let share: KeyShare<Secp256k1> = serde_json::from_slice(stored).unwrap();
+        let public_key = share.shared_public_key.to_bytes(true).as_ref().try_into().unwrap();
+        conclave_proto::xpub::Xpub { public_key, chain_code: share.chain_code.unwrap() }.encode()
+    }
 }

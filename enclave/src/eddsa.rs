@@ -1,6 +1,7 @@
 //! The EdDSA engine: FROST (RFC 9591) on ed25519 with `givre`, keygen by the
 //! CGGMP21-style DKG that givre re-exports. The only module that names givre.
 
+use crate::reshare::{self, ReshareError};
 use crate::session::{self, Party, SessionSpec};
 use crate::service::Enclave;
 use conclave_proto::{ErrorCode, RequestError};
@@ -89,4 +90,51 @@ pub fn sign_in_process(shares: &[Zeroizing<Vec<u8>>], indexes_at_keygen: &[u16],
     let mut out = vec![0u8; givre::signing::aggregate::Signature::<Ed25519>::serialized_len()];
     signature.write_to_slice(&mut out);
     Ok(out)
+}
+
+// Resharing (issue 6): givre's shares are key-share 0.7 shares on
+// generic-ec 0.5, the types `reshare` computes on, so they cross unchanged.
+// givre is built without its `hd-wallet` feature, so these shares hold no
+// chain code.
+
+const SHARE_ENCODING: ReshareError = ReshareError::ShareEncoding("eddsa key share");
+
+/// A stored EdDSA share as resharing's dealer reads it.
+pub fn reshare_source(stored: &[u8]) -> Result<reshare::KeyShare<reshare::Ed25519>, ReshareError> {
+    let core: givre::KeyShare<Curve> = serde_json::from_slice(stored).map_err(|_| SHARE_ENCODING)?;
+    Ok(reshare::KeyShare { core, chain_code: None })
+}
+
+/// Serialises a reshared share in the format [`keygen`] stores and [`sign`]
+/// reads.
+pub fn reshared(share: reshare::KeyShare<reshare::Ed25519>) -> Result<Zeroizing<Vec<u8>>, ReshareError> {
+    if share.chain_code.is_some() {
+        return Err(ReshareError::ChainCodeUnsupported);
+    }
+    Ok(Zeroizing::new(serde_json::to_vec(&share.core).expect("key shares serialise")))
+}
+
+/// Test fixtures for resharing: givre's trusted dealer, kept here so that
+/// only this module names givre.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A t-of-n key's shares, at random evaluation points when asked (the
+    /// old committee's points need not be 1..=n), serialised as stored.
+    pub fn dealt(n: u16, t: u16, random_points: bool) -> Vec<Zeroizing<Vec<u8>>> {
+        let builder = givre::trusted_dealer::builder::<Curve>(n).set_threshold(Some(t));
+        let shares = if random_points {
+            builder.generate_shares_at_random(&mut rand_core::OsRng)
+        } else {
+            builder.generate_shares(&mut rand_core::OsRng)
+        };
+        shares.unwrap().iter().map(|s| Zeroizing::new(serde_json::to_vec(s).unwrap())).collect()
+    }
+
+    /// The RFC 8032 public key of a stored share.
+    pub fn public_key(stored: &[u8]) -> Vec<u8> {
+        let share: givre::KeyShare<Curve> = serde_json::from_slice(stored).unwrap();
+        Ed25519::serialize_normalized_point(&Ed25519::normalize_point(share.shared_public_key)).as_ref().to_vec()
+    }
 }

@@ -10,6 +10,7 @@
 //! - [`policy`]: what makes a request authorised.
 //! - [`session`]: running one protocol over the end-to-end [`channel`].
 //! - [`ecdsa`] (the only module that knows CGGMP21) and [`eddsa`] (FROST).
+//! - [`reshare`]: moving a key to a new committee (protocol core).
 //! - [`seal`], [`identity`], [`primes`]: secrets at rest and their sources;
 //!   [`hsm`]: the PKCS#11 token that roots them in `hsm` mode.
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod nitro;
 pub mod policy;
 pub mod primes;
 pub mod reseal;
+pub mod reshare;
 pub mod seal;
 pub mod service;
 pub mod session;
