@@ -39,6 +39,7 @@
 mod confirm;
 mod deal;
 mod receive;
+pub mod rounds;
 pub mod wire;
 
 #[cfg(test)]
