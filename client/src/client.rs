@@ -3,10 +3,10 @@
 use crate::{verify, ClientConfig, ClientError};
 use async_nats::jetstream;
 use conclave_proto::registry::{Answer, Ask, NodeEntry, Query};
-use conclave_proto::request::{KeygenRequest, RequestBody, SignPayload, SignRequest, SignedRequest};
+use conclave_proto::request::{KeygenRequest, RequestBody, ReshareRequest, SignPayload, SignRequest, SignedRequest};
 use conclave_proto::result::{Completed, KeygenResult, Outcome, RequestResult, SignResult};
 use conclave_proto::subjects::*;
-use conclave_proto::{NodeId, RequestId, Scheme, WalletId, PROTOCOL_VERSION};
+use conclave_proto::{ErrorCode, NodeId, RequestError, RequestId, Scheme, WalletId, PROTOCOL_VERSION};
 use ed25519_dalek::Signer;
 use futures::StreamExt;
 use rand_core::RngCore;
@@ -104,6 +104,7 @@ impl Client {
         let subject = match body {
             RequestBody::Keygen(_) => KEYGEN_SUBJECT,
             RequestBody::Sign(_) => SIGN_SUBJECT,
+            RequestBody::Reshare(_) => RESHARE_SUBJECT,
         };
         let mut results = self.nats.subscribe(result_subject(&id)).await.map_err(nats_err)?;
         let payload: bytes::Bytes = serde_json::to_vec(request).expect("requests serialise").into();
@@ -237,6 +238,43 @@ impl Client {
         match self.submit(body).await? {
             Completed::Keygen(k) if k.wallet == *wallet && k.scheme == scheme => Ok(k),
             other => Err(ClientError::BadResult(format!("a keygen request answered with {other:?}"))),
+        }
+    }
+
+    /// Moves `wallet`'s key to `new_committee`, `new_threshold` of which
+    /// sign, under the same public key; returns the wallet's new record.
+    /// Checked here first, as the nodes will: the wallet exists, the new
+    /// committee and threshold make sense, every new member is ready.
+    pub async fn reshare(&self, wallet: &WalletId, scheme: Scheme, new_threshold: u16, new_committee: Vec<NodeId>) -> Result<KeygenResult, ClientError> {
+        let record = self.wallet(wallet, scheme).await?.ok_or_else(|| ClientError::Request(RequestError::new(ErrorCode::UnknownWallet, format!("no {scheme} key for wallet {wallet}"))))?;
+        let ready: Vec<NodeId> = self.nodes().await?.into_iter().filter(|n| n.ready.is_some()).map(|n| n.node_id).collect();
+        if let Some(absent) = new_committee.iter().find(|n| !ready.contains(n)) {
+            return Err(ClientError::Request(RequestError::new(ErrorCode::InsufficientPeers, format!("{absent} is not ready; every new member must be"))));
+        }
+        let ready_old = record.committee.iter().filter(|n| ready.contains(n)).count();
+        if ready_old < usize::from(record.threshold) {
+            return Err(ClientError::Request(RequestError::new(
+                ErrorCode::InsufficientPeers,
+                format!("{ready_old} of the committee are ready, {} are needed to deal", record.threshold),
+            )));
+        }
+        let body = RequestBody::Reshare(ReshareRequest {
+            request_id: new_request_id(),
+            wallet: wallet.clone(),
+            scheme,
+            public_key: record.public_key.clone(),
+            xpub: record.xpub.clone(),
+            version: record.version,
+            committee: record.committee.clone(),
+            threshold: record.threshold,
+            new_committee,
+            new_threshold,
+            issued_at_ms: now_ms(),
+        });
+        body.validate().map_err(ClientError::Request)?;
+        match self.submit(body).await? {
+            Completed::Reshare(k) if k.wallet == *wallet && k.scheme == scheme && k.public_key == record.public_key => Ok(k),
+            other => Err(ClientError::BadResult(format!("a reshare request answered with {other:?}"))),
         }
     }
 

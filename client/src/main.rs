@@ -36,6 +36,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Move a wallet's key to a new committee or threshold, under the same
+    /// public key (resharing); prints the wallet's new record.
+    Reshare {
+        #[arg(long)]
+        wallet: WalletId,
+        #[arg(long)]
+        scheme: Scheme,
+        /// Signers needed afterwards (t' of n').
+        #[arg(long)]
+        new_threshold: u16,
+        /// The new committee.
+        #[arg(long, value_delimiter = ',', required = true)]
+        new_nodes: Vec<NodeId>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Sign with a wallet's key; the signature is verified before it is printed.
     Sign(SignArgs),
     /// Show the nodes and their readiness.
@@ -176,6 +192,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             print(json, serde_json::to_value(&k).expect("serialises"), &human);
             Ok(())
         }
+        Command::Reshare { wallet, scheme, new_threshold, new_nodes, json } => {
+            let client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
+            let k = client.reshare(&wallet, scheme, new_threshold, new_nodes).await?;
+            let human = vec![
+                ("wallet", k.wallet.to_string()),
+                ("scheme", k.scheme.to_string()),
+                ("public_key", hex::encode(&k.public_key)),
+                ("version", k.version.to_string()),
+                ("threshold", format!("{} of {}", k.threshold, k.committee.len())),
+                ("committee", k.committee.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")),
+            ];
+            print(json, serde_json::to_value(&k).expect("serialises"), &human);
+            Ok(())
+        }
         Command::Sign(a) => {
             let payload = match (&a.digest_hex, &a.message_hex) {
                 (Some(d), _) => {
@@ -229,7 +259,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = match &cli.command {
-        Command::Keygen { json, .. } | Command::Status { json } => *json,
+        Command::Keygen { json, .. } | Command::Reshare { json, .. } | Command::Status { json } => *json,
         Command::Sign(a) => a.json,
         Command::Initiator { .. } => false,
         Command::Attest { command: AttestCommand::Verify(a) } => a.json,

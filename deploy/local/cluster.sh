@@ -4,6 +4,8 @@
 #                                            start nats-server and N nodes (default 3), wait until ready;
 #                                            hsm (default): a SoftHSM2 token per node; dev: key files (insecure);
 #                                            --nats 3: a 3-server JetStream cluster, streams and buckets replicated 3 times
+#   deploy/local/cluster.sh add-node         one more node: registered and ready, in no committee until a
+#                                            reshare takes it in (running signers restart to read the roster)
 #   deploy/local/cluster.sh stop-node I | start-node I   kill -9 / restart node I (signer and host)
 #   deploy/local/cluster.sh stop-nats I | start-nats I   kill -9 / restart nats-server I
 #   deploy/local/cluster.sh down             stop everything (state is kept; `up` reuses it)
@@ -100,6 +102,43 @@ init_nats() {
 
 start_nats() { start "nats-server $1" "$STATE/nats/n$1/pid" "$STATE/nats/n$1/log" nats-server -js -c "$STATE/nats/n$1/nats.conf"; }
 
+init_node() { # init_node I MODE NATS: configuration and identity of node I; prints the identity
+  local i=$1 mode=$2 nats=$3
+  local initiator; initiator=$(cat "$STATE/initiator.pub")
+  local d=$STATE/node-$i
+  mkdir -p "$d"
+  cat >"$d/enclave.toml" <<CONF
+node_id = "node-$i"
+mode = "$mode"
+link = "unix:$d/enclave.sock"
+state_dir = "$d/enclave"
+roster = "$STATE/roster.json"
+initiators = ["$initiator"]
+CONF
+  if [ "$mode" = dev ]; then
+    echo "dev_attestation_ca = \"$STATE/dev-attestation-ca\"" >>"$d/enclave.toml"
+  fi
+  if [ "$mode" = hsm ]; then
+    init_token "$d" "conclave-node-$i"
+    cat >>"$d/enclave.toml" <<CONF
+
+[hsm]
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "conclave-node-$i"
+pin_file = "$d/softhsm/user.pin"
+CONF
+  fi
+  cat >"$d/host.toml" <<CONF
+node_id = "node-$i"
+link = "unix:$d/enclave.sock"
+nats_urls = $(nats_urls)
+nats_replicas = $nats
+store_dir = "$d/store"
+http_addr = "127.0.0.1:$((HTTP_BASE + i))"
+CONF
+  SOFTHSM2_CONF=$d/softhsm/softhsm2.conf "$BIN/conclave-enclave" init --config "$d/enclave.toml"
+}
+
 init_state() {
   local n=$1 mode=$2 nats=$3
   mkdir -p "$STATE/nats"
@@ -118,40 +157,8 @@ CONF
   fi
   local roster="["
   for i in $(seq 1 "$n"); do
-    local d=$STATE/node-$i
-    mkdir -p "$d"
-    cat >"$d/enclave.toml" <<CONF
-node_id = "node-$i"
-mode = "$mode"
-link = "unix:$d/enclave.sock"
-state_dir = "$d/enclave"
-roster = "$STATE/roster.json"
-initiators = ["$initiator"]
-CONF
-    if [ "$mode" = dev ]; then
-      echo "dev_attestation_ca = \"$STATE/dev-attestation-ca\"" >>"$d/enclave.toml"
-    fi
-    if [ "$mode" = hsm ]; then
-      init_token "$d" "conclave-node-$i"
-      cat >>"$d/enclave.toml" <<CONF
-
-[hsm]
-module = "/usr/lib/softhsm/libsofthsm2.so"
-token_label = "conclave-node-$i"
-pin_file = "$d/softhsm/user.pin"
-CONF
-    fi
-    cat >"$d/host.toml" <<CONF
-node_id = "node-$i"
-link = "unix:$d/enclave.sock"
-nats_urls = $(nats_urls)
-nats_replicas = $nats
-store_dir = "$d/store"
-http_addr = "127.0.0.1:$((HTTP_BASE + i))"
-CONF
-    local identity; identity=$(SOFTHSM2_CONF=$d/softhsm/softhsm2.conf "$BIN/conclave-enclave" init --config "$d/enclave.toml")
     [ "$i" -gt 1 ] && roster+=","
-    roster+="$identity"
+    roster+=$(init_node "$i" "$mode" "$nats")
   done
   echo "$roster]" >"$STATE/roster.json"
   echo "$mode" >"$STATE/mode"
@@ -189,7 +196,10 @@ wait_ready() {
 cmd=${1:-}; shift || true
 case "$cmd" in
   up)
-    n=3 mode=hsm nats=1
+    # Without --nodes or --mode, an existing cluster comes up as it is
+    # (add-node may have grown it).
+    n=$(node_count); [ "$n" != 0 ] || n=3
+    mode=$(cat "$STATE/mode" 2>/dev/null || echo hsm) nats=1
     while [ $# -gt 0 ]; do
       case "$1" in
         --nodes) n=$2; shift 2 ;;
@@ -247,6 +257,34 @@ case "$cmd" in
   run-host)
     d=$STATE/node-${1:?node number}
     exec "$BIN/conclave-host" run --config "$d/host.toml" ;;
+  add-node)
+    # One more node: registered and ready, in no committee until a reshare
+    # takes it in. Every signer reads the roster at start, so each running
+    # one is restarted, one at a time, to learn the new node.
+    [ -f "$STATE/nodes" ] || die "no cluster; run: $0 up"
+    n=$(node_count); i=$((n + 1)); mode=$(cat "$STATE/mode")
+    identity=$(init_node "$i" "$mode" "$(nats_count)")
+    python3 - "$STATE/roster.json" "$identity" <<'PY'
+import json, sys
+path, identity = sys.argv[1], json.loads(sys.argv[2])
+roster = json.load(open(path))
+roster.append(identity)
+json.dump(roster, open(path + ".new", "w"))
+PY
+    mv "$STATE/roster.json.new" "$STATE/roster.json"
+    echo "$i" >"$STATE/nodes"
+    for j in $(seq 1 "$n"); do
+      d=$STATE/node-$j
+      if running "$d/enclave.pid"; then
+        kill "$(cat "$d/enclave.pid")"; rm -f "$d/enclave.pid"
+        SOFTHSM2_CONF=$d/softhsm/softhsm2.conf \
+          start "enclave node-$j" "$d/enclave.pid" "$d/enclave.log" "$BIN/conclave-enclave" run --config "$d/enclave.toml"
+      fi
+    done
+    start_node "$i"
+    CONCLAVE_CONFIG=$STATE/client.toml wait_ready "$i"
+    echo "cluster: node-$i added (in no committee yet: conclave reshare --wallet W --scheme S --new-threshold T --new-nodes ...)"
+    ;;
   stop-node) stop_node "${1:?node number}" ;;
   stop-nats)
     p=$STATE/nats/n${1:?server number}/pid

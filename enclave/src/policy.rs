@@ -88,6 +88,20 @@ fn check_plan(
                 return Err(bad("keygen participants differ from the requested committee".into()));
             }
         }
+        RequestBody::Reshare(r) => {
+            // Every new member, and old members only besides: enough of them
+            // to deal (each one in the session deals).
+            if let Some(missing) = r.new_committee.iter().find(|n| !distinct.contains(n)) {
+                return Err(bad(format!("new member {missing} is not a participant")));
+            }
+            if let Some(stranger) = plan.participants.iter().find(|p| !r.new_committee.contains(p) && !r.committee.contains(p)) {
+                return Err(bad(format!("{stranger} is in neither the old nor the new committee")));
+            }
+            let dealers = plan.participants.iter().filter(|p| r.committee.contains(p)).count();
+            if dealers < usize::from(r.threshold) {
+                return Err(bad(format!("{dealers} old members deal, the key needs {}", r.threshold)));
+            }
+        }
         RequestBody::Sign(s) => {
             if let Some(signers) = &s.signers {
                 if distinct != signers.iter().collect() {

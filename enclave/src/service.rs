@@ -10,10 +10,10 @@ use crate::primes::PrimePool;
 use crate::seal::{SealContext, Sealer};
 use crate::session::{Router, SessionSpec};
 use crate::share::{storage, SecretShare, ShareRecord};
-use crate::{ecdsa, eddsa, policy};
+use crate::{ecdsa, eddsa, policy, reshare, session};
 use conclave_proto::ids::SessionKind;
 use conclave_proto::link::{BlobSlot, FromEnclave, NodeIdentity, SessionPlan, StoredBlob};
-use conclave_proto::request::{KeygenRequest, RequestBody, SignPayload, SignRequest, SignedRequest};
+use conclave_proto::request::{KeygenRequest, RequestBody, ReshareRequest, SignPayload, SignRequest, SignedRequest};
 use conclave_proto::result::{Completed, KeygenResult, Outcome, SignResult};
 use conclave_proto::{CommitteeId, ErrorCode, NodeId, RequestError, RequestId, Scheme, SessionId};
 use sha2::Digest;
@@ -188,6 +188,10 @@ impl Enclave {
                 let session = SessionId::derive(SessionKind::Sign, &request_id, plan.attempt);
                 (session, self.sign(&s, &plan, session, deadline).await.map(Completed::Sign))
             }
+            Ok(RequestBody::Reshare(r)) => {
+                let session = SessionId::derive(SessionKind::Reshare, &request_id, plan.attempt);
+                (session, self.reshare(&r, &plan, session, deadline).await.map(Completed::Reshare))
+            }
             Err(e) => (SessionId::derive(SessionKind::Sign, &request_id, plan.attempt), Err(e)),
         };
         if result.is_ok() {
@@ -242,7 +246,7 @@ impl Enclave {
     }
 
     fn end_sessions(&self, request: &RequestId, attempt: u32) {
-        for kind in [SessionKind::Keygen, SessionKind::AuxInfo, SessionKind::Sign] {
+        for kind in [SessionKind::Keygen, SessionKind::AuxInfo, SessionKind::Sign, SessionKind::Reshare] {
             self.router.abort(SessionId::derive(kind, request, attempt));
         }
         tracing::info!(request = %request, attempt, "attempt ended here");
@@ -290,6 +294,104 @@ impl Enclave {
             }
             other => other.into(),
         })?;
+        Ok(record.public.clone())
+    }
+
+    /// Moves a wallet's key to a new committee (`crate::reshare`): every
+    /// participant that holds the named version deals, every new member
+    /// joins, and once all new members have confirmed the same new version,
+    /// each stores version + 1: its new share, or (a member that leaves) a
+    /// record without one, so that it never signs with the old share again.
+    /// Until then nothing is stored and the old version still signs.
+    async fn reshare(
+        self: &Arc<Self>,
+        req: &ReshareRequest,
+        plan: &SessionPlan,
+        session: SessionId,
+        deadline: Instant,
+    ) -> Result<KeygenResult, RequestError> {
+        let me = self.keys.node_id().clone();
+        let slot = BlobSlot::Share { wallet: req.wallet.clone(), scheme: req.scheme };
+        let stored = match self.host.load(slot.clone()).await? {
+            Some(blob) => Some(ShareRecord::open(self.sealer.as_ref(), &me, &slot, &blob)?),
+            None => None,
+        };
+        let old = match (req.committee.contains(&me), stored) {
+            (true, Some(record)) => {
+                let p = &record.public;
+                if p.public_key != req.public_key || p.xpub != req.xpub || p.version != req.version || p.committee != req.committee || p.threshold != req.threshold {
+                    return Err(RequestError::new(
+                        ErrorCode::Malformed,
+                        format!("the request names another key than this node's share of {} (version {})", req.wallet, p.version),
+                    ));
+                }
+                Some(record)
+            }
+            (true, None) => return Err(RequestError::new(ErrorCode::UnknownWallet, format!("node {me} holds no {} key for {}", req.scheme, req.wallet))),
+            // A member that left an earlier version keeps only its record.
+            (false, Some(record)) if record.public.committee.contains(&me) => {
+                return Err(RequestError::new(ErrorCode::WalletExists, format!("node {me} already holds version {} of {}", record.public.version, req.wallet)))
+            }
+            (false, _) => None,
+        };
+        let mut committee = req.new_committee.clone();
+        committee.sort();
+        let mut parties = plan.participants.clone();
+        parties.sort();
+        let roles = reshare::rounds::Roles {
+            dealing: parties.iter().map(|p| req.committee.iter().position(|c| c == p).map(|i| i as u16)).collect(),
+            joining: parties.iter().map(|p| committee.iter().position(|c| c == p).map(|i| i as u16)).collect(),
+        };
+        let joining = committee.contains(&me);
+        // The new committee's aux info comes first, so that the sealed share
+        // signs the moment it is stored.
+        let aux = match (req.scheme, joining) {
+            (Scheme::Ecdsa, true) => Some(self.committee_aux(&committee, plan, deadline).await?),
+            _ => None,
+        };
+        let spec = SessionSpec { id: session, parties: parties.clone(), deadline, round_timeout: round_timeout(plan) };
+        let version = req.version + 1;
+        let blame = |e: reshare::rounds::RoundsError| reshare_error(e, &req.committee, &parties);
+        let chain_code = match &req.xpub {
+            Some(x) => Some(conclave_proto::xpub::Xpub::decode(x).map_err(|e| RequestError::new(ErrorCode::Malformed, format!("xpub: {e}")))?.chain_code),
+            None => None,
+        };
+        let rounds = ReshareSession { spec: &spec, roles: &roles, committee: &committee, threshold: req.new_threshold, version, public_key: &req.public_key, chain_code };
+        let (secret, xpub) = match req.scheme {
+            Scheme::Ecdsa => {
+                let share = old.as_ref().map(|r| ecdsa::reshare_source(r.secret.expose())).transpose().map_err(|e| internal_reshare(e.to_string()))?;
+                match reshare_rounds(self, rounds, share).await?.map_err(blame)? {
+                    reshare::rounds::Reshared::Joined(share) => {
+                        let xpub = share.chain_code.map(|chain_code| conclave_proto::xpub::Xpub { public_key: share.core.shared_public_key.to_bytes(true).as_ref().try_into().expect("a compressed secp256k1 point is 33 bytes"), chain_code }.encode());
+                        let incomplete = ecdsa::reshared(share).map_err(|e| internal_reshare(e.to_string()))?;
+                        (Some(ecdsa::complete_reshared(&incomplete, aux.as_deref().expect("a joining ECDSA member made aux info"))?), xpub)
+                    }
+                    reshare::rounds::Reshared::Left => (None, req.xpub.clone()),
+                }
+            }
+            Scheme::Eddsa => {
+                let share = old.as_ref().map(|r| eddsa::reshare_source(r.secret.expose())).transpose().map_err(|e| internal_reshare(e.to_string()))?;
+                match reshare_rounds(self, rounds, share).await?.map_err(blame)? {
+                    reshare::rounds::Reshared::Joined(share) => (Some(eddsa::reshared(share).map_err(|e| internal_reshare(e.to_string()))?), None),
+                    reshare::rounds::Reshared::Left => (None, None),
+                }
+            }
+        };
+        let public = KeygenResult {
+            wallet: req.wallet.clone(),
+            scheme: req.scheme,
+            public_key: req.public_key.clone(),
+            xpub,
+            version,
+            threshold: req.new_threshold,
+            committee,
+        };
+        // A member that leaves keeps a record of the version that replaced
+        // its share, and no share: it cannot sign with the old one again.
+        let record = ShareRecord { public, secret: SecretShare::new(secret.unwrap_or_default()) };
+        let blob = record.seal(self.sealer.as_ref(), &me, &slot)?;
+        self.host.store(slot, blob).await?;
+        tracing::info!(wallet = %req.wallet, scheme = %req.scheme, version, joined = joining, "reshared");
         Ok(record.public.clone())
     }
 
@@ -391,6 +493,66 @@ impl Enclave {
             version: record.public.version,
         })
     }
+}
+
+/// The resharing session's inputs that every party shares.
+struct ReshareSession<'a> {
+    spec: &'a SessionSpec,
+    roles: &'a reshare::rounds::Roles,
+    committee: &'a [NodeId],
+    threshold: u16,
+    version: u32,
+    /// The request's public key and chain code, for members without a share.
+    public_key: &'a [u8],
+    chain_code: Option<reshare::ChainCode>,
+}
+
+/// Runs the resharing rounds on the session's own thread, like every
+/// protocol (`session::run`). The outer error is the session's (timeouts,
+/// aborts, with their blame); the inner one the protocol's.
+async fn reshare_rounds<E: generic_ec::Curve>(
+    enclave: &Arc<Enclave>,
+    s: ReshareSession<'_>,
+    share: Option<reshare::KeyShare<E>>,
+) -> Result<Result<reshare::rounds::Reshared<E>, reshare::rounds::RoundsError>, RequestError> {
+    use reshare::rounds::OldKeySource;
+    let i = s.spec.index_of(enclave.keys.node_id()).expect("checked by the policy");
+    let new = reshare::NewCommittee::<E>::new(s.committee.len() as u16, s.threshold).map_err(|e| RequestError::new(ErrorCode::Malformed, e.to_string()))?;
+    let old_key = match &share {
+        Some(share) => OldKeySource::Own(share.old_key()),
+        None => OldKeySource::Dealers {
+            public_key: generic_ec::Point::<E>::from_bytes(s.public_key).map_err(|_| RequestError::new(ErrorCode::Malformed, "the request's public key does not decode"))?,
+            chain_code: s.chain_code,
+        },
+    };
+    let (roles, committee, version) = (s.roles.clone(), s.committee.to_vec(), u64::from(s.version));
+    session::run(enclave, s.spec, move |party: session::Party<reshare::rounds::Msg>| {
+        let setup = reshare::rounds::Setup { roles: &roles, new: &new, committee: &committee, version, old_key };
+        Ok::<_, std::convert::Infallible>(futures::executor::block_on(reshare::rounds::run(party, i, setup, share.as_ref(), &mut rand_core::OsRng)))
+    })
+    .await
+}
+
+/// A resharing protocol failure as the request's error, blaming the node
+/// whose values did not check: a dealer by its index in the old
+/// committee, any other party by its index in the session.
+fn reshare_error(e: reshare::rounds::RoundsError, old_committee: &[NodeId], parties: &[NodeId]) -> RequestError {
+    use reshare::rounds::RoundsError;
+    let node = |list: &[NodeId], i: u16| list.get(usize::from(i)).cloned();
+    let blamed = match &e {
+        RoundsError::Reshare(r) => r.blamed_dealer().and_then(|d| node(old_committee, d)),
+        RoundsError::OutOfRole { party, .. } | RoundsError::Confirmation { party } => node(parties, *party),
+        RoundsError::Transport(_) => None,
+    };
+    let error = RequestError::new(ErrorCode::ProtocolAbort, format!("resharing: {e}"));
+    match blamed {
+        Some(node) => error.blaming(vec![node]),
+        None => error,
+    }
+}
+
+fn internal_reshare(reason: String) -> RequestError {
+    RequestError::new(ErrorCode::Internal, format!("resharing: {reason}"))
 }
 
 /// The plan's round timeout (the policy check bounds it).

@@ -15,7 +15,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use conclave_proto::envelope::Envelope;
 use conclave_proto::link::{BlobSlot, FromEnclave, SessionPlan, StoredBlob, ToEnclave};
 use conclave_proto::registry::{NodeRecord, ReadyRecord};
-use conclave_proto::request::{RequestBody, SignedRequest};
+use conclave_proto::request::{ReshareRequest, RequestBody, SignedRequest};
 use conclave_proto::result::{Completed, KeygenResult, Outcome, RequestResult};
 use conclave_proto::subjects::*;
 use conclave_proto::{ErrorCode, NodeId, RequestError, RequestId, PROTOCOL_VERSION};
@@ -211,6 +211,7 @@ impl Host {
         let kind = match &body {
             RequestBody::Keygen(_) => "keygen",
             RequestBody::Sign(_) => "sign",
+            RequestBody::Reshare(_) => "reshare",
         };
         self.metrics.inc("conclave_requests_total", kind);
         let (proposal, quorum) = match self.propose(&body).await {
@@ -245,6 +246,7 @@ impl Host {
                 };
                 Ok(Some((plan, quorum)))
             }
+            RequestBody::Reshare(r) => self.propose_reshare(r, now).await,
             RequestBody::Sign(s) => {
                 let key = wallet_key(&s.wallet, s.scheme);
                 let read = crate::nats::retrying("read the wallet record", || self.registry.get(Bucket::Wallets, &key));
@@ -379,11 +381,64 @@ impl Host {
         }
     }
 
-    /// A keygen is complete only when every committee member has stored its
-    /// share: each host records that its node has, and waits (until the
-    /// deadline) for all the others, so that a wallet can sign the moment
-    /// its keygen result is published.
-    pub(crate) async fn confirm_keygen(&self, id: &RequestId, record: KeygenResult, deadline_ms: u64) -> Outcome {
+    /// A reshare's session: the new committee and every ready member of the
+    /// old one (each deals; at least the old threshold must be ready, and
+    /// every new member). Leaving members take part to retire their shares.
+    /// No failover: the participants are the request's.
+    async fn propose_reshare(&self, r: &ReshareRequest, now: u64) -> Result<Option<(SessionPlan, Quorum)>, RequestError> {
+        let key = wallet_key(&r.wallet, r.scheme);
+        let read = crate::nats::retrying("read the wallet record", || self.registry.get(Bucket::Wallets, &key));
+        let wallet: KeygenResult = match read.await {
+            Ok(Some(entry)) => serde_json::from_slice(&entry.value).map_err(|_| RequestError::new(ErrorCode::Internal, format!("wallet record {key} is corrupt")))?,
+            Ok(None) => return Err(RequestError::new(ErrorCode::UnknownWallet, format!("no {} key for wallet {}", r.scheme, r.wallet))),
+            Err(e) => return Err(RequestError::new(ErrorCode::Internal, format!("registry: {e}"))),
+        };
+        if wallet.public_key != r.public_key || wallet.xpub != r.xpub || wallet.version != r.version || wallet.committee != r.committee || wallet.threshold != r.threshold {
+            return Err(RequestError::new(ErrorCode::Malformed, format!("the request names another key than wallet {}'s version {}", r.wallet, wallet.version)));
+        }
+        let ready = match self.view.ready_within(VIEW_PATIENCE).await {
+            Ok(ready) => ready,
+            Err(e) => {
+                tracing::error!(request = %r.request_id, error = %e, "no current view of the ready nodes; leaving the request to the others");
+                return Ok(None);
+            }
+        };
+        if let Some(absent) = r.new_committee.iter().find(|n| !ready.contains(n)) {
+            return Err(RequestError::new(ErrorCode::InsufficientPeers, format!("{absent} of the new committee is not ready")));
+        }
+        let dealers: Vec<NodeId> = wallet.committee.iter().filter(|n| ready.contains(n)).cloned().collect();
+        if dealers.len() < usize::from(wallet.threshold) {
+            return Err(RequestError::new(ErrorCode::InsufficientPeers, format!("{} of the committee are ready, {} are needed to deal", dealers.len(), wallet.threshold)));
+        }
+        let mut participants: Vec<NodeId> = dealers.into_iter().chain(r.new_committee.iter().cloned()).collect();
+        participants.sort();
+        participants.dedup();
+        if !participants.contains(self.me()) {
+            return Ok(None);
+        }
+        let quorum = Quorum { committee: participants.clone(), threshold: participants.len(), may_fail_over: false };
+        // As long as a keygen: an ECDSA reshare first makes the new
+        // committee's aux info when it has none.
+        let plan = SessionPlan {
+            request_id: r.request_id.clone(),
+            attempt: 1,
+            participants,
+            deadline_ms: now + KEYGEN_SESSION.as_millis() as u64,
+            round_timeout_ms: KEYGEN_ROUND_TIMEOUT.as_millis() as u64,
+        };
+        Ok(Some((plan, quorum)))
+    }
+
+    /// A keygen or reshare is complete only when every member of the
+    /// (new) committee has stored its share: each host records that its
+    /// node has, and waits (until the deadline) for all the others, so that
+    /// a wallet can sign the moment the result is published. Then the
+    /// wallet's record names the new key version.
+    pub(crate) async fn confirm_stored(&self, id: &RequestId, completed: Completed, deadline_ms: u64) -> Outcome {
+        let record = match &completed {
+            Completed::Keygen(k) | Completed::Reshare(k) => k.clone(),
+            Completed::Sign(_) => return Outcome::Ok { result: completed },
+        };
         let key_of = |node: &NodeId| format!("{id}.stored.{node}");
         let fail = |code, reason: String| Outcome::Error { error: RequestError::new(code, reason) };
         let watch = self.registry.watch_request(id).await;
@@ -412,7 +467,7 @@ impl Host {
                 if let Err(e) = self.registry.put(Bucket::Wallets, &key, serde_json::to_vec(&record).expect("serialises").into()).await {
                     return fail(ErrorCode::Internal, format!("cannot record the wallet: {e}"));
                 }
-                return Outcome::Ok { result: Completed::Keygen(record) };
+                return Outcome::Ok { result: completed };
             }
             tokio::select! {
                 _ = watch.changed() => {}

@@ -106,13 +106,11 @@ impl Host {
         if !self.following.lock().expect("following lock").insert(id.clone()) {
             return;
         }
-        let wallet = match &body {
-            RequestBody::Keygen(k) => k.wallet.to_string(),
-            RequestBody::Sign(s) => s.wallet.to_string(),
-        };
+        let wallet = body.wallet().0.to_string();
         let kind = match &body {
             RequestBody::Keygen(_) => SessionKind::Keygen,
             RequestBody::Sign(_) => SessionKind::Sign,
+            RequestBody::Reshare(_) => SessionKind::Reshare,
         };
         let followed = Followed { span: tracing::info_span!("request", request = %id, wallet = %wallet), kind };
         self.metrics.following.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -209,7 +207,9 @@ impl Host {
         match outcome {
             Outcome::Ok { result } => {
                 let outcome = match result {
-                    Completed::Keygen(key) => self.confirm_keygen(id, key, record.plan.deadline_ms).await,
+                    // A key (new, or moved) is usable only once every member
+                    // holds its share.
+                    key @ (Completed::Keygen(_) | Completed::Reshare(_)) => self.confirm_stored(id, key, record.plan.deadline_ms).await,
                     sign => Outcome::Ok { result: sign },
                 };
                 if let Outcome::Error { error } = outcome {

@@ -185,6 +185,8 @@ pub enum SessionKind {
     AuxInfo,
     /// Threshold signing.
     Sign,
+    /// Resharing a key to a new committee or threshold.
+    Reshare,
 }
 
 impl SessionId {
@@ -194,6 +196,7 @@ impl SessionId {
             SessionKind::Keygen => b"keygen".as_slice(),
             SessionKind::AuxInfo => b"aux-info",
             SessionKind::Sign => b"sign",
+            SessionKind::Reshare => b"reshare",
         };
         SessionId(truncated_hash(&[b"conclave/session/v1", kind, request.as_str().as_bytes(), &attempt.to_be_bytes()]))
     }

@@ -26,6 +26,8 @@ pub enum RequestBody {
     Keygen(KeygenRequest),
     /// Sign with an existing key.
     Sign(SignRequest),
+    /// Move an existing key to a new committee or threshold.
+    Reshare(ReshareRequest),
 }
 
 impl RequestBody {
@@ -34,6 +36,7 @@ impl RequestBody {
         match self {
             RequestBody::Keygen(r) => &r.request_id,
             RequestBody::Sign(r) => &r.request_id,
+            RequestBody::Reshare(r) => &r.request_id,
         }
     }
 
@@ -42,6 +45,7 @@ impl RequestBody {
         match self {
             RequestBody::Keygen(r) => (&r.wallet, r.scheme),
             RequestBody::Sign(r) => (&r.wallet, r.scheme),
+            RequestBody::Reshare(r) => (&r.wallet, r.scheme),
         }
     }
 
@@ -50,6 +54,7 @@ impl RequestBody {
         match self {
             RequestBody::Keygen(r) => r.issued_at_ms,
             RequestBody::Sign(r) => r.issued_at_ms,
+            RequestBody::Reshare(r) => r.issued_at_ms,
         }
     }
 
@@ -57,22 +62,15 @@ impl RequestBody {
     pub fn validate(&self) -> Result<(), crate::RequestError> {
         use crate::{ErrorCode::Malformed, RequestError};
         match self {
-            RequestBody::Keygen(k) => {
-                let n = k.committee.len();
-                if !(2..=MAX_COMMITTEE).contains(&n) {
-                    return Err(RequestError::new(Malformed, format!("committee of {n} nodes (2 to {MAX_COMMITTEE})")));
+            RequestBody::Keygen(k) => committee(&k.committee, k.threshold, k.scheme)?,
+            RequestBody::Reshare(r) => {
+                committee(&r.new_committee, r.new_threshold, r.scheme)?;
+                committee(&r.committee, r.threshold, r.scheme)?;
+                if r.version == 0 {
+                    return Err(RequestError::new(Malformed, "version 0: keys start at version 1"));
                 }
-                let mut sorted = k.committee.clone();
-                sorted.sort();
-                sorted.dedup();
-                if sorted.len() != n {
-                    return Err(RequestError::new(Malformed, "committee names a node twice"));
-                }
-                if k.threshold < 1 || usize::from(k.threshold) > n {
-                    return Err(RequestError::new(Malformed, format!("threshold {} of {n} nodes", k.threshold)));
-                }
-                if k.scheme == Scheme::Ecdsa && k.threshold < 2 {
-                    return Err(RequestError::new(Malformed, "ECDSA (CGGMP21) needs a threshold of at least 2"));
+                if r.public_key.is_empty() || r.public_key.len() > 65 {
+                    return Err(RequestError::new(Malformed, format!("public key of {} bytes", r.public_key.len())));
                 }
             }
             RequestBody::Sign(s) => {
@@ -106,6 +104,64 @@ impl RequestBody {
         }
         Ok(())
     }
+}
+
+/// A committee and threshold as keygen and resharing accept them: 2 to
+/// [`MAX_COMMITTEE`] distinct nodes, 1 to n signers (2 for ECDSA).
+fn committee(nodes: &[NodeId], threshold: u16, scheme: Scheme) -> Result<(), crate::RequestError> {
+    use crate::{ErrorCode::Malformed, RequestError};
+    let n = nodes.len();
+    if !(2..=MAX_COMMITTEE).contains(&n) {
+        return Err(RequestError::new(Malformed, format!("committee of {n} nodes (2 to {MAX_COMMITTEE})")));
+    }
+    let mut sorted = nodes.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    if sorted.len() != n {
+        return Err(RequestError::new(Malformed, "committee names a node twice"));
+    }
+    if threshold < 1 || usize::from(threshold) > n {
+        return Err(RequestError::new(Malformed, format!("threshold {threshold} of {n} nodes")));
+    }
+    if scheme == Scheme::Ecdsa && threshold < 2 {
+        return Err(RequestError::new(Malformed, "ECDSA (CGGMP21) needs a threshold of at least 2"));
+    }
+    Ok(())
+}
+
+/// Move a wallet's key to a new committee or threshold (resharing). It
+/// names the key as the initiator knows it (public key, committee,
+/// threshold, version, from the wallet record): a node that holds no share
+/// yet takes these facts from the signed request, and every node that does
+/// holds the request to them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReshareRequest {
+    /// Idempotency key.
+    pub request_id: RequestId,
+    /// The wallet.
+    pub wallet: WalletId,
+    /// Which of its keys.
+    pub scheme: Scheme,
+    /// The key's public key (as in its wallet record).
+    #[serde(with = "crate::codec::hex_bytes")]
+    pub public_key: Vec<u8>,
+    /// ECDSA: the key's xpub (as in its wallet record), whose chain code
+    /// the new shares keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xpub: Option<String>,
+    /// The version being replaced.
+    pub version: u32,
+    /// Its committee, in protocol index order (as in the wallet record).
+    pub committee: Vec<NodeId>,
+    /// Its threshold.
+    pub threshold: u16,
+    /// The new committee. Order does not matter.
+    pub new_committee: Vec<NodeId>,
+    /// The new threshold.
+    pub new_threshold: u16,
+    /// Unix milliseconds when issued; stale requests are refused.
+    pub issued_at_ms: u64,
 }
 
 /// Generate a key.

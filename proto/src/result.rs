@@ -45,6 +45,8 @@ pub enum Completed {
     Keygen(KeygenResult),
     /// A signature.
     Sign(SignResult),
+    /// A key moved to a new committee or threshold: the wallet's new record.
+    Reshare(KeygenResult),
 }
 
 /// A generated key: everything public about a wallet.

@@ -9,6 +9,8 @@ pub const REQUEST_STREAM: &str = "CONCLAVE_REQUESTS";
 pub const KEYGEN_SUBJECT: &str = "conclave.req.keygen";
 /// Subject for sign requests.
 pub const SIGN_SUBJECT: &str = "conclave.req.sign";
+/// Reshare requests.
+pub const RESHARE_SUBJECT: &str = "conclave.req.reshare";
 /// Wildcard of all request subjects.
 pub const REQUEST_SUBJECTS: &str = "conclave.req.>";
 /// JetStream stream of results (`conclave.res.>`), one message per request.

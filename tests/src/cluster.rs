@@ -293,6 +293,12 @@ impl Cluster {
     /// secrets where they must not be, and for the in-process baseline.
     /// Dev mode only: in hsm mode the key never leaves the token.
     pub fn open_share(&self, i: usize, wallet: &WalletId, scheme: Scheme) -> ShareRecord {
+        self.open_share_version(i, wallet, scheme, 1)
+    }
+
+    /// Node `i`'s share record of `wallet` at `version`, opened with its dev
+    /// seal key.
+    pub fn open_share_version(&self, i: usize, wallet: &WalletId, scheme: Scheme, version: u32) -> ShareRecord {
         assert_eq!(self.mode, Mode::Dev, "only a dev-mode cluster's shares can be opened outside its nodes");
         let node = self.node_dir(i);
         let seal_key_hex = std::fs::read_to_string(node.join("enclave/seal.key")).expect("dev seal key");
@@ -301,8 +307,8 @@ impl Cluster {
         let sealer = KeySealer::from_key(&seal_key);
         let slot = BlobSlot::Share { wallet: wallet.clone(), scheme };
         let blob = StoredBlob {
-            version: 1,
-            sealed: std::fs::read(node.join("store/blobs").join(slot.path()).join(blob_file_name(1))).expect("stored share blob"),
+            version,
+            sealed: std::fs::read(node.join("store/blobs").join(slot.path()).join(blob_file_name(version))).expect("stored share blob"),
         };
         ShareRecord::open(&sealer, &self.nodes[i - 1].id, &slot, &blob).expect("the node's own seal key opens its share")
     }

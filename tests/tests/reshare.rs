@@ -1,0 +1,105 @@
+//! Resharing end to end: a key moves to a new committee or threshold and
+//! keeps its public key (and xpub); real node processes, dev mode (so that
+//! the test can open each node's sealed records), four nodes.
+
+use conclave_proto::request::{RequestBody, SignPayload, SignRequest};
+use conclave_proto::result::{Completed, Outcome};
+use conclave_proto::{ErrorCode, NodeId, Scheme, WalletId};
+use conclave_tests::{Cluster, Mode};
+
+fn ids(cluster: &Cluster, which: &[usize]) -> Vec<NodeId> {
+    which.iter().map(|i| cluster.node_ids()[i - 1].clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_three_moves_to_three_of_four_with_a_node_joining_and_signs_under_the_same_key() {
+    let cluster = Cluster::start_in(Mode::Dev, 4).await;
+    let client = cluster.client().await;
+    for scheme in [Scheme::Eddsa, Scheme::Ecdsa] {
+        let w = WalletId::new(format!("join-{scheme}")).unwrap();
+        let old = client.keygen(&w, scheme, 2, Some(ids(&cluster, &[1, 2, 3]))).await.expect("keygen");
+        let message = SignPayload::Message(b"before".to_vec());
+        let path = if scheme == Scheme::Ecdsa { vec![0, 7] } else { vec![] };
+        let before = client.sign(&w, scheme, message.clone(), path.clone(), None).await.expect("the old committee signs");
+        // A request the initiator signed while version 1 was current, sent
+        // after the switch.
+        let early = client.sign_request(&RequestBody::Sign(SignRequest {
+            request_id: conclave_client::client::new_request_id(),
+            wallet: w.clone(),
+            scheme,
+            payload: message.clone(),
+            path: path.clone(),
+            signers: None,
+            timeout_ms: None,
+            issued_at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64,
+        }));
+
+        let new = client.reshare(&w, scheme, 3, ids(&cluster, &[1, 2, 3, 4])).await.expect("reshare");
+        assert_eq!((new.public_key.as_slice(), new.xpub.as_ref()), (old.public_key.as_slice(), old.xpub.as_ref()), "same key, same xpub");
+        assert_eq!((new.version, new.threshold, new.committee.clone()), (2, 3, ids(&cluster, &[1, 2, 3, 4])));
+        assert_eq!(client.wallet(&w, scheme).await.unwrap().as_ref(), Some(&new), "the wallet record names the new version");
+        match client.send(&early).await.expect("the early request is answered").outcome {
+            Outcome::Ok { result: Completed::Sign(sig) } => {
+                assert_eq!((sig.version, sig.public_key.clone()), (2, before.public_key.clone()), "served with the new version, same key");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The joining node signs with two old members; the SDK verifies
+        // against the wallet record, and the derived key is the same.
+        let after = client.sign(&w, scheme, message.clone(), path.clone(), Some(ids(&cluster, &[2, 3, 4]))).await.expect("the new committee signs");
+        assert_eq!(after.version, 2);
+        assert_eq!(after.public_key, before.public_key, "the same (derived) public key signs");
+        // Two signers no longer suffice.
+        let too_few = client.sign(&w, scheme, message, path, Some(ids(&cluster, &[1, 4]))).await.unwrap_err();
+        assert_eq!(too_few.code(), Some(ErrorCode::Malformed), "{too_few}");
+        // Every new member sealed version 2 for the new committee.
+        for i in 1..=4 {
+            let record = cluster.open_share_version(i, &w, scheme, 2);
+            assert_eq!(record.public, new, "node-{i}'s sealed record");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_of_four_moves_to_two_of_three_and_the_node_that_leaves_keeps_no_share() {
+    let cluster = Cluster::start_in(Mode::Dev, 4).await;
+    let client = cluster.client().await;
+    let (w, scheme) = (WalletId::new("leave").unwrap(), Scheme::Eddsa);
+    let old = client.keygen(&w, scheme, 3, None).await.expect("keygen");
+    assert_eq!(old.committee.len(), 4);
+    let new = client.reshare(&w, scheme, 2, ids(&cluster, &[1, 2, 3])).await.expect("reshare");
+    assert_eq!((new.version, new.threshold, new.public_key.clone()), (2, 2, old.public_key.clone()));
+    // node-4 sealed a version-2 record without a share: it will never sign
+    // with its version-1 share again.
+    let retired = cluster.open_share_version(4, &w, scheme, 2);
+    assert_eq!(retired.public, new);
+    assert!(retired.secret.expose().is_empty(), "the leaving node keeps no share");
+    let message = SignPayload::Message(b"after".to_vec());
+    client.sign(&w, scheme, message.clone(), vec![], Some(ids(&cluster, &[1, 3]))).await.expect("two of the new committee sign");
+    let refused = client.sign(&w, scheme, message, vec![], Some(ids(&cluster, &[1, 4]))).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::Malformed), "the departed node is not a signer: {refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reshare_that_cannot_run_is_refused_up_front_and_the_key_keeps_signing() {
+    let cluster = Cluster::start_in(Mode::Dev, 4).await;
+    let client = cluster.client().await;
+    let (w, scheme) = (WalletId::new("refused").unwrap(), Scheme::Eddsa);
+    client.keygen(&w, scheme, 2, Some(ids(&cluster, &[1, 2, 3]))).await.expect("keygen");
+    let code = |r: Result<_, conclave_client::ClientError>| r.map(|_| ()).unwrap_err().code();
+    assert_eq!(code(client.reshare(&w, scheme, 4, ids(&cluster, &[1, 2, 3])).await), Some(ErrorCode::Malformed), "t' above n'");
+    assert_eq!(code(client.reshare(&w, scheme, 0, ids(&cluster, &[1, 2, 3])).await), Some(ErrorCode::Malformed), "t' of 0");
+    let unknown = WalletId::new("no-such-wallet").unwrap();
+    assert_eq!(code(client.reshare(&unknown, scheme, 2, ids(&cluster, &[1, 2])).await), Some(ErrorCode::UnknownWallet));
+    let mut cluster = cluster;
+    cluster.kill_node(4);
+    let gone = ids(&cluster, &[4]).remove(0);
+    conclave_tests::eventually("node-4 to be seen not ready", std::time::Duration::from_secs(60), || {
+        let (client, gone) = (&client, &gone);
+        async move { client.status().await.ok()?.nodes.iter().any(|n| n.id == *gone && !n.ready).then_some(()) }
+    })
+    .await;
+    assert_eq!(code(client.reshare(&w, scheme, 2, ids(&cluster, &[1, 2, 4])).await), Some(ErrorCode::InsufficientPeers), "a new member is down");
+    let sig = client.sign(&w, scheme, SignPayload::Message(b"still".to_vec()), vec![], None).await.expect("version 1 still signs");
+    assert_eq!(sig.version, 1);
+}
