@@ -37,10 +37,13 @@ enum Command {
         json: bool,
     },
     /// Move a wallet's key to a new committee or threshold, under the same
-    /// public key (resharing); prints the wallet's new record.
+    /// public key (resharing); prints the wallet's new record. Several
+    /// wallets (a committee's, when a node joins or leaves) are reshared one
+    /// after the other; each is reported, and the exit status is non-zero
+    /// if any failed.
     Reshare {
-        #[arg(long)]
-        wallet: WalletId,
+        #[arg(long, value_delimiter = ',', required = true)]
+        wallet: Vec<WalletId>,
         #[arg(long)]
         scheme: Scheme,
         /// Signers needed afterwards (t' of n').
@@ -194,17 +197,32 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Reshare { wallet, scheme, new_threshold, new_nodes, json } => {
             let client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
-            let k = client.reshare(&wallet, scheme, new_threshold, new_nodes).await?;
-            let human = vec![
-                ("wallet", k.wallet.to_string()),
-                ("scheme", k.scheme.to_string()),
-                ("public_key", hex::encode(&k.public_key)),
-                ("version", k.version.to_string()),
-                ("threshold", format!("{} of {}", k.threshold, k.committee.len())),
-                ("committee", k.committee.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")),
-            ];
-            print(json, serde_json::to_value(&k).expect("serialises"), &human);
-            Ok(())
+            let mut failed = None;
+            for w in &wallet {
+                match client.reshare(w, scheme, new_threshold, new_nodes.clone()).await {
+                    Ok(k) => {
+                        let human = vec![
+                            ("wallet", k.wallet.to_string()),
+                            ("scheme", k.scheme.to_string()),
+                            ("public_key", hex::encode(&k.public_key)),
+                            ("version", k.version.to_string()),
+                            ("threshold", format!("{} of {}", k.threshold, k.committee.len())),
+                            ("committee", k.committee.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")),
+                        ];
+                        print(json, serde_json::to_value(&k).expect("serialises"), &human);
+                    }
+                    // The others still move; the first failure decides the exit.
+                    Err(e) if wallet.len() > 1 => {
+                        eprintln!("conclave: {w}: {e}");
+                        failed.get_or_insert(e);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            match failed {
+                Some(e) => Err(e.into()),
+                None => Ok(()),
+            }
         }
         Command::Sign(a) => {
             let payload = match (&a.digest_hex, &a.message_hex) {

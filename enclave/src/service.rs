@@ -60,6 +60,10 @@ pub struct Enclave {
     identities: HashMap<NodeId, NodeIdentity>,
     peers: HashMap<NodeId, Peer>,
     aux_locks: Mutex<HashMap<CommitteeId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Fault injection for tests (`CONCLAVE_FAULT_RESHARE_TAMPER`, dev mode
+    /// only): as a dealer, this node sends sub-shares that do not match its
+    /// commitments, as a cheating dealer would.
+    tampers_sub_shares: bool,
     /// Per request: the highest attempt started here, when, and whether one
     /// completed (then no later attempt runs here).
     started: Mutex<HashMap<RequestId, Claim>>,
@@ -88,6 +92,10 @@ impl Enclave {
                 .map_err(|_| format!("roster: bad sign_key for {}", n.node_id))?;
             peers.insert(n.node_id, Peer { kx, sign });
         }
+        let tampers_sub_shares = config.mode == conclave_proto::link::Mode::Dev && std::env::var_os("CONCLAVE_FAULT_RESHARE_TAMPER").is_some();
+        if tampers_sub_shares {
+            tracing::warn!("FAULT INJECTION: as a resharing dealer this node sends sub-shares that do not match its commitments");
+        }
         Ok(Enclave {
             config,
             keys,
@@ -96,6 +104,7 @@ impl Enclave {
             router: Arc::default(),
             primes: PrimePool::default(),
             admission: nsm.as_ref().map(Nsm::admission),
+            tampers_sub_shares,
             nsm,
             identities,
             peers,
@@ -356,7 +365,16 @@ impl Enclave {
             Some(x) => Some(conclave_proto::xpub::Xpub::decode(x).map_err(|e| RequestError::new(ErrorCode::Malformed, format!("xpub: {e}")))?.chain_code),
             None => None,
         };
-        let rounds = ReshareSession { spec: &spec, roles: &roles, committee: &committee, threshold: req.new_threshold, version, public_key: &req.public_key, chain_code };
+        let rounds = ReshareSession {
+            spec: &spec,
+            roles: &roles,
+            committee: &committee,
+            threshold: req.new_threshold,
+            version,
+            public_key: &req.public_key,
+            chain_code,
+            tamper: self.tampers_sub_shares,
+        };
         let (secret, xpub) = match req.scheme {
             Scheme::Ecdsa => {
                 let share = old.as_ref().map(|r| ecdsa::reshare_source(r.secret.expose())).transpose().map_err(|e| internal_reshare(e.to_string()))?;
@@ -505,6 +523,8 @@ struct ReshareSession<'a> {
     /// The request's public key and chain code, for members without a share.
     public_key: &'a [u8],
     chain_code: Option<reshare::ChainCode>,
+    /// Fault injection (dev mode): deal sub-shares that do not check.
+    tamper: bool,
 }
 
 /// Runs the resharing rounds on the session's own thread, like every
@@ -525,9 +545,9 @@ async fn reshare_rounds<E: generic_ec::Curve>(
             chain_code: s.chain_code,
         },
     };
-    let (roles, committee, version) = (s.roles.clone(), s.committee.to_vec(), u64::from(s.version));
+    let (roles, committee, version, tamper) = (s.roles.clone(), s.committee.to_vec(), u64::from(s.version), s.tamper);
     session::run(enclave, s.spec, move |party: session::Party<reshare::rounds::Msg>| {
-        let setup = reshare::rounds::Setup { roles: &roles, new: &new, committee: &committee, version, old_key };
+        let setup = reshare::rounds::Setup { roles: &roles, new: &new, committee: &committee, version, old_key, tamper };
         Ok::<_, std::convert::Infallible>(futures::executor::block_on(reshare::rounds::run(party, i, setup, share.as_ref(), &mut rand_core::OsRng)))
     })
     .await

@@ -103,3 +103,64 @@ async fn a_reshare_that_cannot_run_is_refused_up_front_and_the_key_keeps_signing
     let sig = client.sign(&w, scheme, SignPayload::Message(b"still".to_vec()), vec![], None).await.expect("version 1 still signs");
     assert_eq!(sig.version, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reshare_whose_new_member_dies_half_way_fails_and_the_old_version_keeps_signing() {
+    let mut cluster = Cluster::start_in(Mode::Dev, 4).await;
+    let client = std::sync::Arc::new(cluster.client().await);
+    let (w, scheme) = (WalletId::new("halfway").unwrap(), Scheme::Ecdsa);
+    let old = client.keygen(&w, scheme, 2, Some(ids(&cluster, &[1, 2, 3]))).await.expect("keygen");
+    // A committee that has no aux info yet: its members make it first,
+    // which keeps the session running long enough to be cut.
+    let reshare = {
+        let (client, w, new) = (client.clone(), w.clone(), ids(&cluster, &[1, 2, 4]));
+        tokio::spawn(async move { client.reshare(&w, scheme, 2, new).await })
+    };
+    conclave_tests::eventually("node-4 to be running the reshare", std::time::Duration::from_secs(60), || {
+        let cluster = &cluster;
+        async move { (cluster.metric(4, "conclave_sessions_active").await >= 1.0).then_some(()) }
+    })
+    .await;
+    cluster.kill_signer(4);
+    let error = reshare.await.unwrap().expect_err("a reshare without one of its new members fails");
+    assert_eq!(error.code(), Some(ErrorCode::PeerUnavailable), "{error}");
+    // Nothing moved: the record, the shares, the signing.
+    assert_eq!(client.wallet(&w, scheme).await.unwrap(), Some(old));
+    for i in 1..=3 {
+        let versions = std::fs::read_dir(cluster.node_dir(i).join("store/blobs/share").join(w.as_str()).join(scheme.to_string())).unwrap().count();
+        assert_eq!(versions, 1, "node-{i} stored no new version");
+    }
+    let sig = client.sign(&w, scheme, SignPayload::Message(b"still".to_vec()), vec![], Some(ids(&cluster, &[1, 3]))).await.expect("version 1 still signs");
+    assert_eq!(sig.version, 1);
+    for i in 1..=3 {
+        conclave_tests::eventually(&format!("node-{i} to drop the session"), std::time::Duration::from_secs(30), || {
+            let cluster = &cluster;
+            async move { (cluster.metric(i, "conclave_sessions_active").await == 0.0).then_some(()) }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dealer_whose_sub_shares_do_not_check_is_blamed_and_the_old_version_keeps_signing() {
+    let mut cluster = Cluster::start_in(Mode::Dev, 4).await;
+    // node-2's signer deals sub-shares that do not match its commitments.
+    cluster.kill_signer(2);
+    cluster.start_signer_with(2, &[("CONCLAVE_FAULT_RESHARE_TAMPER", "1")]);
+    cluster.wait_ready(4).await;
+    let client = cluster.client().await;
+    let (w, scheme) = (WalletId::new("cheat").unwrap(), Scheme::Eddsa);
+    let old = client.keygen(&w, scheme, 2, Some(ids(&cluster, &[1, 2, 3]))).await.expect("keygen");
+    let error = client.reshare(&w, scheme, 3, ids(&cluster, &[1, 2, 3, 4])).await.expect_err("a cheating dealer stops the reshare");
+    match &error {
+        conclave_client::ClientError::Request(e) => {
+            assert_eq!(e.code, ErrorCode::ProtocolAbort, "{e}");
+            assert_eq!(e.blamed, ids(&cluster, &[2]), "the dealer is named: {e}");
+            assert!(e.reason.contains("sub_share"), "the failed check is named: {e}");
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(client.wallet(&w, scheme).await.unwrap(), Some(old), "the wallet still names version 1");
+    let sig = client.sign(&w, scheme, SignPayload::Message(b"still".to_vec()), vec![], Some(ids(&cluster, &[1, 3]))).await.expect("version 1 still signs");
+    assert_eq!(sig.version, 1);
+}

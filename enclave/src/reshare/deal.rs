@@ -17,6 +17,15 @@ impl<E: Curve> std::fmt::Debug for SubShare<E> {
     }
 }
 
+impl<E: Curve> SubShare<E> {
+    /// This sub-share plus one: what a cheating dealer sends (fault
+    /// injection and tests).
+    pub(crate) fn off_by_one(&self) -> SubShare<E> {
+        let mut shifted = *self.0.as_ref() + Scalar::one();
+        SubShare(SecretScalar::new(&mut shifted))
+    }
+}
+
 /// What one dealer sends: the commitments to every member (broadcast,
 /// signed) and one sub-share per new member (point to point, encrypted).
 pub struct Deal<E: Curve> {

@@ -119,6 +119,9 @@ pub struct Setup<'a, E: Curve> {
     pub version: u64,
     /// The old key's public facts.
     pub old_key: OldKeySource<E>,
+    /// Fault injection for tests (dev mode only): as a dealer, send
+    /// sub-shares off by one, which every member must refuse.
+    pub tamper: bool,
 }
 
 /// What a party comes away with.
@@ -206,7 +209,14 @@ where
     let mut mine = None;
     for to in 0..n {
         let sub_share = match (&my_deal, role(to).1) {
-            (Some(d), Some(j)) => Some(SubShareBytes(SubShareMessage::new(&d.sub_shares[usize::from(j)]).encode().to_vec())),
+            (Some(d), Some(j)) => {
+                let sub_share = &d.sub_shares[usize::from(j)];
+                let encoded = match setup.tamper {
+                    true => SubShareMessage::new(&sub_share.off_by_one()).encode(),
+                    false => SubShareMessage::new(sub_share).encode(),
+                };
+                Some(SubShareBytes(encoded.to_vec()))
+            }
             _ => None,
         };
         if to == i {

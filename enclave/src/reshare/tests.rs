@@ -6,7 +6,7 @@ use super::wire::{self, CommitmentsMessage, OldKeyMessage, SubShareMessage};
 use super::*;
 use crate::{ecdsa, eddsa};
 use conclave_proto::NodeId;
-use generic_ec::{Point, SecretScalar};
+use generic_ec::Point;
 use rand_core::OsRng;
 use std::collections::BTreeMap;
 use zeroize::Zeroizing;
@@ -168,17 +168,12 @@ fn refusal(old: &[KeyShare<Ed25519>], new: &NewCommittee<Ed25519>, delivered: &B
     }
 }
 
-fn plus_one(s: &SubShare<Ed25519>) -> SubShare<Ed25519> {
-    let mut shifted = *s.0.as_ref() + Scalar::one();
-    SubShare(SecretScalar::new(&mut shifted))
-}
-
 #[test]
 fn a_tampered_sub_share_blames_its_dealer() {
     let Fixture { old, new, deals } = fixture();
     let mut delivered = deliveries(&deals, 1);
     let dealt = delivered.get_mut(&2).unwrap();
-    dealt.sub_share = plus_one(&dealt.sub_share);
+    dealt.sub_share = dealt.sub_share.off_by_one();
     let e = refusal(&old, &new, &delivered);
     assert_eq!(e, ReshareError::Dealer { dealer: 2, check: DealerCheck::SubShare });
     assert_eq!(e.blamed_dealer(), Some(2));
@@ -192,7 +187,7 @@ fn a_dealer_shifting_the_key_blames_its_dealer_even_when_consistent() {
     let mut delivered = deliveries(&deals, 1);
     let dealt = delivered.get_mut(&0).unwrap();
     dealt.commitments[0] += Point::generator().to_point();
-    dealt.sub_share = plus_one(&dealt.sub_share);
+    dealt.sub_share = dealt.sub_share.off_by_one();
     assert_eq!(refusal(&old, &new, &delivered), ReshareError::Dealer { dealer: 0, check: DealerCheck::Commitment });
 }
 
@@ -421,7 +416,7 @@ fn run_rounds(old: &[KeyShare<Ed25519>], holds: &[Option<usize>], roles: &rounds
             Some(s) => rounds::OldKeySource::Own(s.old_key()),
             None => rounds::OldKeySource::Dealers { public_key, chain_code: None },
         };
-        let setup = rounds::Setup { roles, new, committee: &names, version: 2, old_key };
+        let setup = rounds::Setup { roles, new, committee: &names, version: 2, old_key, tamper: false };
         async move { rounds::run(party, i, setup, share, &mut OsRng).await }
     })
     .unwrap()
@@ -482,7 +477,7 @@ fn a_session_refuses_a_dealer_without_its_share() {
     let roles = rounds::Roles { dealing: vec![Some(0), Some(1), None], joining: vec![Some(0), Some(1), Some(2)] };
     let names = committee(3);
     let outcome = round_based::sim::run(1, |_, party| {
-        let setup = rounds::Setup { roles: &roles, new: &new, committee: &names, version: 2, old_key: rounds::OldKeySource::Own(old[1].old_key()) };
+        let setup = rounds::Setup { roles: &roles, new: &new, committee: &names, version: 2, old_key: rounds::OldKeySource::Own(old[1].old_key()), tamper: false };
         async move { rounds::run(party, 1, setup, None, &mut OsRng).await }
     });
     // One party alone in a simulator of one cannot reach round 1's
@@ -491,5 +486,32 @@ fn a_session_refuses_a_dealer_without_its_share() {
         Ok(Some(Err(rounds::RoundsError::Reshare(ReshareError::NotMember { index: 1 })))) => {}
         Ok(Some(other)) => panic!("{:?}", other.err()),
         other => panic!("{:?}", other.err()),
+    }
+}
+
+#[test]
+fn a_session_blames_a_dealer_whose_sub_shares_do_not_check_and_nobody_keeps_a_share() {
+    let stored = eddsa::testing::dealt(3, 2, false);
+    let old: Vec<_> = stored.iter().map(|s| eddsa::reshare_source(s).unwrap()).collect();
+    let new = NewCommittee::new(3, 2).unwrap();
+    let roles = rounds::Roles { dealing: vec![Some(0), Some(1), Some(2)], joining: vec![Some(0), Some(1), Some(2)] };
+    let names = committee(3);
+    let outcomes = round_based::sim::run(3, |i, party| {
+        let share = &old[usize::from(i)];
+        // Old member 1 cheats.
+        let setup = rounds::Setup { roles: &roles, new: &new, committee: &names, version: 2, old_key: rounds::OldKeySource::Own(share.old_key()), tamper: i == 1 };
+        async move { rounds::run(party, i, setup, Some(share), &mut OsRng).await }
+    })
+    .unwrap()
+    .into_vec();
+    // The honest members refuse, blaming dealer 1 for its sub-share; the
+    // cheater itself gets the honest dealers' values and the confirmation
+    // round then fails for it: no party comes away with a share.
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match (i, outcome) {
+            (0 | 2, Err(rounds::RoundsError::Reshare(ReshareError::Dealer { dealer: 1, check: DealerCheck::SubShare }))) => {}
+            (1, Err(_)) => {}
+            (i, other) => panic!("party {i}: {:?}", other.err()),
+        }
     }
 }

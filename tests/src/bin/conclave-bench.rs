@@ -10,8 +10,14 @@
 //!    stand-in, or the agent at `CONSUL_HTTP_ADDR`): fencing a request
 //!    (create), moving it to a new attempt (read + compare-and-set), and how
 //!    long a follower's watch takes to wake after that move.
+//! 4. Resharing on a 4-node dev cluster: N wallets per scheme move from
+//!    2-of-3 (node-1..3) to 3-of-4 (node-1..4), whose committee has aux info
+//!    (the template made it), one after the other: per wallet, and all N
+//!    (a committee's wallets when a node joins). Then one ECDSA wallet to a
+//!    committee without aux info (node-1, node-2, node-4): what making it
+//!    adds.
 //!
-//! Usage: `cargo run -p conclave-tests --bin conclave-bench -- [--count N] [--only sealing|signing|registry]`,
+//! Usage: `cargo run -p conclave-tests --bin conclave-bench -- [--count N] [--only sealing|signing|registry|reshare]`,
 //! after `deploy/setup.sh` has built the node binaries. Both sides run the
 //! same build profile (the workspace optimises dependencies even in dev
 //! builds).
@@ -46,6 +52,40 @@ fn main() {
     if runs("registry") {
         runtime.block_on(bench_registry(count.max(100)));
     }
+    if runs("reshare") {
+        runtime.block_on(bench_reshare(count.min(10)));
+    }
+}
+
+async fn bench_reshare(count: usize) {
+    eprintln!("starting a 4-node dev cluster (the first run of a build makes its template: primes and aux info, minutes)");
+    let cluster = Cluster::start_in(Mode::Dev, 4).await;
+    let client = cluster.client().await;
+    let nodes = |which: &[usize]| -> Vec<NodeId> { which.iter().map(|i| cluster.node_ids()[i - 1].clone()).collect() };
+    println!("resharing, {count} wallets per scheme, 2-of-3 (node-1..3) to 3-of-4 (node-1..4), sequential, dev cluster");
+    println!("{:<7} {:<28} {:>9} {:>9} {:>10}", "scheme", "what", "p50 ms", "p99 ms", "total ms");
+    for scheme in [Scheme::Eddsa, Scheme::Ecdsa] {
+        let wallets: Vec<WalletId> = (0..count).map(|i| WalletId::new(format!("bench-reshare-{scheme}-{i}")).expect("wallet id")).collect();
+        for w in &wallets {
+            client.keygen(w, scheme, 2, Some(nodes(&[1, 2, 3]))).await.expect("keygen");
+        }
+        let mut times = Vec::with_capacity(count);
+        let all = Instant::now();
+        for w in &wallets {
+            let t = Instant::now();
+            client.reshare(w, scheme, 3, nodes(&[1, 2, 3, 4])).await.expect("reshare");
+            times.push(t.elapsed());
+        }
+        let total = all.elapsed();
+        let stats = Stats::of(times);
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!("{:<7} {:<28} {:>9.1} {:>9.1} {:>10.1}", scheme.to_string(), "per wallet (aux info exists)", ms(stats.p50), ms(stats.p99), ms(total));
+    }
+    let w = WalletId::new("bench-reshare-new-committee").expect("wallet id");
+    client.keygen(&w, Scheme::Ecdsa, 2, Some(nodes(&[1, 2, 3]))).await.expect("keygen");
+    let t = Instant::now();
+    client.reshare(&w, Scheme::Ecdsa, 2, nodes(&[1, 2, 4])).await.expect("reshare to a committee without aux info");
+    println!("{:<7} {:<28} {:>9} {:>9} {:>10.1}", "ecdsa", "one wallet, new aux info", "", "", t.elapsed().as_secs_f64() * 1000.0);
 }
 
 fn parse_args() -> (usize, Option<String>) {
@@ -55,7 +95,7 @@ fn parse_args() -> (usize, Option<String>) {
     while let Some(flag) = args.next() {
         match (flag.as_str(), args.next()) {
             ("--count", Some(n)) => count = n.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| usage()),
-            ("--only", Some(s)) if ["sealing", "signing", "registry"].contains(&s.as_str()) => only = Some(s.clone()),
+            ("--only", Some(s)) if ["sealing", "signing", "registry", "reshare"].contains(&s.as_str()) => only = Some(s.clone()),
             _ => usage(),
         }
     }
@@ -63,7 +103,7 @@ fn parse_args() -> (usize, Option<String>) {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: conclave-bench [--count N] [--only sealing|signing|registry]   (N > 0 signatures per scheme)");
+    eprintln!("usage: conclave-bench [--count N] [--only sealing|signing|registry|reshare]   (N > 0 signatures per scheme)");
     std::process::exit(2)
 }
 
