@@ -278,6 +278,15 @@ impl Client {
         }
     }
 
+    /// The records of `scheme`'s wallets held by exactly `committee`.
+    pub async fn wallets_of(&self, scheme: Scheme, committee: Vec<NodeId>) -> Result<Vec<KeygenResult>, ClientError> {
+        match self.ask(Ask::Wallets { scheme, committee }).await? {
+            Answer::Wallets { records } => Ok(records),
+            Answer::Error { error } => Err(ClientError::Request(error)),
+            other => Err(ClientError::BadResult(format!("a wallet listing answered with {other:?}"))),
+        }
+    }
+
     /// The public record of a wallet.
     pub async fn wallet(&self, wallet: &WalletId, scheme: Scheme) -> Result<Option<KeygenResult>, ClientError> {
         match self.ask(Ask::Wallet { wallet: wallet.clone(), scheme }).await? {

@@ -42,8 +42,13 @@ enum Command {
     /// after the other; each is reported, and the exit status is non-zero
     /// if any failed.
     Reshare {
-        #[arg(long, value_delimiter = ',', required = true)]
+        /// The wallets to move.
+        #[arg(long, value_delimiter = ',', required_unless_present = "committee", conflicts_with = "committee")]
         wallet: Vec<WalletId>,
+        /// Or: every wallet of the scheme held by exactly this committee
+        /// (the committee a node joins or leaves).
+        #[arg(long, value_delimiter = ',')]
+        committee: Option<Vec<NodeId>>,
         #[arg(long)]
         scheme: Scheme,
         /// Signers needed afterwards (t' of n').
@@ -195,8 +200,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             print(json, serde_json::to_value(&k).expect("serialises"), &human);
             Ok(())
         }
-        Command::Reshare { wallet, scheme, new_threshold, new_nodes, json } => {
+        Command::Reshare { wallet, committee, scheme, new_threshold, new_nodes, json } => {
             let client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
+            let wallet: Vec<WalletId> = match committee {
+                Some(committee) => client.wallets_of(scheme, committee).await?.into_iter().map(|r| r.wallet).collect(),
+                None => wallet,
+            };
+            if wallet.is_empty() {
+                eprintln!("conclave: no {scheme} wallet is held by exactly that committee; nothing to reshare");
+            }
             let mut failed = None;
             for w in &wallet {
                 match client.reshare(w, scheme, new_threshold, new_nodes.clone()).await {

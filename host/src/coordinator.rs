@@ -236,15 +236,7 @@ impl Host {
                 }
                 let mut participants = k.committee.clone();
                 participants.sort();
-                let quorum = Quorum { committee: participants.clone(), threshold: participants.len(), may_fail_over: false };
-                let plan = SessionPlan {
-                    request_id: k.request_id.clone(),
-                    attempt: 1,
-                    participants,
-                    deadline_ms: now + KEYGEN_SESSION.as_millis() as u64,
-                    round_timeout_ms: KEYGEN_ROUND_TIMEOUT.as_millis() as u64,
-                };
-                Ok(Some((plan, quorum)))
+                Ok(Some(everyone(&k.request_id, participants, now)))
             }
             RequestBody::Reshare(r) => self.propose_reshare(r, now).await,
             RequestBody::Sign(s) => {
@@ -416,17 +408,9 @@ impl Host {
         if !participants.contains(self.me()) {
             return Ok(None);
         }
-        let quorum = Quorum { committee: participants.clone(), threshold: participants.len(), may_fail_over: false };
         // As long as a keygen: an ECDSA reshare first makes the new
         // committee's aux info when it has none.
-        let plan = SessionPlan {
-            request_id: r.request_id.clone(),
-            attempt: 1,
-            participants,
-            deadline_ms: now + KEYGEN_SESSION.as_millis() as u64,
-            round_timeout_ms: KEYGEN_ROUND_TIMEOUT.as_millis() as u64,
-        };
-        Ok(Some((plan, quorum)))
+        Ok(Some(everyone(&r.request_id, participants, now)))
     }
 
     /// A keygen or reshare is complete only when every member of the
@@ -494,4 +478,19 @@ impl Host {
             let _ = tx.send(Outcome::Error { error });
         }
     }
+}
+
+/// A session every participant must take part in (keygen, reshare): no
+/// failover, and keygen's deadline and round timeout, since a new
+/// committee's first ECDSA session waits for aux info (and its primes).
+fn everyone(request_id: &RequestId, participants: Vec<NodeId>, now: u64) -> (SessionPlan, Quorum) {
+    let quorum = Quorum { committee: participants.clone(), threshold: participants.len(), may_fail_over: false };
+    let plan = SessionPlan {
+        request_id: request_id.clone(),
+        attempt: 1,
+        participants,
+        deadline_ms: now + KEYGEN_SESSION.as_millis() as u64,
+        round_timeout_ms: KEYGEN_ROUND_TIMEOUT.as_millis() as u64,
+    };
+    (plan, quorum)
 }

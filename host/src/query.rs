@@ -5,7 +5,8 @@
 
 use crate::coordinator::Host;
 use crate::registry::Bucket;
-use conclave_proto::registry::{Answer, Ask, NodeEntry, Query};
+use conclave_proto::registry::{Answer, Ask, NodeEntry, Query, MAX_ANSWER_BYTES};
+use conclave_proto::result::KeygenResult;
 use conclave_proto::subjects::{wallet_key, QUERY_SUBJECT};
 use conclave_proto::attestation::{attest_subject, AskError, AttestAnswer, AttestQuery, Document};
 use std::time::Duration;
@@ -106,6 +107,28 @@ impl Host {
                     Ok(record) => Answer::Wallet { record: Some(record) },
                     Err(_) => Answer::Error { error: RequestError::new(ErrorCode::Internal, format!("the record of wallet {wallet} ({scheme}) is corrupt")) },
                 },
+                Err(e) => Answer::Error { error: RequestError::new(ErrorCode::Internal, format!("registry: {e}")) },
+            },
+            Ask::Wallets { scheme, mut committee } => match self.registry.list(Bucket::Wallets).await {
+                Ok(entries) => {
+                    committee.sort();
+                    let records: Vec<KeygenResult> = entries
+                        .iter()
+                        .filter_map(|(_, value)| serde_json::from_slice::<KeygenResult>(value).ok())
+                        .filter(|r| r.scheme == scheme && {
+                            let mut theirs = r.committee.clone();
+                            theirs.sort();
+                            theirs == committee
+                        })
+                        .collect();
+                    // One answer must fit what a client reads.
+                    match serde_json::to_vec(&records).map(|b| b.len()).unwrap_or(usize::MAX) {
+                        len if len + 1024 > MAX_ANSWER_BYTES => Answer::Error {
+                            error: RequestError::new(ErrorCode::Unsupported, format!("{} wallets do not fit one answer ({len} bytes)", records.len())),
+                        },
+                        _ => Answer::Wallets { records },
+                    }
+                }
                 Err(e) => Answer::Error { error: RequestError::new(ErrorCode::Internal, format!("registry: {e}")) },
             },
         })

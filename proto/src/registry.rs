@@ -105,6 +105,14 @@ pub enum Ask {
         /// Its scheme.
         scheme: crate::Scheme,
     },
+    /// The records of a scheme's wallets held by exactly this committee
+    /// (in any order): what to reshare when the committee changes.
+    Wallets {
+        /// The scheme.
+        scheme: crate::Scheme,
+        /// The committee.
+        committee: Vec<crate::NodeId>,
+    },
 }
 
 /// The largest query a host reads.
@@ -127,6 +135,11 @@ pub enum Answer {
     Wallet {
         /// The record.
         record: Option<crate::result::KeygenResult>,
+    },
+    /// The committee's wallets, sorted by wallet id.
+    Wallets {
+        /// Their records.
+        records: Vec<crate::result::KeygenResult>,
     },
     /// The query could not be answered.
     Error {

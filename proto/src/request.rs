@@ -66,6 +66,11 @@ impl RequestBody {
             RequestBody::Reshare(r) => {
                 committee(&r.new_committee, r.new_threshold, r.scheme)?;
                 committee(&r.committee, r.threshold, r.scheme)?;
+                // With one signer every new member would be dealt the whole
+                // key (a polynomial of degree 0).
+                if r.new_threshold < 2 {
+                    return Err(RequestError::new(Malformed, "a reshared key needs a threshold of at least 2: with 1, every member would hold the whole key"));
+                }
                 if r.version == 0 {
                     return Err(RequestError::new(Malformed, "version 0: keys start at version 1"));
                 }
@@ -318,5 +323,34 @@ mod tests {
             issued_at_ms: 1,
         });
         assert!(k.validate().is_err());
+    }
+
+    #[test]
+    fn reshare_requests_need_sane_committees_a_version_and_two_new_signers() {
+        let n = |s: &str| NodeId::new(s).unwrap();
+        let good = ReshareRequest {
+            request_id: RequestId::new("r").unwrap(),
+            wallet: WalletId::new("w").unwrap(),
+            scheme: Scheme::Eddsa,
+            public_key: vec![1; 32],
+            xpub: None,
+            version: 1,
+            committee: vec![n("a"), n("b"), n("c")],
+            threshold: 2,
+            new_committee: vec![n("a"), n("b"), n("c"), n("d")],
+            new_threshold: 3,
+            issued_at_ms: 1,
+        };
+        assert!(RequestBody::Reshare(good.clone()).validate().is_ok());
+        for bad in [
+            ReshareRequest { new_threshold: 1, ..good.clone() },
+            ReshareRequest { new_threshold: 5, ..good.clone() },
+            ReshareRequest { new_committee: vec![n("a"), n("a"), n("b")], ..good.clone() },
+            ReshareRequest { version: 0, ..good.clone() },
+            ReshareRequest { public_key: vec![], ..good.clone() },
+            ReshareRequest { threshold: 4, ..good.clone() },
+        ] {
+            assert!(RequestBody::Reshare(bad.clone()).validate().is_err(), "{bad:?}");
+        }
     }
 }

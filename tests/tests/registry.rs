@@ -71,6 +71,7 @@ on_both_backends!(a_heartbeat_that_is_not_renewed_expires);
 on_both_backends!(watchers_see_the_contents_then_every_change);
 on_both_backends!(a_request_watch_wakes_on_its_records_changes);
 on_both_backends!(a_restarted_node_heartbeats_at_once);
+on_both_backends!(a_listing_holds_every_key_of_its_bucket_and_nothing_else);
 
 fn bytes(text: &str) -> Bytes {
     Bytes::copy_from_slice(text.as_bytes())
@@ -258,4 +259,14 @@ async fn a_restarted_node_heartbeats_at_once(b: Backend) {
     // And it keeps renewing.
     after.at_ms = 3;
     restarted.heartbeat(&node, serde_json::to_vec(&after).unwrap().into()).await.unwrap();
+}
+
+async fn a_listing_holds_every_key_of_its_bucket_and_nothing_else(b: Backend) {
+    assert!(b.registry.list(Bucket::Wallets).await.unwrap().is_empty(), "an empty bucket lists nothing");
+    b.registry.put(Bucket::Wallets, "w2.eddsa", bytes("two")).await.unwrap();
+    b.registry.put(Bucket::Wallets, "w1.ecdsa", bytes("one")).await.unwrap();
+    b.registry.put(Bucket::Wallets, "w1.ecdsa", bytes("one, moved")).await.unwrap();
+    b.registry.put(Bucket::Members, "node-1", bytes("a member")).await.unwrap();
+    let listed = b.registry.list(Bucket::Wallets).await.unwrap();
+    assert_eq!(listed, vec![("w1.ecdsa".to_string(), bytes("one, moved")), ("w2.eddsa".to_string(), bytes("two"))]);
 }

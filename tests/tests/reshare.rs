@@ -67,7 +67,13 @@ async fn three_of_four_moves_to_two_of_three_and_the_node_that_leaves_keeps_no_s
     let (w, scheme) = (WalletId::new("leave").unwrap(), Scheme::Eddsa);
     let old = client.keygen(&w, scheme, 3, None).await.expect("keygen");
     assert_eq!(old.committee.len(), 4);
+    // The committee's wallets, as `conclave reshare --committee` finds them.
+    let everyone = ids(&cluster, &[4, 3, 2, 1]);
+    assert_eq!(client.wallets_of(scheme, everyone.clone()).await.unwrap(), vec![old.clone()]);
+    assert!(client.wallets_of(Scheme::Ecdsa, everyone.clone()).await.unwrap().is_empty(), "another scheme's wallets are not listed");
     let new = client.reshare(&w, scheme, 2, ids(&cluster, &[1, 2, 3])).await.expect("reshare");
+    assert!(client.wallets_of(scheme, everyone).await.unwrap().is_empty(), "the wallet left the old committee");
+    assert_eq!(client.wallets_of(scheme, ids(&cluster, &[1, 2, 3])).await.unwrap(), vec![new.clone()]);
     assert_eq!((new.version, new.threshold, new.public_key.clone()), (2, 2, old.public_key.clone()));
     // node-4 sealed a version-2 record without a share: it will never sign
     // with its version-1 share again.
@@ -88,7 +94,7 @@ async fn a_reshare_that_cannot_run_is_refused_up_front_and_the_key_keeps_signing
     client.keygen(&w, scheme, 2, Some(ids(&cluster, &[1, 2, 3]))).await.expect("keygen");
     let code = |r: Result<_, conclave_client::ClientError>| r.map(|_| ()).unwrap_err().code();
     assert_eq!(code(client.reshare(&w, scheme, 4, ids(&cluster, &[1, 2, 3])).await), Some(ErrorCode::Malformed), "t' above n'");
-    assert_eq!(code(client.reshare(&w, scheme, 0, ids(&cluster, &[1, 2, 3])).await), Some(ErrorCode::Malformed), "t' of 0");
+    assert_eq!(code(client.reshare(&w, scheme, 1, ids(&cluster, &[1, 2, 3])).await), Some(ErrorCode::Malformed), "t' of 1: everyone would hold the key");
     let unknown = WalletId::new("no-such-wallet").unwrap();
     assert_eq!(code(client.reshare(&unknown, scheme, 2, ids(&cluster, &[1, 2])).await), Some(ErrorCode::UnknownWallet));
     let mut cluster = cluster;

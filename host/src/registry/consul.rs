@@ -145,6 +145,17 @@ impl ConsulKv {
         Ok(format!("/v1/kv/{}/{}/{key}", self.prefix, bucket.folder()))
     }
 
+    pub(super) async fn list(&self, bucket: Bucket) -> Result<Vec<(String, Bytes)>, RegistryError> {
+        let folder = format!("{}/{}/", self.prefix, bucket.folder());
+        let answer = self.call(Method::GET, &format!("/v1/kv/{folder}?recurse"), Bytes::new(), bucket, "list").await?;
+        let pairs = match answer.status {
+            StatusCode::OK => decode_pairs(&answer.body).map_err(|detail| RegistryError::Unavailable { op: "list", bucket: bucket.name(), detail })?,
+            StatusCode::NOT_FOUND => Vec::new(),
+            status => return Err(refused("list", bucket, status, &answer.body)),
+        };
+        Ok(pairs.into_iter().filter_map(|(key, value, _)| Some((key.strip_prefix(&folder)?.to_owned(), value))).collect())
+    }
+
     pub(super) async fn get(&self, bucket: Bucket, key: &str) -> Result<Option<Entry>, RegistryError> {
         let path = self.path(bucket, key)?;
         let answer = self.call(Method::GET, &path, Bytes::new(), bucket, "get").await?;

@@ -170,6 +170,16 @@ impl Registry {
         }
     }
 
+    /// Every key of `bucket` and its value, sorted by key.
+    pub async fn list(&self, bucket: Bucket) -> Result<Vec<(String, Bytes)>, RegistryError> {
+        let mut entries = match self {
+            Registry::Nats(r) => r.list(bucket).await?,
+            Registry::Consul(r) => r.list(bucket).await?,
+        };
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(entries)
+    }
+
     /// Writes `key` whatever it held.
     pub async fn put(&self, bucket: Bucket, key: &str, value: Bytes) -> Result<(), RegistryError> {
         match self {

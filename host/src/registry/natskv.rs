@@ -51,6 +51,19 @@ impl NatsKv {
         Ok(entry.filter(|e| e.operation == kv::Operation::Put).map(|e| Entry { value: e.value, revision: e.revision }))
     }
 
+    pub(super) async fn list(&self, bucket: Bucket) -> Result<Vec<(String, Bytes)>, RegistryError> {
+        use futures::TryStreamExt;
+        let keys: Vec<String> = self.store(bucket).keys().await.map_err(|e| unavailable("list", bucket, e))?.try_collect().await.map_err(|e| unavailable("list", bucket, e))?;
+        let mut entries = Vec::with_capacity(keys.len());
+        for key in keys {
+            // A key deleted between the listing and the read is skipped.
+            if let Some(entry) = self.get(bucket, &key).await? {
+                entries.push((key, entry.value));
+            }
+        }
+        Ok(entries)
+    }
+
     pub(super) async fn put(&self, bucket: Bucket, key: &str, value: Bytes) -> Result<(), RegistryError> {
         self.store(bucket).put(key, value).await.map(|_| ()).map_err(|e| unavailable("put", bucket, e))
     }
