@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use conclave_proto::link::AwsCredentials;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
@@ -46,11 +46,8 @@ async fn call(imds: SocketAddr, method: Method, path: &str, header: (&str, &str)
     let what = format!("IMDS {method} {path}");
     let exchange = async {
         let tcp = tokio::net::TcpStream::connect(imds).await.map_err(|e| format!("connect {imds}: {e}"))?;
-        let request = Request::builder().method(method).uri(path).header(hyper::header::HOST, imds.ip().to_string()).header(header.0, header.1).body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
-        // The connection task ends when the answer is read or dropped.
-        tokio::spawn(connection);
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let request = Request::builder().method(method).uri(path).header(hyper::header::HOST, imds.ip().to_string()).header(header.0, header.1).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+        let response = crate::http_client::send(TokioIo::new(tcp), request).await?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_ANSWER).collect().await.map_err(|e| e.to_string())?.to_bytes();
         match status.is_success() {

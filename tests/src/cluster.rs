@@ -203,6 +203,25 @@ impl Cluster {
         ));
     }
 
+    /// Replaces node `i`'s signer with one started with extra environment
+    /// (fault injection), and returns once its host is linked to the new
+    /// one: the host is seen without a link before the new signer starts,
+    /// so a link seen afterwards is the new signer's.
+    pub async fn restart_signer_with(&mut self, i: usize, env: &[(&str, &str)]) {
+        self.kill_signer(i);
+        self.wait_link(i, false).await;
+        self.start_signer_with(i, env);
+        self.wait_link(i, true).await;
+    }
+
+    async fn wait_link(&self, i: usize, up: bool) {
+        eventually(&format!("node-{i}'s host to see its link {}", if up { "up" } else { "down" }), READY_TIMEOUT, || async move {
+            let (_, body) = self.try_http_get(i, "/readyz").await?;
+            (serde_json::from_str::<serde_json::Value>(&body).ok()?["link"].as_bool()? == up).then_some(())
+        })
+        .await;
+    }
+
     /// Kills node `i`'s signer with SIGKILL (its host stays).
     pub fn kill_signer(&mut self, i: usize) {
         self.nodes[i - 1].enclave.take();

@@ -57,8 +57,7 @@ async fn a_node_whose_document_binds_other_keys_is_refused_and_the_others_keep_s
     use conclave_proto::request::SignPayload;
     use conclave_proto::{ErrorCode, NodeId, Scheme, WalletId};
     let mut cluster = Cluster::start_in(Mode::Dev, 3).await;
-    cluster.kill_signer(3);
-    cluster.start_signer_with(3, &[("CONCLAVE_FAULT_ATTEST_FOREIGN_KEYS", "1")]);
+    cluster.restart_signer_with(3, &[("CONCLAVE_FAULT_ATTEST_FOREIGN_KEYS", "1")]).await;
     cluster.wait_ready(3).await;
     let client = cluster.client().await;
     let (node1, node2, node3) = (NodeId::new("node-1").unwrap(), NodeId::new("node-2").unwrap(), NodeId::new("node-3").unwrap());

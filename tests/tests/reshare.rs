@@ -151,8 +151,7 @@ async fn a_reshare_whose_new_member_dies_half_way_fails_and_the_old_version_keep
 async fn a_dealer_whose_sub_shares_do_not_check_is_blamed_and_the_old_version_keeps_signing() {
     let mut cluster = Cluster::start_in(Mode::Dev, 4).await;
     // node-2's signer deals sub-shares that do not match its commitments.
-    cluster.kill_signer(2);
-    cluster.start_signer_with(2, &[("CONCLAVE_FAULT_RESHARE_TAMPER", "1")]);
+    cluster.restart_signer_with(2, &[("CONCLAVE_FAULT_RESHARE_TAMPER", "1")]).await;
     cluster.wait_ready(4).await;
     let client = cluster.client().await;
     let (w, scheme) = (WalletId::new("cheat").unwrap(), Scheme::Eddsa);

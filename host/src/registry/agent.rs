@@ -87,25 +87,15 @@ impl Agent {
             Some(tls) => {
                 let name = rustls::pki_types::ServerName::try_from(self.host.clone()).map_err(|e| e.to_string())?;
                 let stream = tls.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
-                send(TokioIo::new(stream), request).await?
+                crate::http_client::send(TokioIo::new(stream), request).await?
             }
-            None => send(TokioIo::new(tcp), request).await?,
+            None => crate::http_client::send(TokioIo::new(tcp), request).await?,
         };
         let status = response.status();
         let index = response.headers().get("X-Consul-Index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         let body = Limited::new(response.into_body(), MAX_ANSWER).collect().await.map_err(|e| format!("reading the answer: {e}"))?.to_bytes();
         Ok(Answer { status, index, body })
     }
-}
-
-async fn send<T>(io: TokioIo<T>, request: Request<Full<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>, String>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
-    // The connection task ends when the response is read or dropped.
-    tokio::spawn(connection);
-    sender.send_request(request).await.map_err(|e| e.to_string())
 }
 
 /// TLS to the agent: the configured CA (never the system roots: an agent's
