@@ -12,13 +12,7 @@ const PROD: &[u8] = include_bytes!("../tests/vectors/prod-2022-10-13.cose");
 const PROD_TIMESTAMP_MS: u64 = 1_665_651_482_136;
 
 fn policy() -> Policy {
-    Policy {
-        root: TrustedRoot::aws_nitro(),
-        pcrs: BTreeMap::new(),
-        nonce: None,
-        at: UNIX_EPOCH + Duration::from_millis(PROD_TIMESTAMP_MS),
-        allow_debug: false,
-    }
+    Policy { root: TrustedRoot::aws_nitro(), pcrs: BTreeMap::new(), nonce: None, at: UNIX_EPOCH + Duration::from_millis(PROD_TIMESTAMP_MS), allow_debug: false }
 }
 
 fn main() {
@@ -52,6 +46,11 @@ fn main() {
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!("document {} bytes, 5 certificate signatures + 1 document signature (ECDSA P-384)", PROD.len());
     println!("cold (first in process, root loaded): {:.0} us", us(cold));
-    println!("warm over {count}: p50 {:.0} us, p99 {:.0} us, {:.0} verifications/s", us(warm[count / 2]), us(warm[count * 99 / 100]), 1e6 / us(warm[count / 2]));
+    println!(
+        "warm over {count}: p50 {:.0} us, p99 {:.0} us, {:.0} verifications/s",
+        us(warm[count / 2]),
+        us(warm[count * 99 / 100]),
+        1e6 / us(warm[count / 2])
+    );
     println!("forged payload refused (signature): p50 {:.0} us", us(refused[count / 2]));
 }

@@ -60,13 +60,13 @@ impl Cert {
     fn extension<T: AssociatedOid + for<'a> Decode<'a>>(&self) -> Result<Option<T>, AttestError> {
         let extensions = self.cert.tbs_certificate.extensions.as_deref().unwrap_or_default();
         let mut found = extensions.iter().filter(|e| e.extn_id == T::OID);
-        let Some(ext) = found.next() else { return Ok(None) };
+        let Some(ext) = found.next() else {
+            return Ok(None);
+        };
         if found.next().is_some() {
             return Err(AttestError::chain(self.position, format!("extension {} appears twice", T::OID)));
         }
-        T::from_der(ext.extn_value.as_bytes())
-            .map(Some)
-            .map_err(|e| AttestError::chain(self.position, format!("extension {}: {e}", T::OID)))
+        T::from_der(ext.extn_value.as_bytes()).map(Some).map_err(|e| AttestError::chain(self.position, format!("extension {}: {e}", T::OID)))
     }
 
     /// RFC 5280 section 4.2: a critical extension we do not process makes the

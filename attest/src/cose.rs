@@ -23,8 +23,8 @@ fn es384_header() -> Header {
 /// Decodes the envelope of untrusted bytes and returns it with its payload.
 pub(crate) fn decode(bytes: &[u8]) -> Result<(CoseSign1, Vec<u8>), AttestError> {
     let mut rest = bytes;
-    let value: Value = coset::cbor::de::from_reader_with_recursion_limit(&mut rest, ENVELOPE_DEPTH)
-        .map_err(|e| AttestError::malformed(format!("COSE_Sign1: {e}")))?;
+    let value: Value =
+        coset::cbor::de::from_reader_with_recursion_limit(&mut rest, ENVELOPE_DEPTH).map_err(|e| AttestError::malformed(format!("COSE_Sign1: {e}")))?;
     if !rest.is_empty() {
         return Err(AttestError::malformed(format!("{} bytes after the COSE_Sign1", rest.len())));
     }
@@ -37,10 +37,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(CoseSign1, Vec<u8>), AttestError> 
     // Anything but exactly ES384 (including `crit` parameters we would have
     // to understand) is refused rather than interpreted.
     if sign1.protected.header != es384_header() {
-        return Err(AttestError::malformed(format!(
-            "protected header must be exactly {{alg: ES384 (-35)}}, found alg {:?}",
-            sign1.protected.header.alg
-        )));
+        return Err(AttestError::malformed(format!("protected header must be exactly {{alg: ES384 (-35)}}, found alg {:?}", sign1.protected.header.alg)));
     }
     // Not covered by the signature: accepting content there would let anyone
     // add claims that look signed.
@@ -57,17 +54,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(CoseSign1, Vec<u8>), AttestError> 
 /// Checks the ES384 signature over the Sig_structure
 /// `["Signature1", protected, h'', payload]` (RFC 9052 section 4.4).
 pub(crate) fn verify(envelope: &CoseSign1, payload: &[u8], key: &VerifyingKey) -> Result<(), AttestError> {
-    let signature = Signature::from_slice(&envelope.signature)
-        .map_err(|_| AttestError::Signature { reason: "not an ES384 signature (r, s out of range)".into() })?;
-    let tbs = coset::sig_structure_data(
-        coset::SignatureContext::CoseSign1,
-        envelope.protected.clone(),
-        None,
-        b"",
-        payload,
-    );
-    key.verify(&tbs, &signature)
-        .map_err(|_| AttestError::Signature { reason: "does not verify under the leaf certificate's key".into() })
+    let signature =
+        Signature::from_slice(&envelope.signature).map_err(|_| AttestError::Signature { reason: "not an ES384 signature (r, s out of range)".into() })?;
+    let tbs = coset::sig_structure_data(coset::SignatureContext::CoseSign1, envelope.protected.clone(), None, b"", payload);
+    key.verify(&tbs, &signature).map_err(|_| AttestError::Signature { reason: "does not verify under the leaf certificate's key".into() })
 }
 
 /// Wraps `payload` in an envelope signed by `key`, as the NSM does.

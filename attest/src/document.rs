@@ -80,19 +80,20 @@ struct Fields {
 impl Fields {
     fn decode(payload: &[u8]) -> Result<Fields, AttestError> {
         let mut rest = payload;
-        let value: Value = coset::cbor::de::from_reader_with_recursion_limit(&mut rest, PAYLOAD_DEPTH)
-            .map_err(|e| AttestError::malformed(format!("payload: {e}")))?;
+        let value: Value =
+            coset::cbor::de::from_reader_with_recursion_limit(&mut rest, PAYLOAD_DEPTH).map_err(|e| AttestError::malformed(format!("payload: {e}")))?;
         if !rest.is_empty() {
             return Err(AttestError::malformed(format!("{} bytes after the payload map", rest.len())));
         }
-        let Value::Map(entries) = value else { return Err(AttestError::malformed("payload is not a map")) };
+        let Value::Map(entries) = value else {
+            return Err(AttestError::malformed("payload is not a map"));
+        };
         let mut fields: BTreeMap<String, Value> = BTreeMap::new();
         for (key, value) in entries {
-            let Value::Text(key) = key else { return Err(AttestError::malformed("payload key is not text")) };
-            if !matches!(
-                key.as_str(),
-                "module_id" | "digest" | "timestamp" | "pcrs" | "certificate" | "cabundle" | "public_key" | "user_data" | "nonce"
-            ) {
+            let Value::Text(key) = key else {
+                return Err(AttestError::malformed("payload key is not text"));
+            };
+            if !matches!(key.as_str(), "module_id" | "digest" | "timestamp" | "pcrs" | "certificate" | "cabundle" | "public_key" | "user_data" | "nonce") {
                 return Err(AttestError::malformed(format!("unknown field {key:?}")));
             }
             // Two parsers could disagree on which of two values counts.
@@ -117,23 +118,18 @@ impl Fields {
         .ok_or_else(|| AttestError::malformed("timestamp is not a positive integer"))?;
         let pcrs = pcrs(take("pcrs")?)?;
         let certificate = Cert::parse(CertPosition::Leaf, bytes(take("certificate")?, "certificate", 1)?)?;
-        let Value::Array(bundle) = take("cabundle")? else { return Err(AttestError::malformed("cabundle is not an array")) };
+        let Value::Array(bundle) = take("cabundle")? else {
+            return Err(AttestError::malformed("cabundle is not an array"));
+        };
         if bundle.is_empty() || bundle.len() > MAX_CABUNDLE_LEN {
             return Err(AttestError::malformed(format!("cabundle has {} certificates, expected 1 to {MAX_CABUNDLE_LEN}", bundle.len())));
         }
-        let cabundle = bundle
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| Cert::parse(CertPosition::Bundle(i), bytes(v, "cabundle entry", 1)?))
-            .collect::<Result<Vec<_>, _>>()?;
+        let cabundle =
+            bundle.into_iter().enumerate().map(|(i, v)| Cert::parse(CertPosition::Bundle(i), bytes(v, "cabundle entry", 1)?)).collect::<Result<Vec<_>, _>>()?;
         let public_key = optional_bytes(fields.remove("public_key"), "public_key", 1)?;
         let user_data = optional_bytes(fields.remove("user_data"), "user_data", 0)?;
         let nonce = optional_bytes(fields.remove("nonce"), "nonce", 0)?;
-        Ok(Fields {
-            claims: Claims { module_id, timestamp_ms, digest, pcrs, nonce, user_data, public_key },
-            certificate,
-            cabundle,
-        })
+        Ok(Fields { claims: Claims { module_id, timestamp_ms, digest, pcrs, nonce, user_data, public_key }, certificate, cabundle })
     }
 }
 
@@ -161,7 +157,9 @@ fn optional_bytes(value: Option<Value>, name: &str, min_len: usize) -> Result<Op
 }
 
 fn pcrs(value: Value) -> Result<BTreeMap<u8, Vec<u8>>, AttestError> {
-    let Value::Map(entries) = value else { return Err(AttestError::malformed("pcrs is not a map")) };
+    let Value::Map(entries) = value else {
+        return Err(AttestError::malformed("pcrs is not a map"));
+    };
     if entries.is_empty() || entries.len() > 32 {
         return Err(AttestError::malformed(format!("pcrs has {} entries, expected 1 to 32", entries.len())));
     }
@@ -172,7 +170,9 @@ fn pcrs(value: Value) -> Result<BTreeMap<u8, Vec<u8>>, AttestError> {
             _ => None,
         }
         .ok_or_else(|| AttestError::malformed("a PCR index is not an integer from 0 to 31"))?;
-        let Value::Bytes(measurement) = value else { return Err(AttestError::malformed(format!("PCR{index} is not a byte string"))) };
+        let Value::Bytes(measurement) = value else {
+            return Err(AttestError::malformed(format!("PCR{index} is not a byte string")));
+        };
         if ![32, 48, 64].contains(&measurement.len()) {
             return Err(AttestError::malformed(format!("PCR{index} is {} bytes, expected 32, 48 or 64", measurement.len())));
         }
@@ -219,7 +219,9 @@ mod tests {
 
     fn refused(doc: &[u8], why: &str) {
         match Document::parse(doc) {
-            Err(AttestError::Malformed { reason }) => assert!(reason.contains(why), "{why:?} not in {reason:?}"),
+            Err(AttestError::Malformed { reason }) => {
+                assert!(reason.contains(why), "{why:?} not in {reason:?}")
+            }
             Err(e) => panic!("{why}: refused as {}, not malformed: {e}", e.check()),
             Ok(_) => panic!("{why}: parsed"),
         }

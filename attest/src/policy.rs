@@ -80,8 +80,7 @@ impl Document {
         crate::chain::verify(&self.cabundle, &self.certificate, &policy.root, at_ms)?;
         let claims = &self.claims;
         if !policy.allow_debug {
-            let zero_pcrs: Vec<u8> =
-                IMAGE_PCRS.into_iter().filter(|i| claims.pcrs.get(i).is_some_and(|m| m.iter().all(|b| *b == 0))).collect();
+            let zero_pcrs: Vec<u8> = IMAGE_PCRS.into_iter().filter(|i| claims.pcrs.get(i).is_some_and(|m| m.iter().all(|b| *b == 0))).collect();
             // One zeroed image measurement is enough: a real measurement is
             // a hash and never zero, so the image is not attested.
             if !zero_pcrs.is_empty() {

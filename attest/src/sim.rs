@@ -111,10 +111,7 @@ pub struct SimulatedNsm {
 
 impl std::fmt::Debug for SimulatedNsm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimulatedNsm")
-            .field("module_id", &self.module_id)
-            .field("root_fingerprint", &self.ca.root.fingerprint_hex())
-            .finish_non_exhaustive()
+        f.debug_struct("SimulatedNsm").field("module_id", &self.module_id).field("root_fingerprint", &self.ca.root.fingerprint_hex()).finish_non_exhaustive()
     }
 }
 

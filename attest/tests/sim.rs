@@ -94,7 +94,13 @@ fn a_dev_ca_kept_in_a_file_signs_for_every_node_of_its_cluster() {
     let root = conclave_attest::TrustedRoot::from_pem(file.split_once('\n').unwrap().1).unwrap();
     for nsm in [&node1, &node2] {
         let doc = nsm.attest(Some(b"binding"), Some(b"nonce"), None).unwrap();
-        let policy = conclave_attest::Policy { root: root.clone(), pcrs: Default::default(), nonce: Some(b"nonce".to_vec()), at: std::time::SystemTime::now(), allow_debug: false };
+        let policy = conclave_attest::Policy {
+            root: root.clone(),
+            pcrs: Default::default(),
+            nonce: Some(b"nonce".to_vec()),
+            at: std::time::SystemTime::now(),
+            allow_debug: false,
+        };
         conclave_attest::verify(&doc, &policy).unwrap();
     }
     // A file whose root is not its key's is refused.

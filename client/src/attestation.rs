@@ -4,9 +4,9 @@
 //! cluster. Both report what the document states and which check failed.
 
 use clap::Args;
+use conclave_attest::{AttestError, Claims, Document, Policy, TrustedRoot};
 use conclave_client::{Client, ClientError};
 use conclave_proto::NodeId;
-use conclave_attest::{AttestError, Claims, Document, Policy, TrustedRoot};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -98,7 +98,15 @@ fn check(bytes: &[u8], policy: &Policy, more: impl FnOnce(&Claims) -> Result<(),
 }
 
 /// Prints the report; returns whether every check passed.
-fn report(claims: Option<&Claims>, outcome: &Result<(), Failed>, policy: &Policy, pcrs_checked: &[u8], root_name: &str, json: bool, node: Option<&NodeId>) -> bool {
+fn report(
+    claims: Option<&Claims>,
+    outcome: &Result<(), Failed>,
+    policy: &Policy,
+    pcrs_checked: &[u8],
+    root_name: &str,
+    json: bool,
+    node: Option<&NodeId>,
+) -> bool {
     let report = Report { claims, outcome, policy, pcrs_checked, root_name };
     if json {
         let mut value = report.json();

@@ -5,6 +5,7 @@ use async_nats::jetstream;
 use conclave_proto::registry::{Answer, Ask, NodeEntry, Query};
 use conclave_proto::request::{KeygenRequest, RequestBody, ReshareRequest, SignPayload, SignRequest, SignedRequest};
 use conclave_proto::result::{Completed, KeygenResult, Outcome, RequestResult, SignResult};
+use conclave_proto::statement::Endorsed;
 use conclave_proto::subjects::*;
 use conclave_proto::{ErrorCode, NodeId, RequestError, RequestId, Scheme, WalletId, PROTOCOL_VERSION};
 use ed25519_dalek::Signer;
@@ -20,6 +21,8 @@ const PUBLISH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 const RESULT_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long a registry query waits for a host's answer.
 const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long answers from further hosts are awaited after the first.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A connection to a cluster, acting for one initiator.
 pub struct Client {
@@ -48,6 +51,16 @@ pub struct NodeStatus {
     /// each peer's signer verified in this node's attestation, by peer.
     /// Empty where nodes do not attest (hsm mode).
     pub attested_by: std::collections::BTreeMap<NodeId, String>,
+}
+
+/// Wallet records as listed by the hosts.
+#[derive(Debug, Default)]
+pub struct WalletListing {
+    /// Records signed by every member of their committee, the latest
+    /// version of each wallet.
+    pub records: Vec<KeygenResult>,
+    /// Records that their committee did not sign, by wallet: never use them.
+    pub refused: Vec<(String, ClientError)>,
 }
 
 /// The cluster as the registry sees it.
@@ -158,15 +171,19 @@ impl Client {
         }
     }
 
-    async fn submit(&self, body: RequestBody) -> Result<Completed, ClientError> {
-        let result = self.send(&self.sign_request(&body)).await?;
+    /// Sends `body` signed; returns the signed body string and the signers'
+    /// statement of its result, which the caller checks.
+    async fn submit(&self, body: RequestBody) -> Result<(String, Endorsed), ClientError> {
+        let request = self.sign_request(&body);
+        let result = self.send(&request).await?;
         match result.outcome {
-            Outcome::Ok { result } => Ok(result),
+            Outcome::Ok { result } => Ok((request.body, result)),
             Outcome::Error { error } => Err(ClientError::Request(error)),
         }
     }
 
-    /// Asks the cluster's hosts about the registry (one host answers).
+    /// Asks the cluster's hosts about the registry; the first host to
+    /// answer is taken (for questions whose answer steers nothing).
     async fn ask(&self, ask: Ask) -> Result<Answer, ClientError> {
         let query = serde_json::to_vec(&Query { v: PROTOCOL_VERSION, ask }).expect("queries serialise");
         let asked = tokio::time::timeout(QUERY_TIMEOUT, self.nats.request(QUERY_SUBJECT, query.into()));
@@ -182,6 +199,40 @@ impl Client {
             Answer::Error { error } => Err(ClientError::Request(error)),
             answer => Ok(answer),
         }
+    }
+
+    /// Asks every host and gathers their answers: until each pinned node's
+    /// host answered, or [`GATHER`] after the first answer. Anyone on NATS
+    /// can answer a query, so the caller checks what each answer says and
+    /// a forged answer that comes first hides no honest one.
+    async fn ask_all(&self, ask: Ask) -> Result<Vec<Answer>, ClientError> {
+        let query = serde_json::to_vec(&Query { v: PROTOCOL_VERSION, ask }).expect("queries serialise");
+        let inbox = self.nats.new_inbox();
+        let mut replies = self.nats.subscribe(inbox.clone()).await.map_err(nats_err)?;
+        self.nats.publish_with_reply(QUERY_SUBJECT, inbox, query.into()).await.map_err(nats_err)?;
+        let mut until = tokio::time::Instant::now() + QUERY_TIMEOUT;
+        let mut answers = Vec::new();
+        while answers.len() < self.config.roster.nodes().count() {
+            let Ok(Some(reply)) = tokio::time::timeout_at(until, replies.next()).await else {
+                break;
+            };
+            if answers.is_empty() {
+                until = tokio::time::Instant::now() + GATHER;
+            }
+            // One undecodable answer (from anyone) spoils no other.
+            if let Ok(answer) = Answer::decode(&reply.payload) {
+                answers.push(answer);
+            }
+        }
+        if answers.is_empty() {
+            return Err(ClientError::Nats(format!("no node answered within {QUERY_TIMEOUT:?}")));
+        }
+        Ok(answers)
+    }
+
+    /// The signers this client pins: what checks their statements.
+    pub fn roster(&self) -> &crate::Roster {
+        &self.config.roster
     }
 
     /// The root of the dev cluster's simulated NSM, if configured.
@@ -216,28 +267,21 @@ impl Client {
 
     /// Generates a key for `wallet`, shared by `committee` (default: every
     /// registered node), `threshold` of which sign.
-    pub async fn keygen(
-        &self,
-        wallet: &WalletId,
-        scheme: Scheme,
-        threshold: u16,
-        committee: Option<Vec<NodeId>>,
-    ) -> Result<KeygenResult, ClientError> {
+    pub async fn keygen(&self, wallet: &WalletId, scheme: Scheme, threshold: u16, committee: Option<Vec<NodeId>>) -> Result<KeygenResult, ClientError> {
         let committee = match committee {
             Some(c) => c,
-            None => self.members().await?,
+            // Registered nodes that this client pins: a registration is
+            // anyone's to write.
+            None => self.members().await?.into_iter().filter(|n| self.config.roster.nodes().any(|p| p == n)).collect(),
         };
-        let body = RequestBody::Keygen(KeygenRequest {
-            request_id: new_request_id(),
-            wallet: wallet.clone(),
-            scheme,
-            threshold,
-            committee,
-            issued_at_ms: now_ms(),
-        });
-        match self.submit(body).await? {
-            Completed::Keygen(k) if k.wallet == *wallet && k.scheme == scheme => Ok(k),
-            other => Err(ClientError::BadResult(format!("a keygen request answered with {other:?}"))),
+        let mut expected = committee.clone();
+        expected.sort();
+        let body =
+            RequestBody::Keygen(KeygenRequest { request_id: new_request_id(), wallet: wallet.clone(), scheme, threshold, committee, issued_at_ms: now_ms() });
+        let (body, endorsed) = self.submit(body).await?;
+        match self.config.roster.key_result(&endorsed, &body, wallet, scheme)? {
+            (Completed::Keygen(_), k) if k.committee == expected && k.threshold == threshold && k.version == 1 => Ok(k),
+            (other, _) => Err(ClientError::Unauthenticated(format!("a keygen request answered with {other:?}"))),
         }
     }
 
@@ -246,7 +290,10 @@ impl Client {
     /// Checked here first, as the nodes will: the wallet exists, the new
     /// committee and threshold make sense, every new member is ready.
     pub async fn reshare(&self, wallet: &WalletId, scheme: Scheme, new_threshold: u16, new_committee: Vec<NodeId>) -> Result<KeygenResult, ClientError> {
-        let record = self.wallet(wallet, scheme).await?.ok_or_else(|| ClientError::Request(RequestError::new(ErrorCode::UnknownWallet, format!("no {scheme} key for wallet {wallet}"))))?;
+        let record = self
+            .wallet(wallet, scheme)
+            .await?
+            .ok_or_else(|| ClientError::Request(RequestError::new(ErrorCode::UnknownWallet, format!("no {scheme} key for wallet {wallet}"))))?;
         let ready: Vec<NodeId> = self.nodes().await?.into_iter().filter(|n| n.ready.is_some()).map(|n| n.node_id).collect();
         if let Some(absent) = new_committee.iter().find(|n| !ready.contains(n)) {
             return Err(ClientError::Request(RequestError::new(ErrorCode::InsufficientPeers, format!("{absent} is not ready; every new member must be"))));
@@ -258,6 +305,8 @@ impl Client {
                 format!("{ready_old} of the committee are ready, {} are needed to deal", record.threshold),
             )));
         }
+        let mut expected = new_committee.clone();
+        expected.sort();
         let body = RequestBody::Reshare(ReshareRequest {
             request_id: new_request_id(),
             wallet: wallet.clone(),
@@ -272,26 +321,96 @@ impl Client {
             issued_at_ms: now_ms(),
         });
         body.validate().map_err(ClientError::Request)?;
-        match self.submit(body).await? {
-            Completed::Reshare(k) if k.wallet == *wallet && k.scheme == scheme && k.public_key == record.public_key => Ok(k),
-            other => Err(ClientError::BadResult(format!("a reshare request answered with {other:?}"))),
+        let (body, endorsed) = self.submit(body).await?;
+        match self.config.roster.key_result(&endorsed, &body, wallet, scheme)? {
+            (Completed::Reshare(_), k)
+                if k.public_key == record.public_key
+                    && k.xpub == record.xpub
+                    && k.committee == expected
+                    && k.threshold == new_threshold
+                    && k.version == record.version + 1 =>
+            {
+                Ok(k)
+            }
+            (other, _) => Err(ClientError::Unauthenticated(format!("a reshare request answered with {other:?}"))),
         }
     }
 
-    /// The records of `scheme`'s wallets held by exactly `committee`.
+    /// The records of `scheme`'s wallets held by exactly `committee`, each
+    /// signed by its committee.
     pub async fn wallets_of(&self, scheme: Scheme, committee: Vec<NodeId>) -> Result<Vec<KeygenResult>, ClientError> {
-        match self.ask(Ask::Wallets { scheme, committee }).await? {
-            Answer::Wallets { records } => Ok(records),
-            Answer::Error { error } => Err(ClientError::Request(error)),
-            other => Err(ClientError::BadResult(format!("a wallet listing answered with {other:?}"))),
+        let listing = self.wallets(Some(scheme), Some(committee)).await?;
+        match listing.refused.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(listing.records),
         }
     }
 
-    /// The public record of a wallet.
+    /// Wallet records (of a scheme, or all; of exactly a committee, or
+    /// any), sorted by wallet and scheme: those signed by their committee,
+    /// and apart, what no committee signed.
+    pub async fn wallets(&self, scheme: Option<Scheme>, committee: Option<Vec<NodeId>>) -> Result<WalletListing, ClientError> {
+        let mut found: Vec<Option<Endorsed>> = Vec::new();
+        let mut error = None;
+        for answer in self.ask_all(Ask::Wallets { scheme, committee }).await? {
+            match answer {
+                Answer::Wallets { records } => found.extend(records.into_iter().map(Some)),
+                Answer::Error { error: e } => error = Some(ClientError::Request(e)),
+                _ => {}
+            }
+        }
+        if found.is_empty() {
+            if let Some(e) = error {
+                return Err(e);
+            }
+        }
+        let mut listing = WalletListing::default();
+        let mut best: std::collections::BTreeMap<(WalletId, &'static str), KeygenResult> = Default::default();
+        for endorsed in found.into_iter().flatten() {
+            let claimed = endorsed.unverified_record();
+            let checked = claimed.as_ref().ok_or_else(|| ClientError::Unauthenticated("a wallet record that is not a keygen's or a reshare's".into()));
+            match checked.and_then(|c| self.config.roster.record(&endorsed, &c.wallet, c.scheme)) {
+                Ok(record) => {
+                    let slot = best.entry((record.wallet.clone(), record.scheme.as_str())).or_insert_with(|| record.clone());
+                    if record.version > slot.version {
+                        *slot = record;
+                    }
+                }
+                Err(e) => {
+                    let name = claimed.map(|c| format!("{} ({})", c.wallet, c.scheme)).unwrap_or_else(|| "?".into());
+                    if !listing.refused.iter().any(|(n, _)| *n == name) {
+                        listing.refused.push((name, e));
+                    }
+                }
+            }
+        }
+        listing.records = best.into_values().collect();
+        Ok(listing)
+    }
+
+    /// The public record of a wallet, signed by every member of its
+    /// committee. Every host is asked; of the records its committee
+    /// signed, the latest version counts. A record that no committee
+    /// signed is refused ([`ClientError::Unauthenticated`]) when no signed
+    /// one is found.
     pub async fn wallet(&self, wallet: &WalletId, scheme: Scheme) -> Result<Option<KeygenResult>, ClientError> {
-        match self.ask(Ask::Wallet { wallet: wallet.clone(), scheme }).await? {
-            Answer::Wallet { record } => Ok(record),
-            other => Err(ClientError::BadResult(format!("a wallet lookup answered with {other:?}"))),
+        let (mut best, mut refused, mut error): (Option<KeygenResult>, Option<ClientError>, Option<ClientError>) = (None, None, None);
+        for answer in self.ask_all(Ask::Wallet { wallet: wallet.clone(), scheme }).await? {
+            match answer {
+                Answer::Wallet { record: Some(endorsed) } => match self.config.roster.record(&endorsed, wallet, scheme) {
+                    Ok(record) if best.as_ref().is_none_or(|b| record.version > b.version) => best = Some(record),
+                    Ok(_) => {}
+                    Err(e) => refused = Some(e),
+                },
+                Answer::Wallet { record: None } => {}
+                Answer::Error { error: e } => error = Some(ClientError::Request(e)),
+                _ => refused = Some(ClientError::BadResult("a wallet lookup answered with another kind of answer".into())),
+            }
+        }
+        match (best, refused, error) {
+            (Some(record), _, _) => Ok(Some(record)),
+            (None, Some(e), _) | (None, None, Some(e)) => Err(e),
+            (None, None, None) => Ok(None),
         }
     }
 
@@ -305,24 +424,28 @@ impl Client {
         path: Vec<u32>,
         signers: Option<Vec<NodeId>>,
     ) -> Result<SignResult, ClientError> {
+        // The key and version to sign with come from the committee's
+        // signed record, checked before anything is sent.
+        let record = self
+            .wallet(wallet, scheme)
+            .await?
+            .ok_or_else(|| ClientError::Request(RequestError::new(ErrorCode::UnknownWallet, format!("no {scheme} key for wallet {wallet}"))))?;
         let body = RequestBody::Sign(SignRequest {
             request_id: new_request_id(),
             wallet: wallet.clone(),
             scheme,
+            version: record.version,
             payload: payload.clone(),
             path: path.clone(),
             signers,
             timeout_ms: None,
             issued_at_ms: now_ms(),
         });
-        let sig = match self.submit(body).await? {
-            Completed::Sign(s) if s.wallet == *wallet && s.scheme == scheme => s,
-            other => return Err(ClientError::BadResult(format!("a sign request answered with {other:?}"))),
-        };
-        let record = self
-            .wallet(wallet, scheme)
-            .await?
-            .ok_or_else(|| ClientError::BadResult(format!("no public record of wallet {wallet} to verify against")))?;
+        let (body, endorsed) = self.submit(body).await?;
+        let sig = self.config.roster.sign_result(&endorsed, &body)?;
+        if sig.wallet != *wallet || sig.scheme != scheme || sig.path != path {
+            return Err(ClientError::Unauthenticated(format!("a sign request for {wallet} answered for {} at {:?}", sig.wallet, sig.path)));
+        }
         verify::check(&record, &payload, &path, &sig)?;
         Ok(sig)
     }
@@ -331,10 +454,7 @@ impl Client {
     pub async fn status(&self) -> Result<Status, ClientError> {
         let entries = self.nodes().await?;
         let attested_by = |node: &NodeId| {
-            entries
-                .iter()
-                .filter_map(|verifier| Some((verifier.node_id.clone(), verifier.ready.as_ref()?.attested_peers.get(node)?.clone())))
-                .collect()
+            entries.iter().filter_map(|verifier| Some((verifier.node_id.clone(), verifier.ready.as_ref()?.attested_peers.get(node)?.clone()))).collect()
         };
         let nodes: Vec<NodeStatus> = entries
             .iter()

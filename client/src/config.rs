@@ -13,6 +13,7 @@ struct Raw {
     nats_nkey_file: Option<PathBuf>,
     dev_attestation_root: Option<PathBuf>,
     initiator_key: PathBuf,
+    roster: Option<PathBuf>,
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
 }
@@ -36,6 +37,8 @@ pub struct ClientConfig {
     pub dev_attestation_root: Option<PathBuf>,
     /// The initiator's signing key.
     pub initiator: ed25519_dalek::SigningKey,
+    /// The signers' identity keys: only what they sign is believed.
+    pub roster: crate::Roster,
     /// How long to wait for a result.
     pub timeout: Duration,
 }
@@ -52,12 +55,20 @@ impl ClientConfig {
         let initiator = read_key(&key_path)?;
         // Like the initiator key, files are relative to the configuration's directory.
         let dir = path.parent().unwrap_or(Path::new("."));
+        let roster = raw.roster.ok_or_else(|| {
+            ClientError::Config(format!(
+                "{}: `roster` is not set: the client believes only what the signers sign, and pins their keys from the roster file they run with",
+                path.display()
+            ))
+        })?;
+        let roster = crate::Roster::load(&dir.join(roster))?;
         Ok(ClientConfig {
             nats_urls: raw.nats_urls,
             nats_ca_file: raw.nats_ca_file.map(|f| dir.join(f)),
             nats_nkey_file: raw.nats_nkey_file.map(|f| dir.join(f)),
             dev_attestation_root: raw.dev_attestation_root.map(|f| dir.join(f)),
             initiator,
+            roster,
             timeout: Duration::from_millis(raw.timeout_ms),
         })
     }
@@ -85,8 +96,7 @@ impl ClientConfig {
 pub fn read_key(path: &Path) -> Result<ed25519_dalek::SigningKey, ClientError> {
     let text = std::fs::read_to_string(path).map_err(|e| ClientError::Config(format!("initiator key {}: {e}", path.display())))?;
     let mut seed = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut seed)
-        .map_err(|_| ClientError::Config(format!("initiator key {}: expected 64 hex digits", path.display())))?;
+    hex::decode_to_slice(text.trim(), &mut seed).map_err(|_| ClientError::Config(format!("initiator key {}: expected 64 hex digits", path.display())))?;
     Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
 }
 
@@ -96,12 +106,8 @@ pub fn new_key(path: &Path) -> Result<ed25519_dalek::VerifyingKey, ClientError> 
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))?;
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))?;
     f.write_all(hex::encode(key.to_bytes()).as_bytes()).map_err(|e| ClientError::Config(e.to_string()))?;
     Ok(key.verifying_key())
 }
@@ -114,9 +120,15 @@ mod tests {
     fn key_path_is_relative_to_the_config_file() {
         let d = tempfile::tempdir().unwrap();
         let public = new_key(&d.path().join("init.key")).unwrap();
-        std::fs::write(d.path().join("c.toml"), "nats_urls = [\"nats://127.0.0.1:1\"]\ninitiator_key = \"init.key\"\n").unwrap();
+        let config = "nats_urls = [\"nats://127.0.0.1:1\"]\ninitiator_key = \"init.key\"\n";
+        std::fs::write(d.path().join("c.toml"), config).unwrap();
+        assert!(matches!(ClientConfig::load(&d.path().join("c.toml")), Err(ClientError::Config(m)) if m.contains("`roster` is not set")));
+        let roster = format!(r#"[{{"node_id":"node-1","mode":"dev","sign_key":"{}","kx_key":"{}"}}]"#, hex::encode(public.to_bytes()), "00".repeat(32));
+        std::fs::write(d.path().join("roster.json"), roster).unwrap();
+        std::fs::write(d.path().join("c.toml"), format!("{config}roster = \"roster.json\"\n")).unwrap();
         let c = ClientConfig::load(&d.path().join("c.toml")).unwrap();
         assert_eq!(c.initiator.verifying_key(), public);
+        assert_eq!(c.roster.nodes().map(|n| n.as_str()).collect::<Vec<_>>(), ["node-1"]);
         assert!(new_key(&d.path().join("init.key")).is_err(), "an existing key is never overwritten");
     }
 }

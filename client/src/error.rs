@@ -25,6 +25,10 @@ pub enum ClientError {
     /// A result that does not fit the request.
     #[error("unexpected result: {0}")]
     BadResult(String),
+    /// A key, record or result that the pinned signers did not sign as
+    /// they must (`unauthenticated_result`): never use what it says.
+    #[error("not signed by the signers: {0}")]
+    Unauthenticated(String),
     /// A signature that does not verify: never use it.
     #[error("signature does not verify: {0}")]
     BadSignature(String),

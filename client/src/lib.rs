@@ -10,8 +10,10 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod trust;
 pub mod verify;
 
-pub use client::{Client, NodeStatus, Status};
+pub use client::{Client, NodeStatus, Status, WalletListing};
 pub use config::ClientConfig;
 pub use error::ClientError;
+pub use trust::Roster;

@@ -62,6 +62,12 @@ enum Command {
     },
     /// Sign with a wallet's key; the signature is verified before it is printed.
     Sign(SignArgs),
+    /// Wallets' public records (deposit keys), each checked: signed by
+    /// every member of the wallet's committee.
+    Wallet {
+        #[command(subcommand)]
+        command: WalletCommand,
+    },
     /// Show the nodes and their readiness.
     Status {
         #[arg(long)]
@@ -76,6 +82,27 @@ enum Command {
     Attest {
         #[command(subcommand)]
         command: AttestCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WalletCommand {
+    /// One wallet's public key, xpub, version, threshold and committee.
+    Show {
+        #[arg(long)]
+        wallet: WalletId,
+        #[arg(long)]
+        scheme: Scheme,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every wallet (of a scheme); a record its committee did not sign is
+    /// named on stderr and makes the exit status non-zero.
+    List {
+        #[arg(long)]
+        scheme: Option<Scheme>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -142,6 +169,19 @@ enum Failure {
     Refused,
 }
 
+/// Prints a wallet's record (checked by the caller).
+fn print_record(json: bool, k: &conclave_proto::result::KeygenResult) {
+    let mut human = vec![("wallet", k.wallet.to_string()), ("scheme", k.scheme.to_string()), ("public_key", hex::encode(&k.public_key))];
+    if let Some(x) = &k.xpub {
+        human.push(("xpub", x.clone()));
+    }
+    human.push(("version", k.version.to_string()));
+    human.push(("threshold", format!("{} of {}", k.threshold, k.committee.len())));
+    human.push(("committee", k.committee.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")));
+    human.push(("verified", "signed by every committee member".into()));
+    print(json, serde_json::to_value(k).expect("serialises"), &human);
+}
+
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         match e {
@@ -187,17 +227,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Keygen { wallet, scheme, threshold, nodes, json } => {
             let client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
             let k = client.keygen(&wallet, scheme, threshold, nodes).await?;
-            let mut human = vec![
-                ("wallet", k.wallet.to_string()),
-                ("scheme", k.scheme.to_string()),
-                ("public_key", hex::encode(&k.public_key)),
-            ];
-            if let Some(x) = &k.xpub {
-                human.push(("xpub", x.clone()));
-            }
-            human.push(("version", k.version.to_string()));
-            human.push(("threshold", format!("{} of {}", k.threshold, k.committee.len())));
-            print(json, serde_json::to_value(&k).expect("serialises"), &human);
+            print_record(json, &k);
             Ok(())
         }
         Command::Reshare { wallet, committee, scheme, new_threshold, new_nodes, json } => {
@@ -212,17 +242,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let mut failed = None;
             for w in &wallet {
                 match client.reshare(w, scheme, new_threshold, new_nodes.clone()).await {
-                    Ok(k) => {
-                        let human = vec![
-                            ("wallet", k.wallet.to_string()),
-                            ("scheme", k.scheme.to_string()),
-                            ("public_key", hex::encode(&k.public_key)),
-                            ("version", k.version.to_string()),
-                            ("threshold", format!("{} of {}", k.threshold, k.committee.len())),
-                            ("committee", k.committee.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")),
-                        ];
-                        print(json, serde_json::to_value(&k).expect("serialises"), &human);
-                    }
+                    Ok(k) => print_record(json, &k),
                     // The others still move; the first failure decides the exit.
                     Err(e) if wallet.len() > 1 => {
                         eprintln!("conclave: {w}: {e}");
@@ -266,6 +286,44 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             print(a.json, value, &human);
             Ok(())
         }
+        Command::Wallet { command: WalletCommand::Show { wallet, scheme, json } } => {
+            let client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
+            match client.wallet(&wallet, scheme).await? {
+                Some(k) => {
+                    print_record(json, &k);
+                    Ok(())
+                }
+                None => Err(Failure::Client(ClientError::Request(conclave_proto::RequestError::new(
+                    conclave_proto::ErrorCode::UnknownWallet,
+                    format!("no {scheme} key for wallet {wallet}"),
+                )))),
+            }
+        }
+        Command::Wallet { command: WalletCommand::List { scheme, json } } => {
+            let client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
+            let listing = client.wallets(scheme, None).await?;
+            if json {
+                let refused: Vec<serde_json::Value> = listing
+                    .refused
+                    .iter()
+                    .map(|(wallet, e)| serde_json::json!({"wallet": wallet, "error": {"code": error_code(e), "reason": e.to_string()}}))
+                    .collect();
+                println!("{}", serde_json::json!({"wallets": listing.records, "refused": refused}));
+            } else {
+                for k in &listing.records {
+                    let key = k.xpub.clone().unwrap_or_else(|| hex::encode(&k.public_key));
+                    println!("{:<24} {:<5} v{:<3} {} of {:<3} {key}", k.wallet, k.scheme, k.version, k.threshold, k.committee.len());
+                }
+            }
+            // Named on stderr either way: never use these.
+            for (wallet, e) in &listing.refused {
+                eprintln!("conclave: {wallet}: {}: {e}", error_code(e));
+            }
+            match listing.refused.is_empty() {
+                true => Ok(()),
+                false => Err(Failure::Refused),
+            }
+        }
         Command::Status { json } => {
             let client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
             let st = client.status().await?;
@@ -290,6 +348,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = match &cli.command {
         Command::Keygen { json, .. } | Command::Reshare { json, .. } | Command::Status { json } => *json,
+        Command::Wallet { command: WalletCommand::Show { json, .. } | WalletCommand::List { json, .. } } => *json,
         Command::Sign(a) => a.json,
         Command::Initiator { .. } => false,
         Command::Attest { command: AttestCommand::Verify(a) } => a.json,
@@ -304,12 +363,7 @@ fn main() -> ExitCode {
         }
         Err(Failure::Refused) => ExitCode::from(1),
         Err(Failure::Client(e)) => {
-            let code = e.code().map(|c| c.as_str()).unwrap_or(match e {
-                ClientError::Timeout { .. } => "timeout",
-                ClientError::BadSignature(_) => "bad_signature",
-                ClientError::Nats(_) => "unavailable",
-                _ => "client_error",
-            });
+            let code = error_code(&e);
             if json {
                 println!("{}", serde_json::json!({"error": {"code": code, "reason": e.to_string()}}));
             } else {
@@ -318,6 +372,17 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The code a failure is reported under (`--json` and stderr).
+fn error_code(e: &ClientError) -> &'static str {
+    e.code().map(|c| c.as_str()).unwrap_or(match e {
+        ClientError::Timeout { .. } => "timeout",
+        ClientError::BadSignature(_) => "bad_signature",
+        ClientError::Unauthenticated(_) => "unauthenticated_result",
+        ClientError::Nats(_) => "unavailable",
+        _ => "client_error",
+    })
 }
 
 #[cfg(test)]

@@ -91,9 +91,7 @@ fn a_malformed_document_reports_nothing_it_could_not_read() {
 #[test]
 fn usage_errors_exit_2() {
     let prod = vector("prod-2022-10-13.cose");
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_conclave")).args(["attest", "verify"]).args(args).output().unwrap().status.code().unwrap()
-    };
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_conclave")).args(["attest", "verify"]).args(args).output().unwrap().status.code().unwrap();
     assert_eq!(run(&["--doc", "/nonexistent/doc.cose"]), 2);
     assert_eq!(run(&["--doc", prod.to_str().unwrap(), "--pcr", "0=zz"]), 2);
     assert_eq!(run(&["--doc", prod.to_str().unwrap(), "--pcr", "40=00"]), 2);

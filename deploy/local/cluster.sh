@@ -100,7 +100,10 @@ init_nats() {
   done
 }
 
-start_nats() { start "nats-server $1" "$STATE/nats/n$1/pid" "$STATE/nats/n$1/log" nats-server -js -c "$STATE/nats/n$1/nats.conf"; }
+# deploy/setup.sh installs nats-server under .tools/; one on PATH also does.
+NATS_SERVER=$ROOT/.tools/bin/nats-server
+[ -x "$NATS_SERVER" ] || NATS_SERVER=nats-server
+start_nats() { start "nats-server $1" "$STATE/nats/n$1/pid" "$STATE/nats/n$1/log" "$NATS_SERVER" -js -c "$STATE/nats/n$1/nats.conf"; }
 
 init_node() { # init_node I MODE NATS: configuration and identity of node I; prints the identity
   local i=$1 mode=$2 nats=$3
@@ -148,6 +151,7 @@ init_state() {
   cat >"$STATE/client.toml" <<CONF
 nats_urls = $(nats_urls)
 initiator_key = "initiator.key"
+roster = "roster.json"
 CONF
   if [ "$mode" = dev ]; then
     # Dev nodes attest through a simulated NSM under this cluster's CA,
@@ -199,12 +203,12 @@ case "$cmd" in
     # Without --nodes or --mode, an existing cluster comes up as it is
     # (add-node may have grown it).
     n=$(node_count); [ "$n" != 0 ] || n=3
-    mode=$(cat "$STATE/mode" 2>/dev/null || echo hsm) nats=1
+    mode=$(cat "$STATE/mode" 2>/dev/null || echo hsm) nats=1 nats_given=
     while [ $# -gt 0 ]; do
       case "$1" in
         --nodes) n=$2; shift 2 ;;
         --mode) mode=$2; shift 2 ;;
-        --nats) nats=$2; shift 2 ;;
+        --nats) nats=$2; nats_given=1; shift 2 ;;
         *) die "unknown option $1" ;;
       esac
     done
@@ -218,7 +222,11 @@ case "$cmd" in
     fi
     if [ "$existing" = 0 ]; then init_state "$n" "$mode" "$nats"; elif [ "$existing" != "$n" ] || [ "$(cat "$STATE/mode")" != "$mode" ]; then
       die "state for $existing $(cat "$STATE/mode" 2>/dev/null) nodes exists in $STATE; use '$0 reset' first"
+    elif [ -n "$nats_given" ] && [ "$nats" != "$(nats_count)" ]; then
+      die "state for $(nats_count) NATS server(s) exists in $STATE, not $nats; use '$0 reset' first"
     fi
+    # Clients pin the signers' identity keys (older states lack the line).
+    grep -q '^roster' "$STATE/client.toml" || echo 'roster = "roster.json"' >>"$STATE/client.toml"
     export CONCLAVE_CONFIG=$STATE/client.toml
     for i in $(seq 1 "$(nats_count)"); do start_nats "$i"; done
     for i in $(seq 1 "$n"); do start_node "$i"; done

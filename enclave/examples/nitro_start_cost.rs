@@ -35,7 +35,10 @@ async fn main() {
     println!("| --- | --- | --- | --- | --- |");
     let setup = nitro::Setup::new(None);
     // Dev mode with attestation: the simulated NSM measures the signer binary.
-    row("dev: simulated NSM at start (hash the signer binary)", timed(count, || conclave_enclave::attestation::simulated(&setup.ca_file, &setup.node).unwrap()));
+    row(
+        "dev: simulated NSM at start (hash the signer binary)",
+        timed(count, || conclave_enclave::attestation::simulated(&setup.ca_file, &setup.node).unwrap()),
+    );
     row("nitro: one-use RSA-2048 recipient key", timed(count, || conclave_enclave::kms::RecipientKey::generate().unwrap()));
     let mut first = Vec::new();
     let mut restart = Vec::new();

@@ -8,14 +8,14 @@
 //! ([`NodeIdentity::attestation_binding`]) and carries the asker's nonce.
 
 use conclave_attest::sim::SimulatedNsm;
-use conclave_proto::NodeId;
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 use conclave_attest::{AttestError, Policy, TrustedRoot, Verified};
 use conclave_proto::link::NodeIdentity;
+use conclave_proto::NodeId;
 use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::SystemTime;
+use std::time::{Duration, Instant};
 
 /// Why no document could be produced.
 #[derive(Debug, thiserror::Error)]
@@ -146,11 +146,8 @@ impl NitroNsm {
     fn attest(&self, user_data: Option<Vec<u8>>, nonce: Option<Vec<u8>>, public_key: Option<Vec<u8>>) -> Result<Vec<u8>, AttestationError> {
         use aws_nitro_enclaves_nsm_api::api::{Request, Response};
         use serde_bytes::ByteBuf;
-        let request = Request::Attestation {
-            user_data: user_data.map(ByteBuf::from),
-            nonce: nonce.map(ByteBuf::from),
-            public_key: public_key.map(ByteBuf::from),
-        };
+        let request =
+            Request::Attestation { user_data: user_data.map(ByteBuf::from), nonce: nonce.map(ByteBuf::from), public_key: public_key.map(ByteBuf::from) };
         match aws_nitro_enclaves_nsm_api::driver::nsm_process_request(self.fd, request) {
             Response::Attestation { document } => Ok(document),
             Response::Error(code) => Err(AttestationError::Refused(format!("{code:?}"))),
@@ -272,7 +269,14 @@ impl Refusal {
 /// chain to `root`, valid now, the nonce, each listed PCR among its
 /// admitted values, and a binding of exactly the identity `peer` has in
 /// the roster.
-pub fn admit(document: &[u8], peer: &NodeIdentity, nonce: &[u8], root: &TrustedRoot, pcrs: &BTreeMap<u8, Vec<Vec<u8>>>, allow_debug: bool) -> Result<Verified, Refusal> {
+pub fn admit(
+    document: &[u8],
+    peer: &NodeIdentity,
+    nonce: &[u8],
+    root: &TrustedRoot,
+    pcrs: &BTreeMap<u8, Vec<Vec<u8>>>,
+    allow_debug: bool,
+) -> Result<Verified, Refusal> {
     // Several admitted values per PCR (a rolling upgrade) are checked
     // below; the verifier checks everything else.
     let policy = Policy { root: root.clone(), pcrs: BTreeMap::new(), nonce: Some(nonce.to_vec()), at: SystemTime::now(), allow_debug };
@@ -320,7 +324,9 @@ mod tests {
         let verified = admit(&doc, &peer, &nonce, &root, &config(&[0x40, 0x10]), false).unwrap();
         assert_eq!(verified.user_data.as_deref(), Some(peer.attestation_binding().as_slice()));
 
-        let refused = |doc: &[u8], peer: &NodeIdentity, nonce: &[u8], root: &TrustedRoot, pcrs: &BTreeMap<u8, Vec<Vec<u8>>>| admit(doc, peer, nonce, root, pcrs, false).unwrap_err().check();
+        let refused = |doc: &[u8], peer: &NodeIdentity, nonce: &[u8], root: &TrustedRoot, pcrs: &BTreeMap<u8, Vec<Vec<u8>>>| {
+            admit(doc, peer, nonce, root, pcrs, false).unwrap_err().check()
+        };
         // A node whose document binds other keys than the roster's.
         let impostor = identity("node-2", 8);
         assert_eq!(refused(&doc, &impostor, &nonce, &root, &config(&[0x10])), "binding");

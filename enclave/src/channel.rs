@@ -59,15 +59,9 @@ pub fn seal(me: &NodeKeys, header: EnvelopeHeader, recipient: &KxPublic, message
     plaintext.extend_from_slice(message);
     let (sk, pk) = me.kx_pair();
     let mode = OpModeS::<ChannelKem>::Auth((sk.clone(), pk.clone()));
-    let (encapped, ciphertext) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, ChannelKem, _>(
-        &mode,
-        recipient,
-        INFO,
-        &plaintext,
-        &header.aad(),
-        &mut rand_core::OsRng,
-    )
-    .expect("HPKE seal cannot fail for a valid recipient key");
+    let (encapped, ciphertext) =
+        hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, ChannelKem, _>(&mode, recipient, INFO, &plaintext, &header.aad(), &mut rand_core::OsRng)
+            .expect("HPKE seal cannot fail for a valid recipient key");
     let mut sealed = encapped.to_bytes().to_vec();
     sealed.extend_from_slice(&ciphertext);
     Ok(Envelope { header, sealed })
@@ -75,12 +69,7 @@ pub fn seal(me: &NodeKeys, header: EnvelopeHeader, recipient: &KxPublic, message
 
 /// Opens an envelope addressed to `me` from a sender with keys
 /// `sender_kx`/`sender_sign`, returning the protocol message.
-pub fn open(
-    me: &NodeKeys,
-    envelope: &Envelope,
-    sender_kx: &KxPublic,
-    sender_sign: &VerifyingKey,
-) -> Result<Zeroizing<Vec<u8>>, ChannelError> {
+pub fn open(me: &NodeKeys, envelope: &Envelope, sender_kx: &KxPublic, sender_sign: &VerifyingKey) -> Result<Zeroizing<Vec<u8>>, ChannelError> {
     let h = &envelope.header;
     let unauthentic = || ChannelError::Unauthentic(h.sender.clone());
     if h.recipient != *me.node_id() || envelope.sealed.len() < ENCAPPED_LEN {
@@ -91,8 +80,7 @@ pub fn open(
     let (sk, _) = me.kx_pair();
     let mode = OpModeR::<ChannelKem>::Auth(sender_kx.clone());
     let plaintext = Zeroizing::new(
-        hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, ChannelKem>(&mode, sk, &encapped, INFO, ciphertext, &h.aad())
-            .map_err(|_| unauthentic())?,
+        hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, ChannelKem>(&mode, sk, &encapped, INFO, ciphertext, &h.aad()).map_err(|_| unauthentic())?,
     );
     let bad = || ChannelError::BadBroadcast(h.sender.clone());
     match (plaintext.first(), h.broadcast) {

@@ -187,10 +187,7 @@ impl EnclaveConfig {
                 hex::decode_to_slice(hex_key, &mut bytes)
                     .ok()
                     .and_then(|_| ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok())
-                    .ok_or_else(|| ConfigError::Field {
-                        field: "initiators",
-                        reason: format!("{hex_key:?} is not a hex Ed25519 public key"),
-                    })
+                    .ok_or_else(|| ConfigError::Field { field: "initiators", reason: format!("{hex_key:?} is not a hex Ed25519 public key") })
             })
             .collect::<Result<_, _>>()?;
         if raw.max_request_age_secs == 0 || raw.max_request_age_secs > 24 * 3600 {
@@ -215,8 +212,7 @@ impl EnclaveConfig {
     /// so a hostile host cannot introduce a peer.
     pub fn load_roster(&self) -> Result<Vec<NodeIdentity>, ConfigError> {
         let text = std::fs::read(&self.roster).map_err(|source| ConfigError::Read { path: self.roster.clone(), source })?;
-        let roster: Vec<NodeIdentity> =
-            serde_json::from_slice(&text).map_err(|source| ConfigError::Roster { path: self.roster.clone(), source })?;
+        let roster: Vec<NodeIdentity> = serde_json::from_slice(&text).map_err(|source| ConfigError::Roster { path: self.roster.clone(), source })?;
         let mut ids: Vec<_> = roster.iter().map(|n| &n.node_id).collect();
         ids.sort();
         ids.dedup();
@@ -249,8 +245,7 @@ mod tests {
         assert!(matches!(e, ConfigError::Field { field: "nitro", .. }), "{e}");
         let e = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"hsm\"\ninitiators = [\"{KEY}\"]\n"))).unwrap_err();
         assert!(matches!(e, ConfigError::Field { field: "hsm", .. }), "{e}");
-        let e = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"dev\"\ninitiators = [\"{KEY}\"]\nsurprise = 1\n")))
-            .unwrap_err();
+        let e = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"dev\"\ninitiators = [\"{KEY}\"]\nsurprise = 1\n"))).unwrap_err();
         assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
         let ok = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"dev\"\ninitiators = [\"{KEY}\"]\n"))).unwrap();
         assert_eq!(ok.max_request_age, Duration::from_secs(300));
@@ -284,19 +279,37 @@ mod tests {
             let base = format!("node_id = \"node-1\"\nmode = \"nitro\"\nlink = \"{link}\"\nstate_dir = \"/tmp\"\nroster = \"/tmp/r.json\"\ninitiators = [\"{KEY}\"]\n[nitro]\n");
             EnclaveConfig::load(&write(d.path(), &format!("{base}{nitro}")))
         };
-        let good = format!("kms_key_id = \"alias/conclave\"\nkms_region = \"eu-west-1\"\n[nitro.expected_pcrs]\n0 = [\"{}\"]\n1 = [\"{}\"]\n2 = [\"{}\", \"{}\"]\n", pcr("a"), pcr("b"), pcr("c"), pcr("d"));
+        let good = format!("kms_key_id = \"arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab\"\nkms_region = \"eu-west-1\"\n[nitro.expected_pcrs]\n0 = [\"{}\"]\n1 = [\"{}\"]\n2 = [\"{}\", \"{}\"]\n", pcr("a"), pcr("b"), pcr("c"), pcr("d"));
         let ok = load("vsock:4294967295:5000", &good).unwrap().nitro.unwrap();
         assert_eq!(ok.expected_pcrs[&2].len(), 2, "a rolling upgrade lists two images");
         assert!(!ok.allow_debug_enclaves);
         assert_eq!(ok.kms_proxy, "vsock:3:8000".parse().unwrap(), "the parent's vsock-proxy by default");
-        let own_image_only = load("vsock:4294967295:5000", "kms_key_id = \"alias/conclave\"\nkms_region = \"eu-west-1\"\n").unwrap().nitro.unwrap();
+        let own_image_only = load(
+            "vsock:4294967295:5000",
+            "kms_key_id = \"arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab\"\nkms_region = \"eu-west-1\"\n",
+        )
+        .unwrap()
+        .nitro
+        .unwrap();
         assert!(own_image_only.expected_pcrs.is_empty(), "no other image: only the node's own is admitted");
         let refused = |link: &str, nitro: &str, why: &str| {
             let e = load(link, nitro).unwrap_err();
             assert!(matches!(e, ConfigError::Field { .. }), "{why}: {e}");
         };
         refused("unix:/tmp/x.sock", &good, "nitro listens on vsock");
-        refused("vsock:4294967295:5000", &good.replace("alias/conclave", "my key"), "a KMS key id");
+        for other in [
+            "my key",
+            "alias/conclave",
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+            "arn:aws:kms:eu-west-1:111122223333:alias/conclave",
+            "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        ] {
+            refused(
+                "vsock:4294967295:5000",
+                &good.replace("arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", other),
+                "only the key's full ARN, in kms_region",
+            );
+        }
         refused("vsock:4294967295:5000", &good.replace(&format!("1 = [\"{}\"]\n", pcr("b")), ""), "PCR1 is required with 0 and 2");
         refused("vsock:4294967295:5000", &good.replace("eu-west-1", "EU West"), "a region name");
         let e = load("vsock:4294967295:5000", &good.replace("kms_region = \"eu-west-1\"\n", "")).unwrap_err();
@@ -311,7 +324,9 @@ mod tests {
     #[test]
     fn vsock_is_only_for_nitro() {
         let d = tempfile::tempdir().unwrap();
-        let body = format!("node_id = \"node-1\"\nmode = \"dev\"\nlink = \"vsock:16:5000\"\nstate_dir = \"/tmp\"\nroster = \"/tmp/r.json\"\ninitiators = [\"{KEY}\"]\n");
+        let body = format!(
+            "node_id = \"node-1\"\nmode = \"dev\"\nlink = \"vsock:16:5000\"\nstate_dir = \"/tmp\"\nroster = \"/tmp/r.json\"\ninitiators = [\"{KEY}\"]\n"
+        );
         let e = EnclaveConfig::load(&write(d.path(), &body)).unwrap_err();
         assert!(matches!(e, ConfigError::Field { field: "link", .. }), "{e}");
     }

@@ -4,10 +4,11 @@
 
 use crate::attestation::Nsm;
 use crate::config::EnclaveConfig;
+use crate::floor::Floors;
 use crate::hsm::{HsmError, Token};
 use crate::identity::{IdentityError, NodeKeys};
-use crate::seal::{KeySealer, SealContext, SealError, Sealer, TokenSealer};
 use crate::nitro::NitroConfig;
+use crate::seal::{KeySealer, SealContext, SealError, Sealer, TokenSealer};
 use conclave_proto::link::Mode;
 use conclave_proto::NodeId;
 use std::sync::Arc;
@@ -20,6 +21,8 @@ pub struct Custody {
     pub sealer: Box<dyn Sealer>,
     /// Produces attestation documents about this signer, if its mode can.
     pub nsm: Option<Nsm>,
+    /// The lowest version of each sealed slot this signer opens.
+    pub floors: Floors,
 }
 
 /// Why the node's secrets are not usable.
@@ -85,15 +88,9 @@ impl Custody {
                     token.create_seal_key(&hsm.seal_key_label)?;
                 }
                 let sealer = TokenSealer::new(token.clone(), &hsm.seal_key_label)?;
-                let keys = NodeKeys::load_or_create_hsm(
-                    &config.state_dir,
-                    config.node_id.clone(),
-                    token,
-                    &hsm.identity_key_label,
-                    &sealer,
-                    create,
-                )?;
-                Ok(Custody { keys, sealer: Box::new(sealer), nsm: None })
+                let floors = Floors::Token(token.clone());
+                let keys = NodeKeys::load_or_create_hsm(&config.state_dir, config.node_id.clone(), token, &hsm.identity_key_label, &sealer, create)?;
+                Ok(Custody { keys, sealer: Box::new(sealer), nsm: None, floors })
             }
             (Mode::Nitro, _) => Err(CustodyError::NitroAtRunOnly(if create { "init" } else { "reseal" })),
             // Config validation admits dev without, and hsm only with, a token.
@@ -104,7 +101,7 @@ impl Custody {
                     Some(path) => Some(crate::attestation::simulated(path, &config.node_id)?),
                     None => None,
                 };
-                Ok(Custody { keys, sealer: Box::new(sealer), nsm })
+                Ok(Custody { keys, sealer: Box::new(sealer), nsm, floors: Floors::file(&config.state_dir) })
             }
         }
     }
@@ -145,7 +142,9 @@ impl Custody {
         let sealer = KeySealer::kms(&key, &wrapped);
         let keys = match host.load(BlobSlot::Identity).await? {
             Some(stored) => {
-                let secrets = sealer.open(&SealContext::blob(node, &BlobSlot::Identity, stored.version), &stored.sealed).map_err(|e| CustodyError::IdentityUnreadable(e.to_string()))?;
+                let secrets = sealer
+                    .open(&SealContext::blob(node, &BlobSlot::Identity, stored.version), &stored.sealed)
+                    .map_err(|e| CustodyError::IdentityUnreadable(e.to_string()))?;
                 NodeKeys::from_secrets(node.clone(), Mode::Nitro, &secrets).ok_or_else(|| CustodyError::IdentityUnreadable("the keys do not decode".into()))?
             }
             None => {
@@ -157,6 +156,6 @@ impl Custody {
                 keys
             }
         };
-        Ok(Custody { keys, sealer: Box::new(sealer), nsm: Some(nsm) })
+        Ok(Custody { keys, sealer: Box::new(sealer), nsm: Some(nsm), floors: Floors::memory() })
     }
 }

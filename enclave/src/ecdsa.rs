@@ -6,8 +6,8 @@
 //! plain bytes, so callers never see a cggmp21 type.
 
 use crate::reshare::{self, ReshareError};
-use crate::session::{self, Party, SessionSpec};
 use crate::service::Enclave;
+use crate::session::{self, Party, SessionSpec};
 use cggmp21::generic_ec as ec04;
 use cggmp21::generic_ec::{Point, Scalar};
 use cggmp21::hd_wallet::Slip10;
@@ -49,12 +49,10 @@ fn internal(what: &str, e: impl std::fmt::Display) -> RequestError {
 pub async fn aux_info(enclave: &Arc<Enclave>, spec: &SessionSpec, inbox: session::Inbox, primes: Primes) -> Result<Zeroizing<Vec<u8>>, RequestError> {
     let i = spec.index_of(enclave.keys.node_id()).expect("checked by caller");
     let n = spec.parties.len() as u16;
-    let eid = spec.id;
+    let eid = spec.execution;
     session::run_in(enclave, spec, inbox, move |party: Party<cggmp21::key_refresh::msg::aux_only::Msg<sha2::Sha256, SecurityLevel128>>| {
-        futures::executor::block_on(
-            cggmp21::aux_info_gen(ExecutionId::new(eid.as_bytes()), i, n, primes.0).start(&mut rand_core::OsRng, party),
-        )
-        .map(|aux| Zeroizing::new(serde_json::to_vec(&aux).expect("aux info serialises")))
+        futures::executor::block_on(cggmp21::aux_info_gen(ExecutionId::new(&eid), i, n, primes.0).start(&mut rand_core::OsRng, party))
+            .map(|aux| Zeroizing::new(serde_json::to_vec(&aux).expect("aux info serialises")))
     })
     .await
 }
@@ -71,28 +69,18 @@ pub struct KeygenOutput {
 
 /// Runs threshold keygen (HD-enabled) and completes the share with the
 /// committee's aux info.
-pub async fn keygen(
-    enclave: &Arc<Enclave>,
-    spec: &SessionSpec,
-    threshold: u16,
-    aux: Zeroizing<Vec<u8>>,
-) -> Result<KeygenOutput, RequestError> {
+pub async fn keygen(enclave: &Arc<Enclave>, spec: &SessionSpec, threshold: u16, aux: Zeroizing<Vec<u8>>) -> Result<KeygenOutput, RequestError> {
     let i = spec.index_of(enclave.keys.node_id()).expect("checked by caller");
     let n = spec.parties.len() as u16;
-    let eid = spec.id;
+    let eid = spec.execution;
     let incomplete = session::run(enclave, spec, move |party: Party<cggmp21::keygen::ThresholdMsg<Secp256k1, SecurityLevel128, sha2::Sha256>>| {
         futures::executor::block_on(
-            cggmp21::keygen::<Secp256k1>(ExecutionId::new(eid.as_bytes()), i, n)
-                .set_threshold(threshold)
-                .hd_wallet(true)
-                .start(&mut rand_core::OsRng, party),
+            cggmp21::keygen::<Secp256k1>(ExecutionId::new(&eid), i, n).set_threshold(threshold).hd_wallet(true).start(&mut rand_core::OsRng, party),
         )
     })
     .await?;
-    let aux: cggmp21::key_share::AuxInfo<SecurityLevel128> =
-        serde_json::from_slice(&aux).map_err(|e| internal("stored aux info does not decode", e))?;
-    let share: KeyShare<Secp256k1> =
-        KeyShare::from_parts((incomplete, aux)).map_err(|e| internal("key share does not match the committee's aux info", e))?;
+    let aux: cggmp21::key_share::AuxInfo<SecurityLevel128> = serde_json::from_slice(&aux).map_err(|e| internal("stored aux info does not decode", e))?;
+    let share: KeyShare<Secp256k1> = KeyShare::from_parts((incomplete, aux)).map_err(|e| internal("key share does not match the committee's aux info", e))?;
     let chain_code = share.chain_code.ok_or_else(|| internal("keygen", "no chain code"))?;
     let public_key: [u8; 33] = share.shared_public_key.to_bytes(true).as_ref().try_into().expect("compressed secp256k1 point");
     Ok(KeygenOutput {
@@ -132,17 +120,14 @@ pub async fn sign(
             .public_key
     };
     let i = spec.index_of(enclave.keys.node_id()).expect("checked by caller");
-    let eid = spec.id;
+    let eid = spec.execution;
     let scalar = Scalar::<Secp256k1>::from_be_bytes_mod_order(digest);
-    let signature = session::run(enclave, spec, move |party: Party<cggmp21::signing::msg::Msg<Secp256k1, sha2::Sha256>>| {
-        let builder = cggmp21::signing(ExecutionId::new(eid.as_bytes()), i, &indexes_at_keygen, &share);
-        let builder = if path.is_empty() {
-            builder
-        } else {
-            builder.set_derivation_path(path.iter().copied()).map_err(|e| e.to_string())?
-        };
-        futures::executor::block_on(builder.sign(&mut rand_core::OsRng, party, DataToSign::from_scalar(scalar)))
-            .map_err(|e| e.to_string())
+    // Round 4 carries this signer's partial signature.
+    let releases: fn(&cggmp21::signing::msg::Msg<Secp256k1, sha2::Sha256>) -> bool = |m| matches!(m, cggmp21::signing::msg::Msg::Round4(_));
+    let signature = session::run_signing(enclave, spec, releases, move |party: Party<cggmp21::signing::msg::Msg<Secp256k1, sha2::Sha256>>| {
+        let builder = cggmp21::signing(ExecutionId::new(&eid), i, &indexes_at_keygen, &share);
+        let builder = if path.is_empty() { builder } else { builder.set_derivation_path(path.iter().copied()).map_err(|e| e.to_string())? };
+        futures::executor::block_on(builder.sign(&mut rand_core::OsRng, party, DataToSign::from_scalar(scalar))).map_err(|e| e.to_string())
     })
     .await?
     .normalize_s();
@@ -164,21 +149,16 @@ fn recovery_id(public_key: &[u8], digest: &[u8; 32], rs: &[u8]) -> Result<u8, Re
     use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
     let vk = VerifyingKey::from_sec1_bytes(public_key).map_err(|e| internal("public key", e))?;
     let sig = Signature::from_slice(rs).map_err(|e| internal("signature", e))?;
-    RecoveryId::trial_recovery_from_prehash(&vk, digest, &sig)
-        .map(|id| id.to_byte())
-        .map_err(|e| internal("recovery id", e))
+    RecoveryId::trial_recovery_from_prehash(&vk, digest, &sig).map(|id| id.to_byte()).map_err(|e| internal("recovery id", e))
 }
-
 
 /// Signs `digest` with the given parties' serialised shares in this one
 /// process (round-based's simulator, no network, no link): the baseline the
 /// benchmark compares the cluster against. `indexes_at_keygen` are the
 /// signers' keygen indexes, ascending, one per share.
 pub fn sign_in_process(shares: &[Zeroizing<Vec<u8>>], indexes_at_keygen: &[u16], digest: [u8; 32]) -> Result<Vec<u8>, RequestError> {
-    let shares: Vec<KeyShare<Secp256k1>> = shares
-        .iter()
-        .map(|s| serde_json::from_slice(s).map_err(|e| internal("share does not decode", e)))
-        .collect::<Result<_, _>>()?;
+    let shares: Vec<KeyShare<Secp256k1>> =
+        shares.iter().map(|s| serde_json::from_slice(s).map_err(|e| internal("share does not decode", e))).collect::<Result<_, _>>()?;
     let data = DataToSign::from_scalar(Scalar::<Secp256k1>::from_be_bytes_mod_order(digest));
     let eid_bytes = rand_eid();
     let signature = round_based::sim::run(shares.len() as u16, |i, party| {

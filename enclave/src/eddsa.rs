@@ -2,8 +2,8 @@
 //! CGGMP21-style DKG that givre re-exports. The only module that names givre.
 
 use crate::reshare::{self, ReshareError};
-use crate::session::{self, Party, SessionSpec};
 use crate::service::Enclave;
+use crate::session::{self, Party, SessionSpec};
 use conclave_proto::{ErrorCode, RequestError};
 use givre::ciphersuite::{Ciphersuite, Ed25519};
 use givre::keygen::security_level::SecurityLevel128;
@@ -28,12 +28,10 @@ pub struct KeygenOutput {
 pub async fn keygen(enclave: &Arc<Enclave>, spec: &SessionSpec, threshold: u16) -> Result<KeygenOutput, RequestError> {
     let i = spec.index_of(enclave.keys.node_id()).expect("checked by caller");
     let n = spec.parties.len() as u16;
-    let eid = spec.id;
+    let eid = spec.execution;
     let share = session::run(enclave, spec, move |party: Party<givre::keygen::msg::threshold::Msg<Curve, SecurityLevel128, sha2::Sha256>>| {
         futures::executor::block_on(
-            givre::keygen::<Curve>(givre::keygen::ExecutionId::new(eid.as_bytes()), i, n)
-                .set_threshold(threshold)
-                .start(&mut rand_core::OsRng, party),
+            givre::keygen::<Curve>(givre::keygen::ExecutionId::new(&eid), i, n).set_threshold(threshold).start(&mut rand_core::OsRng, party),
         )
     })
     .await?;
@@ -58,7 +56,9 @@ pub async fn sign(
     let public_key = Ed25519::serialize_normalized_point(&public_key).as_ref().to_vec();
     let i = spec.index_of(enclave.keys.node_id()).expect("checked by caller");
     let msg = message.clone();
-    let signature = session::run(enclave, spec, move |party: Party<givre::signing::full_signing::Msg<Curve>>| {
+    // Round 2 carries this signer's signature share.
+    let releases: fn(&givre::signing::full_signing::Msg<Curve>) -> bool = |m| matches!(m, givre::signing::full_signing::Msg::Round2(_));
+    let signature = session::run_signing(enclave, spec, releases, move |party: Party<givre::signing::full_signing::Msg<Curve>>| {
         futures::executor::block_on(givre::signing::<Ed25519>(i, &share, &indexes_at_keygen, &msg).sign(&mut rand_core::OsRng, party))
     })
     .await?;
@@ -68,18 +68,15 @@ pub async fn sign(
     let vk = ed25519_dalek::VerifyingKey::from_bytes(public_key.as_slice().try_into().map_err(|e| internal("public key", e))?)
         .map_err(|e| internal("public key", e))?;
     let sig = ed25519_dalek::Signature::from_slice(&out).map_err(|e| internal("signature", e))?;
-    vk.verify_strict(&message, &sig)
-        .map_err(|_| RequestError::new(ErrorCode::ProtocolAbort, "the protocol produced a signature that does not verify"))?;
+    vk.verify_strict(&message, &sig).map_err(|_| RequestError::new(ErrorCode::ProtocolAbort, "the protocol produced a signature that does not verify"))?;
     Ok((out, public_key))
 }
 
 /// Signs `message` with the given parties' serialised shares in this one
 /// process (round-based's simulator): the benchmark's baseline.
 pub fn sign_in_process(shares: &[Zeroizing<Vec<u8>>], indexes_at_keygen: &[u16], message: &[u8]) -> Result<Vec<u8>, RequestError> {
-    let shares: Vec<givre::KeyShare<Curve>> = shares
-        .iter()
-        .map(|s| serde_json::from_slice(s).map_err(|e| internal("share does not decode", e)))
-        .collect::<Result<_, _>>()?;
+    let shares: Vec<givre::KeyShare<Curve>> =
+        shares.iter().map(|s| serde_json::from_slice(s).map_err(|e| internal("share does not decode", e))).collect::<Result<_, _>>()?;
     let signature = round_based::sim::run(shares.len() as u16, |i, party| {
         let share = &shares[usize::from(i)];
         async move { givre::signing::<Ed25519>(i, share, indexes_at_keygen, message).sign(&mut rand_core::OsRng, party).await }
@@ -124,11 +121,7 @@ pub(crate) mod testing {
     /// old committee's points need not be 1..=n), serialised as stored.
     pub fn dealt(n: u16, t: u16, random_points: bool) -> Vec<Zeroizing<Vec<u8>>> {
         let builder = givre::trusted_dealer::builder::<Curve>(n).set_threshold(Some(t));
-        let shares = if random_points {
-            builder.generate_shares_at_random(&mut rand_core::OsRng)
-        } else {
-            builder.generate_shares(&mut rand_core::OsRng)
-        };
+        let shares = if random_points { builder.generate_shares_at_random(&mut rand_core::OsRng) } else { builder.generate_shares(&mut rand_core::OsRng) };
         shares.unwrap().iter().map(|s| Zeroizing::new(serde_json::to_vec(s).unwrap())).collect()
     }
 

@@ -86,6 +86,12 @@ pub enum HsmError {
     /// The PIN source holds nothing usable.
     #[error("the PIN from {0} is empty or longer than 256 bytes")]
     PinShape(String),
+    /// A version floor object holds something else.
+    #[error("the token's version floor {label:?} does not hold a 4-byte version")]
+    BadFloor {
+        /// Its label.
+        label: String,
+    },
     /// The token refused the PIN.
     #[error("the token {label:?} refused the PIN")]
     PinIncorrect {
@@ -206,9 +212,7 @@ impl Token {
         let label = config.token_label.clone();
         match session.login(UserType::User, Some(&pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange, _)) => {
-                return Err(HsmError::PinIncorrect { label })
-            }
+            Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange, _)) => return Err(HsmError::PinIncorrect { label }),
             Err(CkError::Pkcs11(RvError::PinLocked, _)) => return Err(HsmError::PinLocked { label }),
             Err(e) => return Err(pkcs11("C_Login")(e)),
         }
@@ -239,10 +243,7 @@ impl Token {
 
     /// The AES seal key labelled `label`, if the token has it.
     pub fn seal_key(&self, label: &str) -> Result<Option<ObjectHandle>, HsmError> {
-        self.find_one(
-            "AES seal key",
-            &[Attribute::Class(ObjectClass::SECRET_KEY), Attribute::KeyType(KeyType::AES), Attribute::Label(label.into())],
-        )
+        self.find_one("AES seal key", &[Attribute::Class(ObjectClass::SECRET_KEY), Attribute::KeyType(KeyType::AES), Attribute::Label(label.into())])
     }
 
     /// Generates an AES-256 seal key inside the token: sensitive, never
@@ -287,6 +288,36 @@ impl Token {
         Ok(Some((private, point)))
     }
 
+    /// The value of the version floor labelled `label` (0 if none): a
+    /// private data object in the token, which the host cannot roll back.
+    pub fn floor(&self, label: &str) -> Result<u32, HsmError> {
+        let Some(object) = self.find_one("version floor", &floor_template(label))? else {
+            return Ok(0);
+        };
+        let attrs = self.session().get_attributes(object, &[AttributeType::Value]).map_err(pkcs11("C_GetAttributeValue"))?;
+        attrs
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::Value(v) => v.try_into().ok().map(u32::from_be_bytes),
+                _ => None,
+            })
+            .ok_or_else(|| HsmError::BadFloor { label: label.to_string() })
+    }
+
+    /// Sets the version floor labelled `label` to `version` (the caller
+    /// raises it only).
+    pub fn set_floor(&self, label: &str, version: u32) -> Result<(), HsmError> {
+        let value = Attribute::Value(version.to_be_bytes().to_vec());
+        match self.find_one("version floor", &floor_template(label))? {
+            Some(object) => self.session().update_attributes(object, &[value]).map_err(pkcs11("C_SetAttributeValue")),
+            None => {
+                let mut template = floor_template(label).to_vec();
+                template.extend([Attribute::Token(true), Attribute::Private(true), Attribute::Modifiable(true), value]);
+                self.session().create_object(&template).map(drop).map_err(pkcs11("C_CreateObject"))
+            }
+        }
+    }
+
     /// Generates the Ed25519 identity key pair inside the token; the
     /// private half is sensitive, never extractable, and can only sign.
     pub fn create_identity_key(&self, label: &str) -> Result<(), HsmError> {
@@ -306,10 +337,7 @@ impl Token {
             Attribute::Derive(false),
             Attribute::Label(label.into()),
         ];
-        self.session()
-            .generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &public, &private)
-            .map(drop)
-            .map_err(pkcs11("C_GenerateKeyPair"))
+        self.session().generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &public, &private).map(drop).map_err(pkcs11("C_GenerateKeyPair"))
     }
 
     /// AES-GCM encryption under `key`; returns ciphertext with the tag.
@@ -322,15 +350,13 @@ impl Token {
     /// AES-GCM decryption under `key`. The plaintext is zeroized on drop.
     pub fn decrypt_gcm(&self, key: ObjectHandle, iv: &[u8; 12], aad: &[u8], ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, DecryptFailure> {
         let mut iv = *iv;
-        let params =
-            GcmParams::new(&mut iv, aad, TAG_BITS.into()).map_err(|e| DecryptFailure::Token(pkcs11("GCM parameters")(e)))?;
+        let params = GcmParams::new(&mut iv, aad, TAG_BITS.into()).map_err(|e| DecryptFailure::Token(pkcs11("GCM parameters")(e)))?;
         let result = self.session().decrypt(&Mechanism::AesGcm(params), key, ciphertext);
         match result {
             Ok(plaintext) => Ok(Zeroizing::new(plaintext)),
-            Err(CkError::Pkcs11(
-                RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange | RvError::DataInvalid | RvError::DataLenRange,
-                _,
-            )) => Err(DecryptFailure::Authentication),
+            Err(CkError::Pkcs11(RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange | RvError::DataInvalid | RvError::DataLenRange, _)) => {
+                Err(DecryptFailure::Authentication)
+            }
             // Tokens disagree on how to report a bad tag: SoftHSM2 says
             // CKR_GENERAL_ERROR, as it would for a failing device. A round
             // trip under the same key tells the two apart, so that tampering
@@ -365,6 +391,10 @@ impl Token {
 
 /// CKA_EC_POINT of an Ed25519 key: a DER OCTET STRING around the 32-byte
 /// encoding (PKCS#11 3.0), or the raw 32 bytes (some tokens).
+fn floor_template(label: &str) -> [Attribute; 3] {
+    [Attribute::Class(ObjectClass::DATA), Attribute::Application(b"conclave-floor".to_vec()), Attribute::Label(label.into())]
+}
+
 fn ed25519_point(bytes: &[u8]) -> Option<[u8; 32]> {
     let raw = match bytes {
         [0x04, 0x20, rest @ ..] if rest.len() == 32 => rest,

@@ -50,6 +50,15 @@ pub enum KmsError {
         /// KMS's message.
         message: String,
     },
+    /// KMS answered for another key than the configured ARN (an alias
+    /// resolved elsewhere, or a host's own key): its data key is not used.
+    #[error("KMS answered {operation} with key {key_id:?}, not the configured key")]
+    OtherKey {
+        /// The operation.
+        operation: &'static str,
+        /// The key KMS named.
+        key_id: String,
+    },
     /// The answer is not what KMS sends.
     #[error("KMS answer to {operation} is malformed: {detail}")]
     Malformed {
@@ -186,11 +195,13 @@ pub struct Answer {
 /// The most of an answer that is read (an answer is a few KiB).
 pub const MAX_ANSWER: usize = 64 * 1024;
 
-/// Reads KMS's answer (`status` and JSON body) to `operation`.
-pub fn parse_answer(operation: Operation, status: u16, body: &[u8]) -> Result<Answer, KmsError> {
+/// Reads KMS's answer (`status` and JSON body) to `operation` on the key
+/// `key_arn`, which the answer must name.
+pub fn parse_answer(operation: Operation, key_arn: &str, status: u16, body: &[u8]) -> Result<Answer, KmsError> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Success {
+        key_id: Option<String>,
         ciphertext_blob: Option<String>,
         ciphertext_for_recipient: Option<String>,
         plaintext: Option<String>,
@@ -208,7 +219,8 @@ pub fn parse_answer(operation: Operation, status: u16, body: &[u8]) -> Result<An
         return Err(malformed(format!("{} bytes", body.len())));
     }
     if status != 200 {
-        let failure: Failure = serde_json::from_slice(body).unwrap_or(Failure { kind: String::new(), message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned() });
+        let failure: Failure = serde_json::from_slice(body)
+            .unwrap_or(Failure { kind: String::new(), message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned() });
         // KMS may prefix the type with its namespace ("...#AccessDeniedException").
         let kind = failure.kind.rsplit('#').next().unwrap_or_default().to_string();
         return Err(KmsError::Refused { operation: op, status, kind, message: failure.message });
@@ -216,6 +228,9 @@ pub fn parse_answer(operation: Operation, status: u16, body: &[u8]) -> Result<An
     let answer: Success = serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))?;
     if answer.plaintext.is_some_and(|p| !p.is_empty()) {
         return Err(KmsError::PlaintextExposed { operation: op });
+    }
+    if answer.key_id.as_deref() != Some(key_arn) {
+        return Err(KmsError::OtherKey { operation: op, key_id: answer.key_id.unwrap_or_default() });
     }
     let decode = |field: &str, text: String| base64::engine::general_purpose::STANDARD.decode(text).map_err(|_| malformed(format!("{field} is not base64")));
     let for_recipient = decode("CiphertextForRecipient", answer.ciphertext_for_recipient.ok_or_else(|| malformed("no CiphertextForRecipient".into()))?)?;
@@ -229,13 +244,21 @@ pub fn parse_answer(operation: Operation, status: u16, body: &[u8]) -> Result<An
 
 /// One KMS call with a fresh recipient key: the data key, and for
 /// [`Operation::GenerateDataKey`] its wrapped form.
-pub async fn call(endpoint: &Endpoint, credentials: &Credentials, nsm: &Nsm, operation: Operation, key_id: &str, node: &NodeId, wrapped: Option<&[u8]>) -> Result<(DataKey, Option<Vec<u8>>), KmsError> {
+pub async fn call(
+    endpoint: &Endpoint,
+    credentials: &Credentials,
+    nsm: &Nsm,
+    operation: Operation,
+    key_id: &str,
+    node: &NodeId,
+    wrapped: Option<&[u8]>,
+) -> Result<(DataKey, Option<Vec<u8>>), KmsError> {
     // RSA key generation takes a while; keep it off the async workers.
     let recipient = tokio::task::spawn_blocking(RecipientKey::generate).await.map_err(|e| KmsError::KeyGeneration(e.to_string()))??;
     let document = nsm.attest_for_kms(&recipient.public_key_der())?;
     let body = request_body(operation, key_id, node, &document, wrapped);
     let (status, answer) = endpoint.post(credentials, operation.name(), body).await?;
-    let answer = parse_answer(operation, status, &answer)?;
+    let answer = parse_answer(operation, key_id, status, &answer)?;
     let key = recipient.open(&answer.for_recipient)?;
     Ok((key, answer.wrapped))
 }

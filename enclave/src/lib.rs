@@ -22,6 +22,7 @@ pub mod config;
 pub mod custody;
 pub mod ecdsa;
 pub mod eddsa;
+pub mod floor;
 pub mod hsm;
 pub mod identity;
 pub mod kms;
@@ -38,8 +39,5 @@ pub mod share;
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

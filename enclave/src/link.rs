@@ -5,17 +5,17 @@
 
 use crate::seal::SealContext;
 use crate::service::Enclave;
-use conclave_proto::link::{self, BlobSlot, FromEnclave, StoreError, StoredBlob, ToEnclave};
 use conclave_proto::attestation::Document;
+use conclave_proto::link::LinkAddr;
+use conclave_proto::link::{self, BlobSlot, FromEnclave, StoreError, StoredBlob, ToEnclave};
 use conclave_proto::transport::LinkListener;
+use conclave_proto::transport::LinkStream;
 use conclave_proto::NodeId;
 use conclave_proto::{ErrorCode, RequestError, PROTOCOL_VERSION};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use conclave_proto::link::LinkAddr;
-use conclave_proto::transport::LinkStream;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
@@ -214,7 +214,9 @@ impl HostConnection {
 /// The call an answer frame answers.
 fn answer_to(frame: &ToEnclave) -> Option<u64> {
     match frame {
-        ToEnclave::Loaded { call, .. } | ToEnclave::Stored { call, .. } | ToEnclave::PeerAttested { call, .. } | ToEnclave::Credentials { call, .. } => Some(*call),
+        ToEnclave::Loaded { call, .. } | ToEnclave::Stored { call, .. } | ToEnclave::PeerAttested { call, .. } | ToEnclave::Credentials { call, .. } => {
+            Some(*call)
+        }
         _ => None,
     }
 }
@@ -287,14 +289,17 @@ async fn connection(enclave: Arc<Enclave>, conn: HostConnection) {
                 enclave.host.send(FromEnclave::Checked { call, error });
             }
             ToEnclave::Deliver { envelope } => {
-                let peer = Some(envelope.header.sender.clone());
-                let refused = match crate::session::open(&enclave, &envelope) {
-                    Ok(opened) => enclave.router.deliver(opened).err().map(|e| RequestError::new(ErrorCode::BadEnvelope, e)),
-                    Err(e) => Some(e),
-                };
-                if let Some(e) = refused {
-                    tracing::warn!(peer = ?peer, reason = %e.reason, "envelope refused");
-                    enclave.host.send(FromEnclave::Rejected { code: e.code, reason: e.reason, peer });
+                let peer = envelope.header.sender.clone();
+                match crate::session::open(&enclave, &envelope) {
+                    Ok(opened) => {
+                        if let Err(reason) = enclave.router.deliver(opened) {
+                            enclave.host.send(FromEnclave::Dropped { reason, peer });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%peer, reason = %e.reason, "envelope refused");
+                        enclave.host.send(FromEnclave::Rejected { code: e.code, reason: e.reason, peer: Some(peer) });
+                    }
                 }
             }
             frame @ (ToEnclave::Loaded { .. } | ToEnclave::Stored { .. } | ToEnclave::PeerAttested { .. } | ToEnclave::Credentials { .. }) => {

@@ -81,12 +81,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let config = EnclaveConfig::load(&config).map_err(|e| e.to_string())?;
             let custody = Custody::open(&config, Missing::Refuse).map_err(|e| e.to_string())?;
             let report = reseal::reseal(custody.sealer.as_ref(), &config.node_id, &store, &config.state_dir).map_err(|e| e.to_string())?;
-            println!(
-                "resealed {} blob(s) under {}; {} already were",
-                report.resealed,
-                custody.sealer.key_id(),
-                report.current
-            );
+            println!("resealed {} blob(s) under {}; {} already were", report.resealed, custody.sealer.key_id(), report.current);
             Ok(())
         }
         Command::DevCa { out, root } => {
@@ -134,7 +129,7 @@ fn run(cli: Cli) -> Result<(), String> {
                         }
                     },
                 };
-                let enclave = Arc::new(Enclave::new(config, custody.keys, custody.sealer, custody.nsm, roster)?);
+                let enclave = Arc::new(Enclave::new(config, custody, roster)?);
                 let server = tokio::spawn(link::serve(enclave.clone(), listener, first));
                 // The pool loads through the host, so it waits for one to attach.
                 tokio::spawn(async move {

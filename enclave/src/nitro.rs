@@ -32,8 +32,10 @@ pub(crate) struct RawNitro {
 /// Validated nitro settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NitroConfig {
-    /// The KMS key whose data keys seal this node's shares; its key policy
-    /// releases them only to an enclave with the expected PCRs.
+    /// The KMS key whose data keys seal this node's shares, as its full key
+    /// ARN (`arn:aws:kms:REGION:ACCOUNT:key/ID`); its key policy releases
+    /// them only to an enclave with the expected PCRs. Every KMS answer
+    /// must name exactly this key.
     pub kms_key_id: String,
     /// The key's region (`kms.<region>.amazonaws.com`).
     pub kms_region: String,
@@ -56,14 +58,11 @@ pub struct NitroConfig {
 
 impl RawNitro {
     pub(crate) fn validate(self) -> Result<NitroConfig, String> {
-        let key = &self.kms_key_id;
-        let key_ok = key.starts_with("arn:aws:kms:") || key.starts_with("alias/") || (key.len() == 36 && key.chars().all(|c| c.is_ascii_hexdigit() || c == '-'));
-        if !key_ok {
-            return Err(format!("kms_key_id {key:?}: a key ARN, key id or alias/NAME"));
-        }
+        check_key_arn(&self.kms_key_id, &self.kms_region)?;
         let mut expected_pcrs = BTreeMap::new();
         for (index, values) in self.expected_pcrs {
-            let index: u8 = index.parse().ok().filter(|i| ALLOWED_PCRS.contains(i)).ok_or_else(|| format!("expected_pcrs: PCR {index:?} is not one of 0, 1, 2, 8"))?;
+            let index: u8 =
+                index.parse().ok().filter(|i| ALLOWED_PCRS.contains(i)).ok_or_else(|| format!("expected_pcrs: PCR {index:?} is not one of 0, 1, 2, 8"))?;
             if values.is_empty() {
                 return Err(format!("expected_pcrs.{index}: list at least one value"));
             }
@@ -91,6 +90,44 @@ impl RawNitro {
         if !region_ok {
             return Err(format!("kms_region {:?}: a region name such as eu-west-1", self.kms_region));
         }
-        Ok(NitroConfig { kms_key_id: self.kms_key_id, kms_region: self.kms_region, kms_proxy: self.kms_proxy, kms_ca_file: self.kms_ca_file, root_ca_file: self.root_ca_file, expected_pcrs, allow_debug_enclaves: self.allow_debug_enclaves })
+        Ok(NitroConfig {
+            kms_key_id: self.kms_key_id,
+            kms_region: self.kms_region,
+            kms_proxy: self.kms_proxy,
+            kms_ca_file: self.kms_ca_file,
+            root_ca_file: self.root_ca_file,
+            expected_pcrs,
+            allow_debug_enclaves: self.allow_debug_enclaves,
+        })
     }
+}
+
+/// A KMS key named exactly: a full key ARN in `region`. An alias or a bare
+/// key id is resolved by KMS in the account of whoever signs the call
+/// (the host's instance role), so a host could point it at a key it
+/// controls; an ARN names one key in one account.
+fn check_key_arn(key: &str, region: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("kms_key_id {key:?}: {why}; give the key's full ARN, arn:aws:kms:{region}:ACCOUNT:key/KEY-ID"));
+    let parts: Vec<&str> = key.split(':').collect();
+    let [arn, partition, service, key_region, account, resource] = parts[..] else {
+        return bad("not a key ARN");
+    };
+    if arn != "arn" || !partition.starts_with("aws") || service != "kms" {
+        return bad("not a KMS ARN");
+    }
+    if key_region != region {
+        return bad(&format!("the key is in {key_region}, kms_region is {region}"));
+    }
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return bad("the account is not 12 digits");
+    }
+    let Some(id) = resource.strip_prefix("key/") else {
+        return bad("an alias ARN, not a key ARN");
+    };
+    let uuid = id.len() == 36 && id.bytes().enumerate().all(|(i, b)| if [8, 13, 18, 23].contains(&i) { b == b'-' } else { b.is_ascii_hexdigit() });
+    let multi_region = id.len() == 34 && id.starts_with("mrk-") && id[4..].bytes().all(|b| b.is_ascii_hexdigit());
+    if !uuid && !multi_region {
+        return bad("the key id is not a KMS key id");
+    }
+    Ok(())
 }

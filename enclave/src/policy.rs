@@ -26,15 +26,9 @@ pub fn authorise(
     now_ms: u64,
 ) -> Result<RequestBody, RequestError> {
     codec::check_version("request", request.v)?;
-    let initiator = VerifyingKey::from_bytes(&request.initiator)
-        .ok()
-        .filter(|k| config.initiators.contains(k))
-        .ok_or_else(|| {
-            RequestError::new(
-                ErrorCode::Unauthorized,
-                format!("initiator key {} is not configured on node {}", hex::encode(request.initiator), config.node_id),
-            )
-        })?;
+    let initiator = VerifyingKey::from_bytes(&request.initiator).ok().filter(|k| config.initiators.contains(k)).ok_or_else(|| {
+        RequestError::new(ErrorCode::Unauthorized, format!("initiator key {} is not configured on node {}", hex::encode(request.initiator), config.node_id))
+    })?;
     initiator
         .verify_strict(&SignedRequest::signing_bytes(&request.body), &Signature::from_bytes(&request.signature))
         .map_err(|_| RequestError::new(ErrorCode::Unauthorized, "request signature does not verify"))?;
@@ -52,13 +46,7 @@ pub fn authorise(
     Ok(body)
 }
 
-fn check_plan(
-    config: &EnclaveConfig,
-    known: &HashSet<&NodeId>,
-    body: &RequestBody,
-    plan: &SessionPlan,
-    now_ms: u64,
-) -> Result<(), RequestError> {
+fn check_plan(config: &EnclaveConfig, known: &HashSet<&NodeId>, body: &RequestBody, plan: &SessionPlan, now_ms: u64) -> Result<(), RequestError> {
     let bad = |reason: String| RequestError::new(ErrorCode::Malformed, format!("session plan: {reason}"));
     if plan.request_id != *body.request_id() {
         return Err(bad("made for another request".into()));

@@ -4,10 +4,11 @@
 //! generated in the background as soon as one is taken.
 
 use crate::ecdsa::Primes;
+use crate::floor::FloorError;
 use crate::seal::SealContext;
 use crate::service::Enclave;
-use conclave_proto::link::{BlobSlot, StoredBlob};
 use conclave_proto::link::FromEnclave;
+use conclave_proto::link::{BlobSlot, StoredBlob};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex};
@@ -43,9 +44,17 @@ impl PrimePool {
         let pool = &enclave.primes;
         let loaded = match enclave.host.load(BlobSlot::Primes).await {
             Ok(Some(blob)) => {
-                pool.stored_version.store(blob.version, Ordering::SeqCst);
-                let ctx = SealContext::blob(enclave.keys.node_id(), &BlobSlot::Primes, blob.version);
-                enclave.sealer.open(&ctx, &blob.sealed).ok().and_then(|b| Primes::from_bytes(&b))
+                // Primes this signer took already (the host served an old
+                // pool) are never used again: a set serves one committee.
+                let floor = enclave.floors.get(&BlobSlot::Primes.path()).unwrap_or(u32::MAX);
+                pool.stored_version.store(blob.version.max(floor), Ordering::SeqCst);
+                if blob.version < floor {
+                    tracing::warn!(version = blob.version, floor, "the host served a used prime pool; generating");
+                    None
+                } else {
+                    let ctx = SealContext::blob(enclave.keys.node_id(), &BlobSlot::Primes, blob.version);
+                    enclave.sealer.open(&ctx, &blob.sealed).ok().and_then(|b| Primes::from_bytes(&b))
+                }
             }
             Ok(None) => None,
             Err(e) => {
@@ -63,18 +72,24 @@ impl PrimePool {
     }
 
     /// Takes the ready primes (waiting only if none were ever generated) and
-    /// starts generating the next.
-    pub async fn take(enclave: &Arc<Enclave>) -> Primes {
+    /// starts generating the next. The pool's floor rises past the taken
+    /// set's version first, so that no restart or old copy served by the
+    /// host makes it serve a second committee.
+    pub async fn take(enclave: &Arc<Enclave>) -> Result<Primes, FloorError> {
         let primes = enclave.primes.ready_rx.lock().await.recv().await.expect("the pool owns its sender");
+        let taken = enclave.primes.stored_version.load(Ordering::SeqCst);
+        let raised = enclave.floors.raise(&BlobSlot::Primes.path(), taken + 1);
         Self::set_ready(enclave, false);
         Self::refill(enclave.clone());
-        primes
+        raised.map(|()| primes)
     }
 
     fn refill(enclave: Arc<Enclave>) {
         tokio::spawn(async move {
             tracing::info!("generating Paillier primes in the background");
-            let Ok(primes) = tokio::task::spawn_blocking(Primes::generate).await else { return };
+            let Ok(primes) = tokio::task::spawn_blocking(Primes::generate).await else {
+                return;
+            };
             let version = enclave.primes.stored_version.fetch_add(1, Ordering::SeqCst) + 1;
             let ctx = SealContext::blob(enclave.keys.node_id(), &BlobSlot::Primes, version);
             match enclave.sealer.seal(&ctx, &primes.to_bytes()) {

@@ -73,10 +73,15 @@ enum Bound {
 pub fn reseal(sealer: &dyn Sealer, node: &NodeId, store_dir: &Path, state_dir: &Path) -> Result<ResealReport, ResealError> {
     let blob_root = store_dir.join("blobs");
     // Temporaries an interrupted run left are removed on the way.
-    let mut clean = |file: &Path| if file.to_string_lossy().ends_with(TMP_SUFFIX) { std::fs::remove_file(file) } else { Ok(()) };
+    let mut clean = |file: &Path| {
+        if file.to_string_lossy().ends_with(TMP_SUFFIX) {
+            std::fs::remove_file(file)
+        } else {
+            Ok(())
+        }
+    };
     let listed = list_blobs(&blob_root, &mut clean).map_err(|source| ResealError::Io { path: blob_root.clone(), source })?;
-    let mut items: Vec<Item> =
-        listed.into_iter().map(|f| Item { file: f.file, bound_to: Bound::Stored { path: f.path, version: f.version } }).collect();
+    let mut items: Vec<Item> = listed.into_iter().map(|f| Item { file: f.file, bound_to: Bound::Stored { path: f.path, version: f.version } }).collect();
     let channel_key = channel_key_path(state_dir);
     if channel_key.exists() {
         items.push(Item { file: channel_key, bound_to: Bound::ChannelKey });

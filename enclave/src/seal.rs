@@ -9,17 +9,16 @@
 use crate::hsm::{DecryptFailure, HsmError, Token};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use cryptoki::object::ObjectHandle;
 use conclave_proto::link::BlobSlot;
 use conclave_proto::sealed::SealedBlob;
 use conclave_proto::NodeId;
+use cryptoki::object::ObjectHandle;
 use rand_core::RngCore;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
-
 
 /// Why a blob could not be sealed or opened.
 #[derive(Debug, thiserror::Error)]
@@ -139,8 +138,7 @@ impl KeySealer {
         }
         let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(err)?);
         let mut key = Zeroizing::new([0u8; 32]);
-        hex::decode_to_slice(text.trim(), key.as_mut())
-            .map_err(|_| err(std::io::Error::new(std::io::ErrorKind::InvalidData, "expected 64 hex digits")))?;
+        hex::decode_to_slice(text.trim(), key.as_mut()).map_err(|_| err(std::io::Error::new(std::io::ErrorKind::InvalidData, "expected 64 hex digits")))?;
         Ok(Self::from_key(&key))
     }
 
@@ -169,10 +167,7 @@ impl Sealer for KeySealer {
         let mut nonce = [0u8; 24];
         rand_core::OsRng.fill_bytes(&mut nonce);
         let aad = ctx.aad();
-        let ct = self
-            .cipher
-            .encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad: &aad })
-            .map_err(|_| SealError::Open)?;
+        let ct = self.cipher.encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad: &aad }).map_err(|_| SealError::Open)?;
         Ok(encode(&self.key_id, &nonce, &ct))
     }
 
@@ -183,10 +178,7 @@ impl Sealer for KeySealer {
         }
         let nonce: [u8; 24] = p.nonce.try_into().map_err(|_| SealError::Format)?;
         let aad = ctx.aad();
-        self.cipher
-            .decrypt(&XNonce::from(nonce), Payload { msg: p.ciphertext, aad: &aad })
-            .map(Zeroizing::new)
-            .map_err(|_| SealError::Open)
+        self.cipher.decrypt(&XNonce::from(nonce), Payload { msg: p.ciphertext, aad: &aad }).map(Zeroizing::new).map_err(|_| SealError::Open)
     }
 }
 

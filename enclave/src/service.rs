@@ -4,6 +4,7 @@
 
 use crate::attestation::{Admission, Nsm};
 use crate::config::EnclaveConfig;
+use crate::floor::Floors;
 use crate::identity::{self, KxPublic, NodeKeys};
 use crate::link::HostLink;
 use crate::primes::PrimePool;
@@ -15,6 +16,7 @@ use conclave_proto::ids::SessionKind;
 use conclave_proto::link::{BlobSlot, FromEnclave, NodeIdentity, SessionPlan, StoredBlob};
 use conclave_proto::request::{KeygenRequest, RequestBody, ReshareRequest, SignPayload, SignRequest, SignedRequest};
 use conclave_proto::result::{Completed, KeygenResult, Outcome, SignResult};
+use conclave_proto::statement::{Endorsed, Endorsement, Statement};
 use conclave_proto::{CommitteeId, ErrorCode, NodeId, RequestError, RequestId, Scheme, SessionId};
 use sha2::Digest;
 use std::collections::{HashMap, HashSet};
@@ -24,9 +26,23 @@ use zeroize::Zeroizing;
 
 /// What this enclave has done for one request.
 struct Claim {
+    /// The latest attempt started or aborted here.
     attempt: u32,
+    /// Attempts up to this one are over here (aborted or superseded).
+    ended: u32,
     at: Instant,
     completed: bool,
+    /// An attempt gave away this signer's share of the signature: no later
+    /// attempt runs here, or the request could be signed twice.
+    released: bool,
+}
+
+impl Claim {
+    /// Whether `attempt` may still run here: it is the latest, it was not
+    /// ended, and no attempt completed.
+    fn allows(&self, attempt: u32) -> bool {
+        attempt == self.attempt && attempt > self.ended && !self.completed
+    }
 }
 
 /// A trusted peer, from the roster.
@@ -45,6 +61,8 @@ pub struct Enclave {
     pub keys: NodeKeys,
     /// Sealing backend.
     pub sealer: Box<dyn Sealer>,
+    /// The lowest version of each slot this signer opens.
+    pub floors: Floors,
     /// The link to the host.
     pub host: HostLink,
     /// Incoming envelopes to sessions.
@@ -67,17 +85,15 @@ pub struct Enclave {
     /// Per request: the highest attempt started here, when, and whether one
     /// completed (then no later attempt runs here).
     started: Mutex<HashMap<RequestId, Claim>>,
+    /// When this signer started (Unix ms): requests issued before are
+    /// refused, since `started` does not survive a restart.
+    started_at_ms: u64,
 }
 
 impl Enclave {
     /// Builds the enclave from its configuration, keys, sealer and roster.
-    pub fn new(
-        config: EnclaveConfig,
-        keys: NodeKeys,
-        sealer: Box<dyn Sealer>,
-        nsm: Option<Nsm>,
-        roster: Vec<NodeIdentity>,
-    ) -> Result<Enclave, String> {
+    pub fn new(config: EnclaveConfig, custody: crate::custody::Custody, roster: Vec<NodeIdentity>) -> Result<Enclave, String> {
+        let crate::custody::Custody { keys, sealer, nsm, floors } = custody;
         let me = keys.identity();
         match roster.iter().find(|n| n.node_id == me.node_id) {
             Some(entry) if *entry == me => {}
@@ -88,8 +104,7 @@ impl Enclave {
         let mut peers = HashMap::new();
         for n in roster {
             let kx = identity::kx_public(&n.kx_key).ok_or_else(|| format!("roster: bad kx_key for {}", n.node_id))?;
-            let sign = ed25519_dalek::VerifyingKey::from_bytes(&n.sign_key)
-                .map_err(|_| format!("roster: bad sign_key for {}", n.node_id))?;
+            let sign = ed25519_dalek::VerifyingKey::from_bytes(&n.sign_key).map_err(|_| format!("roster: bad sign_key for {}", n.node_id))?;
             peers.insert(n.node_id, Peer { kx, sign });
         }
         let tampers_sub_shares = config.mode == conclave_proto::link::Mode::Dev && std::env::var_os("CONCLAVE_FAULT_RESHARE_TAMPER").is_some();
@@ -100,6 +115,7 @@ impl Enclave {
             config,
             keys,
             sealer,
+            floors,
             host: HostLink::default(),
             router: Arc::default(),
             primes: PrimePool::default(),
@@ -110,6 +126,7 @@ impl Enclave {
             peers,
             aux_locks: Mutex::default(),
             started: Mutex::default(),
+            started_at_ms: crate::now_ms(),
         })
     }
 
@@ -132,7 +149,9 @@ impl Enclave {
     /// the attempt blaming the peer, so the request moves to a quorum
     /// without it.
     async fn admit_participants(&self, plan: &SessionPlan) -> Result<(), RequestError> {
-        let Some(admission) = &self.admission else { return Ok(()) };
+        let Some(admission) = &self.admission else {
+            return Ok(());
+        };
         for peer in plan.participants.iter().filter(|p| *p != self.keys.node_id()) {
             if admission.is_admitted(peer) {
                 continue;
@@ -174,7 +193,7 @@ impl Enclave {
             tracing::warn!(request = %request_id, attempt = plan.attempt, "refusing a request attempt: a later one ran here, or one completed");
             let error = RequestError::new(
                 ErrorCode::ProtocolAbort,
-                format!("request {request_id}: attempt {} is superseded here, or the request completed", plan.attempt),
+                format!("request {request_id}: attempt {} is superseded here, or an attempt completed or gave away its signature share", plan.attempt),
             );
             let session = SessionId::derive(SessionKind::Sign, &request_id, plan.attempt);
             self.host.send(FromEnclave::Finished { request_id, attempt: plan.attempt, session, outcome: Outcome::Error { error } });
@@ -185,36 +204,48 @@ impl Enclave {
         let authorised = policy::authorise(&self.config, &known, &request, &plan, now);
         let deadline = Instant::now() + Duration::from_millis(plan.deadline_ms.saturating_sub(now));
         let authorised = match authorised {
+            // What this signer did before it started is forgotten (its
+            // claims live in memory), so a request from before then could
+            // run here a second time: refused, blaming this node, so that
+            // the request moves to a quorum without it.
+            Ok(body) if body.issued_at_ms() < self.started_at_ms => {
+                Err(RequestError::new(ErrorCode::PeerUnavailable, format!("{}'s signer restarted after request {request_id} was issued", self.keys.node_id()))
+                    .blaming(vec![self.keys.node_id().clone()]))
+            }
             Ok(body) => self.admit_participants(&plan).await.map(|()| body),
             refused => refused,
         };
+        let attempt = Attempt { plan: &plan, body: sha2::Sha256::digest(request.body.as_bytes()).into(), deadline };
         let (session, result) = match authorised {
-            Ok(RequestBody::Keygen(k)) => {
-                let session = SessionId::derive(SessionKind::Keygen, &request_id, plan.attempt);
-                (session, self.keygen(&k, &plan, session, deadline).await.map(Completed::Keygen))
-            }
-            Ok(RequestBody::Sign(s)) => {
-                let session = SessionId::derive(SessionKind::Sign, &request_id, plan.attempt);
-                (session, self.sign(&s, &plan, session, deadline).await.map(Completed::Sign))
-            }
-            Ok(RequestBody::Reshare(r)) => {
-                let session = SessionId::derive(SessionKind::Reshare, &request_id, plan.attempt);
-                (session, self.reshare(&r, &plan, session, deadline).await.map(Completed::Reshare))
-            }
-            Err(e) => (SessionId::derive(SessionKind::Sign, &request_id, plan.attempt), Err(e)),
+            Ok(RequestBody::Keygen(k)) => (attempt.session(SessionKind::Keygen), self.keygen(&k, &attempt).await.map(Completed::Keygen)),
+            Ok(RequestBody::Sign(s)) => (attempt.session(SessionKind::Sign), self.sign(&s, &attempt).await.map(Completed::Sign)),
+            Ok(RequestBody::Reshare(r)) => (attempt.session(SessionKind::Reshare), self.reshare(&r, &attempt).await.map(Completed::Reshare)),
+            Err(e) => (attempt.session(SessionKind::Sign), Err(e)),
         };
         if result.is_ok() {
             self.completed(&request_id);
         }
         match &result {
             Ok(_) => tracing::info!(request = %request_id, %session, "session completed"),
-            Err(e) => tracing::warn!(request = %request_id, %session, code = %e.code, reason = %e.reason, "session failed"),
+            Err(e) => {
+                tracing::warn!(request = %request_id, %session, code = %e.code, reason = %e.reason, "session failed")
+            }
         }
-        let outcome = match result {
+        let outcome = match result.and_then(|completed| self.endorse(&request, completed)) {
             Ok(result) => Outcome::Ok { result },
             Err(error) => Outcome::Error { error },
         };
         self.host.send(FromEnclave::Finished { request_id, attempt: plan.attempt, session, outcome });
+    }
+
+    /// States what came of `request` and signs the statement with this
+    /// node's identity key, so that no host can change what it says.
+    fn endorse(&self, request: &SignedRequest, result: Completed) -> Result<Endorsed, RequestError> {
+        let statement = Statement { v: conclave_proto::PROTOCOL_VERSION, request: sha2::Sha256::digest(request.body.as_bytes()).into(), result };
+        let statement = serde_json::to_string(&statement).expect("statements serialise");
+        let signature =
+            self.keys.sign(&Endorsed::signing_bytes(&statement)).map_err(|e| RequestError::new(ErrorCode::Internal, format!("cannot sign the result: {e}")))?;
+        Ok(Endorsed { statement, endorsements: vec![Endorsement { node: self.keys.node_id().clone(), signature }] })
     }
 
     /// Fencing: a request runs here at most one attempt at a time, in
@@ -226,11 +257,11 @@ impl Enclave {
         let horizon = self.config.max_request_age * 2;
         started.retain(|_, claim| claim.at.elapsed() < horizon);
         let previous = match started.get(request) {
-            Some(claim) if claim.attempt >= attempt || claim.completed => return false,
+            Some(claim) if claim.attempt >= attempt || claim.completed || claim.released => return false,
             Some(claim) => Some(claim.attempt),
             None => None,
         };
-        started.insert(request.clone(), Claim { attempt, at: Instant::now(), completed: false });
+        started.insert(request.clone(), Claim { attempt, ended: previous.unwrap_or(0), at: Instant::now(), completed: false, released: false });
         drop(started);
         if let Some(previous) = previous {
             self.end_sessions(request, previous);
@@ -242,10 +273,41 @@ impl Enclave {
     /// never starts here later.
     pub fn abort(&self, request: &RequestId, attempt: u32) {
         let mut started = self.started.lock().expect("started lock");
-        let claim = started.entry(request.clone()).or_insert(Claim { attempt, at: Instant::now(), completed: false });
+        let claim = started.entry(request.clone()).or_insert(Claim { attempt, ended: attempt, at: Instant::now(), completed: false, released: false });
         claim.attempt = claim.attempt.max(attempt);
+        claim.ended = claim.ended.max(attempt);
         drop(started);
         self.end_sessions(request, attempt);
+    }
+
+    /// Opens the inbox of a session of `spec`'s attempt, if the attempt may
+    /// still run here. Checked where the session registers, not only when
+    /// the request arrived: however long the host delayed the frames that
+    /// led here (a slow `Loaded`, say), an attempt that was superseded,
+    /// aborted or whose request completed in the meantime never starts.
+    pub fn inbox(self: &Arc<Self>, spec: &SessionSpec) -> Result<crate::session::Inbox, RequestError> {
+        let current = self.started.lock().expect("started lock").get(&spec.request).is_some_and(|c| c.allows(spec.attempt));
+        if !current {
+            return Err(RequestError::new(
+                ErrorCode::ProtocolAbort,
+                format!("request {}: attempt {} ended here before its session started", spec.request, spec.attempt),
+            ));
+        }
+        self.router.register(spec.id)
+    }
+
+    /// Called before this signer's share of a signature leaves in
+    /// `attempt`: allowed only while the attempt is the request's current
+    /// one here, and then no later attempt runs here (see `claim`).
+    pub fn release(&self, request: &RequestId, attempt: u32) -> Result<(), RequestError> {
+        let mut started = self.started.lock().expect("started lock");
+        match started.get_mut(request) {
+            Some(claim) if claim.allows(attempt) => {
+                claim.released = true;
+                Ok(())
+            }
+            _ => Err(RequestError::new(ErrorCode::ProtocolAbort, format!("request {request}: attempt {attempt} ended here before its signature share left"))),
+        }
     }
 
     fn completed(&self, request: &RequestId) {
@@ -261,23 +323,17 @@ impl Enclave {
         tracing::info!(request = %request, attempt, "attempt ended here");
     }
 
-    async fn keygen(
-        self: &Arc<Self>,
-        req: &KeygenRequest,
-        plan: &SessionPlan,
-        session: SessionId,
-        deadline: Instant,
-    ) -> Result<KeygenResult, RequestError> {
+    async fn keygen(self: &Arc<Self>, req: &KeygenRequest, attempt: &Attempt<'_>) -> Result<KeygenResult, RequestError> {
         let mut committee = req.committee.clone();
         committee.sort();
         let slot = BlobSlot::Share { wallet: req.wallet.clone(), scheme: req.scheme };
         if self.host.load(slot.clone()).await?.is_some() {
             return Err(RequestError::new(ErrorCode::WalletExists, format!("{} already has an {} key", req.wallet, req.scheme)));
         }
-        let spec = SessionSpec { id: session, parties: committee.clone(), deadline, round_timeout: round_timeout(plan) };
+        let spec = attempt.spec(SessionKind::Keygen, committee.clone(), 0);
         let (public_key, xpub, secret) = match req.scheme {
             Scheme::Ecdsa => {
-                let aux = self.committee_aux(&committee, plan, deadline).await?;
+                let aux = self.committee_aux(&committee, attempt).await?;
                 let out = ecdsa::keygen(self, &spec, req.threshold, aux).await?;
                 (out.public_key, Some(out.xpub), out.share)
             }
@@ -286,24 +342,34 @@ impl Enclave {
                 (out.public_key, None, out.share)
             }
         };
-        let public = KeygenResult {
-            wallet: req.wallet.clone(),
-            scheme: req.scheme,
-            public_key,
-            xpub,
-            version: 1,
-            threshold: req.threshold,
-            committee,
-        };
+        let public = KeygenResult { wallet: req.wallet.clone(), scheme: req.scheme, public_key, xpub, version: 1, threshold: req.threshold, committee };
         let record = ShareRecord { public, secret: SecretShare::new(secret) };
         let blob = record.seal(self.sealer.as_ref(), self.keys.node_id(), &slot)?;
-        self.host.store(slot, blob).await.map_err(|e| match e {
+        self.host.store(slot.clone(), blob).await.map_err(|e| match e {
             crate::link::HostCallError::Refused(conclave_proto::link::StoreError::Exists) => {
                 RequestError::new(ErrorCode::WalletExists, format!("{} already has an {} key", req.wallet, req.scheme))
             }
             other => other.into(),
         })?;
+        self.raise_floor(&slot, 1)?;
         Ok(record.public.clone())
+    }
+
+    /// Refuses a blob of `slot` older than this signer's floor for it: the
+    /// host served a version that was replaced.
+    fn above_floor(&self, slot: &BlobSlot, version: u32) -> Result<(), RequestError> {
+        let floor = self.floors.get(&slot.path()).map_err(|e| RequestError::new(ErrorCode::Storage, format!("version floor: {e}")))?;
+        if version < floor {
+            return Err(RequestError::new(
+                ErrorCode::VersionMismatch,
+                format!("the host served version {version} of {}, which this signer replaced by version {floor}", slot.path()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn raise_floor(&self, slot: &BlobSlot, version: u32) -> Result<(), RequestError> {
+        self.floors.raise(&slot.path(), version).map_err(|e| RequestError::new(ErrorCode::Storage, format!("version floor: {e}")))
     }
 
     /// Moves a wallet's key to a new committee (`crate::reshare`): every
@@ -312,23 +378,25 @@ impl Enclave {
     /// each stores version + 1: its new share, or (a member that leaves) a
     /// record without one, so that it never signs with the old share again.
     /// Until then nothing is stored and the old version still signs.
-    async fn reshare(
-        self: &Arc<Self>,
-        req: &ReshareRequest,
-        plan: &SessionPlan,
-        session: SessionId,
-        deadline: Instant,
-    ) -> Result<KeygenResult, RequestError> {
+    async fn reshare(self: &Arc<Self>, req: &ReshareRequest, attempt: &Attempt<'_>) -> Result<KeygenResult, RequestError> {
         let me = self.keys.node_id().clone();
         let slot = BlobSlot::Share { wallet: req.wallet.clone(), scheme: req.scheme };
         let stored = match self.host.load(slot.clone()).await? {
-            Some(blob) => Some(ShareRecord::open(self.sealer.as_ref(), &me, &slot, &blob)?),
+            Some(blob) => {
+                self.above_floor(&slot, blob.version)?;
+                Some(ShareRecord::open(self.sealer.as_ref(), &me, &slot, &blob)?)
+            }
             None => None,
         };
         let old = match (req.committee.contains(&me), stored) {
             (true, Some(record)) => {
                 let p = &record.public;
-                if p.public_key != req.public_key || p.xpub != req.xpub || p.version != req.version || p.committee != req.committee || p.threshold != req.threshold {
+                if p.public_key != req.public_key
+                    || p.xpub != req.xpub
+                    || p.version != req.version
+                    || p.committee != req.committee
+                    || p.threshold != req.threshold
+                {
                     return Err(RequestError::new(
                         ErrorCode::Malformed,
                         format!("the request names another key than this node's share of {} (version {})", req.wallet, p.version),
@@ -345,7 +413,7 @@ impl Enclave {
         };
         let mut committee = req.new_committee.clone();
         committee.sort();
-        let mut parties = plan.participants.clone();
+        let mut parties = attempt.plan.participants.clone();
         parties.sort();
         let roles = reshare::rounds::Roles {
             dealing: parties.iter().map(|p| req.committee.iter().position(|c| c == p).map(|i| i as u16)).collect(),
@@ -355,10 +423,10 @@ impl Enclave {
         // The new committee's aux info comes first, so that the sealed share
         // signs the moment it is stored.
         let aux = match (req.scheme, joining) {
-            (Scheme::Ecdsa, true) => Some(self.committee_aux(&committee, plan, deadline).await?),
+            (Scheme::Ecdsa, true) => Some(self.committee_aux(&committee, attempt).await?),
             _ => None,
         };
-        let spec = SessionSpec { id: session, parties: parties.clone(), deadline, round_timeout: round_timeout(plan) };
+        let spec = attempt.spec(SessionKind::Reshare, parties.clone(), req.version);
         let version = req.version + 1;
         let blame = |e: reshare::rounds::RoundsError| reshare_error(e, &req.committee, &parties);
         let chain_code = match &req.xpub {
@@ -380,7 +448,13 @@ impl Enclave {
                 let share = old.as_ref().map(|r| ecdsa::reshare_source(r.secret.expose())).transpose().map_err(|e| internal_reshare(e.to_string()))?;
                 match reshare_rounds(self, rounds, share).await?.map_err(blame)? {
                     reshare::rounds::Reshared::Joined(share) => {
-                        let xpub = share.chain_code.map(|chain_code| conclave_proto::xpub::Xpub { public_key: share.core.shared_public_key.to_bytes(true).as_ref().try_into().expect("a compressed secp256k1 point is 33 bytes"), chain_code }.encode());
+                        let xpub = share.chain_code.map(|chain_code| {
+                            conclave_proto::xpub::Xpub {
+                                public_key: share.core.shared_public_key.to_bytes(true).as_ref().try_into().expect("a compressed secp256k1 point is 33 bytes"),
+                                chain_code,
+                            }
+                            .encode()
+                        });
                         let incomplete = ecdsa::reshared(share).map_err(|e| internal_reshare(e.to_string()))?;
                         (Some(ecdsa::complete_reshared(&incomplete, aux.as_deref().expect("a joining ECDSA member made aux info"))?), xpub)
                     }
@@ -408,19 +482,16 @@ impl Enclave {
         // its share, and no share: it cannot sign with the old one again.
         let record = ShareRecord { public, secret: SecretShare::new(secret.unwrap_or_default()) };
         let blob = record.seal(self.sealer.as_ref(), &me, &slot)?;
-        self.host.store(slot, blob).await?;
+        self.host.store(slot.clone(), blob).await?;
+        // From now on this signer never opens the replaced version again.
+        self.raise_floor(&slot, version)?;
         tracing::info!(wallet = %req.wallet, scheme = %req.scheme, version, joined = joining, "reshared");
         Ok(record.public.clone())
     }
 
     /// The committee's aux info, generated (once, whichever keygen asks
     /// first) if it does not exist yet.
-    async fn committee_aux(
-        self: &Arc<Self>,
-        committee: &[NodeId],
-        plan: &SessionPlan,
-        deadline: Instant,
-    ) -> Result<Zeroizing<Vec<u8>>, RequestError> {
+    async fn committee_aux(self: &Arc<Self>, committee: &[NodeId], attempt: &Attempt<'_>) -> Result<Zeroizing<Vec<u8>>, RequestError> {
         let id = CommitteeId::of(committee);
         let slot = BlobSlot::AuxInfo { committee: id };
         let lock = self.aux_locks.lock().expect("aux lock").entry(id).or_default().clone();
@@ -431,16 +502,11 @@ impl Enclave {
             return self.sealer.open(&ctx, &blob.sealed).map_err(storage);
         }
         tracing::info!(committee = %id, "generating aux info for a new committee");
-        let spec = SessionSpec {
-            id: SessionId::derive(SessionKind::AuxInfo, &plan.request_id, plan.attempt),
-            parties: committee.to_vec(),
-            deadline,
-            round_timeout: round_timeout(plan),
-        };
+        let spec = attempt.spec(SessionKind::AuxInfo, committee.to_vec(), 0);
         // Peers whose primes are ready first start at once: their messages
         // must wait here for as long as this node's primes take.
-        let inbox = self.router.register(spec.id);
-        let primes = PrimePool::take(self).await;
+        let inbox = self.inbox(&spec)?;
+        let primes = PrimePool::take(self).await.map_err(|e| RequestError::new(ErrorCode::Storage, format!("version floor: {e}")))?;
         let aux = ecdsa::aux_info(self, &spec, inbox, primes).await?;
         let ctx = SealContext::blob(node, &slot, 1);
         let sealed = self.sealer.seal(&ctx, &aux).map_err(storage)?;
@@ -448,23 +514,24 @@ impl Enclave {
         Ok(aux)
     }
 
-    async fn sign(
-        self: &Arc<Self>,
-        req: &SignRequest,
-        plan: &SessionPlan,
-        session: SessionId,
-        deadline: Instant,
-    ) -> Result<SignResult, RequestError> {
+    async fn sign(self: &Arc<Self>, req: &SignRequest, attempt: &Attempt<'_>) -> Result<SignResult, RequestError> {
         let slot = BlobSlot::Share { wallet: req.wallet.clone(), scheme: req.scheme };
         let blob = self.host.load(slot.clone()).await?.ok_or_else(|| {
             RequestError::new(ErrorCode::UnknownWallet, format!("node {} holds no {} key for {}", self.keys.node_id(), req.scheme, req.wallet))
         })?;
+        self.above_floor(&slot, blob.version)?;
         let record = ShareRecord::open(self.sealer.as_ref(), self.keys.node_id(), &slot, &blob)?;
+        if record.public.version != req.version {
+            return Err(RequestError::new(
+                ErrorCode::VersionMismatch,
+                format!("the request names version {} of {}, node {} holds version {}", req.version, req.wallet, self.keys.node_id(), record.public.version),
+            ));
+        }
         let committee = &record.public.committee;
         // Signers in keygen-index order: a signer's index in the session is
         // its position here, and `indexes` maps it back to keygen.
-        let mut indexes = Vec::with_capacity(plan.participants.len());
-        for p in &plan.participants {
+        let mut indexes = Vec::with_capacity(attempt.plan.participants.len());
+        for p in &attempt.plan.participants {
             let i = committee
                 .iter()
                 .position(|c| c == p)
@@ -479,7 +546,7 @@ impl Enclave {
             ));
         }
         let signers: Vec<NodeId> = indexes.iter().map(|&i| committee[usize::from(i)].clone()).collect();
-        let spec = SessionSpec { id: session, parties: signers.clone(), deadline, round_timeout: round_timeout(plan) };
+        let spec = attempt.spec(SessionKind::Sign, signers.clone(), record.public.version);
         let (signature, recovery_id, public_key) = match req.scheme {
             Scheme::Ecdsa => {
                 let digest: [u8; 32] = match &req.payload {
@@ -541,7 +608,8 @@ async fn reshare_rounds<E: generic_ec::Curve>(
     let old_key = match &share {
         Some(share) => OldKeySource::Own(share.old_key()),
         None => OldKeySource::Dealers {
-            public_key: generic_ec::Point::<E>::from_bytes(s.public_key).map_err(|_| RequestError::new(ErrorCode::Malformed, "the request's public key does not decode"))?,
+            public_key: generic_ec::Point::<E>::from_bytes(s.public_key)
+                .map_err(|_| RequestError::new(ErrorCode::Malformed, "the request's public key does not decode"))?,
             chain_code: s.chain_code,
         },
     };
@@ -575,7 +643,136 @@ fn internal_reshare(reason: String) -> RequestError {
     RequestError::new(ErrorCode::Internal, format!("resharing: {reason}"))
 }
 
-/// The plan's round timeout (the policy check bounds it).
-fn round_timeout(plan: &SessionPlan) -> Duration {
-    Duration::from_millis(plan.round_timeout_ms)
+/// One attempt at a request, as this signer runs it: what every session
+/// of the attempt is bound to.
+struct Attempt<'a> {
+    plan: &'a SessionPlan,
+    /// SHA-256 of the initiator-signed request body.
+    body: [u8; 32],
+    deadline: Instant,
+}
+
+impl Attempt<'_> {
+    fn session(&self, kind: SessionKind) -> SessionId {
+        SessionId::derive(kind, &self.plan.request_id, self.plan.attempt)
+    }
+
+    /// A session of this attempt among `parties` on key `version` (0 before
+    /// a key exists). Its execution id binds the session id (request,
+    /// attempt, kind), the exact request body, the parties in protocol
+    /// order and the key version, so that no message of another request,
+    /// attempt, quorum or key version fits it.
+    fn spec(&self, kind: SessionKind, parties: Vec<NodeId>, version: u32) -> SessionSpec {
+        let id = self.session(kind);
+        let mut h = sha2::Sha256::new();
+        h.update(b"conclave/execution/v1");
+        h.update(id.as_bytes());
+        h.update(self.body);
+        h.update((parties.len() as u32).to_be_bytes());
+        for p in &parties {
+            h.update((p.as_str().len() as u32).to_be_bytes());
+            h.update(p.as_str().as_bytes());
+        }
+        h.update(version.to_be_bytes());
+        SessionSpec {
+            id,
+            request: self.plan.request_id.clone(),
+            attempt: self.plan.attempt,
+            execution: h.finalize().into(),
+            parties,
+            deadline: self.deadline,
+            round_timeout: Duration::from_millis(self.plan.round_timeout_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dev signer alone in its roster, for fencing rules that need no peer.
+    fn signer(dir: &std::path::Path) -> Arc<Enclave> {
+        let path = dir.join("enclave.toml");
+        let state = dir.join("state");
+        std::fs::write(
+            &path,
+            format!(
+                "node_id = \"node-1\"\nmode = \"dev\"\nlink = \"unix:{}\"\nstate_dir = \"{}\"\nroster = \"{}\"\ninitiators = [\"{}\"]\n",
+                dir.join("s.sock").display(),
+                state.display(),
+                dir.join("roster.json").display(),
+                "00".repeat(32)
+            ),
+        )
+        .unwrap();
+        let config = EnclaveConfig::load(&path).unwrap();
+        let custody = crate::custody::Custody::open(&config, crate::custody::Missing::Create).unwrap();
+        let roster = vec![custody.keys.identity()];
+        Arc::new(Enclave::new(config, custody, roster).unwrap())
+    }
+
+    fn plan(attempt: u32) -> SessionPlan {
+        SessionPlan {
+            request_id: RequestId::new("r-1").unwrap(),
+            attempt,
+            participants: vec![NodeId::new("node-1").unwrap()],
+            deadline_ms: crate::now_ms() + 60_000,
+            round_timeout_ms: 10_000,
+        }
+    }
+
+    fn spec(plan: &SessionPlan) -> SessionSpec {
+        let attempt = Attempt { plan, body: [1; 32], deadline: Instant::now() + Duration::from_secs(60) };
+        attempt.spec(SessionKind::Sign, plan.participants.clone(), 1)
+    }
+
+    #[test]
+    fn an_attempt_that_ended_never_registers_a_session_however_late_it_gets_there() {
+        let d = tempfile::tempdir().unwrap();
+        let enclave = signer(d.path());
+        let (one, two) = (plan(1), plan(2));
+        // Attempt 1 is claimed, then (its frames delayed by the host) attempt 2.
+        assert!(enclave.claim(&one.request_id, 1));
+        assert!(enclave.claim(&two.request_id, 2));
+        assert!(enclave.inbox(&spec(&one)).is_err(), "a superseded attempt never starts");
+        assert!(!enclave.claim(&one.request_id, 1), "nor is it claimed again");
+        let running = enclave.inbox(&spec(&two)).expect("the live attempt starts");
+        drop(running);
+
+        // An attempt aborted between its claim and its session.
+        assert!(enclave.claim(&RequestId::new("r-2").unwrap(), 1));
+        let aborted = SessionPlan { request_id: RequestId::new("r-2").unwrap(), ..plan(1) };
+        enclave.abort(&aborted.request_id, 1);
+        assert!(enclave.inbox(&spec(&aborted)).is_err());
+
+        // An attempt whose signature share left: no later attempt here,
+        // even if it never completed (its peers might still finish it).
+        let released = SessionPlan { request_id: RequestId::new("r-4").unwrap(), ..plan(1) };
+        assert!(enclave.claim(&released.request_id, 1));
+        enclave.release(&released.request_id, 1).unwrap();
+        assert!(!enclave.claim(&released.request_id, 2));
+        // A superseded attempt cannot give its share away.
+        assert!(enclave.release(&one.request_id, 1).is_err());
+
+        // A request that completed runs no further attempt.
+        let done = SessionPlan { request_id: RequestId::new("r-3").unwrap(), ..plan(1) };
+        assert!(enclave.claim(&done.request_id, 1));
+        enclave.completed(&done.request_id);
+        assert!(!enclave.claim(&done.request_id, 2));
+    }
+
+    #[test]
+    fn execution_ids_bind_the_request_body_the_parties_and_the_key_version() {
+        let p = plan(1);
+        let at = |body: [u8; 32]| Attempt { plan: &p, body, deadline: Instant::now() };
+        let base = at([1; 32]).spec(SessionKind::Sign, vec![NodeId::new("a").unwrap(), NodeId::new("b").unwrap()], 1);
+        let other_body = at([2; 32]).spec(SessionKind::Sign, base.parties.clone(), 1);
+        let other_parties = at([1; 32]).spec(SessionKind::Sign, vec![NodeId::new("a").unwrap(), NodeId::new("c").unwrap()], 1);
+        let other_version = at([1; 32]).spec(SessionKind::Sign, base.parties.clone(), 2);
+        for other in [&other_body, &other_parties, &other_version] {
+            assert_eq!(other.id, base.id, "routing stays by request and attempt");
+            assert_ne!(other.execution, base.execution);
+        }
+        assert_eq!(at([1; 32]).spec(SessionKind::Sign, base.parties.clone(), 1).execution, base.execution);
+    }
 }

@@ -13,8 +13,8 @@
 use crate::channel::{self, ReplayGuard};
 use crate::service::Enclave;
 use conclave_proto::envelope::{Envelope, EnvelopeHeader};
-use conclave_proto::link::FromEnclave;
-use conclave_proto::{ErrorCode, NodeId, RequestError, SessionId, PROTOCOL_VERSION};
+use conclave_proto::link::{DropReason, FromEnclave};
+use conclave_proto::{ErrorCode, NodeId, RequestError, RequestId, SessionId, PROTOCOL_VERSION};
 use futures::channel::mpsc as fmpsc;
 use futures::StreamExt;
 use round_based::{Incoming, MessageDestination, MessageType, MpcParty, Outgoing, ProtocolMessage};
@@ -27,21 +27,40 @@ use tokio::sync::mpsc;
 
 /// Envelopes that arrive before their session starts here are kept this long.
 const EARLY_TTL: Duration = Duration::from_secs(60);
-/// At most this many not-yet-started sessions are buffered...
+/// At most this many not-yet-started sessions are held...
 const MAX_EARLY_SESSIONS: usize = 256;
-/// ...with at most this many envelopes each.
+/// ...with at most this many envelopes each...
 const MAX_EARLY_PER_SESSION: usize = 64;
+/// ...at most this many bytes from one peer...
+const MAX_EARLY_BYTES_PER_PEER: usize = 16 * 1024 * 1024;
+/// ...and at most this many bytes in all.
+const MAX_EARLY_BYTES: usize = 64 * 1024 * 1024;
+/// A running session's queue of envelopes not yet read by its loop.
+const LIVE_QUEUE: usize = 1024;
+/// Ended sessions are remembered this long, so that their late or replayed
+/// envelopes are dropped rather than held as early ones...
+const ENDED_TTL: Duration = Duration::from_secs(15 * 60);
+/// ...up to this many (the oldest are forgotten first).
+const MAX_ENDED: usize = 100_000;
 
-/// The delivery a protocol gets: a stream of incoming messages and a sink of
-/// outgoing ones.
+/// The delivery a protocol gets: a stream of incoming and a sink of
+/// outgoing messages.
 pub type Delivery<M> = (fmpsc::UnboundedReceiver<Result<Incoming<M>, Infallible>>, fmpsc::UnboundedSender<Outgoing<M>>);
 /// The party handle a protocol runs with.
 pub type Party<M> = MpcParty<M, Delivery<M>>;
 
 /// Who runs a session and until when.
 pub struct SessionSpec {
-    /// The session (and the protocol's execution id).
+    /// The session (routing of envelopes; derived from request, attempt
+    /// and kind).
     pub id: SessionId,
+    /// The request the session serves.
+    pub request: RequestId,
+    /// Its attempt.
+    pub attempt: u32,
+    /// The protocol's execution id: binds the session id, the request body,
+    /// the parties and the key version (`service::Attempt::spec`).
+    pub execution: [u8; 32],
     /// Participants; a party's protocol index is its position here.
     pub parties: Vec<NodeId>,
     /// When the session is abandoned.
@@ -65,8 +84,10 @@ pub struct Opened {
     pub message: zeroize::Zeroizing<Vec<u8>>,
 }
 
-/// Routes authenticated messages to live sessions, and holds (boundedly)
-/// those that arrive before their session has started here.
+/// Routes authenticated messages to live sessions, and holds (boundedly:
+/// per session, per peer and in all) those that arrive before their
+/// session has started here. Nothing a peer's host sends makes it hold
+/// more.
 #[derive(Default)]
 pub struct Router {
     inner: Mutex<RouterInner>,
@@ -74,82 +95,144 @@ pub struct Router {
 
 #[derive(Default)]
 struct RouterInner {
-    live: HashMap<SessionId, mpsc::UnboundedSender<Opened>>,
-    early: HashMap<SessionId, (Instant, Vec<Opened>)>,
-    /// Aborted sessions: what still arrives for them is dropped, not held.
-    closed: HashMap<SessionId, Instant>,
+    live: HashMap<SessionId, mpsc::Sender<Opened>>,
+    early: HashMap<SessionId, Early>,
+    /// Bytes held early, by sender.
+    early_bytes: HashMap<NodeId, usize>,
+    /// Ended sessions (aborted, or finished here), and when they ended.
+    ended: HashMap<SessionId, Instant>,
 }
 
-/// Why an envelope was dropped by the router.
-#[derive(Debug, thiserror::Error)]
-#[error("no room to hold an envelope for session {0}, which has not started here")]
-pub struct EarlyOverflow(SessionId);
+/// Envelopes held for a session that has not started here.
+struct Early {
+    since: Instant,
+    envelopes: Vec<Opened>,
+}
 
-/// A session's inbox; leaving the session (dropping this) unregisters it.
+/// A session's inbox; leaving the session (dropping this) unregisters it
+/// and remembers it as ended.
 pub struct Inbox {
     router: Arc<Router>,
     id: SessionId,
-    rx: mpsc::UnboundedReceiver<Opened>,
+    rx: mpsc::Receiver<Opened>,
 }
 
 impl Drop for Inbox {
     fn drop(&mut self) {
-        self.router.inner.lock().expect("router lock").live.remove(&self.id);
+        self.router.end(self.id);
+    }
+}
+
+impl RouterInner {
+    fn expire(&mut self, now: Instant) {
+        let RouterInner { early, early_bytes, ended, .. } = self;
+        early.retain(|_, e| {
+            let keep = now.duration_since(e.since) < EARLY_TTL;
+            if !keep {
+                release(early_bytes, &e.envelopes);
+            }
+            keep
+        });
+        ended.retain(|_, at| now.duration_since(*at) < ENDED_TTL);
+        if ended.len() > MAX_ENDED {
+            let mut by_age: Vec<(SessionId, Instant)> = ended.iter().map(|(id, at)| (*id, *at)).collect();
+            by_age.sort_by_key(|(_, at)| *at);
+            for (id, _) in by_age.into_iter().take(ended.len() - MAX_ENDED) {
+                ended.remove(&id);
+            }
+        }
+    }
+}
+
+fn release(early_bytes: &mut HashMap<NodeId, usize>, envelopes: &[Opened]) {
+    for e in envelopes {
+        if let Some(bytes) = early_bytes.get_mut(&e.header.sender) {
+            *bytes = bytes.saturating_sub(e.message.len());
+            if *bytes == 0 {
+                early_bytes.remove(&e.header.sender);
+            }
+        }
     }
 }
 
 impl Router {
     /// Hands a message to its session, or keeps it until the session starts.
-    pub fn deliver(&self, envelope: Opened) -> Result<(), EarlyOverflow> {
+    pub fn deliver(&self, envelope: Opened) -> Result<(), DropReason> {
         let mut inner = self.inner.lock().expect("router lock");
         let id = envelope.header.session;
         if let Some(tx) = inner.live.get(&id) {
-            let _ = tx.send(envelope);
-            return Ok(());
+            return tx.try_send(envelope).map_err(|_| DropReason::NoRoom);
         }
-        let now = Instant::now();
-        inner.early.retain(|_, (since, _)| now.duration_since(*since) < EARLY_TTL);
-        inner.closed.retain(|_, since| now.duration_since(*since) < EARLY_TTL);
-        if inner.closed.contains_key(&id) {
-            return Ok(());
+        inner.expire(Instant::now());
+        if inner.ended.contains_key(&id) {
+            return Err(DropReason::Finished);
         }
-        let full = inner.early.len() >= MAX_EARLY_SESSIONS;
+        let (sender, len) = (envelope.header.sender.clone(), envelope.message.len());
+        let peer_bytes = inner.early_bytes.get(&sender).copied().unwrap_or(0);
+        let total_bytes: usize = inner.early_bytes.values().sum();
+        if peer_bytes + len > MAX_EARLY_BYTES_PER_PEER || total_bytes + len > MAX_EARLY_BYTES {
+            return Err(DropReason::NoRoom);
+        }
+        let sessions = inner.early.len();
         match inner.early.get_mut(&id) {
-            Some((_, queue)) if queue.len() < MAX_EARLY_PER_SESSION => queue.push(envelope),
-            None if !full => {
-                inner.early.insert(id, (now, vec![envelope]));
+            // The same envelope again: a replay, held once.
+            Some(e) if e.envelopes.iter().any(|held| held.header.sender == sender && held.header.seq == envelope.header.seq) => {
+                return Err(DropReason::Replayed)
             }
-            _ => return Err(EarlyOverflow(id)),
+            Some(e) if e.envelopes.len() < MAX_EARLY_PER_SESSION => e.envelopes.push(envelope),
+            None if sessions < MAX_EARLY_SESSIONS => {
+                inner.early.insert(id, Early { since: Instant::now(), envelopes: vec![envelope] });
+            }
+            _ => return Err(DropReason::NoRoom),
         }
+        *inner.early_bytes.entry(sender).or_default() += len;
         Ok(())
     }
 
-    /// Opens the inbox of session `id`, with anything that arrived early.
-    pub fn register(self: &Arc<Self>, id: SessionId) -> Inbox {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// Opens the inbox of session `id`, with anything that arrived early;
+    /// refused if the session ended here already (an attempt aborted
+    /// before it started).
+    pub fn register(self: &Arc<Self>, id: SessionId) -> Result<Inbox, RequestError> {
+        let (tx, rx) = mpsc::channel(LIVE_QUEUE.max(MAX_EARLY_PER_SESSION));
         let mut inner = self.inner.lock().expect("router lock");
-        if let Some((_, early)) = inner.early.remove(&id) {
-            for e in early {
-                let _ = tx.send(e);
+        if inner.ended.contains_key(&id) || inner.live.contains_key(&id) {
+            return Err(RequestError::new(ErrorCode::ProtocolAbort, format!("session {id} ended here, or runs already")));
+        }
+        if let Some(early) = inner.early.remove(&id) {
+            release(&mut inner.early_bytes, &early.envelopes);
+            for e in early.envelopes {
+                let _ = tx.try_send(e);
             }
         }
         inner.live.insert(id, tx);
-        Inbox { router: self.clone(), id, rx }
+        Ok(Inbox { router: self.clone(), id, rx })
     }
 
     /// Ends session `id` if it runs here (its protocol stops at its next
     /// receive and its thread drops its secrets), drops what is held for
     /// it, and drops what arrives for it from now on.
     pub fn abort(&self, id: SessionId) {
+        self.end(id);
+    }
+
+    fn end(&self, id: SessionId) {
         let mut inner = self.inner.lock().expect("router lock");
         inner.live.remove(&id);
-        inner.early.remove(&id);
-        inner.closed.insert(id, Instant::now());
+        if let Some(early) = inner.early.remove(&id) {
+            release(&mut inner.early_bytes, &early.envelopes);
+        }
+        inner.ended.insert(id, Instant::now());
     }
 
     /// Number of sessions running here (for status and tests).
     pub fn live_sessions(&self) -> usize {
         self.inner.lock().expect("router lock").live.len()
+    }
+
+    /// Envelopes and bytes held for sessions not started here.
+    pub fn held(&self) -> (usize, usize) {
+        let inner = self.inner.lock().expect("router lock");
+        (inner.early.values().map(|e| e.envelopes.len()).sum(), inner.early_bytes.values().sum())
     }
 }
 
@@ -162,23 +245,57 @@ where
     E: std::fmt::Display + Send + 'static,
     F: FnOnce(Party<M>) -> Result<T, E> + Send + 'static,
 {
-    run_in(enclave, spec, enclave.router.register(spec.id), protocol).await
+    run_releasing(enclave, spec, enclave.inbox(spec)?, None, protocol).await
 }
 
-/// [`run`] with an inbox opened earlier: a party that must wait before it
-/// can start (for its Paillier primes) opens its inbox first, so that
-/// faster peers' first messages wait in it rather than expire unheard
-/// among early envelopes.
-pub async fn run_in<M, T, E, F>(enclave: &Arc<Enclave>, spec: &SessionSpec, mut inbox: Inbox, protocol: F) -> Result<T, RequestError>
+/// [`run`] for a signing protocol: before a message that `releases` says
+/// carries this party's share of the signature leaves, the attempt must
+/// still be the request's current one here, and from then on no later
+/// attempt of the request runs here ([`Enclave::release`]). With `2t > n`
+/// any two quorums share a signer, so a request never gets two signatures.
+pub async fn run_signing<M, T, E, F>(enclave: &Arc<Enclave>, spec: &SessionSpec, releases: fn(&M) -> bool, protocol: F) -> Result<T, RequestError>
 where
     M: ProtocolMessage + Serialize + DeserializeOwned + Send + 'static,
     T: Send + 'static,
     E: std::fmt::Display + Send + 'static,
     F: FnOnce(Party<M>) -> Result<T, E> + Send + 'static,
 {
+    run_releasing(enclave, spec, enclave.inbox(spec)?, Some(releases), protocol).await
+}
+
+/// [`run`] with an inbox opened earlier: a party that must wait before it
+/// can start (for its Paillier primes) opens its inbox first, so that
+/// faster peers' first messages wait in it rather than expire unheard
+/// among early envelopes.
+pub async fn run_in<M, T, E, F>(enclave: &Arc<Enclave>, spec: &SessionSpec, inbox: Inbox, protocol: F) -> Result<T, RequestError>
+where
+    M: ProtocolMessage + Serialize + DeserializeOwned + Send + 'static,
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+    F: FnOnce(Party<M>) -> Result<T, E> + Send + 'static,
+{
+    run_releasing(enclave, spec, inbox, None, protocol).await
+}
+
+async fn run_releasing<M, T, E, F>(
+    enclave: &Arc<Enclave>,
+    spec: &SessionSpec,
+    mut inbox: Inbox,
+    releases: Option<fn(&M) -> bool>,
+    protocol: F,
+) -> Result<T, RequestError>
+where
+    M: ProtocolMessage + Serialize + DeserializeOwned + Send + 'static,
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+    F: FnOnce(Party<M>) -> Result<T, E> + Send + 'static,
+{
+    let release = |msg: &M| match releases {
+        Some(releases) if releases(msg) => enclave.release(&spec.request, spec.attempt),
+        _ => Ok(()),
+    };
     let me = enclave.keys.node_id().clone();
-    spec.index_of(&me)
-        .ok_or_else(|| RequestError::new(ErrorCode::Internal, "this node is not a party of the session"))?;
+    spec.index_of(&me).ok_or_else(|| RequestError::new(ErrorCode::Internal, "this node is not a party of the session"))?;
     let (in_tx, in_rx) = fmpsc::unbounded::<Result<Incoming<M>, Infallible>>();
     let (out_tx, mut out_rx) = fmpsc::unbounded::<Outgoing<M>>();
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
@@ -205,6 +322,7 @@ where
             Some(out) = out_rx.next() => {
                 seq += 1;
                 rounds.sent(out.msg.round());
+                release(&out.msg)?;
                 send_outgoing(enclave, spec, &me, seq, out)?;
             }
             result = &mut done_rx => {
@@ -212,6 +330,7 @@ where
                 // is queued already.
                 while let Ok(out) = out_rx.try_recv() {
                     seq += 1;
+                    release(&out.msg)?;
                     send_outgoing(enclave, spec, &me, seq, out)?;
                 }
                 return match result {
@@ -235,7 +354,10 @@ where
                             let _ = tx.unbounded_send(Ok(Incoming { id: next_msg_id, sender, msg_type, msg }));
                         }
                     }
-                    Err(error) => {
+                    Err(Refusal::Replayed) => {
+                        enclave.host.send(FromEnclave::Dropped { reason: DropReason::Replayed, peer: opened.header.sender.clone() });
+                    }
+                    Err(Refusal::Bad(error)) => {
                         tracing::warn!(session = %spec.id, peer = %opened.header.sender, %error, "message refused");
                         enclave.host.send(FromEnclave::Rejected {
                             code: error.code,
@@ -290,8 +412,7 @@ impl Rounds {
     /// The peers behind this party; all of them if none is (the protocol is
     /// computing, or waiting on everyone).
     fn behind(&self) -> Vec<NodeId> {
-        let mut behind: Vec<NodeId> =
-            self.theirs.iter().filter(|(_, r)| r.is_none_or(|r| r < self.mine)).map(|(p, _)| p.clone()).collect();
+        let mut behind: Vec<NodeId> = self.theirs.iter().filter(|(_, r)| r.is_none_or(|r| r < self.mine)).map(|(p, _)| p.clone()).collect();
         if behind.is_empty() {
             behind = self.theirs.keys().cloned().collect();
         }
@@ -300,22 +421,13 @@ impl Rounds {
     }
 }
 
-fn send_outgoing<M: ProtocolMessage + Serialize>(
-    enclave: &Enclave,
-    spec: &SessionSpec,
-    me: &NodeId,
-    seq: u64,
-    out: Outgoing<M>,
-) -> Result<(), RequestError> {
-    let payload = zeroize::Zeroizing::new(
-        serde_json::to_vec(&out.msg).map_err(|e| RequestError::new(ErrorCode::Internal, format!("encode message: {e}")))?,
-    );
+fn send_outgoing<M: ProtocolMessage + Serialize>(enclave: &Enclave, spec: &SessionSpec, me: &NodeId, seq: u64, out: Outgoing<M>) -> Result<(), RequestError> {
+    let payload = zeroize::Zeroizing::new(serde_json::to_vec(&out.msg).map_err(|e| RequestError::new(ErrorCode::Internal, format!("encode message: {e}")))?);
     let recipients: Vec<&NodeId> = match out.recipient {
         MessageDestination::AllParties => spec.parties.iter().filter(|p| *p != me).collect(),
-        MessageDestination::OneParty(i) => vec![spec
-            .parties
-            .get(usize::from(i))
-            .ok_or_else(|| RequestError::new(ErrorCode::Internal, format!("message to unknown party {i}")))?],
+        MessageDestination::OneParty(i) => {
+            vec![spec.parties.get(usize::from(i)).ok_or_else(|| RequestError::new(ErrorCode::Internal, format!("message to unknown party {i}")))?]
+        }
     };
     for recipient in recipients {
         let peer = enclave.peer(recipient)?;
@@ -350,22 +462,117 @@ pub fn open(enclave: &Enclave, envelope: &Envelope) -> Result<Opened, RequestErr
     Ok(Opened { header: h.clone(), message })
 }
 
+/// Why a session refused an authenticated envelope.
+enum Refusal {
+    /// A replay (or reordered): dropped and counted, nothing to report.
+    Replayed,
+    /// Not a message of this session.
+    Bad(RequestError),
+}
+
 fn accept_incoming<M: ProtocolMessage + DeserializeOwned>(
     enclave: &Enclave,
     spec: &SessionSpec,
     replay: &mut ReplayGuard,
     opened: &Opened,
-) -> Result<(u16, M), RequestError> {
+) -> Result<(u16, M), Refusal> {
     let h = &opened.header;
-    let bad = |reason: String| RequestError::new(ErrorCode::BadEnvelope, reason);
+    let bad = |reason: String| Refusal::Bad(RequestError::new(ErrorCode::BadEnvelope, reason));
     let sender = spec
         .index_of(&h.sender)
         .filter(|_| h.sender != *enclave.keys.node_id())
         .ok_or_else(|| bad(format!("{} is not a party of session {}", h.sender, spec.id)))?;
-    replay.accept(&h.sender, h.seq).map_err(|e| bad(e.to_string()))?;
-    let msg: M = serde_json::from_slice(&opened.message).map_err(|e| bad(format!("undecodable message from {}: {e}", h.sender)))?;
+    replay.accept(&h.sender, h.seq).map_err(|_| Refusal::Replayed)?;
+    // Reasons travel to the host: they name the sender and what failed,
+    // never anything of the decrypted message (a parser's complaint quotes
+    // its input).
+    let msg: M = serde_json::from_slice(&opened.message).map_err(|_| bad(format!("undecodable message from {}", h.sender)))?;
     if msg.round() != h.round {
-        return Err(bad(format!("message from {} claims round {} but is of round {}", h.sender, h.round, msg.round())));
+        return Err(bad(format!("message from {} is not of the round its header names", h.sender)));
     }
     Ok((sender, msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conclave_proto::ids::SessionKind;
+
+    fn session(n: u32) -> SessionId {
+        SessionId::derive(SessionKind::Sign, &RequestId::new("r").unwrap(), n)
+    }
+
+    fn opened(session: SessionId, sender: &str, seq: u64, len: usize) -> Opened {
+        let header = EnvelopeHeader {
+            v: PROTOCOL_VERSION,
+            session,
+            sender: NodeId::new(sender).unwrap(),
+            recipient: NodeId::new("me").unwrap(),
+            round: 1,
+            seq,
+            broadcast: false,
+        };
+        Opened { header, message: zeroize::Zeroizing::new(vec![0; len]) }
+    }
+
+    #[test]
+    fn early_envelopes_are_held_once_and_within_bounds() {
+        let router = Arc::new(Router::default());
+        router.deliver(opened(session(1), "a", 1, 10)).unwrap();
+        assert_eq!(router.deliver(opened(session(1), "a", 1, 10)), Err(DropReason::Replayed), "the same envelope again");
+        for seq in 2..=MAX_EARLY_PER_SESSION as u64 {
+            router.deliver(opened(session(1), "a", seq, 10)).unwrap();
+        }
+        assert_eq!(router.deliver(opened(session(1), "a", 1000, 10)), Err(DropReason::NoRoom), "per session");
+        assert_eq!(router.held(), (MAX_EARLY_PER_SESSION, MAX_EARLY_PER_SESSION * 10));
+
+        // One peer cannot take more than its share of bytes...
+        let big = MAX_EARLY_BYTES_PER_PEER / 2 + 1;
+        router.deliver(opened(session(2), "b", 1, big)).unwrap();
+        assert_eq!(router.deliver(opened(session(3), "b", 1, big)), Err(DropReason::NoRoom), "per peer");
+        // ...nor all peers together more than the total.
+        let mut peer = 0;
+        let refused = loop {
+            peer += 1;
+            match router.deliver(opened(session(100 + peer), &format!("p{peer}"), 1, big)) {
+                Ok(()) => assert!(peer < 1000, "never refused"),
+                Err(reason) => break reason,
+            }
+        };
+        assert_eq!(refused, DropReason::NoRoom);
+        assert!(router.held().1 <= MAX_EARLY_BYTES, "{:?}", router.held());
+
+        // Starting a session takes its envelopes and releases their bytes.
+        let held = router.held();
+        let mut inbox = router.register(session(1)).unwrap();
+        assert_eq!(router.held(), (held.0 - MAX_EARLY_PER_SESSION, held.1 - MAX_EARLY_PER_SESSION * 10));
+        assert_eq!(inbox.rx.try_recv().unwrap().header.seq, 1);
+    }
+
+    #[test]
+    fn ended_sessions_drop_late_envelopes_and_never_start_again() {
+        let router = Arc::new(Router::default());
+        let inbox = router.register(session(1)).unwrap();
+        assert!(router.register(session(1)).is_err(), "a session runs once at a time");
+        drop(inbox);
+        assert_eq!(router.deliver(opened(session(1), "a", 7, 10)), Err(DropReason::Finished));
+        assert_eq!(router.held(), (0, 0), "nothing held for it");
+        assert!(router.register(session(1)).is_err(), "an ended session does not start again");
+
+        // An attempt aborted before it started here never starts.
+        router.deliver(opened(session(2), "a", 1, 10)).unwrap();
+        router.abort(session(2));
+        assert_eq!(router.held(), (0, 0));
+        assert!(router.register(session(2)).is_err());
+    }
+
+    #[test]
+    fn a_running_sessions_queue_is_bounded() {
+        let router = Arc::new(Router::default());
+        let _inbox = router.register(session(1)).unwrap();
+        for seq in 0..LIVE_QUEUE as u64 {
+            router.deliver(opened(session(1), "a", seq, 1)).unwrap();
+        }
+        assert_eq!(router.deliver(opened(session(1), "a", 99_999, 1)), Err(DropReason::NoRoom));
+    }
 }

@@ -47,8 +47,8 @@ impl ShareRecord {
     /// into the seal, and must agree with the sealed record.
     pub fn open(sealer: &dyn Sealer, node: &NodeId, slot: &BlobSlot, blob: &StoredBlob) -> Result<ShareRecord, RequestError> {
         let plaintext = sealer.open(&SealContext::blob(node, slot, blob.version), &blob.sealed).map_err(storage)?;
-        let record: ShareRecord = serde_json::from_slice(&plaintext)
-            .map_err(|_| RequestError::new(ErrorCode::Storage, "sealed share record does not decode"))?;
+        let record: ShareRecord =
+            serde_json::from_slice(&plaintext).map_err(|_| RequestError::new(ErrorCode::Storage, "sealed share record does not decode"))?;
         if record.public.version != blob.version {
             return Err(RequestError::new(ErrorCode::Storage, "sealed share record is of another version"));
         }

@@ -7,6 +7,6 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         assert_eq!(envelope.ciphertext.len() % 16, 0);
     }
     for operation in [Operation::GenerateDataKey, Operation::Decrypt] {
-        let _ = parse_answer(operation, 200, data);
+        let _ = parse_answer(operation, "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", 200, data);
     }
 });

@@ -25,7 +25,11 @@ pub async fn instance_credentials(imds: SocketAddr) -> Result<AwsCredentials, St
     let auth = ("X-aws-ec2-metadata-token", token.as_str());
     let roles = call(imds, Method::GET, "/latest/meta-data/iam/security-credentials/", auth).await?;
     let roles = String::from_utf8_lossy(&roles).into_owned();
-    let role = roles.lines().next().filter(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))).ok_or("the instance has no IAM role")?;
+    let role = roles
+        .lines()
+        .next()
+        .filter(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)))
+        .ok_or("the instance has no IAM role")?;
     let body = call(imds, Method::GET, &format!("/latest/meta-data/iam/security-credentials/{role}"), auth).await?;
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
@@ -46,7 +50,13 @@ async fn call(imds: SocketAddr, method: Method, path: &str, header: (&str, &str)
     let what = format!("IMDS {method} {path}");
     let exchange = async {
         let tcp = tokio::net::TcpStream::connect(imds).await.map_err(|e| format!("connect {imds}: {e}"))?;
-        let request = Request::builder().method(method).uri(path).header(hyper::header::HOST, imds.ip().to_string()).header(header.0, header.1).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, imds.ip().to_string())
+            .header(header.0, header.1)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
         let response = crate::http_client::send(TokioIo::new(tcp), request).await?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_ANSWER).collect().await.map_err(|e| e.to_string())?.to_bytes();
@@ -110,7 +120,10 @@ mod tests {
     async fn credentials_come_from_imdsv2_with_a_session_token() {
         let (addr, seen) = fake_imds("Success").await;
         let c = instance_credentials(addr).await.unwrap();
-        assert_eq!((c.access_key_id.as_str(), c.secret_access_key.as_str(), c.session_token.as_deref()), ("ASIAEXAMPLE", "secret/EXAMPLE", Some("session-token")));
+        assert_eq!(
+            (c.access_key_id.as_str(), c.secret_access_key.as_str(), c.session_token.as_deref()),
+            ("ASIAEXAMPLE", "secret/EXAMPLE", Some("session-token"))
+        );
         assert_eq!(seen.lock().unwrap()[0], "PUT /latest/api/token", "IMDSv2: the token first");
         assert!(!format!("{c:?}").contains("secret"), "credentials print without the secret");
     }

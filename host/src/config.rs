@@ -228,7 +228,9 @@ mod tests {
         assert_eq!(field("registry = \"consul\"\n[consul]\naddress = \"http://127.0.0.1:8500\"\nprefix = \"a//b\"\n"), "consul");
         let ok = load("registry = \"consul\"\n[consul]\naddress = \"http://127.0.0.1:8500\"\n").unwrap();
         match ok.registry {
-            RegistryConfig::Consul(c) => assert_eq!((c.prefix.as_str(), c.wait_s), ("conclave", 15)),
+            RegistryConfig::Consul(c) => {
+                assert_eq!((c.prefix.as_str(), c.wait_s), ("conclave", 15))
+            }
             RegistryConfig::Nats => panic!("consul expected"),
         }
     }

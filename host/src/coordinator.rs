@@ -15,10 +15,11 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use conclave_proto::envelope::Envelope;
 use conclave_proto::link::{BlobSlot, FromEnclave, SessionPlan, StoredBlob, ToEnclave};
 use conclave_proto::registry::{NodeRecord, ReadyRecord};
-use conclave_proto::request::{ReshareRequest, RequestBody, SignedRequest};
-use conclave_proto::result::{Completed, KeygenResult, Outcome, RequestResult};
+use conclave_proto::request::{RequestBody, ReshareRequest, SignedRequest};
+use conclave_proto::result::{KeygenResult, Outcome, RequestResult};
+use conclave_proto::statement::Endorsed;
 use conclave_proto::subjects::*;
-use conclave_proto::{ErrorCode, NodeId, RequestError, RequestId, PROTOCOL_VERSION};
+use conclave_proto::{ErrorCode, NodeId, RequestError, RequestId, Scheme, WalletId, PROTOCOL_VERSION};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -160,12 +161,7 @@ impl Host {
         let consumer = stream
             .get_or_create_consumer(
                 &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    deliver_policy: DeliverPolicy::New,
-                    ack_policy: AckPolicy::Explicit,
-                    ..Default::default()
-                },
+                pull::Config { durable_name: Some(name.clone()), deliver_policy: DeliverPolicy::New, ack_policy: AckPolicy::Explicit, ..Default::default() },
             )
             .await
             .map_err(|e| e.to_string())?;
@@ -240,14 +236,7 @@ impl Host {
             }
             RequestBody::Reshare(r) => self.propose_reshare(r, now).await,
             RequestBody::Sign(s) => {
-                let key = wallet_key(&s.wallet, s.scheme);
-                let read = crate::nats::retrying("read the wallet record", || self.registry.get(Bucket::Wallets, &key));
-                let wallet: KeygenResult = match read.await {
-                    Ok(Some(entry)) => serde_json::from_slice(&entry.value)
-                        .map_err(|_| RequestError::new(ErrorCode::Internal, format!("wallet record {key} is corrupt")))?,
-                    Ok(None) => return Err(RequestError::new(ErrorCode::UnknownWallet, format!("no {} key for wallet {}", s.scheme, s.wallet))),
-                    Err(e) => return Err(RequestError::new(ErrorCode::Internal, format!("registry: {e}"))),
-                };
+                let wallet = self.wallet_record(&s.wallet, s.scheme).await?;
                 if !wallet.committee.contains(self.me()) {
                     return Ok(None);
                 }
@@ -292,6 +281,22 @@ impl Host {
                 };
                 Ok(Some((plan, quorum)))
             }
+        }
+    }
+
+    /// A wallet's record as the registry holds it, for routing only: the
+    /// signers check every request against their own sealed records, and
+    /// clients check the signatures on the record.
+    async fn wallet_record(&self, wallet: &WalletId, scheme: Scheme) -> Result<KeygenResult, RequestError> {
+        let key = wallet_key(wallet, scheme);
+        let read = crate::nats::retrying("read the wallet record", || self.registry.get(Bucket::Wallets, &key));
+        match read.await {
+            Ok(Some(entry)) => serde_json::from_slice::<Endorsed>(&entry.value)
+                .ok()
+                .and_then(|e| e.unverified_record())
+                .ok_or_else(|| RequestError::new(ErrorCode::Internal, format!("wallet record {key} is corrupt"))),
+            Ok(None) => Err(RequestError::new(ErrorCode::UnknownWallet, format!("no {scheme} key for wallet {wallet}"))),
+            Err(e) => Err(RequestError::new(ErrorCode::Internal, format!("registry: {e}"))),
         }
     }
 
@@ -353,7 +358,9 @@ impl Host {
             }
             FromEnclave::Finished { request_id, attempt, outcome, .. } => self.deliver_outcome(&request_id, attempt, outcome),
             // Only `conclave-host restore` asks the signer to check blobs.
-            FromEnclave::Checked { call, .. } => tracing::warn!(call, "unexpected check answer from the enclave"),
+            FromEnclave::Checked { call, .. } => {
+                tracing::warn!(call, "unexpected check answer from the enclave")
+            }
             FromEnclave::Attested { call, result } => self.link.attested(call, result),
             FromEnclave::Admitted { peer, pcr0 } => {
                 self.attested_peers.lock().expect("attested lock").insert(peer, hex::encode(pcr0));
@@ -366,6 +373,10 @@ impl Host {
                 });
             }
             FromEnclave::Primes { ready } => self.metrics.primes_ready.store(ready, Ordering::Relaxed),
+            FromEnclave::Dropped { reason, peer } => {
+                tracing::debug!(reason = reason.as_str(), %peer, "the enclave dropped an envelope");
+                self.metrics.inc("conclave_envelopes_dropped_total", reason.as_str());
+            }
             FromEnclave::Rejected { code, reason, peer } => {
                 tracing::warn!(%code, %reason, peer = ?peer, "the enclave refused input");
                 self.metrics.inc("conclave_rejected_total", code.as_str());
@@ -378,15 +389,17 @@ impl Host {
     /// every new member). Leaving members take part to retire their shares.
     /// No failover: the participants are the request's.
     async fn propose_reshare(&self, r: &ReshareRequest, now: u64) -> Result<Option<(SessionPlan, Quorum)>, RequestError> {
-        let key = wallet_key(&r.wallet, r.scheme);
-        let read = crate::nats::retrying("read the wallet record", || self.registry.get(Bucket::Wallets, &key));
-        let wallet: KeygenResult = match read.await {
-            Ok(Some(entry)) => serde_json::from_slice(&entry.value).map_err(|_| RequestError::new(ErrorCode::Internal, format!("wallet record {key} is corrupt")))?,
-            Ok(None) => return Err(RequestError::new(ErrorCode::UnknownWallet, format!("no {} key for wallet {}", r.scheme, r.wallet))),
-            Err(e) => return Err(RequestError::new(ErrorCode::Internal, format!("registry: {e}"))),
-        };
-        if wallet.public_key != r.public_key || wallet.xpub != r.xpub || wallet.version != r.version || wallet.committee != r.committee || wallet.threshold != r.threshold {
-            return Err(RequestError::new(ErrorCode::Malformed, format!("the request names another key than wallet {}'s version {}", r.wallet, wallet.version)));
+        let wallet = self.wallet_record(&r.wallet, r.scheme).await?;
+        if wallet.public_key != r.public_key
+            || wallet.xpub != r.xpub
+            || wallet.version != r.version
+            || wallet.committee != r.committee
+            || wallet.threshold != r.threshold
+        {
+            return Err(RequestError::new(
+                ErrorCode::Malformed,
+                format!("the request names another key than wallet {}'s version {}", r.wallet, wallet.version),
+            ));
         }
         let ready = match self.view.ready_within(VIEW_PATIENCE).await {
             Ok(ready) => ready,
@@ -400,7 +413,10 @@ impl Host {
         }
         let dealers: Vec<NodeId> = wallet.committee.iter().filter(|n| ready.contains(n)).cloned().collect();
         if dealers.len() < usize::from(wallet.threshold) {
-            return Err(RequestError::new(ErrorCode::InsufficientPeers, format!("{} of the committee are ready, {} are needed to deal", dealers.len(), wallet.threshold)));
+            return Err(RequestError::new(
+                ErrorCode::InsufficientPeers,
+                format!("{} of the committee are ready, {} are needed to deal", dealers.len(), wallet.threshold),
+            ));
         }
         let mut participants: Vec<NodeId> = dealers.into_iter().chain(r.new_committee.iter().cloned()).collect();
         participants.sort();
@@ -414,44 +430,51 @@ impl Host {
     }
 
     /// A keygen or reshare is complete only when every member of the
-    /// (new) committee has stored its share: each host records that its
-    /// node has, and waits (until the deadline) for all the others, so that
-    /// a wallet can sign the moment the result is published. Then the
-    /// wallet's record names the new key version.
-    pub(crate) async fn confirm_stored(&self, id: &RequestId, completed: Completed, deadline_ms: u64) -> Outcome {
-        let record = match &completed {
-            Completed::Keygen(k) | Completed::Reshare(k) => k.clone(),
-            Completed::Sign(_) => return Outcome::Ok { result: completed },
-        };
+    /// (new) committee has stored its share: each host records its
+    /// signer's signed statement, and waits (until the deadline) for every
+    /// other member's statement, which must be the very same string. Then
+    /// the wallet's record, that statement with every member's signature,
+    /// names the new key version, and is the result.
+    pub(crate) async fn confirm_stored(&self, id: &RequestId, mine: Endorsed, record: &KeygenResult, deadline_ms: u64) -> Outcome {
         let key_of = |node: &NodeId| format!("{id}.stored.{node}");
         let fail = |code, reason: String| Outcome::Error { error: RequestError::new(code, reason) };
         let watch = self.registry.watch_request(id).await;
-        let mine = serde_json::to_vec(&record).expect("serialises");
-        if let Err(e) = self.registry.put(Bucket::Sessions, &key_of(self.me()), mine.into()).await {
+        if let Err(e) = self.registry.put(Bucket::Sessions, &key_of(self.me()), serde_json::to_vec(&mine).expect("serialises").into()).await {
             return fail(ErrorCode::Internal, format!("registry: {e}"));
         }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(crate::now_ms()));
         loop {
             let mut missing = Vec::new();
+            let mut endorsements = Vec::with_capacity(record.committee.len());
             for node in &record.committee {
                 match self.registry.get(Bucket::Sessions, &key_of(node)).await {
-                    Ok(Some(entry)) => match serde_json::from_slice::<KeygenResult>(&entry.value) {
-                        Ok(theirs) if theirs == record => {}
-                        _ => {
-                            let error = RequestError::new(ErrorCode::ProtocolAbort, format!("{node} reports another key for this keygen"));
-                            return Outcome::Error { error: error.blaming(vec![node.clone()]) };
+                    Ok(Some(entry)) => {
+                        let theirs = serde_json::from_slice::<Endorsed>(&entry.value).ok().filter(|e| e.statement == mine.statement);
+                        match theirs.and_then(|e| e.endorsements.into_iter().find(|e| e.node == *node)) {
+                            Some(endorsement) => endorsements.push(endorsement),
+                            None => {
+                                let error = RequestError::new(ErrorCode::ProtocolAbort, format!("{node} reports another key for this request"));
+                                return Outcome::Error { error: error.blaming(vec![node.clone()]) };
+                            }
                         }
-                    },
+                    }
                     _ => missing.push(node.to_string()),
                 }
             }
             if missing.is_empty() {
+                let endorsed = Endorsed { statement: mine.statement, endorsements };
                 // The wallet must be routable before anyone learns it exists.
                 let key = wallet_key(&record.wallet, record.scheme);
-                if let Err(e) = self.registry.put(Bucket::Wallets, &key, serde_json::to_vec(&record).expect("serialises").into()).await {
+                let bytes = serde_json::to_vec(&endorsed).expect("serialises");
+                // This node's own copy answers queries even if someone
+                // overwrites the registry's.
+                if let Err(e) = self.store.keep_record(&record.wallet, record.scheme, record.version, &bytes) {
+                    tracing::warn!(wallet = %record.wallet, error = %e, "cannot keep a copy of the wallet record");
+                }
+                if let Err(e) = self.registry.put(Bucket::Wallets, &key, bytes.into()).await {
                     return fail(ErrorCode::Internal, format!("cannot record the wallet: {e}"));
                 }
-                return Outcome::Ok { result: completed };
+                return Outcome::Ok { result: endorsed };
             }
             tokio::select! {
                 _ = watch.changed() => {}

@@ -28,11 +28,11 @@
 
 use crate::coordinator::Host;
 use crate::registry::{Bucket, RegistryError};
+use conclave_proto::ids::SessionKind;
 use conclave_proto::link::{SessionPlan, ToEnclave};
 use conclave_proto::registry::{SessionRecord, SessionState};
 use conclave_proto::request::{RequestBody, SignedRequest};
-use conclave_proto::result::{Completed, Outcome};
-use conclave_proto::ids::SessionKind;
+use conclave_proto::result::Outcome;
 use conclave_proto::{ErrorCode, NodeId, RequestError, RequestId, SessionId, PROTOCOL_VERSION};
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,9 +159,7 @@ impl Host {
                 started = plan.attempt;
                 running = Some((plan.attempt, self.start_signer(request, plan.clone(), req)));
             }
-            let deadline = tokio::time::Instant::now()
-                + Duration::from_millis(plan.deadline_ms.saturating_sub(crate::now_ms()))
-                + DEADLINE_GRACE;
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(plan.deadline_ms.saturating_sub(crate::now_ms())) + DEADLINE_GRACE;
             tokio::select! {
                 outcome = async { (&mut running.as_mut().expect("guarded").1).await }, if running.is_some() => {
                     let attempt = running.take().expect("guarded").0;
@@ -206,11 +204,12 @@ impl Host {
     async fn settle(&self, id: &RequestId, revision: u64, record: &SessionRecord, quorum: &Quorum, outcome: Outcome, req: &Followed) -> bool {
         match outcome {
             Outcome::Ok { result } => {
-                let outcome = match result {
-                    // A key (new, or moved) is usable only once every member
-                    // holds its share.
-                    key @ (Completed::Keygen(_) | Completed::Reshare(_)) => self.confirm_stored(id, key, record.plan.deadline_ms).await,
-                    sign => Outcome::Ok { result: sign },
+                // A key (new, or moved) is usable only once every member
+                // holds its share. What the statement says is not trusted
+                // here: clients check the signers' signatures on it.
+                let outcome = match result.unverified_record() {
+                    Some(key) => self.confirm_stored(id, result, &key, record.plan.deadline_ms).await,
+                    None => Outcome::Ok { result },
                 };
                 if let Outcome::Error { error } = outcome {
                     self.fail(id, revision, record, error, req).await;
@@ -313,8 +312,7 @@ impl Host {
         self.metrics.sessions_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.transition(req, Phase::Running, Some(&plan), format!("with {:?}", plan.participants));
         if !self.link.send(ToEnclave::Start { request: request.clone(), plan: plan.clone() }) {
-            let error = RequestError::new(ErrorCode::PeerUnavailable, format!("{} has no enclave link", self.me()))
-                .blaming(vec![self.me().clone()]);
+            let error = RequestError::new(ErrorCode::PeerUnavailable, format!("{} has no enclave link", self.me())).blaming(vec![self.me().clone()]);
             self.deliver_outcome(&plan.request_id, attempt, Outcome::Error { error });
         }
         rx
@@ -338,7 +336,9 @@ impl Host {
                 self.metrics.sessions_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 let _ = tx.send(outcome);
             }
-            None => tracing::debug!(request = %id, attempt, "outcome of an attempt nobody follows; dropped"),
+            None => {
+                tracing::debug!(request = %id, attempt, "outcome of an attempt nobody follows; dropped")
+            }
         }
     }
 
@@ -367,4 +367,3 @@ impl Host {
 fn encode(record: &SessionRecord) -> bytes::Bytes {
     serde_json::to_vec(record).expect("records serialise").into()
 }
-

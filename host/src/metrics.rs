@@ -44,6 +44,7 @@ impl Metrics {
             "conclave_requests_total" => "kind",
             "conclave_results_total" => "status",
             "conclave_session_transitions_total" => "to",
+            "conclave_envelopes_dropped_total" => "reason",
             _ => "code",
         };
         for ((name, value), count) in self.labelled.lock().expect("metrics lock").iter() {

@@ -57,24 +57,32 @@ impl Nats {
         // hold up heartbeats for the default 5 s.
         js.set_timeout(JS_TIMEOUT);
         let dedup = Duration::from_secs(DEDUP_WINDOW_SECS);
-        ensure_stream(&js, "request stream", stream::Config {
-            name: REQUEST_STREAM.into(),
-            subjects: vec![REQUEST_SUBJECTS.into()],
-            duplicate_window: dedup,
-            max_age: WEEK,
-            max_message_size: 1024 * 1024,
-            num_replicas: config.nats_replicas,
-            ..Default::default()
-        })
+        ensure_stream(
+            &js,
+            "request stream",
+            stream::Config {
+                name: REQUEST_STREAM.into(),
+                subjects: vec![REQUEST_SUBJECTS.into()],
+                duplicate_window: dedup,
+                max_age: WEEK,
+                max_message_size: 1024 * 1024,
+                num_replicas: config.nats_replicas,
+                ..Default::default()
+            },
+        )
         .await?;
-        ensure_stream(&js, "result stream", stream::Config {
-            name: RESULT_STREAM.into(),
-            subjects: vec![RESULT_SUBJECTS.into()],
-            duplicate_window: dedup,
-            max_age: WEEK,
-            num_replicas: config.nats_replicas,
-            ..Default::default()
-        })
+        ensure_stream(
+            &js,
+            "result stream",
+            stream::Config {
+                name: RESULT_STREAM.into(),
+                subjects: vec![RESULT_SUBJECTS.into()],
+                duplicate_window: dedup,
+                max_age: WEEK,
+                num_replicas: config.nats_replicas,
+                ..Default::default()
+            },
+        )
         .await?;
         Ok(Nats { client, js })
     }

@@ -5,14 +5,15 @@
 
 use crate::coordinator::Host;
 use crate::registry::Bucket;
+use conclave_proto::attestation::{attest_subject, AskError, AttestAnswer, AttestQuery, Document};
 use conclave_proto::registry::{Answer, Ask, NodeEntry, Query, MAX_ANSWER_BYTES};
 use conclave_proto::result::KeygenResult;
+use conclave_proto::statement::Endorsed;
 use conclave_proto::subjects::{wallet_key, QUERY_SUBJECT};
-use conclave_proto::attestation::{attest_subject, AskError, AttestAnswer, AttestQuery, Document};
-use std::time::Duration;
 use conclave_proto::{ErrorCode, RequestError, PROTOCOL_VERSION};
 use futures::StreamExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 impl Host {
     /// Subscribes to queries. Not as a queue group: a query that NATS
@@ -58,7 +59,9 @@ impl Host {
             let Some(reply) = msg.reply else { continue };
             let (host, answering) = (self.clone(), answer(self.clone(), msg.payload));
             tokio::spawn(async move {
-                let Some(answer) = answering.await else { return };
+                let Some(answer) = answering.await else {
+                    return;
+                };
                 let payload = serde_json::to_vec(&answer).expect("answers serialise");
                 if let Err(e) = host.nats.client.publish(reply, payload.into()).await {
                     tracing::warn!(error = %e, "cannot answer {what}");
@@ -91,6 +94,13 @@ impl Host {
         .await
     }
 
+    /// This node's own copy of a wallet's record (what its signer signed),
+    /// read for routing only.
+    fn kept(&self, wallet: &conclave_proto::WalletId, scheme: conclave_proto::Scheme) -> Option<(KeygenResult, Endorsed)> {
+        let kept: Endorsed = serde_json::from_slice(&self.store.kept_record(wallet, scheme).ok()??).ok()?;
+        Some((kept.unverified_record()?, kept))
+    }
+
     /// The answer, or none when this host should leave it to the others.
     async fn answer(&self, ask: Ask) -> Option<Answer> {
         Some(match ask {
@@ -101,26 +111,48 @@ impl Host {
                 let nodes = self.view.nodes().into_iter().map(|(node_id, record, ready)| NodeEntry { node_id, record, ready }).collect();
                 Answer::Nodes { nodes }
             }
-            Ask::Wallet { wallet, scheme } => match self.registry.get(Bucket::Wallets, &wallet_key(&wallet, scheme)).await {
-                Ok(None) => Answer::Wallet { record: None },
-                Ok(Some(entry)) => match serde_json::from_slice(&entry.value) {
-                    Ok(record) => Answer::Wallet { record: Some(record) },
-                    Err(_) => Answer::Error { error: RequestError::new(ErrorCode::Internal, format!("the record of wallet {wallet} ({scheme}) is corrupt")) },
+            // This node's own copy first: a record its signer signed, which
+            // no registry writer can replace. The client checks either.
+            Ask::Wallet { wallet, scheme } => match self.kept(&wallet, scheme) {
+                Some((_, kept)) => Answer::Wallet { record: Some(kept) },
+                None => match self.registry.get(Bucket::Wallets, &wallet_key(&wallet, scheme)).await {
+                    Ok(None) => Answer::Wallet { record: None },
+                    Ok(Some(entry)) => match serde_json::from_slice(&entry.value) {
+                        Ok(record) => Answer::Wallet { record: Some(record) },
+                        Err(_) => {
+                            Answer::Error { error: RequestError::new(ErrorCode::Internal, format!("the record of wallet {wallet} ({scheme}) is corrupt")) }
+                        }
+                    },
+                    Err(e) => Answer::Error { error: RequestError::new(ErrorCode::Internal, format!("registry: {e}")) },
                 },
-                Err(e) => Answer::Error { error: RequestError::new(ErrorCode::Internal, format!("registry: {e}")) },
             },
-            Ask::Wallets { scheme, mut committee } => match self.registry.list(Bucket::Wallets).await {
+            Ask::Wallets { scheme, committee } => match self.registry.list(Bucket::Wallets).await {
                 Ok(entries) => {
-                    committee.sort();
-                    let records: Vec<KeygenResult> = entries
+                    let committee = committee.map(|mut c| {
+                        c.sort();
+                        c
+                    });
+                    let mut records: Vec<(KeygenResult, Endorsed)> = entries
                         .iter()
-                        .filter_map(|(_, value)| serde_json::from_slice::<KeygenResult>(value).ok())
-                        .filter(|r| r.scheme == scheme && {
-                            let mut theirs = r.committee.clone();
-                            theirs.sort();
-                            theirs == committee
+                        .filter_map(|(_, value)| {
+                            let listed = serde_json::from_slice::<Endorsed>(value).ok()?;
+                            let record = listed.unverified_record()?;
+                            // This node's own copy where it is as new (an
+                            // overwritten record has no newer version here).
+                            let kept = self.kept(&record.wallet, record.scheme).filter(|(k, _)| k.version >= record.version);
+                            Some(kept.unwrap_or((record, listed)))
+                        })
+                        .filter(|(r, _)| scheme.is_none_or(|s| r.scheme == s))
+                        .filter(|(r, _)| {
+                            committee.as_ref().is_none_or(|c| {
+                                let mut theirs = r.committee.clone();
+                                theirs.sort();
+                                theirs == *c
+                            })
                         })
                         .collect();
+                    records.sort_by(|(a, _), (b, _)| (&a.wallet, a.scheme.as_str()).cmp(&(&b.wallet, b.scheme.as_str())));
+                    let records: Vec<Endorsed> = records.into_iter().map(|(_, e)| e).collect();
                     // One answer must fit what a client reads.
                     match serde_json::to_vec(&records).map(|b| b.len()).unwrap_or(usize::MAX) {
                         len if len + 1024 > MAX_ANSWER_BYTES => Answer::Error {

@@ -1,18 +1,23 @@
-//! The sealed blob store. It holds only ciphertext the host cannot open.
+//! The sealed blob store. It holds only ciphertext the host cannot open,
+//! and beside it this node's copies of the wallet records its signer
+//! signed (public, signed statements).
 //!
-//! Layout: `<dir>/blobs/<slot path>/<version, 10 digits>.blob`. A version is
-//! written to a temporary file, synced, and hard-linked into place: the link
-//! fails if the version exists, so nothing is ever overwritten, and a crash
-//! leaves either the whole blob or none.
+//! Layout: `<dir>/blobs/<slot path>/<version, 10 digits>.blob` and
+//! `<dir>/records/<wallet>/<scheme>/<version, 10 digits>.blob`. A version
+//! is written to a temporary file, synced, and hard-linked into place: the
+//! link fails if the version exists, so nothing is ever overwritten, and a
+//! crash leaves either the whole blob or none.
 
 use conclave_proto::link::{BlobSlot, StoreError, StoredBlob};
 use conclave_proto::store;
+use conclave_proto::{Scheme, WalletId};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The blob store.
 pub struct BlobStore {
     root: PathBuf,
+    records: PathBuf,
 }
 
 impl BlobStore {
@@ -20,36 +25,24 @@ impl BlobStore {
     pub fn open(dir: &Path) -> std::io::Result<BlobStore> {
         let root = dir.join("blobs");
         std::fs::create_dir_all(&root)?;
-        Ok(BlobStore { root })
-    }
-
-    fn slot_dir(&self, slot: &BlobSlot) -> PathBuf {
-        self.root.join(slot.path())
+        Ok(BlobStore { root, records: dir.join("records") })
     }
 
     /// The highest version in `slot`.
     pub fn load_latest(&self, slot: &BlobSlot) -> std::io::Result<Option<StoredBlob>> {
-        let dir = self.slot_dir(slot);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut best: Option<u32> = None;
-        for entry in entries {
-            let name = entry?.file_name();
-            let version = name.to_str().and_then(store::parse_blob_file_name);
-            if let Some(v) = version {
-                best = best.max(Some(v));
-            }
-        }
-        match best {
-            None => Ok(None),
-            Some(version) => {
-                let sealed = std::fs::read(dir.join(store::blob_file_name(version)))?;
-                Ok(Some(StoredBlob { version, sealed }))
-            }
-        }
+        latest(&self.root.join(slot.path()))
+    }
+
+    /// Keeps this node's copy of a wallet record (the committee's signed
+    /// statement): what it answers about the wallet, whatever the registry
+    /// holds. Never overwritten.
+    pub fn keep_record(&self, wallet: &WalletId, scheme: Scheme, version: u32, record: &[u8]) -> Result<(), StoreError> {
+        write_once(&self.records.join(wallet.as_str()).join(scheme.as_str()), &StoredBlob { version, sealed: record.to_vec() })
+    }
+
+    /// The latest copy of a wallet record kept here.
+    pub fn kept_record(&self, wallet: &WalletId, scheme: Scheme) -> std::io::Result<Option<Vec<u8>>> {
+        Ok(latest(&self.records.join(wallet.as_str()).join(scheme.as_str()))?.map(|b| b.sealed))
     }
 
     /// Writes a new version of `slot`; refuses to overwrite.
@@ -65,32 +58,59 @@ impl BlobStore {
     /// Writes a new version at a slot path (a restore knows paths, not
     /// slots); refuses to overwrite.
     pub fn store_at(&self, path: &str, blob: &StoredBlob) -> Result<(), StoreError> {
-        let io = |e: std::io::Error| StoreError::Io { detail: e.to_string() };
-        let dir = self.root.join(path);
-        std::fs::create_dir_all(&dir).map_err(io)?;
-        let target = dir.join(store::blob_file_name(blob.version));
-        if target.exists() {
-            return Err(StoreError::Exists);
-        }
-        let tmp = dir.join(format!(".{:010}.{}.tmp", blob.version, std::process::id()));
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&blob.sealed).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        let linked = std::fs::hard_link(&tmp, &target);
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(StoreError::Exists),
-            Err(e) => return Err(io(e)),
-        }
-        std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io)
+        write_once(&self.root.join(path), blob)
     }
+}
+
+/// The highest version in a slot's directory.
+fn latest(dir: &Path) -> std::io::Result<Option<StoredBlob>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut best: Option<u32> = None;
+    for entry in entries {
+        let name = entry?.file_name();
+        let version = name.to_str().and_then(store::parse_blob_file_name);
+        if let Some(v) = version {
+            best = best.max(Some(v));
+        }
+    }
+    match best {
+        None => Ok(None),
+        Some(version) => {
+            let sealed = std::fs::read(dir.join(store::blob_file_name(version)))?;
+            Ok(Some(StoredBlob { version, sealed }))
+        }
+    }
+}
+
+/// Writes a version into a slot's directory; refuses to overwrite.
+fn write_once(dir: &Path, blob: &StoredBlob) -> Result<(), StoreError> {
+    let io = |e: std::io::Error| StoreError::Io { detail: e.to_string() };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let target = dir.join(store::blob_file_name(blob.version));
+    if target.exists() {
+        return Err(StoreError::Exists);
+    }
+    let tmp = dir.join(format!(".{:010}.{}.tmp", blob.version, std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&blob.sealed).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    let linked = std::fs::hard_link(&tmp, &target);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(StoreError::Exists),
+        Err(e) => return Err(io(e)),
+    }
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conclave_proto::{Scheme, WalletId};
 
     #[test]
     fn versions_are_never_overwritten_and_the_latest_is_served() {

@@ -150,11 +150,7 @@ mod tests {
         future.format = "conclave-backup/v2".into();
         assert!(matches!(Backup::decode(&future.encode()), Err(BackupError::Format(_))));
         for path in ["../etc", "/abs", "share//x", "share/./x", "share/w x"] {
-            let evil = Backup::new(
-                NodeId::new("node-1").unwrap(),
-                1,
-                vec![BackedUpBlob { path: path.into(), version: 1, sealed: vec![0] }],
-            );
+            let evil = Backup::new(NodeId::new("node-1").unwrap(), 1, vec![BackedUpBlob { path: path.into(), version: 1, sealed: vec![0] }]);
             assert!(matches!(Backup::decode(&evil.encode()), Err(BackupError::Path(_))), "{path}");
         }
     }

@@ -46,11 +46,7 @@ impl DecodeError {
 }
 
 /// Decodes JSON from untrusted bytes after checking their size.
-pub fn decode_json<T: DeserializeOwned>(
-    what: &'static str,
-    bytes: &[u8],
-    limit: usize,
-) -> Result<T, DecodeError> {
+pub fn decode_json<T: DeserializeOwned>(what: &'static str, bytes: &[u8], limit: usize) -> Result<T, DecodeError> {
     if bytes.len() > limit {
         return Err(DecodeError::TooLarge { what, len: bytes.len(), limit });
     }
@@ -115,8 +111,7 @@ pub mod hex_array {
     pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
         let s = String::deserialize(d)?;
         let mut out = [0u8; N];
-        hex::decode_to_slice(&s, &mut out)
-            .map_err(|_| serde::de::Error::custom(format!("expected {N} bytes as {} hex digits", 2 * N)))?;
+        hex::decode_to_slice(&s, &mut out).map_err(|_| serde::de::Error::custom(format!("expected {N} bytes as {} hex digits", 2 * N)))?;
         Ok(out)
     }
 }

@@ -26,6 +26,9 @@ pub enum ErrorCode {
     UnknownWallet,
     /// A key already exists for this wallet and scheme.
     WalletExists,
+    /// The signer's share is of another key version than the request
+    /// names: the wallet was reshared, or a host served an old share.
+    VersionMismatch,
     /// The request asks for something this scheme or build cannot do.
     Unsupported,
     /// Fewer than the threshold of the wallet's committee are ready.
@@ -59,6 +62,7 @@ impl ErrorCode {
             ErrorCode::Expired => "expired",
             ErrorCode::UnknownWallet => "unknown_wallet",
             ErrorCode::WalletExists => "wallet_exists",
+            ErrorCode::VersionMismatch => "version_mismatch",
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::InsufficientPeers => "insufficient_peers",
             ErrorCode::PeerUnavailable => "peer_unavailable",

@@ -24,6 +24,7 @@ pub mod registry;
 pub mod request;
 pub mod result;
 pub mod sealed;
+pub mod statement;
 pub mod store;
 pub mod subjects;
 #[cfg(feature = "tokio")]

@@ -363,6 +363,30 @@ pub enum StoreError {
     },
 }
 
+/// Why a signer dropped an authenticated envelope without acting on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// Seen before in its session (a replay), or older than one seen.
+    Replayed,
+    /// For a session that ended here: late, or replayed after the end.
+    Finished,
+    /// Over the bounds on what is held for a session not started here (per
+    /// session, per peer, in all), or on a running session's queue.
+    NoRoom,
+}
+
+impl DropReason {
+    /// The label in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Replayed => "replayed",
+            DropReason::Finished => "finished",
+            DropReason::NoRoom => "no_room",
+        }
+    }
+}
+
 /// Frames from the enclave to the host.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -451,6 +475,14 @@ pub enum FromEnclave {
     Primes {
         /// A set is ready.
         ready: bool,
+    },
+    /// An authenticated envelope from `peer` was dropped unread (counted
+    /// by the host in `conclave_envelopes_dropped_total{reason}`).
+    Dropped {
+        /// Why.
+        reason: DropReason,
+        /// Who sent it.
+        peer: NodeId,
     },
     /// Something from outside was refused (for the host's logs and metrics).
     Rejected {

@@ -105,13 +105,16 @@ pub enum Ask {
         /// Its scheme.
         scheme: crate::Scheme,
     },
-    /// The records of a scheme's wallets held by exactly this committee
-    /// (in any order): what to reshare when the committee changes.
+    /// Wallet records: of one scheme, or all; held by exactly this
+    /// committee (in any order: what to reshare when the committee
+    /// changes), or by any.
     Wallets {
-        /// The scheme.
-        scheme: crate::Scheme,
-        /// The committee.
-        committee: Vec<crate::NodeId>,
+        /// The scheme, or any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scheme: Option<crate::Scheme>,
+        /// The committee, or any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        committee: Option<Vec<crate::NodeId>>,
     },
 }
 
@@ -131,15 +134,15 @@ pub enum Answer {
         /// The nodes.
         nodes: Vec<NodeEntry>,
     },
-    /// The wallet's record, or none.
+    /// The wallet's record (its committee's signed statement), or none.
     Wallet {
         /// The record.
-        record: Option<crate::result::KeygenResult>,
+        record: Option<crate::statement::Endorsed>,
     },
-    /// The committee's wallets, sorted by wallet id.
+    /// The wallets asked for, sorted by wallet id and scheme.
     Wallets {
         /// Their records.
-        records: Vec<crate::result::KeygenResult>,
+        records: Vec<crate::statement::Endorsed>,
     },
     /// The query could not be answered.
     Error {

@@ -79,6 +79,9 @@ impl RequestBody {
                 }
             }
             RequestBody::Sign(s) => {
+                if s.version == 0 {
+                    return Err(RequestError::new(Malformed, "version 0: keys start at version 1"));
+                }
                 match (&s.payload, s.scheme) {
                     (SignPayload::Digest(d), Scheme::Ecdsa) if d.len() != 32 => {
                         return Err(RequestError::new(Malformed, format!("digest of {} bytes, expected 32", d.len())));
@@ -213,6 +216,11 @@ pub struct SignRequest {
     pub wallet: WalletId,
     /// Which of the wallet's keys.
     pub scheme: Scheme,
+    /// The key version the initiator expects (from the wallet's signed
+    /// record): a signer whose share is of another version refuses
+    /// (`version_mismatch`), so an old share served again by a host, or
+    /// one replaced by a reshare, never signs.
+    pub version: u32,
     /// What to sign.
     pub payload: SignPayload,
     /// Non-hardened BIP-32 derivation path (ECDSA only); empty for the root key.
@@ -279,6 +287,7 @@ mod tests {
             request_id: RequestId::new("r-1").unwrap(),
             wallet: WalletId::new("w").unwrap(),
             scheme: Scheme::Ecdsa,
+            version: 1,
             payload: SignPayload::Digest(vec![7; 32]),
             path: vec![0, 5],
             signers: None,

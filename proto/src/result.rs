@@ -25,10 +25,11 @@ pub struct RequestResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome {
-    /// `{"status":"ok","result":{...}}`
+    /// `{"status":"ok","result":{"statement":"...","endorsements":[...]}}`:
+    /// what was produced, as the signers state and sign it.
     Ok {
-        /// What was produced.
-        result: Completed,
+        /// The signed statement (its `result` is a [`Completed`]).
+        result: crate::statement::Endorsed,
     },
     /// `{"status":"error","error":{"code":...,"reason":...}}`
     Error {
@@ -37,7 +38,8 @@ pub enum Outcome {
     },
 }
 
-/// What a successful request produced, tagged by `kind`.
+/// What a successful request produced, tagged by `kind`; carried inside a
+/// signed [`crate::statement::Statement`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Completed {

@@ -20,10 +20,8 @@ pub fn derive(mut key: [u8; 33], mut chain: [u8; 32], path: &[u32]) -> [u8; 33] 
         mac.update(&key);
         mac.update(&i.to_be_bytes());
         let out = mac.finalize().into_bytes();
-        let tweak: Scalar = Option::from(<Scalar as k256::elliptic_curve::PrimeField>::from_repr(
-            <[u8; 32]>::try_from(&out[..32]).unwrap().into(),
-        ))
-        .expect("tweak below the group order");
+        let tweak: Scalar = Option::from(<Scalar as k256::elliptic_curve::PrimeField>::from_repr(<[u8; 32]>::try_from(&out[..32]).unwrap().into()))
+            .expect("tweak below the group order");
         let parent = PublicKey::from_sec1_bytes(&key).unwrap();
         let child = ProjectivePoint::GENERATOR * tweak + parent.to_projective();
         let child = PublicKey::from_affine(child.to_affine()).expect("child is not the identity");

@@ -1,10 +1,10 @@
 //! A cluster of real node processes for one test, built from a template
 //! (see the crate docs).
 
-use crate::process::Proc;
 use crate::consul::ConsulAgent;
 use crate::faultproxy::FaultProxy;
 use crate::natsaccess::NatsAccess;
+use crate::process::Proc;
 use crate::{bin, eventually, softhsm, Mode, NatsServer};
 use conclave_enclave::seal::KeySealer;
 use conclave_enclave::share::ShareRecord;
@@ -93,7 +93,9 @@ impl Cluster {
     async fn boot(dir: tempfile::TempDir, mode: Mode, n: usize, topology: Topology) -> Cluster {
         let access = topology.secured.then(|| NatsAccess::create(&dir.path().join("nats-access"), n));
         let nats = match (topology.nats_servers, &access) {
-            (1, Some(access)) => vec![NatsServer::start_secured(&dir.path().join("nats"), access).await],
+            (1, Some(access)) => {
+                vec![NatsServer::start_secured(&dir.path().join("nats"), access).await]
+            }
             (1, None) => vec![NatsServer::start(&dir.path().join("nats")).await],
             (size, _) => NatsServer::start_cluster(&dir.path().join("nats"), size).await,
         };
@@ -138,6 +140,20 @@ impl Cluster {
     /// The client configuration file the tests (and `conclave`) use.
     pub fn client_config(&self) -> PathBuf {
         self.dir.path().join("client.toml")
+    }
+
+    /// Runs the `conclave` CLI with this cluster's client configuration
+    /// and `--json`: its exit code, its stdout as JSON, and its stderr.
+    pub fn cli(&self, args: &[&str]) -> (i32, serde_json::Value, String) {
+        let out = std::process::Command::new(crate::bin("conclave"))
+            .arg("--config")
+            .arg(self.client_config())
+            .args(args)
+            .arg("--json")
+            .output()
+            .expect("run conclave");
+        let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("JSON on stdout: {}", String::from_utf8_lossy(&out.stdout)));
+        (out.status.code().expect("exit code"), json, String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     /// A connected SDK client with the cluster's initiator key.
@@ -302,9 +318,7 @@ impl Cluster {
     /// The value of a Prometheus sample on node `i` (0 if absent).
     pub async fn metric(&self, i: usize, sample: &str) -> f64 {
         let (_, body) = self.try_http_get(i, "/metrics").await.expect("node answers /metrics");
-        body.lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
-            .unwrap_or(0.0)
+        body.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
     }
 
     /// Opens node `i`'s sealed share of `wallet` (version 1) with the node's
@@ -318,18 +332,30 @@ impl Cluster {
     /// Node `i`'s share record of `wallet` at `version`, opened with its dev
     /// seal key.
     pub fn open_share_version(&self, i: usize, wallet: &WalletId, scheme: Scheme, version: u32) -> ShareRecord {
-        assert_eq!(self.mode, Mode::Dev, "only a dev-mode cluster's shares can be opened outside its nodes");
-        let node = self.node_dir(i);
-        let seal_key_hex = std::fs::read_to_string(node.join("enclave/seal.key")).expect("dev seal key");
+        let slot = BlobSlot::Share { wallet: wallet.clone(), scheme };
+        ShareRecord::open(&self.dev_sealer(i), &self.nodes[i - 1].id, &slot, &self.stored_blob(i, &slot, version))
+            .expect("the node's own seal key opens its share")
+    }
+
+    /// Node `i`'s blob of `slot` at `version`, opened with its dev seal key.
+    pub fn open_blob(&self, i: usize, slot: &BlobSlot, version: u32) -> zeroize::Zeroizing<Vec<u8>> {
+        use conclave_enclave::seal::{SealContext, Sealer};
+        let blob = self.stored_blob(i, slot, version);
+        self.dev_sealer(i).open(&SealContext::blob(&self.nodes[i - 1].id, slot, version), &blob.sealed).expect("the node's own seal key opens its blob")
+    }
+
+    fn stored_blob(&self, i: usize, slot: &BlobSlot, version: u32) -> StoredBlob {
+        let path = self.node_dir(i).join("store/blobs").join(slot.path()).join(blob_file_name(version));
+        StoredBlob { version, sealed: std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) }
+    }
+
+    /// Node `i`'s dev seal key (dev mode only: in hsm mode it never leaves the token).
+    fn dev_sealer(&self, i: usize) -> KeySealer {
+        assert_eq!(self.mode, Mode::Dev, "only a dev-mode cluster's blobs can be opened outside its nodes");
+        let seal_key_hex = std::fs::read_to_string(self.node_dir(i).join("enclave/seal.key")).expect("dev seal key");
         let mut seal_key = [0u8; 32];
         hex::decode_to_slice(seal_key_hex.trim(), &mut seal_key).expect("dev seal key is 32 bytes of hex");
-        let sealer = KeySealer::from_key(&seal_key);
-        let slot = BlobSlot::Share { wallet: wallet.clone(), scheme };
-        let blob = StoredBlob {
-            version,
-            sealed: std::fs::read(node.join("store/blobs").join(slot.path()).join(blob_file_name(version))).expect("stored share blob"),
-        };
-        ShareRecord::open(&sealer, &self.nodes[i - 1].id, &slot, &blob).expect("the node's own seal key opens its share")
+        KeySealer::from_key(&seal_key)
     }
 
     /// The cluster's initiator key.
@@ -427,7 +453,10 @@ fn dev_attestation_ca(dir: &Path) -> PathBuf {
 /// not cut short and a stuck request still ends in the cluster's own answer.
 fn write_client_config(dir: &Path, nats_urls: &[String], access: &str) {
     let dev_root = if dir.join("dev-attestation-root.pem").exists() { "dev_attestation_root = \"dev-attestation-root.pem\"\n" } else { "" };
-    std::fs::write(dir.join("client.toml"), format!("nats_urls = {}\ninitiator_key = \"initiator.key\"\n{dev_root}{access}", toml_list(nats_urls)))
+    std::fs::write(
+        dir.join("client.toml"),
+        format!("nats_urls = {}\ninitiator_key = \"initiator.key\"\nroster = \"roster.json\"\n{dev_root}{access}", toml_list(nats_urls)),
+    )
     .unwrap();
 }
 

@@ -89,7 +89,9 @@ impl Store {
     }
 
     fn invalidate(&mut self, id: &str) {
-        let Some(session) = self.sessions.remove(id) else { return };
+        let Some(session) = self.sessions.remove(id) else {
+            return;
+        };
         let held: Vec<String> = self.kv.iter().filter(|(_, p)| p.session.as_deref() == Some(id)).map(|(k, _)| k.clone()).collect();
         for key in held {
             if session.delete {
@@ -143,9 +145,9 @@ impl ConsulStandIn {
     /// certificates of `ca` if `verify_clients` (an agent with
     /// `verify_incoming`).
     pub async fn start_tls(token: Option<String>, ca: &crate::pki::TestCa, verify_clients: bool) -> ConsulStandIn {
-        use tokio_rustls::rustls;
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio_rustls::rustls;
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca.file("server.pem")).unwrap().map(|c| c.unwrap()).collect();
         let key = PrivateKeyDer::from_pem_file(ca.file("server.key")).unwrap();
@@ -172,7 +174,9 @@ impl ConsulStandIn {
         let secure = tls.is_some();
         let server = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (shared, tls) = (shared.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
@@ -346,7 +350,9 @@ async fn kv_get(shared: &Shared, key: &str, query: &HashMap<String, String>) -> 
 fn kv_put(shared: &Shared, key: &str, query: &HashMap<String, String>, value: Bytes) -> Response<Full<Bytes>> {
     let mut store = shared.store.lock().expect("store lock");
     if let Some(cas) = query.get("cas") {
-        let Ok(cas) = cas.parse::<u64>() else { return answer(StatusCode::BAD_REQUEST, "Invalid cas index") };
+        let Ok(cas) = cas.parse::<u64>() else {
+            return answer(StatusCode::BAD_REQUEST, "Invalid cas index");
+        };
         let current = store.kv.get(key).map(|p| p.modify_index).unwrap_or(0);
         if current != cas {
             return answer(StatusCode::OK, "false");

@@ -40,7 +40,9 @@ impl FaultProxy {
             while let Ok((client, _)) = listener.accept().await {
                 let state = shared.clone();
                 tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else { return };
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                        return;
+                    };
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
                     tokio::join!(copy(cr, sw, state.clone()), copy(sr, cw, state));

@@ -11,6 +11,7 @@
 //! own nats-server and node processes on fresh ports.
 #![forbid(unsafe_code)]
 
+pub mod adversary;
 pub mod bip32;
 pub mod cluster;
 pub mod consul;

@@ -42,11 +42,8 @@ impl NatsServer {
             .iter()
             .enumerate()
             .map(|(i, (client, route))| {
-                let cluster = format!(
-                    "server_name: n{}\ncluster {{ name: conclave, listen: \"127.0.0.1:{route}\", routes: [{}] }}\n",
-                    i + 1,
-                    routes.join(", ")
-                );
+                let cluster =
+                    format!("server_name: n{}\ncluster {{ name: conclave, listen: \"127.0.0.1:{route}\", routes: [{}] }}\n", i + 1, routes.join(", "));
                 Self::spawn(&dir.join(format!("n{}", i + 1)), *client, &cluster)
             })
             .collect();
@@ -72,15 +69,9 @@ impl NatsServer {
     fn spawn_with(dir: &Path, port: u16, extra: &str, env: &[(&str, &str)]) -> NatsServer {
         std::fs::create_dir_all(dir).expect("nats dir");
         let conf = dir.join("nats.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{ store_dir: \"{}\" }}\n{extra}",
-                dir.join("data").display()
-            ),
-        )
-        .expect("write nats.conf");
-        let proc = Proc::spawn("nats-server", Path::new("nats-server"), &["-js", "-c", conf.to_str().unwrap()], &dir.join("nats.log"), env);
+        std::fs::write(&conf, format!("listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{ store_dir: \"{}\" }}\n{extra}", dir.join("data").display()))
+            .expect("write nats.conf");
+        let proc = Proc::spawn("nats-server", &nats_server_bin(), &["-js", "-c", conf.to_str().unwrap()], &dir.join("nats.log"), env);
         NatsServer { proc, port, dir: dir.to_path_buf(), secured: None }
     }
 
@@ -119,5 +110,16 @@ impl NatsServer {
     /// Its state directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// The nats-server that `deploy/setup.sh` installed under `.tools/`, or the
+/// one on `PATH`.
+pub fn nats_server_bin() -> std::path::PathBuf {
+    let ours = crate::workspace().join(".tools/bin/nats-server");
+    if ours.exists() {
+        ours
+    } else {
+        "nats-server".into()
     }
 }

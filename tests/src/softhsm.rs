@@ -63,8 +63,8 @@ pub fn create_token(node_dir: &Path, label: &str) -> PathBuf {
         .output()
         .expect("softhsm2-util (Debian package softhsm2; deploy/setup.sh installs it)");
     assert!(out.status.success(), "softhsm2-util --init-token: {}", String::from_utf8_lossy(&out.stderr));
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let path = pin_file(node_dir, label);
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).expect("pin file");
     f.write_all(user_pin.as_bytes()).expect("write pin");

@@ -72,7 +72,8 @@ async fn a_node_whose_document_binds_other_keys_is_refused_and_the_others_keep_s
     assert_eq!(error.code, ErrorCode::PeerUnattested, "{error:?}");
     assert_eq!(error.blamed, vec![node3.clone()]);
     assert!(error.reason.contains("binding"), "the failed check is named: {}", error.reason);
-    let counted = cluster.metric(1, "conclave_rejected_total{code=\"peer_unattested\"}").await + cluster.metric(2, "conclave_rejected_total{code=\"peer_unattested\"}").await;
+    let counted = cluster.metric(1, "conclave_rejected_total{code=\"peer_unattested\"}").await
+        + cluster.metric(2, "conclave_rejected_total{code=\"peer_unattested\"}").await;
     assert!(counted >= 1.0, "the refusal is counted");
 
     client.sign(&honest, Scheme::Eddsa, SignPayload::Message(b"after".to_vec()), vec![], None).await.expect("the others keep signing");

@@ -2,6 +2,7 @@
 //! hsm mode (a SoftHSM2 token per node) unless a test says otherwise,
 //! 2-of-3. Each test starts its own cluster.
 
+use conclave_proto::link::BlobSlot;
 use conclave_proto::request::{KeygenRequest, RequestBody, SignPayload, SignRequest};
 use conclave_proto::result::{KeygenResult, Outcome, SignResult};
 use conclave_proto::subjects::{KEYGEN_SUBJECT, SIGN_SUBJECT};
@@ -109,6 +110,7 @@ async fn requests_from_an_unknown_initiator_are_refused_as_unauthorized() {
         request_id: RequestId::new("stranger-sign").unwrap(),
         wallet: w.clone(),
         scheme: Scheme::Eddsa,
+        version: 1,
         payload: SignPayload::Message(b"drain the wallet".to_vec()),
         path: vec![],
         signers: None,
@@ -150,10 +152,11 @@ async fn malformed_and_oversized_requests_get_error_results_and_nodes_keep_servi
         &cluster.nats_url(),
         SIGN_SUBJECT,
         "versionless",
-        br#"{"v":99,"body":"{}","initiator":"00","signature":"00"}"#.to_vec(),
+        format!(r#"{{"v":99,"body":"{{}}","initiator":"{}","signature":"{}"}}"#, "00".repeat(32), "00".repeat(64)).into_bytes(),
     )
     .await;
-    assert!(matches!(unknown.outcome, Outcome::Error { .. }), "{unknown:?}");
+    // Well-formed but for its version: refused for the version, not as malformed.
+    assert!(matches!(unknown.outcome, Outcome::Error { ref error } if error.code == ErrorCode::UnsupportedVersion), "{unknown:?}");
     // The cluster still serves.
     let client = cluster.client().await;
     let w = wallet("after-garbage");
@@ -209,17 +212,19 @@ async fn tampered_envelopes_are_rejected_and_signing_goes_on() {
 
 /// Finds every string value under a key named `x` (the secret share in
 /// key-share's serialisation).
-fn secret_scalars(v: &serde_json::Value, out: &mut Vec<String>) {
+/// Every string (at least 16 characters: secrets, not flags) under one of
+/// `keys`, anywhere in `v`.
+fn strings_under(v: &serde_json::Value, keys: &[&str], out: &mut impl FnMut(String)) {
     match v {
         serde_json::Value::Object(m) => {
             for (k, v) in m {
-                match (k.as_str(), v) {
-                    ("x", serde_json::Value::String(s)) => out.push(s.clone()),
-                    _ => secret_scalars(v, out),
+                match v {
+                    serde_json::Value::String(s) if keys.contains(&k.as_str()) && s.len() >= 16 => out(s.clone()),
+                    _ => strings_under(v, keys, out),
                 }
             }
         }
-        serde_json::Value::Array(a) => a.iter().for_each(|v| secret_scalars(v, out)),
+        serde_json::Value::Array(a) => a.iter().for_each(|v| strings_under(v, keys, out)),
         _ => {}
     }
 }
@@ -239,9 +244,9 @@ fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn share_secrets_never_appear_in_anything_the_host_sees() {
-    // Dev mode: the test opens a stored share with the node's seal key file
-    // to learn what to look for. What the host sees does not depend on the mode.
+async fn no_secret_appears_in_anything_a_host_sees() {
+    // Dev mode: the test opens the nodes' sealed blobs with their seal key
+    // files to learn what to look for. What hosts see does not depend on the mode.
     let cluster = Cluster::start_in(Mode::Dev, 3).await;
     let nats = async_nats::connect(cluster.nats_url()).await.unwrap();
     let mut everything = nats.subscribe(">").await.unwrap();
@@ -265,22 +270,56 @@ async fn share_secrets_never_appear_in_anything_the_host_sees() {
         seen.extend_from_slice(&msg.payload);
     }
     assert!(!seen.is_empty());
-    let node = cluster.node_dir(1);
-    let mut host_files = Vec::new();
-    files_under(&node.join("store"), &mut host_files);
-    let host_bytes: Vec<u8> = host_files.iter().flat_map(|f| std::fs::read(f).unwrap()).chain(std::fs::read(node.join("host.log")).unwrap()).collect();
-    for scheme in [Scheme::Ecdsa, Scheme::Eddsa] {
-        let record = cluster.open_share(1, &wallet(&format!("secret-{scheme}")), scheme);
-        let share: serde_json::Value = serde_json::from_slice(record.secret.expose()).unwrap();
-        let mut secrets = Vec::new();
-        secret_scalars(&share, &mut secrets);
-        assert!(!secrets.is_empty(), "found the secret share in the {scheme} key share");
-        for s in secrets {
-            let raw = hex::decode(&s).unwrap();
-            for needle in [s.to_lowercase().into_bytes(), s.to_uppercase().into_bytes(), raw.clone()] {
-                assert!(!contains(&seen, &needle), "{scheme} secret share seen on NATS");
-                assert!(!contains(&host_bytes, &needle), "{scheme} secret share in the host's store or log");
+    // What every host holds: its store and its log.
+    let mut host_bytes = Vec::new();
+    for i in 1..=3 {
+        let mut files = Vec::new();
+        files_under(&cluster.node_dir(i).join("store"), &mut files);
+        files.push(cluster.node_dir(i).join("host.log"));
+        host_bytes.extend(files.iter().flat_map(|f| std::fs::read(f).unwrap()));
+    }
+    let committee = conclave_proto::CommitteeId::of(&cluster.node_ids());
+    for i in 1..=3 {
+        // Secret share scalars of both schemes.
+        let mut secrets: Vec<(&str, String)> = Vec::new();
+        for scheme in [Scheme::Ecdsa, Scheme::Eddsa] {
+            let record = cluster.open_share(i, &wallet(&format!("secret-{scheme}")), scheme);
+            let share: serde_json::Value = serde_json::from_slice(record.secret.expose()).unwrap();
+            let before = secrets.len();
+            strings_under(&share, &["x"], &mut |s| secrets.push(("share scalar", s)));
+            assert!(secrets.len() > before, "found node-{i}'s secret share in its {scheme} key share");
+        }
+        // Paillier primes: of the committee's aux info, and of the pool.
+        let aux: serde_json::Value = serde_json::from_slice(&cluster.open_blob(i, &BlobSlot::AuxInfo { committee }, 1)).unwrap();
+        let pool: serde_json::Value = serde_json::from_slice(&cluster.open_blob(i, &BlobSlot::Primes, latest_version(&cluster, i, &BlobSlot::Primes))).unwrap();
+        let before = secrets.len();
+        strings_under(&aux, &["p", "q"], &mut |s| secrets.push(("Paillier prime", s)));
+        strings_under(&pool, &["p", "q"], &mut |s| secrets.push(("pooled prime", s)));
+        assert!(secrets.len() >= before + 4, "found node-{i}'s Paillier primes: {aux:.200}");
+        // Identity and channel keys.
+        let identity: serde_json::Value = serde_json::from_slice(&std::fs::read(cluster.node_dir(i).join("enclave/identity.key")).unwrap()).unwrap();
+        strings_under(&identity, &["sign_seed", "kx_secret"], &mut |s| secrets.push(("identity or channel key", s)));
+        for (what, s) in secrets {
+            for needle in needles(&s) {
+                assert!(!contains(&seen, &needle), "node-{i}'s {what} seen on NATS");
+                assert!(!contains(&host_bytes, &needle), "node-{i}'s {what} in a host's store or log");
             }
         }
     }
+}
+
+/// A secret as text (either case) and, for hex, as bytes.
+fn needles(s: &str) -> Vec<Vec<u8>> {
+    let mut out = vec![s.to_lowercase().into_bytes(), s.to_uppercase().into_bytes()];
+    if let Ok(raw) = hex::decode(s) {
+        out.push(raw);
+    }
+    out
+}
+
+/// The highest version of `slot` node `i` stored.
+fn latest_version(cluster: &Cluster, i: usize, slot: &BlobSlot) -> u32 {
+    let mut files = Vec::new();
+    files_under(&cluster.node_dir(i).join("store/blobs").join(slot.path()), &mut files);
+    files.iter().filter_map(|f| conclave_proto::store::parse_blob_file_name(f.file_name()?.to_str()?)).max().expect("a stored version")
 }

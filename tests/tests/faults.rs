@@ -156,10 +156,8 @@ async fn a_node_that_stops_heartbeating_is_skipped_and_chosen_again_when_back(re
     let sign = || client.sign(&w, Scheme::Eddsa, SignPayload::Message(b"m".to_vec()), vec![], None);
 
     cluster.kill_node(1);
-    eventually("node-1 to drop out of the registry", Duration::from_secs(30), || async {
-        client.status().await.ok().filter(|s| s.ready == 2).map(|_| ())
-    })
-    .await;
+    eventually("node-1 to drop out of the registry", Duration::from_secs(30), || async { client.status().await.ok().filter(|s| s.ready == 2).map(|_| ()) })
+        .await;
     let sig = sign().await.expect("signs without node-1");
     assert_eq!(sig.signers, ids[1..].to_vec());
 
@@ -181,6 +179,7 @@ async fn concurrent_duplicates_of_a_request_yield_one_signature(registry: Regist
         request_id: id.clone(),
         wallet: w.clone(),
         scheme: Scheme::Ecdsa,
+        version: 1,
         payload: SignPayload::Message(b"once".to_vec()),
         path: vec![],
         signers: None,
@@ -210,10 +209,7 @@ async fn concurrent_duplicates_of_a_request_yield_one_signature(registry: Regist
     // Every host that took part published its result; the stream kept one.
     let stream = js.get_stream(RESULT_STREAM).await.unwrap();
     let mut consumer_stream = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            filter_subject: result_subject(&id),
-            ..Default::default()
-        })
+        .create_consumer(async_nats::jetstream::consumer::pull::Config { filter_subject: result_subject(&id), ..Default::default() })
         .await
         .unwrap()
         .fetch()
@@ -312,10 +308,7 @@ async fn a_slow_link_within_the_deadline_still_signs() {
     // and under the round timeout.
     cluster.link(2).delay(Duration::from_millis(300));
     let started = Instant::now();
-    let sig = client
-        .sign(&w, Scheme::Ecdsa, SignPayload::Message(b"slowly".to_vec()), vec![], Some(pair.clone()))
-        .await
-        .expect("a slow signer still signs");
+    let sig = client.sign(&w, Scheme::Ecdsa, SignPayload::Message(b"slowly".to_vec()), vec![], Some(pair.clone())).await.expect("a slow signer still signs");
     assert_eq!(sig.signers, pair);
     assert!(started.elapsed() > Duration::from_millis(600), "the delay was in the path ({:?})", started.elapsed());
 }

@@ -145,10 +145,7 @@ async fn a_heartbeat_that_is_not_renewed_expires(b: Backend) {
             }
         }
     });
-    eventually("node-2 to drop out of the view", READY_TTL * 3, || async {
-        view.ready().ok().filter(|r| !r.contains(&peer)).map(|_| ())
-    })
-    .await;
+    eventually("node-2 to drop out of the view", READY_TTL * 3, || async { view.ready().ok().filter(|r| !r.contains(&peer)).map(|_| ()) }).await;
     eventually("node-2's heartbeat to disappear from the registry", b.expiry_bound, || async {
         b.registry.get(Bucket::Ready, peer.as_str()).await.unwrap().is_none().then_some(())
     })
@@ -252,7 +249,8 @@ async fn a_restarted_node_heartbeats_at_once(b: Backend) {
     b.registry.heartbeat(&node, before).await.unwrap();
     // The process dies without a goodbye; the next one has a new handle.
     let restarted = b.peer.clone();
-    let mut after = ReadyRecord { v: PROTOCOL_VERSION, node_id: node.clone(), mode: Mode::Hsm, at_ms: 2, primes_ready: false, attested_peers: Default::default() };
+    let mut after =
+        ReadyRecord { v: PROTOCOL_VERSION, node_id: node.clone(), mode: Mode::Hsm, at_ms: 2, primes_ready: false, attested_peers: Default::default() };
     restarted.heartbeat(&node, serde_json::to_vec(&after).unwrap().into()).await.expect("the restarted node heartbeats");
     let stored = restarted.get(Bucket::Ready, node.as_str()).await.unwrap().expect("its heartbeat is there");
     assert_eq!(serde_json::from_slice::<ReadyRecord>(&stored.value).unwrap(), after);

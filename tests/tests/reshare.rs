@@ -3,7 +3,7 @@
 //! the test can open each node's sealed records), four nodes.
 
 use conclave_proto::request::{RequestBody, SignPayload, SignRequest};
-use conclave_proto::result::{Completed, Outcome};
+use conclave_proto::result::Outcome;
 use conclave_proto::{ErrorCode, NodeId, Scheme, WalletId};
 use conclave_tests::{Cluster, Mode};
 
@@ -27,6 +27,7 @@ async fn two_of_three_moves_to_three_of_four_with_a_node_joining_and_signs_under
             request_id: conclave_client::client::new_request_id(),
             wallet: w.clone(),
             scheme,
+            version: 1,
             payload: message.clone(),
             path: path.clone(),
             signers: None,
@@ -38,11 +39,13 @@ async fn two_of_three_moves_to_three_of_four_with_a_node_joining_and_signs_under
         assert_eq!((new.public_key.as_slice(), new.xpub.as_ref()), (old.public_key.as_slice(), old.xpub.as_ref()), "same key, same xpub");
         assert_eq!((new.version, new.threshold, new.committee.clone()), (2, 3, ids(&cluster, &[1, 2, 3, 4])));
         assert_eq!(client.wallet(&w, scheme).await.unwrap().as_ref(), Some(&new), "the wallet record names the new version");
+        // It names version 1, which no signer holds any more: refused, so
+        // that no share a reshare replaced ever signs again.
         match client.send(&early).await.expect("the early request is answered").outcome {
-            Outcome::Ok { result: Completed::Sign(sig) } => {
-                assert_eq!((sig.version, sig.public_key.clone()), (2, before.public_key.clone()), "served with the new version, same key");
+            Outcome::Error { error } => {
+                assert_eq!(error.code, ErrorCode::VersionMismatch, "{error}")
             }
-            other => panic!("{other:?}"),
+            other => panic!("a request for version 1 after the reshare got {other:?}"),
         }
         // The joining node signs with two old members; the SDK verifies
         // against the wallet record, and the derived key is the same.

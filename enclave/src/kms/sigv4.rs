@@ -64,7 +64,9 @@ pub fn sign(credentials: &Credentials, scope: &Scope<'_>, method: &str, headers:
     let credential_scope = format!("{date}/{}/{}/aws4_request", scope.region, scope.service);
     let string_to_sign = format!("AWS4-HMAC-SHA256\n{amz_date}\n{credential_scope}\n{}", hex::encode(Sha256::digest(canonical_request.as_bytes())));
     let secret = Zeroizing::new(format!("AWS4{}", credentials.secret_access_key.as_str()));
-    let key = [date, scope.region, scope.service, "aws4_request"].iter().fold(Zeroizing::new(secret.as_bytes().to_vec()), |key, part| Zeroizing::new(hmac(&key, part.as_bytes()).to_vec()));
+    let key = [date, scope.region, scope.service, "aws4_request"]
+        .iter()
+        .fold(Zeroizing::new(secret.as_bytes().to_vec()), |key, part| Zeroizing::new(hmac(&key, part.as_bytes()).to_vec()));
     let signature = hex::encode(hmac(&key, string_to_sign.as_bytes()));
     let mut out = vec![("x-amz-date".to_string(), amz_date.to_string())];
     if let Some(token) = &credentials.session_token {
@@ -83,7 +85,11 @@ mod tests {
 
     fn example() -> Credentials {
         // AWS's published test-suite credentials (aws-sig-v4-test-suite).
-        Credentials { access_key_id: "AKIDEXAMPLE".into(), secret_access_key: Zeroizing::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into()), session_token: None }
+        Credentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: Zeroizing::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into()),
+            session_token: None,
+        }
     }
 
     fn authorization(method: &str, credentials: &Credentials) -> String {

@@ -103,12 +103,13 @@ fn b64(bytes: &[u8]) -> String {
 #[test]
 fn answers_in_kms_format_give_the_envelope_and_the_wrapped_key() {
     // GenerateDataKey with a Recipient: no Plaintext field.
-    let generate = serde_json::json!({ "CiphertextBlob": b64(b"wrapped-by-kms"), "CiphertextForRecipient": b64(BER), "KeyId": KEY_ARN, "KeyMaterialId": "abc" });
-    let answer = parse_answer(Operation::GenerateDataKey, 200, generate.to_string().as_bytes()).unwrap();
+    let generate =
+        serde_json::json!({ "CiphertextBlob": b64(b"wrapped-by-kms"), "CiphertextForRecipient": b64(BER), "KeyId": KEY_ARN, "KeyMaterialId": "abc" });
+    let answer = parse_answer(Operation::GenerateDataKey, KEY_ARN, 200, generate.to_string().as_bytes()).unwrap();
     assert_eq!(answer.wrapped.as_deref(), Some(&b"wrapped-by-kms"[..]));
     assert_eq!(recipient().open(&answer.for_recipient).unwrap().expose().as_slice(), data_key().as_slice());
     let decrypt = serde_json::json!({ "CiphertextForRecipient": b64(DER), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT", "KeyId": KEY_ARN });
-    let answer = parse_answer(Operation::Decrypt, 200, decrypt.to_string().as_bytes()).unwrap();
+    let answer = parse_answer(Operation::Decrypt, KEY_ARN, 200, decrypt.to_string().as_bytes()).unwrap();
     assert!(answer.wrapped.is_none());
     assert_eq!(answer.for_recipient, DER);
 }
@@ -116,7 +117,7 @@ fn answers_in_kms_format_give_the_envelope_and_the_wrapped_key() {
 #[test]
 fn refusals_and_odd_answers_are_typed_errors() {
     let denied = br#"{"__type":"AccessDeniedException","message":"User: arn:aws:sts::111122223333:assumed-role/conclave-node-1/i-0abc is not authorized to perform: kms:Decrypt"}"#;
-    match parse_answer(Operation::Decrypt, 400, denied) {
+    match parse_answer(Operation::Decrypt, KEY_ARN, 400, denied) {
         Err(KmsError::Refused { operation: "Decrypt", status: 400, kind, message }) => {
             assert_eq!(kind, "AccessDeniedException");
             assert!(message.contains("not authorized"), "{message}");
@@ -124,16 +125,23 @@ fn refusals_and_odd_answers_are_typed_errors() {
         other => panic!("{:?}", other.err()),
     }
     let namespaced = br#"{"__type":"com.amazonaws.kms#InvalidCiphertextException","Message":"bad"}"#;
-    assert!(matches!(parse_answer(Operation::Decrypt, 400, namespaced), Err(KmsError::Refused { kind, .. }) if kind == "InvalidCiphertextException"));
-    assert!(matches!(parse_answer(Operation::Decrypt, 502, b"<html>bad gateway</html>"), Err(KmsError::Refused { status: 502, .. })));
+    assert!(matches!(parse_answer(Operation::Decrypt, KEY_ARN, 400, namespaced), Err(KmsError::Refused { kind, .. }) if kind == "InvalidCiphertextException"));
+    assert!(matches!(parse_answer(Operation::Decrypt, KEY_ARN, 502, b"<html>bad gateway</html>"), Err(KmsError::Refused { status: 502, .. })));
     // A request that lost its Recipient on the way: the key was exposed.
     let exposed = serde_json::json!({ "CiphertextBlob": b64(b"w"), "Plaintext": b64(&data_key()), "KeyId": KEY_ARN });
-    assert!(matches!(parse_answer(Operation::GenerateDataKey, 200, exposed.to_string().as_bytes()), Err(KmsError::PlaintextExposed { .. })));
+    assert!(matches!(parse_answer(Operation::GenerateDataKey, KEY_ARN, 200, exposed.to_string().as_bytes()), Err(KmsError::PlaintextExposed { .. })));
     let no_envelope = serde_json::json!({ "CiphertextBlob": b64(b"w"), "KeyId": KEY_ARN });
-    assert!(matches!(parse_answer(Operation::GenerateDataKey, 200, no_envelope.to_string().as_bytes()), Err(KmsError::Malformed { .. })));
+    assert!(matches!(parse_answer(Operation::GenerateDataKey, KEY_ARN, 200, no_envelope.to_string().as_bytes()), Err(KmsError::Malformed { .. })));
     let no_wrapped = serde_json::json!({ "CiphertextForRecipient": b64(BER), "KeyId": KEY_ARN });
-    assert!(matches!(parse_answer(Operation::GenerateDataKey, 200, no_wrapped.to_string().as_bytes()), Err(KmsError::Malformed { .. })));
+    assert!(matches!(parse_answer(Operation::GenerateDataKey, KEY_ARN, 200, no_wrapped.to_string().as_bytes()), Err(KmsError::Malformed { .. })));
     let not_b64 = serde_json::json!({ "CiphertextForRecipient": "!!", "KeyId": KEY_ARN });
-    assert!(matches!(parse_answer(Operation::Decrypt, 200, not_b64.to_string().as_bytes()), Err(KmsError::Malformed { .. })));
-    assert!(matches!(parse_answer(Operation::Decrypt, 200, &vec![b' '; MAX_ANSWER + 1]), Err(KmsError::Malformed { .. })));
+    assert!(matches!(parse_answer(Operation::Decrypt, KEY_ARN, 200, not_b64.to_string().as_bytes()), Err(KmsError::Malformed { .. })));
+    assert!(matches!(parse_answer(Operation::Decrypt, KEY_ARN, 200, &vec![b' '; MAX_ANSWER + 1]), Err(KmsError::Malformed { .. })));
+    // An answer for another key (an alias resolved in the host's account,
+    // or none named) never gives the seal key.
+    let other_key =
+        serde_json::json!({ "CiphertextForRecipient": b64(DER), "KeyId": "arn:aws:kms:eu-west-1:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab" });
+    assert!(matches!(parse_answer(Operation::Decrypt, KEY_ARN, 200, other_key.to_string().as_bytes()), Err(KmsError::OtherKey { .. })));
+    let unnamed = serde_json::json!({ "CiphertextForRecipient": b64(DER) });
+    assert!(matches!(parse_answer(Operation::Decrypt, KEY_ARN, 200, unnamed.to_string().as_bytes()), Err(KmsError::OtherKey { .. })));
 }

@@ -37,12 +37,7 @@ pub struct Deal<E: Curve> {
 
 /// Deals this node's share (old index `share.core.i`, which must be in the
 /// strictly increasing dealing set `dealers`) to `new`.
-pub fn deal<E: Curve>(
-    share: &KeyShare<E>,
-    dealers: &[u16],
-    new: &NewCommittee<E>,
-    rng: &mut (impl RngCore + CryptoRng),
-) -> Result<Deal<E>, ReshareError> {
+pub fn deal<E: Curve>(share: &KeyShare<E>, dealers: &[u16], new: &NewCommittee<E>, rng: &mut (impl RngCore + CryptoRng)) -> Result<Deal<E>, ReshareError> {
     let core = &share.core;
     let weights = weights(&core.key_info, dealers)?;
     let position = dealers.iter().position(|&d| d == core.i).ok_or(ReshareError::NotMember { index: core.i })?;

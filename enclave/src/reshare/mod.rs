@@ -250,7 +250,5 @@ fn weights<E: Curve>(info: &key_share::DirtyKeyInfo<E>, dealers: &[u16]) -> Resu
         return Err(ReshareError::DealingSet);
     }
     let points: Vec<Scalar<E>> = dealers.iter().map(|&d| *vss.I[usize::from(d)]).collect();
-    (0..dealers.len())
-        .map(|k| generic_ec_zkp::polynomial::lagrange_coefficient_at_zero(k, &points).ok_or(ReshareError::DealingSet))
-        .collect()
+    (0..dealers.len()).map(|k| generic_ec_zkp::polynomial::lagrange_coefficient_at_zero(k, &points).ok_or(ReshareError::DealingSet)).collect()
 }

@@ -160,7 +160,13 @@ pub enum RoundsError {
 
 /// Runs this party's side of the session: party `i` of `n`, `share` its
 /// share of the old key if it deals.
-pub async fn run<E: Curve, M>(party: M, i: u16, setup: Setup<'_, E>, share: Option<&KeyShare<E>>, rng: &mut (impl RngCore + CryptoRng)) -> Result<Reshared<E>, RoundsError>
+pub async fn run<E: Curve, M>(
+    party: M,
+    i: u16,
+    setup: Setup<'_, E>,
+    share: Option<&KeyShare<E>>,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<Reshared<E>, RoundsError>
 where
     M: Mpc<ProtocolMessage = Msg>,
 {

@@ -93,11 +93,8 @@ fn ecdsa_2_of_3_to_3_of_4_keeps_key_and_xpub_and_signs() {
     let old_pk = old[0].core.shared_public_key.to_bytes(true).to_vec();
     let old_xpub = conclave_proto::xpub::Xpub { public_key: old_pk.as_slice().try_into().unwrap(), chain_code: old[0].chain_code.unwrap() };
     let aux = ecdsa::testing::aux(4);
-    let stored: Vec<Zeroizing<Vec<u8>>> = new_shares
-        .into_iter()
-        .zip(&aux)
-        .map(|(s, a)| ecdsa::complete_reshared(&ecdsa::reshared(s).unwrap(), a).unwrap())
-        .collect();
+    let stored: Vec<Zeroizing<Vec<u8>>> =
+        new_shares.into_iter().zip(&aux).map(|(s, a)| ecdsa::complete_reshared(&ecdsa::reshared(s).unwrap(), a).unwrap()).collect();
     for share in &stored {
         assert_eq!(ecdsa::testing::xpub(share), old_xpub.encode(), "same xpub, so the same derivations");
     }
@@ -477,7 +474,8 @@ fn a_session_refuses_a_dealer_without_its_share() {
     let roles = rounds::Roles { dealing: vec![Some(0), Some(1), None], joining: vec![Some(0), Some(1), Some(2)] };
     let names = committee(3);
     let outcome = round_based::sim::run(1, |_, party| {
-        let setup = rounds::Setup { roles: &roles, new: &new, committee: &names, version: 2, old_key: rounds::OldKeySource::Own(old[1].old_key()), tamper: false };
+        let setup =
+            rounds::Setup { roles: &roles, new: &new, committee: &names, version: 2, old_key: rounds::OldKeySource::Own(old[1].old_key()), tamper: false };
         async move { rounds::run(party, 1, setup, None, &mut OsRng).await }
     });
     // One party alone in a simulator of one cannot reach round 1's
@@ -499,7 +497,8 @@ fn a_session_blames_a_dealer_whose_sub_shares_do_not_check_and_nobody_keeps_a_sh
     let outcomes = round_based::sim::run(3, |i, party| {
         let share = &old[usize::from(i)];
         // Old member 1 cheats.
-        let setup = rounds::Setup { roles: &roles, new: &new, committee: &names, version: 2, old_key: rounds::OldKeySource::Own(share.old_key()), tamper: i == 1 };
+        let setup =
+            rounds::Setup { roles: &roles, new: &new, committee: &names, version: 2, old_key: rounds::OldKeySource::Own(share.old_key()), tamper: i == 1 };
         async move { rounds::run(party, i, setup, Some(share), &mut OsRng).await }
     })
     .unwrap()

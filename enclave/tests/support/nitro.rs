@@ -69,7 +69,10 @@ fn envelope(recipient: &rsa::RsaPublicKey, key: &[u8; 32]) -> Vec<u8> {
     let content = cbc::Encryptor::<aes::Aes256>::new(&cek.into(), &iv.into()).encrypt_padded_vec_mut::<Pkcs7>(key);
     let encrypted_key = recipient.encrypt(&mut rand_core::OsRng, rsa::Oaep::new::<sha2::Sha256>(), &cek).unwrap();
     let oid = |bytes: &[u8]| tlv(0x06, bytes);
-    let ktri = tlv(0x30, &[tlv(0x02, &[2]), tlv(0x80, &[7; 20]), tlv(0x30, &oid(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x07])), tlv(0x04, &encrypted_key)].concat());
+    let ktri = tlv(
+        0x30,
+        &[tlv(0x02, &[2]), tlv(0x80, &[7; 20]), tlv(0x30, &oid(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x07])), tlv(0x04, &encrypted_key)].concat(),
+    );
     let algorithm = tlv(0x30, &[oid(&[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x2a]), tlv(0x04, &iv)].concat());
     let eci = tlv(0x30, &[oid(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01]), algorithm, tlv(0x80, &content)].concat());
     let enveloped = tlv(0x30, &[tlv(0x02, &[2]), tlv(0x31, &ktri), eci].concat());
@@ -101,7 +104,9 @@ impl KmsStandIn {
                 (200, json!({ "CiphertextBlob": b64(&wrapped), "CiphertextForRecipient": b64(&envelope(&recipient, &key)), "KeyId": request["KeyId"] }))
             }
             "Decrypt" => match self.keys.lock().unwrap().get(&unb64(&request["CiphertextBlob"])) {
-                Some((key, made_with)) if *made_with == context => (200, json!({ "CiphertextForRecipient": b64(&envelope(&recipient, key)), "KeyId": request["KeyId"] })),
+                Some((key, made_with)) if *made_with == context => {
+                    (200, json!({ "CiphertextForRecipient": b64(&envelope(&recipient, key)), "KeyId": request["KeyId"] }))
+                }
                 _ => error("InvalidCiphertextException", "no such ciphertext under this context"),
             },
             _ => error("UnknownOperationException", operation),
@@ -136,7 +141,9 @@ fn serve_kms(dir: &Path, kms: Arc<KmsStandIn>) -> (LinkAddr, PathBuf) {
             let (stream, _) = listener.accept().await.unwrap();
             let (acceptor, kms) = (acceptor.clone(), kms.clone());
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(stream).await else { return };
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
                 let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                     let kms = kms.clone();
                     async move {
@@ -169,7 +176,9 @@ impl Host {
         w.write_all(&conclave_proto::link::encode_frame(&ToEnclave::Hello { v: PROTOCOL_VERSION })).await.unwrap();
         while let Ok(Ok(frame)) = conclave_proto::link::read_frame::<FromEnclave, _>(&mut r).await {
             let answer = match frame {
-                FromEnclave::Load { call, slot } => ToEnclave::Loaded { call, blob: self.store.lock().unwrap().get(&slot.path()).and_then(|v| v.last().cloned()) },
+                FromEnclave::Load { call, slot } => {
+                    ToEnclave::Loaded { call, blob: self.store.lock().unwrap().get(&slot.path()).and_then(|v| v.last().cloned()) }
+                }
                 FromEnclave::Store { call, slot, blob } => {
                     self.store.lock().unwrap().entry(slot.path()).or_default().push(blob);
                     ToEnclave::Stored { call, error: None }
@@ -210,7 +219,7 @@ impl Setup {
         let kms = Arc::new(KmsStandIn { root: ca.root().clone(), pcr0: pcr0.unwrap_or(own), keys: Mutex::default(), calls: Mutex::default() });
         let (proxy, kms_ca) = serve_kms(dir.path(), kms.clone());
         let nitro = NitroConfig {
-            kms_key_id: "alias/conclave-node-1".into(),
+            kms_key_id: format!("arn:aws:kms:{REGION}:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
             kms_region: REGION.into(),
             kms_proxy: proxy,
             kms_ca_file: Some(kms_ca),
@@ -244,4 +253,3 @@ pub fn host() -> Host {
     let credentials = AwsCredentials { access_key_id: "ASIAEXAMPLE".into(), secret_access_key: "secret".into(), session_token: Some("token".into()) };
     Host { store: Arc::default(), credentials: Ok(credentials) }
 }
-

@@ -117,9 +117,8 @@ fn connector(config: &ConsulConfig) -> Result<tokio_rustls::TlsConnector, Consul
         .with_root_certificates(roots);
     let client = match (&config.cert_file, &config.key_file) {
         (Some(cert), Some(key)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                .and_then(|certs| certs.collect())
-                .map_err(|e| tls(format!("{}: {e}", cert.display())))?;
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_file_iter(cert).and_then(|certs| certs.collect()).map_err(|e| tls(format!("{}: {e}", cert.display())))?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| tls(format!("{}: {e}", key.display())))?;
             builder.with_client_auth_cert(chain, key).map_err(|e| tls(e.to_string()))?
         }

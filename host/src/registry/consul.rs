@@ -140,7 +140,11 @@ impl ConsulKv {
         // Keys are node, wallet and request ids (already restricted to
         // these characters); anything else would not round-trip in a URL.
         if key.is_empty() || !key.chars().all(key_char) {
-            return Err(RegistryError::Unavailable { op: "name", bucket: bucket.name(), detail: format!("key {key:?} has characters Consul keys here may not") });
+            return Err(RegistryError::Unavailable {
+                op: "name",
+                bucket: bucket.name(),
+                detail: format!("key {key:?} has characters Consul keys here may not"),
+            });
         }
         Ok(format!("/v1/kv/{}/{}/{key}", self.prefix, bucket.folder()))
     }
@@ -202,7 +206,11 @@ impl ConsulKv {
         let path = self.path(Bucket::Ready, node.as_str())?;
         let answer = self.call(Method::GET, &path, Bytes::new(), Bucket::Ready, "read the holder").await?;
         let holders: Vec<KvPair> = match answer.status {
-            StatusCode::OK => serde_json::from_slice(&answer.body).map_err(|e| RegistryError::Unavailable { op: "read the holder", bucket: Bucket::Ready.name(), detail: e.to_string() })?,
+            StatusCode::OK => serde_json::from_slice(&answer.body).map_err(|e| RegistryError::Unavailable {
+                op: "read the holder",
+                bucket: Bucket::Ready.name(),
+                detail: e.to_string(),
+            })?,
             _ => Vec::new(),
         };
         for previous in holders.into_iter().filter_map(|p| p.session).filter(|s| s != current) {
@@ -226,7 +234,9 @@ impl ConsulKv {
             let answer = self.call(Method::PUT, &format!("/v1/session/renew/{id}"), Bytes::new(), Bucket::Ready, "renew").await?;
             match answer.status {
                 StatusCode::OK => return Ok(id),
-                StatusCode::NOT_FOUND => tracing::warn!(session = %id, "readiness session expired; creating another"),
+                StatusCode::NOT_FOUND => {
+                    tracing::warn!(session = %id, "readiness session expired; creating another")
+                }
                 status => return Err(refused("renew", Bucket::Ready, status, &answer.body)),
             }
         }
@@ -243,10 +253,17 @@ impl ConsulKv {
         if answer.status != StatusCode::OK {
             return Err(refused("create a session", Bucket::Ready, answer.status, &answer.body));
         }
-        let created: CreatedSession = serde_json::from_slice(&answer.body)
-            .map_err(|e| RegistryError::Unavailable { op: "create a session", bucket: Bucket::Ready.name(), detail: format!("unreadable answer: {e}") })?;
+        let created: CreatedSession = serde_json::from_slice(&answer.body).map_err(|e| RegistryError::Unavailable {
+            op: "create a session",
+            bucket: Bucket::Ready.name(),
+            detail: format!("unreadable answer: {e}"),
+        })?;
         if created.id.is_empty() || !created.id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-            return Err(RegistryError::Unavailable { op: "create a session", bucket: Bucket::Ready.name(), detail: "the agent answered a malformed session id".into() });
+            return Err(RegistryError::Unavailable {
+                op: "create a session",
+                bucket: Bucket::Ready.name(),
+                detail: "the agent answered a malformed session id".into(),
+            });
         }
         *self.session.lock().expect("session lock") = Some(created.id.clone());
         Ok(created.id)
@@ -350,7 +367,9 @@ impl Watch {
         self.index = if index < self.index { 0 } else { index.max(1) };
         let mut seen = HashMap::with_capacity(pairs.len());
         for (key, value, revision) in pairs {
-            let Some(key) = key.strip_prefix(&self.folder) else { continue };
+            let Some(key) = key.strip_prefix(&self.folder) else {
+                continue;
+            };
             if self.known.get(key) != Some(&revision) {
                 self.pending.push_back(Change::Put { key: key.to_owned(), value });
             }

@@ -53,7 +53,8 @@ impl NatsKv {
 
     pub(super) async fn list(&self, bucket: Bucket) -> Result<Vec<(String, Bytes)>, RegistryError> {
         use futures::TryStreamExt;
-        let keys: Vec<String> = self.store(bucket).keys().await.map_err(|e| unavailable("list", bucket, e))?.try_collect().await.map_err(|e| unavailable("list", bucket, e))?;
+        let keys: Vec<String> =
+            self.store(bucket).keys().await.map_err(|e| unavailable("list", bucket, e))?.try_collect().await.map_err(|e| unavailable("list", bucket, e))?;
         let mut entries = Vec::with_capacity(keys.len());
         for key in keys {
             // A key deleted between the listing and the read is skipped.

@@ -119,7 +119,10 @@ async fn bench_registry(count: usize) {
         ("consul*", Registry::consul(&consul.config(), ttl).expect("consul registry")),
     ];
     println!("registry, {count} requests each (* the in-repo stand-in unless CONSUL_HTTP_ADDR is set)");
-    println!("{:<8} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14}", "backend", "fence p50 µs", "fence p99 µs", "move p50 µs", "move p99 µs", "wake p50 µs", "wake p99 µs");
+    println!(
+        "{:<8} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14}",
+        "backend", "fence p50 µs", "fence p99 µs", "move p50 µs", "move p99 µs", "wake p50 µs", "wake p99 µs"
+    );
     for (name, registry) in &backends {
         let (mut fences, mut moves, mut wakes) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..count {
@@ -155,10 +158,8 @@ fn bench_sealing(count: usize, pin: std::path::PathBuf) {
         .expect("SoftHSM2 token"),
     );
     token.create_seal_key("bench-seal").expect("seal key");
-    let sealers: [(&str, Box<dyn Sealer>); 2] = [
-        ("dev", Box::new(KeySealer::from_key(&[7; 32]))),
-        ("hsm", Box::new(TokenSealer::new(token, "bench-seal").expect("token sealer"))),
-    ];
+    let sealers: [(&str, Box<dyn Sealer>); 2] =
+        [("dev", Box::new(KeySealer::from_key(&[7; 32]))), ("hsm", Box::new(TokenSealer::new(token, "bench-seal").expect("token sealer")))];
     let node = NodeId::new("node-1").expect("node id");
     let slot = BlobSlot::Primes;
     let ctx = SealContext::blob(&node, &slot, 1);
@@ -218,10 +219,7 @@ async fn bench_signing(count: usize) {
             if mode == Mode::Dev {
                 let local = in_process(&cluster, &wallet, scheme, count).await;
                 local.print(scheme, "in-process");
-                notes.push(format!(
-                    "{scheme} cluster (dev) / in-process p50: {:.1}x",
-                    cluster_stats.p50.as_secs_f64() / local.p50.as_secs_f64()
-                ));
+                notes.push(format!("{scheme} cluster (dev) / in-process p50: {:.1}x", cluster_stats.p50.as_secs_f64() / local.p50.as_secs_f64()));
             }
         }
     }
@@ -234,8 +232,7 @@ async fn bench_signing(count: usize) {
 /// The same signing protocol, all parties in this process (round-based's
 /// simulator), with the dev cluster's shares.
 async fn in_process(cluster: &Cluster, wallet: &WalletId, scheme: Scheme, count: usize) -> Stats {
-    let shares: Vec<Zeroizing<Vec<u8>>> =
-        SIGNERS.iter().map(|&i| Zeroizing::new(cluster.open_share(i, wallet, scheme).secret.expose().to_vec())).collect();
+    let shares: Vec<Zeroizing<Vec<u8>>> = SIGNERS.iter().map(|&i| Zeroizing::new(cluster.open_share(i, wallet, scheme).secret.expose().to_vec())).collect();
     let indexes: Vec<u16> = SIGNERS.iter().map(|&i| (i - 1) as u16).collect();
     let times = tokio::task::spawn_blocking(move || {
         (0..count)
