@@ -113,10 +113,10 @@ fn report(
         if let Some(node) = node {
             value["node"] = json!(node);
         }
-        println!("{value}");
+        out!("{value}");
     } else {
         if let Some(node) = node {
-            println!("node: {node}");
+            out!("node: {node}");
         }
         report.print();
     }
@@ -252,7 +252,7 @@ impl Report<'_> {
         }
         let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, v) in lines {
-            println!("{k:>width$}: {v}");
+            out!("{k:>width$}: {v}");
         }
     }
 }

@@ -21,6 +21,8 @@ const PUBLISH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 const RESULT_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long a registry query waits for a host's answer.
 const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How many times a query is sent before the client gives up.
+const QUERY_TRIES: u32 = 4;
 /// How long answers from further hosts are awaited after the first.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -206,16 +208,27 @@ impl Client {
     /// can answer a query, so the caller checks what each answer says and
     /// a forged answer that comes first hides no honest one.
     async fn ask_all(&self, ask: Ask) -> Result<Vec<Answer>, ClientError> {
-        let query = serde_json::to_vec(&Query { v: PROTOCOL_VERSION, ask }).expect("queries serialise");
+        let query: bytes::Bytes = serde_json::to_vec(&Query { v: PROTOCOL_VERSION, ask }).expect("queries serialise").into();
+        // A query sent while the connection moves to another server (one
+        // died) is lost: asked again, like a request is published again.
+        for _ in 0..QUERY_TRIES {
+            let answers = self.gather(query.clone()).await?;
+            if !answers.is_empty() {
+                return Ok(answers);
+            }
+        }
+        Err(ClientError::Nats(format!("no node answered within {:?}", QUERY_TIMEOUT * QUERY_TRIES)))
+    }
+
+    /// One round of [`Client::ask_all`]: the answers, none if nobody answered.
+    async fn gather(&self, query: bytes::Bytes) -> Result<Vec<Answer>, ClientError> {
         let inbox = self.nats.new_inbox();
         let mut replies = self.nats.subscribe(inbox.clone()).await.map_err(nats_err)?;
-        self.nats.publish_with_reply(QUERY_SUBJECT, inbox, query.into()).await.map_err(nats_err)?;
+        self.nats.publish_with_reply(QUERY_SUBJECT, inbox, query).await.map_err(nats_err)?;
         let mut until = tokio::time::Instant::now() + QUERY_TIMEOUT;
         let mut answers = Vec::new();
         while answers.len() < self.config.roster.nodes().count() {
-            let Ok(Some(reply)) = tokio::time::timeout_at(until, replies.next()).await else {
-                break;
-            };
+            let Ok(Some(reply)) = tokio::time::timeout_at(until, replies.next()).await else { break };
             if answers.is_empty() {
                 until = tokio::time::Instant::now() + GATHER;
             }
@@ -223,9 +236,6 @@ impl Client {
             if let Ok(answer) = Answer::decode(&reply.payload) {
                 answers.push(answer);
             }
-        }
-        if answers.is_empty() {
-            return Err(ClientError::Nats(format!("no node answered within {QUERY_TIMEOUT:?}")));
         }
         Ok(answers)
     }

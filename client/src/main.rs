@@ -7,7 +7,27 @@ use conclave_proto::{NodeId, Scheme, WalletId};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `println!` that ends the process quietly when stdout is closed
+/// (`conclave ... | head`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!($($arg)*))
+    };
+}
+
 mod attestation;
+
+fn write_out(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(line).and_then(|()| stdout.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("conclave: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
 
 #[derive(Parser)]
 #[command(name = "conclave", about = "Client for Conclave threshold-signing clusters")]
@@ -193,11 +213,11 @@ impl From<ClientError> for Failure {
 
 fn print(json: bool, value: serde_json::Value, human: &[(&str, String)]) {
     if json {
-        println!("{value}");
+        out!("{value}");
     } else {
         let width = human.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, v) in human {
-            println!("{k:>width$}: {v}");
+            out!("{k:>width$}: {v}");
         }
     }
 }
@@ -221,7 +241,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Initiator { command: InitiatorCommand::New { out } } => {
             let public = config::new_key(&out)?;
-            println!("{}", hex::encode(public.to_bytes()));
+            out!("{}", hex::encode(public.to_bytes()));
             Ok(())
         }
         Command::Keygen { wallet, scheme, threshold, nodes, json } => {
@@ -308,11 +328,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     .iter()
                     .map(|(wallet, e)| serde_json::json!({"wallet": wallet, "error": {"code": error_code(e), "reason": e.to_string()}}))
                     .collect();
-                println!("{}", serde_json::json!({"wallets": listing.records, "refused": refused}));
+                out!("{}", serde_json::json!({"wallets": listing.records, "refused": refused}));
             } else {
                 for k in &listing.records {
                     let key = k.xpub.clone().unwrap_or_else(|| hex::encode(&k.public_key));
-                    println!("{:<24} {:<5} v{:<3} {} of {:<3} {key}", k.wallet, k.scheme, k.version, k.threshold, k.committee.len());
+                    out!("{:<24} {:<5} v{:<3} {} of {:<3} {key}", k.wallet, k.scheme, k.version, k.threshold, k.committee.len());
                 }
             }
             // Named on stderr either way: never use these.
@@ -328,14 +348,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
             let st = client.status().await?;
             if json {
-                println!("{}", serde_json::to_string(&st).expect("serialises"));
+                out!("{}", serde_json::to_string(&st).expect("serialises"));
             } else {
-                println!("{} of {} nodes ready", st.ready, st.total);
+                out!("{} of {} nodes ready", st.ready, st.total);
                 for n in &st.nodes {
                     let primes = if n.primes_ready { "" } else { "  (generating Paillier primes)" };
-                    println!("  {:<12} {:<9} {:<5} {}{primes}", n.id, if n.ready { "ready" } else { "not ready" }, n.mode, n.http);
+                    out!("  {:<12} {:<9} {:<5} {}{primes}", n.id, if n.ready { "ready" } else { "not ready" }, n.mode, n.http);
                     for (peer, pcr0) in &n.attested_by {
-                        println!("  {:<12} PCR0 {pcr0} verified by {peer}", "");
+                        out!("  {:<12} PCR0 {pcr0} verified by {peer}", "");
                     }
                 }
             }
@@ -365,7 +385,7 @@ fn main() -> ExitCode {
         Err(Failure::Client(e)) => {
             let code = error_code(&e);
             if json {
-                println!("{}", serde_json::json!({"error": {"code": code, "reason": e.to_string()}}));
+                out!("{}", serde_json::json!({"error": {"code": code, "reason": e.to_string()}}));
             } else {
                 eprintln!("conclave: {code}: {e}");
             }

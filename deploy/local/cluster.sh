@@ -29,19 +29,57 @@ HTTP_BASE=${CONCLAVE_HTTP_BASE:-19100}
 
 die() { echo "cluster: $*" >&2; exit 1; }
 
-running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A PID file counts only while its process is alive and is one of ours (a
+# stale file whose PID the system gave to another program does not).
+running() {
+  [ -f "$1" ] || return 1
+  local pid; pid=$(cat "$1")
+  kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE 'conclave-|nats-server'
+}
 
-start() { # start NAME PIDFILE LOG CMD...
-  local name=$1 pidfile=$2 log=$3; shift 3
+# Whether something listens on 127.0.0.1:PORT.
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start() { # start NAME PIDFILE LOG PORT CMD...
+  local name=$1 pidfile=$2 log=$3 port=$4; shift 4
   if running "$pidfile"; then return; fi
+  rm -f "$pidfile"
+  if port_taken "$port"; then
+    die "cannot start $name: port $port on 127.0.0.1 is taken by another program (stop it, or set CONCLAVE_NATS_PORT / CONCLAVE_HTTP_BASE)"
+  fi
   nohup "$@" >>"$log" 2>&1 &
   echo $! >"$pidfile"
   echo "cluster: started $name (pid $!)"
 }
 
-stop() { # stop PIDFILE
-  if running "$1"; then kill "$(cat "$1")" 2>/dev/null || true; fi
+stop() { # stop PIDFILE [SIGNAL]: returns once the process is gone
+  if running "$1"; then
+    local pid; pid=$(cat "$1")
+    kill "-${2:-TERM}" "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 10))
+    while kill -0 "$pid" 2>/dev/null; do
+      if [ $SECONDS -ge $deadline ]; then kill -9 "$pid" 2>/dev/null || true; fi
+      sleep 0.1
+    done
+  fi
   rm -f "$1"
+}
+
+# Waits until node I's host serves /readyz with its signer linked.
+wait_linked() {
+  local i=$1 deadline=$((SECONDS + 120))
+  until python3 - "$((HTTP_BASE + i))" <<'PY' 2>/dev/null
+import json, sys, urllib.request
+try:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=2).read()
+except urllib.error.HTTPError as e:
+    body = e.read()
+sys.exit(0 if json.loads(body).get("link") else 1)
+PY
+  do
+    [ $SECONDS -lt $deadline ] || die "node-$i's signer is not linked to its host after 120 s; see $STATE/node-$i/*.log"
+    sleep 0.2
+  done
 }
 
 node_count() { cat "$STATE/nodes" 2>/dev/null || echo 0; }
@@ -103,7 +141,7 @@ init_nats() {
 # deploy/setup.sh installs nats-server under .tools/; one on PATH also does.
 NATS_SERVER=$ROOT/.tools/bin/nats-server
 [ -x "$NATS_SERVER" ] || NATS_SERVER=nats-server
-start_nats() { start "nats-server $1" "$STATE/nats/n$1/pid" "$STATE/nats/n$1/log" "$NATS_SERVER" -js -c "$STATE/nats/n$1/nats.conf"; }
+start_nats() { start "nats-server $1" "$STATE/nats/n$1/pid" "$STATE/nats/n$1/log" "$((NATS_PORT + $1 - 1))" "$NATS_SERVER" -js -c "$STATE/nats/n$1/nats.conf"; }
 
 init_node() { # init_node I MODE NATS: configuration and identity of node I; prints the identity
   local i=$1 mode=$2 nats=$3
@@ -172,17 +210,20 @@ CONF
 start_node() {
   local i=$1 d=$STATE/node-$1
   [ -f "$d/enclave.toml" ] || die "node $i does not exist"
+  start_signer "$i"
+  start "host node-$i" "$d/host.pid" "$d/host.log" "$((HTTP_BASE + i))" "$BIN/conclave-host" run --config "$d/host.toml"
+}
+
+start_signer() {
+  local d=$STATE/node-$1
+  # The signer listens on a Unix socket, not a port: 0 checks none.
   SOFTHSM2_CONF=$d/softhsm/softhsm2.conf \
-    start "enclave node-$i" "$d/enclave.pid" "$d/enclave.log" "$BIN/conclave-enclave" run --config "$d/enclave.toml"
-  start "host node-$i" "$d/host.pid" "$d/host.log" "$BIN/conclave-host" run --config "$d/host.toml"
+    start "enclave node-$1" "$d/enclave.pid" "$d/enclave.log" 0 "$BIN/conclave-enclave" run --config "$d/enclave.toml"
 }
 
 stop_node() { # kill -9: an abrupt failure, as a crash would be
   local d=$STATE/node-$1
-  for p in "$d/host.pid" "$d/enclave.pid"; do
-    if running "$p"; then kill -9 "$(cat "$p")" 2>/dev/null || true; fi
-    rm -f "$p"
-  done
+  for p in "$d/host.pid" "$d/enclave.pid"; do stop "$p" KILL; done
   echo "cluster: node-$1 killed"
 }
 
@@ -230,6 +271,7 @@ case "$cmd" in
     export CONCLAVE_CONFIG=$STATE/client.toml
     for i in $(seq 1 "$(nats_count)"); do start_nats "$i"; done
     for i in $(seq 1 "$n"); do start_node "$i"; done
+    for i in $(seq 1 "$n"); do wait_linked "$i"; done
     wait_ready "$n"
     ;;
   down)
@@ -284,20 +326,21 @@ PY
     for j in $(seq 1 "$n"); do
       d=$STATE/node-$j
       if running "$d/enclave.pid"; then
-        kill "$(cat "$d/enclave.pid")"; rm -f "$d/enclave.pid"
-        SOFTHSM2_CONF=$d/softhsm/softhsm2.conf \
-          start "enclave node-$j" "$d/enclave.pid" "$d/enclave.log" "$BIN/conclave-enclave" run --config "$d/enclave.toml"
+        stop "$d/enclave.pid"
+        start_signer "$j"
+        # Ready only once the host has its new signer: a request right
+        # after this command must find every link up.
+        wait_linked "$j"
       fi
     done
     start_node "$i"
+    wait_linked "$i"
     CONCLAVE_CONFIG=$STATE/client.toml wait_ready "$i"
     echo "cluster: node-$i added (in no committee yet: conclave reshare --wallet W --scheme S --new-threshold T --new-nodes ...)"
     ;;
   stop-node) stop_node "${1:?node number}" ;;
   stop-nats)
-    p=$STATE/nats/n${1:?server number}/pid
-    if running "$p"; then kill -9 "$(cat "$p")"; fi
-    rm -f "$p"; echo "cluster: nats-server $1 killed" ;;
+    stop "$STATE/nats/n${1:?server number}/pid" KILL; echo "cluster: nats-server $1 killed" ;;
   start-nats) start_nats "${1:?server number}" ;;
   start-node) start_node "${1:?node number}" ;;
   status) CONCLAVE_CONFIG=$STATE/client.toml "$BIN/conclave" status "$@" ;;

@@ -63,10 +63,7 @@ pub fn simulated(ca_file: &std::path::Path, node: &conclave_proto::NodeId) -> Re
         (2, sha2::Sha384::digest(b"conclave dev measurement: no application image").to_vec()),
     ]);
     let nsm = SimulatedNsm::with_ca(format!("conclave-dev-{node}"), pcrs, ca).map_err(|e| fail(e.to_string()))?;
-    let binds_foreign_keys = std::env::var_os("CONCLAVE_FAULT_ATTEST_FOREIGN_KEYS").is_some();
-    if binds_foreign_keys {
-        tracing::warn!("FAULT INJECTION: attestation documents bind keys this node does not use");
-    }
+    let binds_foreign_keys = crate::fault::armed(crate::fault::Hook::AttestForeignKeys).is_some();
     Ok(Nsm::Simulated(Box::new(Simulated { nsm, binds_foreign_keys })))
 }
 
@@ -81,9 +78,7 @@ pub enum Nsm {
 /// A dev node's simulated NSM.
 pub struct Simulated {
     nsm: SimulatedNsm,
-    /// Fault injection for tests (`CONCLAVE_FAULT_ATTEST_FOREIGN_KEYS`, dev
-    /// mode only): documents bind keys this node does not use, as a node
-    /// whose identity was swapped would.
+    /// Fault injection (`crate::fault::Hook::AttestForeignKeys`).
     binds_foreign_keys: bool,
 }
 

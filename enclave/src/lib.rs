@@ -22,6 +22,7 @@ pub mod config;
 pub mod custody;
 pub mod ecdsa;
 pub mod eddsa;
+pub mod fault;
 pub mod floor;
 pub mod hsm;
 pub mod identity;

@@ -99,7 +99,17 @@ impl HostLink {
 
     /// The highest version stored in `slot`.
     pub async fn load(&self, slot: BlobSlot) -> Result<Option<StoredBlob>, HostCallError> {
-        match self.call(|call| FromEnclave::Load { call, slot }).await? {
+        self.load_at(slot, None).await
+    }
+
+    /// Version `version` of `slot`, if the host has it (a blob of another
+    /// version is none of it).
+    pub async fn load_version(&self, slot: BlobSlot, version: u32) -> Result<Option<StoredBlob>, HostCallError> {
+        Ok(self.load_at(slot, Some(version)).await?.filter(|b| b.version == version))
+    }
+
+    async fn load_at(&self, slot: BlobSlot, version: Option<u32>) -> Result<Option<StoredBlob>, HostCallError> {
+        match self.call(|call| FromEnclave::Load { call, slot, version }).await? {
             ToEnclave::Loaded { blob, .. } => Ok(blob),
             _ => Err(HostCallError::Confused),
         }
@@ -107,7 +117,17 @@ impl HostLink {
 
     /// Stores a new version in `slot`; the host never overwrites one.
     pub async fn store(&self, slot: BlobSlot, blob: StoredBlob) -> Result<(), HostCallError> {
-        match self.call(|call| FromEnclave::Store { call, slot, blob }).await? {
+        self.store_as(slot, blob, false).await
+    }
+
+    /// Stores `blob`, replacing the version if the host has it: for a
+    /// version this signer never committed to.
+    pub async fn replace(&self, slot: BlobSlot, blob: StoredBlob) -> Result<(), HostCallError> {
+        self.store_as(slot, blob, true).await
+    }
+
+    async fn store_as(&self, slot: BlobSlot, blob: StoredBlob, replace: bool) -> Result<(), HostCallError> {
+        match self.call(|call| FromEnclave::Store { call, slot, blob, replace }).await? {
             ToEnclave::Stored { error: None, .. } => Ok(()),
             ToEnclave::Stored { error: Some(e), .. } => Err(HostCallError::Refused(e)),
             _ => Err(HostCallError::Confused),
@@ -195,7 +215,7 @@ impl HostConnection {
 
     /// The highest version stored in `slot`.
     pub async fn load(&mut self, slot: BlobSlot) -> Result<Option<StoredBlob>, HostCallError> {
-        match self.call(|call| FromEnclave::Load { call, slot }).await? {
+        match self.call(|call| FromEnclave::Load { call, slot, version: None }).await? {
             ToEnclave::Loaded { blob, .. } => Ok(blob),
             _ => Err(HostCallError::Confused),
         }
@@ -203,7 +223,7 @@ impl HostConnection {
 
     /// Stores a new version in `slot`.
     pub async fn store(&mut self, slot: BlobSlot, blob: StoredBlob) -> Result<(), HostCallError> {
-        match self.call(|call| FromEnclave::Store { call, slot, blob }).await? {
+        match self.call(|call| FromEnclave::Store { call, slot, blob, replace: false }).await? {
             ToEnclave::Stored { error: None, .. } => Ok(()),
             ToEnclave::Stored { error: Some(e), .. } => Err(HostCallError::Refused(e)),
             _ => Err(HostCallError::Confused),

@@ -17,11 +17,6 @@ use conclave_proto::NodeId;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Fault injection for the crash test: with `N` set, the command aborts
-/// (as a kill would) after `N` blobs, leaving the next one's temporary file
-/// written and not yet renamed.
-pub const ABORT_AFTER_ENV: &str = "CONCLAVE_FAULT_RESEAL_ABORT_AFTER";
-
 const TMP_SUFFIX: &str = ".reseal.tmp";
 
 /// What a run did.
@@ -86,7 +81,9 @@ pub fn reseal(sealer: &dyn Sealer, node: &NodeId, store_dir: &Path, state_dir: &
     if channel_key.exists() {
         items.push(Item { file: channel_key, bound_to: Bound::ChannelKey });
     }
-    let mut abort_after: Option<usize> = std::env::var(ABORT_AFTER_ENV).ok().and_then(|v| v.parse().ok());
+    // Fault injection (`crate::fault::Hook::ResealAbortAfter`): abort after
+    // N blobs, leaving the next one's temporary file written, not renamed.
+    let mut abort_after: Option<usize> = crate::fault::armed(crate::fault::Hook::ResealAbortAfter).and_then(|v| v.parse().ok());
     let mut report = ResealReport::default();
     for item in items {
         let io = |source| ResealError::Io { path: item.file.clone(), source };

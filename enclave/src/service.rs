@@ -78,10 +78,10 @@ pub struct Enclave {
     identities: HashMap<NodeId, NodeIdentity>,
     peers: HashMap<NodeId, Peer>,
     aux_locks: Mutex<HashMap<CommitteeId, Arc<tokio::sync::Mutex<()>>>>,
-    /// Fault injection for tests (`CONCLAVE_FAULT_RESHARE_TAMPER`, dev mode
-    /// only): as a dealer, this node sends sub-shares that do not match its
-    /// commitments, as a cheating dealer would.
+    /// Fault injection (`crate::fault::Hook::ReshareTamper`).
     tampers_sub_shares: bool,
+    /// Fault injection (`crate::fault::Hook::ReshareCrashBeforeAck`).
+    crashes_before_ack: bool,
     /// Per request: the highest attempt started here, when, and whether one
     /// completed (then no later attempt runs here).
     started: Mutex<HashMap<RequestId, Claim>>,
@@ -107,10 +107,9 @@ impl Enclave {
             let sign = ed25519_dalek::VerifyingKey::from_bytes(&n.sign_key).map_err(|_| format!("roster: bad sign_key for {}", n.node_id))?;
             peers.insert(n.node_id, Peer { kx, sign });
         }
-        let tampers_sub_shares = config.mode == conclave_proto::link::Mode::Dev && std::env::var_os("CONCLAVE_FAULT_RESHARE_TAMPER").is_some();
-        if tampers_sub_shares {
-            tracing::warn!("FAULT INJECTION: as a resharing dealer this node sends sub-shares that do not match its commitments");
-        }
+        let dev = config.mode == conclave_proto::link::Mode::Dev;
+        let tampers_sub_shares = dev && crate::fault::armed(crate::fault::Hook::ReshareTamper).is_some();
+        let crashes_before_ack = dev && crate::fault::armed(crate::fault::Hook::ReshareCrashBeforeAck).is_some();
         Ok(Enclave {
             config,
             keys,
@@ -121,6 +120,7 @@ impl Enclave {
             primes: PrimePool::default(),
             admission: nsm.as_ref().map(Nsm::admission),
             tampers_sub_shares,
+            crashes_before_ack,
             nsm,
             identities,
             peers,
@@ -317,7 +317,7 @@ impl Enclave {
     }
 
     fn end_sessions(&self, request: &RequestId, attempt: u32) {
-        for kind in [SessionKind::Keygen, SessionKind::AuxInfo, SessionKind::Sign, SessionKind::Reshare] {
+        for kind in [SessionKind::Keygen, SessionKind::AuxInfo, SessionKind::Sign, SessionKind::Reshare, SessionKind::ReshareAck] {
             self.router.abort(SessionId::derive(kind, request, attempt));
         }
         tracing::info!(request = %request, attempt, "attempt ended here");
@@ -355,10 +355,14 @@ impl Enclave {
         Ok(record.public.clone())
     }
 
+    fn floor(&self, slot: &BlobSlot) -> Result<u32, RequestError> {
+        self.floors.get(&slot.path()).map_err(|e| RequestError::new(ErrorCode::Storage, format!("version floor: {e}")))
+    }
+
     /// Refuses a blob of `slot` older than this signer's floor for it: the
     /// host served a version that was replaced.
     fn above_floor(&self, slot: &BlobSlot, version: u32) -> Result<(), RequestError> {
-        let floor = self.floors.get(&slot.path()).map_err(|e| RequestError::new(ErrorCode::Storage, format!("version floor: {e}")))?;
+        let floor = self.floor(slot)?;
         if version < floor {
             return Err(RequestError::new(
                 ErrorCode::VersionMismatch,
@@ -381,22 +385,17 @@ impl Enclave {
     async fn reshare(self: &Arc<Self>, req: &ReshareRequest, attempt: &Attempt<'_>) -> Result<KeygenResult, RequestError> {
         let me = self.keys.node_id().clone();
         let slot = BlobSlot::Share { wallet: req.wallet.clone(), scheme: req.scheme };
-        let stored = match self.host.load(slot.clone()).await? {
-            Some(blob) => {
+        let old = match req.committee.contains(&me) {
+            // Exactly the version the request names: a newer one stored by a
+            // reshare cut before every new member acknowledged is not in force.
+            true => {
+                let blob = self.host.load_version(slot.clone(), req.version).await?.ok_or_else(|| {
+                    RequestError::new(ErrorCode::UnknownWallet, format!("node {me} holds no version {} of {}'s {} key", req.version, req.wallet, req.scheme))
+                })?;
                 self.above_floor(&slot, blob.version)?;
-                Some(ShareRecord::open(self.sealer.as_ref(), &me, &slot, &blob)?)
-            }
-            None => None,
-        };
-        let old = match (req.committee.contains(&me), stored) {
-            (true, Some(record)) => {
+                let record = ShareRecord::open(self.sealer.as_ref(), &me, &slot, &blob)?;
                 let p = &record.public;
-                if p.public_key != req.public_key
-                    || p.xpub != req.xpub
-                    || p.version != req.version
-                    || p.committee != req.committee
-                    || p.threshold != req.threshold
-                {
+                if p.public_key != req.public_key || p.xpub != req.xpub || p.committee != req.committee || p.threshold != req.threshold {
                     return Err(RequestError::new(
                         ErrorCode::Malformed,
                         format!("the request names another key than this node's share of {} (version {})", req.wallet, p.version),
@@ -404,12 +403,23 @@ impl Enclave {
                 }
                 Some(record)
             }
-            (true, None) => return Err(RequestError::new(ErrorCode::UnknownWallet, format!("node {me} holds no {} key for {}", req.scheme, req.wallet))),
-            // A member that left an earlier version keeps only its record.
-            (false, Some(record)) if record.public.committee.contains(&me) => {
-                return Err(RequestError::new(ErrorCode::WalletExists, format!("node {me} already holds version {} of {}", record.public.version, req.wallet)))
-            }
-            (false, _) => None,
+            false => match self.host.load(slot.clone()).await? {
+                // What a cut reshare left here, never committed to: replaced.
+                Some(blob) if blob.version > req.version && self.floor(&slot)? < blob.version => None,
+                Some(blob) => {
+                    self.above_floor(&slot, blob.version)?;
+                    let record = ShareRecord::open(self.sealer.as_ref(), &me, &slot, &blob)?;
+                    // A member that left an earlier version keeps only its record.
+                    if record.public.committee.contains(&me) {
+                        return Err(RequestError::new(
+                            ErrorCode::WalletExists,
+                            format!("node {me} already holds version {} of {}", record.public.version, req.wallet),
+                        ));
+                    }
+                    None
+                }
+                None => None,
+            },
         };
         let mut committee = req.new_committee.clone();
         committee.sort();
@@ -482,11 +492,49 @@ impl Enclave {
         // its share, and no share: it cannot sign with the old one again.
         let record = ShareRecord { public, secret: SecretShare::new(secret.unwrap_or_default()) };
         let blob = record.seal(self.sealer.as_ref(), &me, &slot)?;
-        self.host.store(slot.clone(), blob).await?;
-        // From now on this signer never opens the replaced version again.
+        // New members store first; the old version stays in force (no floor
+        // raised) until every one of them says it stored.
+        if joining {
+            self.store_uncommitted(&slot, blob.clone()).await?;
+            if self.crashes_before_ack {
+                tracing::warn!("FAULT INJECTION: stopping after storing the new share, before acknowledging it");
+                std::process::exit(70);
+            }
+        }
+        let joins: Vec<bool> = roles.joining.iter().map(Option::is_some).collect();
+        let i = spec.index_of(&me).expect("checked by the policy");
+        let ack = attempt.spec(SessionKind::ReshareAck, parties.clone(), version);
+        session::run(self, &ack, move |party: session::Party<reshare::stored::Msg>| {
+            Ok::<_, std::convert::Infallible>(futures::executor::block_on(reshare::stored::run(party, i, &joins, u64::from(version))))
+        })
+        .await?
+        .map_err(|e| {
+            let error = RequestError::new(ErrorCode::ProtocolAbort, format!("resharing: {e}"));
+            match e {
+                reshare::stored::AckError::NotStored { party } | reshare::stored::AckError::OutOfRole { party } => {
+                    error.blaming(vec![parties[usize::from(party)].clone()])
+                }
+                reshare::stored::AckError::Transport(_) => error,
+            }
+        })?;
+        // Every new member stored the new version: commit to it, and a
+        // member that leaves retires its share.
+        if !joining {
+            self.store_uncommitted(&slot, blob).await?;
+        }
         self.raise_floor(&slot, version)?;
         tracing::info!(wallet = %req.wallet, scheme = %req.scheme, version, joined = joining, "reshared");
         Ok(record.public.clone())
+    }
+
+    /// Stores a version this signer has not committed to (its floor is
+    /// below it), replacing what a cut reshare left at that version.
+    async fn store_uncommitted(&self, slot: &BlobSlot, blob: StoredBlob) -> Result<(), RequestError> {
+        use crate::link::HostCallError::Refused;
+        match self.host.store(slot.clone(), blob.clone()).await {
+            Err(Refused(conclave_proto::link::StoreError::Exists)) if self.floor(slot)? < blob.version => Ok(self.host.replace(slot.clone(), blob).await?),
+            stored => Ok(stored?),
+        }
     }
 
     /// The committee's aux info, generated (once, whichever keygen asks
@@ -516,17 +564,23 @@ impl Enclave {
 
     async fn sign(self: &Arc<Self>, req: &SignRequest, attempt: &Attempt<'_>) -> Result<SignResult, RequestError> {
         let slot = BlobSlot::Share { wallet: req.wallet.clone(), scheme: req.scheme };
-        let blob = self.host.load(slot.clone()).await?.ok_or_else(|| {
-            RequestError::new(ErrorCode::UnknownWallet, format!("node {} holds no {} key for {}", self.keys.node_id(), req.scheme, req.wallet))
-        })?;
+        // Exactly the version the request names (the initiator read it from
+        // the committee's signed record), and none this signer replaced.
+        let blob = match self.host.load_version(slot.clone(), req.version).await? {
+            Some(blob) => blob,
+            None => {
+                let held = self.host.load(slot.clone()).await?.map(|b| b.version);
+                return Err(match held {
+                    Some(held) => RequestError::new(
+                        ErrorCode::VersionMismatch,
+                        format!("the request names version {} of {}, node {} holds version {held}", req.version, req.wallet, self.keys.node_id()),
+                    ),
+                    None => RequestError::new(ErrorCode::UnknownWallet, format!("node {} holds no {} key for {}", self.keys.node_id(), req.scheme, req.wallet)),
+                });
+            }
+        };
         self.above_floor(&slot, blob.version)?;
         let record = ShareRecord::open(self.sealer.as_ref(), self.keys.node_id(), &slot, &blob)?;
-        if record.public.version != req.version {
-            return Err(RequestError::new(
-                ErrorCode::VersionMismatch,
-                format!("the request names version {} of {}, node {} holds version {}", req.version, req.wallet, self.keys.node_id(), record.public.version),
-            ));
-        }
         let committee = &record.public.committee;
         // Signers in keygen-index order: a signer's index in the session is
         // its position here, and `indexes` maps it back to keygen.

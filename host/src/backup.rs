@@ -146,7 +146,7 @@ async fn check_with_signer(config: &HostConfig, backup: &Backup) -> Result<(), R
                     None => break,
                     Some(reason) => return Err(RestoreError::Unopenable { path: b.path.clone(), version: b.version, reason }),
                 },
-                FromEnclave::Load { call, slot } => ToEnclave::Loaded { call, blob: latest(backup, &slot) },
+                FromEnclave::Load { call, slot, .. } => ToEnclave::Loaded { call, blob: latest(backup, &slot) },
                 FromEnclave::Store { call, .. } => ToEnclave::Stored { call, error: Some(StoreError::Io { detail: "a restore is in progress".into() }) },
                 _ => continue,
             };

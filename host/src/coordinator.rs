@@ -313,8 +313,12 @@ impl Host {
     }
 
     /// Answers the enclave's [`FromEnclave::Load`].
-    pub(crate) fn answer_load(&self, call: u64, slot: &BlobSlot) -> ToEnclave {
-        let blob = self.store.load_latest(slot).unwrap_or_else(|e| {
+    pub(crate) fn answer_load(&self, call: u64, slot: &BlobSlot, version: Option<u32>) -> ToEnclave {
+        let read = match version {
+            Some(version) => self.store.load_version(slot, version),
+            None => self.store.load_latest(slot),
+        };
+        let blob = read.unwrap_or_else(|e| {
             tracing::error!(slot = %slot.path(), error = %e, "blob store read failed");
             None
         });
@@ -322,8 +326,9 @@ impl Host {
     }
 
     /// Answers the enclave's [`FromEnclave::Store`].
-    pub(crate) fn answer_store(&self, call: u64, slot: &BlobSlot, blob: &StoredBlob) -> ToEnclave {
-        ToEnclave::Stored { call, error: self.store.store(slot, blob).err() }
+    pub(crate) fn answer_store(&self, call: u64, slot: &BlobSlot, blob: &StoredBlob, replace: bool) -> ToEnclave {
+        let stored = if replace { self.store.replace(slot, blob) } else { self.store.store(slot, blob) };
+        ToEnclave::Stored { call, error: stored.err() }
     }
 
     /// Answers the enclave's [`FromEnclave::Credentials`].
@@ -343,11 +348,11 @@ impl Host {
                 self.metrics.envelopes_out.fetch_add(1, Ordering::Relaxed);
                 let _ = self.outbox.send(envelope);
             }
-            FromEnclave::Load { call, slot } => {
-                self.link.send(self.answer_load(call, &slot));
+            FromEnclave::Load { call, slot, version } => {
+                self.link.send(self.answer_load(call, &slot, version));
             }
-            FromEnclave::Store { call, slot, blob } => {
-                self.link.send(self.answer_store(call, &slot, &blob));
+            FromEnclave::Store { call, slot, blob, replace } => {
+                self.link.send(self.answer_store(call, &slot, &blob, replace));
             }
             FromEnclave::Credentials { call } => {
                 let host = self.clone();

@@ -93,8 +93,8 @@ pub async fn run(host: Arc<Host>) {
         let identity = loop {
             let answer = match link::read_frame(&mut r).await {
                 Ok(Ok(FromEnclave::Hello { v, identity })) if v == PROTOCOL_VERSION => break Some(identity),
-                Ok(Ok(FromEnclave::Load { call, slot })) => host.answer_load(call, &slot),
-                Ok(Ok(FromEnclave::Store { call, slot, blob })) => host.answer_store(call, &slot, &blob),
+                Ok(Ok(FromEnclave::Load { call, slot, version })) => host.answer_load(call, &slot, version),
+                Ok(Ok(FromEnclave::Store { call, slot, blob, replace })) => host.answer_store(call, &slot, &blob, replace),
                 Ok(Ok(FromEnclave::Credentials { call })) => host.answer_credentials(call).await,
                 other => {
                     tracing::error!(?other, "enclave did not answer Hello with a matching version");

@@ -33,6 +33,25 @@ impl BlobStore {
         latest(&self.root.join(slot.path()))
     }
 
+    /// Version `version` of `slot`, if stored.
+    pub fn load_version(&self, slot: &BlobSlot, version: u32) -> std::io::Result<Option<StoredBlob>> {
+        match std::fs::read(self.root.join(slot.path()).join(store::blob_file_name(version))) {
+            Ok(sealed) => Ok(Some(StoredBlob { version, sealed })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes a version of `slot`, replacing it if it exists (the signer
+    /// asks for this only for a version it never committed to). Atomic: a
+    /// crash leaves the old blob or the new one.
+    pub fn replace(&self, slot: &BlobSlot, blob: &StoredBlob) -> Result<(), StoreError> {
+        let dir = self.root.join(slot.path());
+        let tmp = write_tmp(&dir, blob)?;
+        std::fs::rename(&tmp, dir.join(store::blob_file_name(blob.version))).map_err(io)?;
+        std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io)
+    }
+
     /// Keeps this node's copy of a wallet record (the committee's signed
     /// statement): what it answers about the wallet, whatever the registry
     /// holds. Never overwritten.
@@ -86,18 +105,27 @@ fn latest(dir: &Path) -> std::io::Result<Option<StoredBlob>> {
     }
 }
 
-/// Writes a version into a slot's directory; refuses to overwrite.
-fn write_once(dir: &Path, blob: &StoredBlob) -> Result<(), StoreError> {
-    let io = |e: std::io::Error| StoreError::Io { detail: e.to_string() };
+fn io(e: std::io::Error) -> StoreError {
+    StoreError::Io { detail: e.to_string() }
+}
+
+/// Writes `blob` to a synced temporary file in `dir` (created if missing).
+fn write_tmp(dir: &Path, blob: &StoredBlob) -> Result<PathBuf, StoreError> {
     std::fs::create_dir_all(dir).map_err(io)?;
-    let target = dir.join(store::blob_file_name(blob.version));
-    if target.exists() {
-        return Err(StoreError::Exists);
-    }
     let tmp = dir.join(format!(".{:010}.{}.tmp", blob.version, std::process::id()));
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(&blob.sealed).map_err(io)?;
     f.sync_all().map_err(io)?;
+    Ok(tmp)
+}
+
+/// Writes a version into a slot's directory; refuses to overwrite.
+fn write_once(dir: &Path, blob: &StoredBlob) -> Result<(), StoreError> {
+    let target = dir.join(store::blob_file_name(blob.version));
+    if target.exists() {
+        return Err(StoreError::Exists);
+    }
+    let tmp = write_tmp(dir, blob)?;
     let linked = std::fs::hard_link(&tmp, &target);
     let _ = std::fs::remove_file(&tmp);
     match linked {
@@ -125,5 +153,11 @@ mod tests {
         let latest = reopened.load_latest(&slot).unwrap().unwrap();
         assert_eq!((latest.version, latest.sealed.as_slice()), (2, b"two".as_slice()));
         assert_eq!(std::fs::read(d.path().join("blobs/share/w/ecdsa/0000000001.blob")).unwrap(), b"one");
+        assert_eq!(reopened.load_version(&slot, 1).unwrap().unwrap().sealed, b"one", "an exact version, not the latest");
+        assert!(reopened.load_version(&slot, 3).unwrap().is_none());
+        // Only an explicit replace overwrites (a version the signer never committed to).
+        reopened.replace(&slot, &StoredBlob { version: 2, sealed: b"two again".to_vec() }).unwrap();
+        assert_eq!(reopened.load_latest(&slot).unwrap().unwrap().sealed, b"two again");
+        assert_eq!(std::fs::read_dir(d.path().join("blobs/share/w/ecdsa")).unwrap().count(), 2, "no temporary file left");
     }
 }

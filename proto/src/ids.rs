@@ -187,6 +187,8 @@ pub enum SessionKind {
     Sign,
     /// Resharing a key to a new committee or threshold.
     Reshare,
+    /// A reshare's last step: every new member says it stored its share.
+    ReshareAck,
 }
 
 impl SessionId {
@@ -197,6 +199,7 @@ impl SessionId {
             SessionKind::AuxInfo => b"aux-info",
             SessionKind::Sign => b"sign",
             SessionKind::Reshare => b"reshare",
+            SessionKind::ReshareAck => b"reshare-ack",
         };
         SessionId(truncated_hash(&[b"conclave/session/v1", kind, request.as_str().as_bytes(), &attempt.to_be_bytes()]))
     }

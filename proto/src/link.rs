@@ -306,7 +306,7 @@ pub enum ToEnclave {
         /// The peer's document, or why there is none.
         result: Result<crate::attestation::Document, crate::RequestError>,
     },
-    /// Answer to [`FromEnclave::Load`]: the highest version in the slot.
+    /// Answer to [`FromEnclave::Load`]: the blob asked for, if the slot has it.
     Loaded {
         /// The call this answers.
         call: u64,
@@ -403,14 +403,17 @@ pub enum FromEnclave {
         /// The envelope.
         envelope: Envelope,
     },
-    /// Fetch the highest version of a slot.
+    /// Fetch a slot's blob: the highest version, or exactly `version`.
     Load {
         /// Correlates the answer.
         call: u64,
         /// Which slot.
         slot: BlobSlot,
+        /// That version only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u32>,
     },
-    /// Persist a sealed blob (never overwriting a version).
+    /// Persist a sealed blob (never overwriting a version, unless `replace`).
     Store {
         /// Correlates the answer.
         call: u64,
@@ -418,6 +421,11 @@ pub enum FromEnclave {
         slot: BlobSlot,
         /// The blob.
         blob: StoredBlob,
+        /// Replace the version if it exists: only ever for a version the
+        /// signer never committed to (a reshare cut before every new member
+        /// acknowledged, then retried).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        replace: bool,
     },
     /// A session ended.
     Finished {

@@ -2,12 +2,15 @@
 //! the token. Real tokens, real node processes, real `conclave-enclave`
 //! commands.
 
+use conclave_enclave::floor::Floors;
 use conclave_enclave::hsm::{HsmConfig, PinSource, Token};
 use conclave_enclave::seal::{key_id_of, SealContext, SealError, Sealer, TokenSealer};
 use conclave_proto::link::BlobSlot;
-use conclave_proto::request::SignPayload;
+use conclave_proto::request::{RequestBody, SignPayload, SignRequest};
+use conclave_proto::result::Outcome;
 use conclave_proto::store::blob_file_name;
 use conclave_proto::{ErrorCode, NodeId, Scheme, WalletId};
+use conclave_tests::adversary::Adversary;
 use conclave_tests::{bin, softhsm, Cluster};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -122,7 +125,7 @@ fn the_signer_refuses_to_start_with_a_wrong_pin_token_module_or_missing_keys() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tampered_swapped_or_replayed_blobs_are_refused_and_nothing_is_overwritten() {
+async fn tampered_swapped_or_rolled_back_blobs_are_refused_and_nothing_is_overwritten() {
     let cluster = Cluster::start(3).await;
     let client = cluster.client().await;
     let status = client.status().await.unwrap();
@@ -162,17 +165,55 @@ async fn tampered_swapped_or_replayed_blobs_are_refused_and_nothing_is_overwritt
         assert_eq!(listing(&slot_dir(&a)), files, "{what}: no version was added or removed");
     }
 
-    // Version 1 served as if it were version 2.
-    std::fs::write(&v1, &original).unwrap();
-    let v2 = slot_dir(&a).join(blob_file_name(2));
-    std::fs::write(&v2, &original).unwrap();
-    let err = sign(a.clone()).await.expect_err("an old version replayed as a newer one");
-    assert_eq!(err.code(), Some(ErrorCode::Storage), "{err}");
-    assert_eq!(std::fs::read(&v1).unwrap(), original, "version 1 untouched");
-
     // Put back, the same share signs again: the refusals changed nothing.
-    std::fs::remove_file(&v2).unwrap();
-    sign(a).await.expect("signs once the blob is back");
+    std::fs::write(&v1, &original).unwrap();
+    sign(a.clone()).await.expect("signs once the blob is back");
+
+    // A real older version: after a reshare (2-of-3 to 3-of-3, the same
+    // committee), every host serves version 1 again, the registry names
+    // version 1 again, and a request the initiator signed for version 1
+    // arrives. Each signer's floor, kept in its token, refuses it.
+    let adversary = Adversary::connect(&cluster.nats_url()).await;
+    let old_record = adversary.wallet_record(&a, Scheme::Ecdsa).await;
+    let early = client.sign_request(&RequestBody::Sign(SignRequest {
+        request_id: conclave_client::client::new_request_id(),
+        wallet: a.clone(),
+        scheme: Scheme::Ecdsa,
+        version: 1,
+        payload: SignPayload::Digest(vec![7; 32]),
+        path: vec![],
+        signers: Some(signers.clone()),
+        timeout_ms: None,
+        issued_at_ms: conclave_tests::wire::now_ms(),
+    }));
+    let new = client.reshare(&a, Scheme::Ecdsa, 3, cluster.node_ids()).await.expect("reshare");
+    assert_eq!(new.version, 2);
+    for i in 1..=3 {
+        std::fs::remove_file(cluster.node_dir(i).join("store/blobs/share").join(a.as_str()).join("ecdsa").join(blob_file_name(2))).unwrap();
+    }
+    adversary.overwrite_wallet_record(&a, Scheme::Ecdsa, &old_record).await;
+    match client.send(&early).await.expect("answered").outcome {
+        Outcome::Error { error } => assert_eq!(error.code, ErrorCode::VersionMismatch, "{error}"),
+        Outcome::Ok { .. } => panic!("a replaced share signed again"),
+    }
+}
+
+#[test]
+fn a_version_floor_in_the_token_only_rises_and_outlives_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let pin = softhsm::create_token(dir.path(), "floors");
+    std::env::set_var(softhsm::CONF_ENV, softhsm::conf(dir.path()));
+    let open = || Arc::new(Token::open(&hsm_config("floors", pin.clone())).unwrap());
+    let floors = Floors::Token(open());
+    assert_eq!(floors.get("share/w/ecdsa").unwrap(), 0);
+    floors.raise("share/w/ecdsa", 2).unwrap();
+    floors.raise("share/w/ecdsa", 1).unwrap();
+    assert_eq!(floors.get("share/w/ecdsa").unwrap(), 2, "never lowered");
+    drop(floors);
+    // A new session (a restarted signer) reads it back from the token.
+    let floors = Floors::Token(open());
+    assert_eq!(floors.get("share/w/ecdsa").unwrap(), 2);
+    assert_eq!(floors.get("primes").unwrap(), 0, "one floor per slot");
 }
 
 /// Every blob file under `dir` and the key that sealed it.
@@ -224,7 +265,7 @@ async fn reseal_killed_half_way_loses_nothing_and_finishes_when_run_again() {
 
     let store = node.join("store");
     let reseal = ["reseal", "--config", config.to_str().unwrap(), "--store", store.to_str().unwrap()];
-    let killed = enclave(&reseal, &[(conclave_enclave::reseal::ABORT_AFTER_ENV, "2")]);
+    let killed = enclave(&reseal, &[(conclave_enclave::fault::Hook::ResealAbortAfter.env(), "2")]);
     assert!(!killed.status.success() && killed.status.code().is_none(), "the first run dies by a signal");
     let mut half = Vec::new();
     sealed_files(&node, &mut half);

@@ -172,3 +172,31 @@ async fn a_dealer_whose_sub_shares_do_not_check_is_blamed_and_the_old_version_ke
     let sig = client.sign(&w, scheme, SignPayload::Message(b"still".to_vec()), vec![], Some(ids(&cluster, &[1, 3]))).await.expect("version 1 still signs");
     assert_eq!(sig.version, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reshare_whose_new_members_cannot_all_acknowledge_leaves_the_old_version_signing_and_a_retry_finishes_it() {
+    let mut cluster = Cluster::start_in(Mode::Dev, 4).await;
+    let client = cluster.client().await;
+    let (w, scheme) = (WalletId::new("unacknowledged").unwrap(), Scheme::Eddsa);
+    let old = client.keygen(&w, scheme, 3, None).await.expect("keygen");
+    let message = |text: &str| SignPayload::Message(text.as_bytes().to_vec());
+    // node-3, a new member, stops right after storing its new share, before
+    // it acknowledges it; node-4 leaves.
+    cluster.restart_signer_with(3, &[("CONCLAVE_FAULT_RESHARE_CRASH_BEFORE_ACK", "1")]).await;
+    let cut = client.reshare(&w, scheme, 2, ids(&cluster, &[1, 2, 3])).await.expect_err("node-3 never acknowledges");
+    assert_eq!(cut.code(), Some(ErrorCode::PeerUnavailable), "{cut}");
+    // Nobody committed to version 2: the record names version 1, and
+    // version 1 signs, the node that was leaving among its signers.
+    assert_eq!(client.wallet(&w, scheme).await.unwrap(), Some(old.clone()));
+    let sig = client.sign(&w, scheme, message("still version 1"), vec![], Some(ids(&cluster, &[1, 2, 4]))).await.expect("version 1 signs");
+    assert_eq!(sig.version, 1);
+
+    // A retry, with node-3 back, replaces the shares nobody committed to.
+    cluster.restart_signer_with(3, &[]).await;
+    cluster.wait_ready(4).await;
+    let new = client.reshare(&w, scheme, 2, ids(&cluster, &[1, 2, 3])).await.expect("the retry finishes the reshare");
+    assert_eq!((new.version, new.public_key.clone()), (2, old.public_key.clone()));
+    let sig = client.sign(&w, scheme, message("version 2"), vec![], Some(ids(&cluster, &[1, 3]))).await.expect("version 2 signs");
+    assert_eq!(sig.version, 2);
+    assert!(cluster.open_share_version(4, &w, scheme, 2).secret.expose().is_empty(), "node-4 retired its share");
+}

@@ -40,6 +40,7 @@ mod confirm;
 mod deal;
 mod receive;
 pub mod rounds;
+pub mod stored;
 pub mod wire;
 
 #[cfg(test)]

@@ -176,10 +176,10 @@ impl Host {
         w.write_all(&conclave_proto::link::encode_frame(&ToEnclave::Hello { v: PROTOCOL_VERSION })).await.unwrap();
         while let Ok(Ok(frame)) = conclave_proto::link::read_frame::<FromEnclave, _>(&mut r).await {
             let answer = match frame {
-                FromEnclave::Load { call, slot } => {
+                FromEnclave::Load { call, slot, .. } => {
                     ToEnclave::Loaded { call, blob: self.store.lock().unwrap().get(&slot.path()).and_then(|v| v.last().cloned()) }
                 }
-                FromEnclave::Store { call, slot, blob } => {
+                FromEnclave::Store { call, slot, blob, .. } => {
                     self.store.lock().unwrap().entry(slot.path()).or_default().push(blob);
                     ToEnclave::Stored { call, error: None }
                 }

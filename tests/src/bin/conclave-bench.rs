@@ -2,6 +2,9 @@
 //!
 //! 1. Sealing: seal and open latency per operation, dev key file against
 //!    the PKCS#11 token (SoftHSM2), for a share-sized and a large blob.
+//!    Signed results: what a signer's statement costs to sign (dev key,
+//!    and the identity key in the token) and what a client's check of a
+//!    wallet record (three endorsements) and of a signature result costs.
 //! 2. Signing: N signatures per scheme through the SDK against a local
 //!    2-of-3 cluster (real nats-server, real node processes), in hsm mode
 //!    and in dev mode; and the same protocol executed in this one process
@@ -17,7 +20,7 @@
 //!    committee without aux info (node-1, node-2, node-4): what making it
 //!    adds.
 //!
-//! Usage: `cargo run -p conclave-tests --bin conclave-bench -- [--count N] [--only sealing|signing|registry|reshare]`,
+//! Usage: `cargo run -p conclave-tests --bin conclave-bench -- [--count N] [--only sealing|statements|signing|registry|reshare]`,
 //! after `deploy/setup.sh` has built the node binaries. Both sides run the
 //! same build profile (the workspace optimises dependencies even in dev
 //! builds).
@@ -42,8 +45,23 @@ fn main() {
     let token_dir = tempfile::tempdir().expect("tempdir");
     let pin = softhsm::create_token(token_dir.path(), "bench");
     std::env::set_var(softhsm::CONF_ENV, softhsm::conf(token_dir.path()));
-    if runs("sealing") {
-        bench_sealing(count.max(100), pin);
+    if runs("sealing") || runs("statements") {
+        let token = Arc::new(
+            Token::open(&HsmConfig {
+                module: softhsm::MODULE.into(),
+                token_label: "bench".into(),
+                pin: PinSource::File(pin),
+                seal_key_label: "bench-seal".into(),
+                identity_key_label: "bench-identity".into(),
+            })
+            .expect("SoftHSM2 token"),
+        );
+        if runs("sealing") {
+            bench_sealing(count.max(100), token.clone());
+        }
+        if runs("statements") {
+            bench_statements(count.max(100), &token);
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     if runs("signing") {
@@ -95,7 +113,7 @@ fn parse_args() -> (usize, Option<String>) {
     while let Some(flag) = args.next() {
         match (flag.as_str(), args.next()) {
             ("--count", Some(n)) => count = n.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| usage()),
-            ("--only", Some(s)) if ["sealing", "signing", "registry", "reshare"].contains(&s.as_str()) => only = Some(s.clone()),
+            ("--only", Some(s)) if ["sealing", "statements", "signing", "registry", "reshare"].contains(&s.as_str()) => only = Some(s.clone()),
             _ => usage(),
         }
     }
@@ -103,7 +121,7 @@ fn parse_args() -> (usize, Option<String>) {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: conclave-bench [--count N] [--only sealing|signing|registry|reshare]   (N > 0 signatures per scheme)");
+    eprintln!("usage: conclave-bench [--count N] [--only sealing|statements|signing|registry|reshare]   (N > 0 signatures per scheme)");
     std::process::exit(2)
 }
 
@@ -146,17 +164,106 @@ async fn bench_registry(count: usize) {
     println!();
 }
 
-fn bench_sealing(count: usize, pin: std::path::PathBuf) {
-    let token = Arc::new(
-        Token::open(&HsmConfig {
-            module: softhsm::MODULE.into(),
-            token_label: "bench".into(),
-            pin: PinSource::File(pin),
-            seal_key_label: "bench-seal".into(),
-            identity_key_label: "bench-identity".into(),
-        })
-        .expect("SoftHSM2 token"),
-    );
+/// Signing a statement (as a signer does for every result) and checking
+/// one (as a client does for every result and record).
+fn bench_statements(count: usize, token: &Token) {
+    use conclave_proto::link::{Mode, NodeIdentity};
+    use conclave_proto::result::{Completed, KeygenResult, SignResult};
+    use conclave_proto::statement::{Endorsed, Endorsement, Statement};
+    use ed25519_dalek::Signer;
+    use sha2::Digest;
+    token.create_identity_key("bench-identity").expect("identity key");
+    let (handle, _) = token.identity_key("bench-identity").expect("token").expect("identity key");
+    let body = r#"{"kind":"keygen","request_id":"bench"}"#;
+    let request: [u8; 32] = sha2::Sha256::digest(body.as_bytes()).into();
+    let nodes: Vec<NodeId> = (1..=3).map(|i| NodeId::new(format!("node-{i}")).expect("node id")).collect();
+    let keys: Vec<ed25519_dalek::SigningKey> = (1..=3u8).map(|i| ed25519_dalek::SigningKey::from_bytes(&[i; 32])).collect();
+    let record = KeygenResult {
+        wallet: WalletId::new("bench").expect("wallet"),
+        scheme: Scheme::Ecdsa,
+        public_key: vec![2; 33],
+        xpub: Some("xpub".repeat(28)),
+        version: 1,
+        threshold: 2,
+        committee: nodes.clone(),
+    };
+    let keygen = serde_json::to_string(&Statement { v: 1, request, result: Completed::Keygen(record.clone()) }).expect("serialises");
+    let sign = serde_json::to_string(&Statement {
+        v: 1,
+        request,
+        result: Completed::Sign(SignResult {
+            wallet: record.wallet.clone(),
+            scheme: Scheme::Ecdsa,
+            signature: vec![1; 64],
+            recovery_id: Some(0),
+            public_key: vec![2; 33],
+            path: vec![],
+            signers: nodes[..2].to_vec(),
+            version: 1,
+        }),
+    })
+    .expect("serialises");
+    let endorse = |statement: &str, by: &[usize]| Endorsed {
+        statement: statement.to_string(),
+        endorsements: by
+            .iter()
+            .map(|&i| Endorsement { node: nodes[i].clone(), signature: keys[i].sign(&Endorsed::signing_bytes(statement)).to_bytes() })
+            .collect(),
+    };
+    let roster = conclave_client::Roster::new(
+        nodes
+            .iter()
+            .zip(&keys)
+            .map(|(n, k)| NodeIdentity { node_id: n.clone(), mode: Mode::Dev, sign_key: k.verifying_key().to_bytes(), kx_key: [0; 32] })
+            .collect(),
+    )
+    .expect("roster");
+    let (record_endorsed, sign_endorsed) = (endorse(&keygen, &[0, 1, 2]), endorse(&sign, &[0]));
+    let time = |f: &mut dyn FnMut()| {
+        let mut times = Vec::with_capacity(count);
+        for _ in 0..count {
+            let t = Instant::now();
+            f();
+            times.push(t.elapsed());
+        }
+        Stats::of(times)
+    };
+    println!("signed results, {count} operations each");
+    println!("{:<52} {:>9} {:>9}", "what", "p50 µs", "p99 µs");
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let rows: Vec<(&str, Stats)> = vec![
+        (
+            "sign a statement, dev identity key",
+            time(&mut || {
+                std::hint::black_box(keys[0].sign(&Endorsed::signing_bytes(&keygen)));
+            }),
+        ),
+        (
+            "sign a statement, identity key in the token",
+            time(&mut || {
+                std::hint::black_box(token.sign_ed25519(handle, &Endorsed::signing_bytes(&keygen)).expect("token signs"));
+            }),
+        ),
+        (
+            "client: check a wallet record (3 endorsements)",
+            time(&mut || {
+                std::hint::black_box(roster.record(&record_endorsed, &record.wallet, record.scheme).expect("checks"));
+            }),
+        ),
+        (
+            "client: check a signature result (1 endorsement)",
+            time(&mut || {
+                std::hint::black_box(roster.sign_result(&sign_endorsed, body).expect("checks"));
+            }),
+        ),
+    ];
+    for (what, s) in rows {
+        println!("{what:<52} {:>9.0} {:>9.0}", us(s.p50), us(s.p99));
+    }
+    println!();
+}
+
+fn bench_sealing(count: usize, token: Arc<Token>) {
     token.create_seal_key("bench-seal").expect("seal key");
     let sealers: [(&str, Box<dyn Sealer>); 2] =
         [("dev", Box::new(KeySealer::from_key(&[7; 32]))), ("hsm", Box::new(TokenSealer::new(token, "bench-seal").expect("token sealer")))];

@@ -1,0 +1,49 @@
+//! Fault injection for the end-to-end tests, all of it in one place. A hook
+//! is armed by an environment variable, and exists only in builds with the
+//! `fault-injection` feature, which only the test crate (`conclave-tests`)
+//! enables: a signer built on its own (`cargo build --release -p
+//! conclave-enclave`, the image in `eif/`) has no hook, whatever its
+//! environment says. Callers keep hooks that cheat to dev mode.
+
+/// A hook the tests can arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// As a resharing dealer, send sub-shares that do not match the
+    /// commitments, as a cheating dealer would (dev mode).
+    ReshareTamper,
+    /// As a new member of a reshare, stop right after storing the new
+    /// share, before acknowledging it (dev mode).
+    ReshareCrashBeforeAck,
+    /// Attestation documents bind keys this node does not use, as a node
+    /// whose identity was swapped would (dev mode).
+    AttestForeignKeys,
+    /// `conclave-enclave reseal` aborts (as a kill would) after the number
+    /// of blobs the variable holds.
+    ResealAbortAfter,
+}
+
+impl Hook {
+    /// The environment variable that arms it.
+    pub const fn env(self) -> &'static str {
+        match self {
+            Hook::ReshareTamper => "CONCLAVE_FAULT_RESHARE_TAMPER",
+            Hook::ReshareCrashBeforeAck => "CONCLAVE_FAULT_RESHARE_CRASH_BEFORE_ACK",
+            Hook::AttestForeignKeys => "CONCLAVE_FAULT_ATTEST_FOREIGN_KEYS",
+            Hook::ResealAbortAfter => "CONCLAVE_FAULT_RESEAL_ABORT_AFTER",
+        }
+    }
+}
+
+/// The hook's value if it is armed (always none without the feature).
+#[cfg(feature = "fault-injection")]
+pub fn armed(hook: Hook) -> Option<String> {
+    let value = std::env::var(hook.env()).ok()?;
+    tracing::warn!(hook = ?hook, "FAULT INJECTION armed");
+    Some(value)
+}
+
+/// The hook's value if it is armed (always none without the feature).
+#[cfg(not(feature = "fault-injection"))]
+pub fn armed(_: Hook) -> Option<String> {
+    None
+}
