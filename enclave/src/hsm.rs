@@ -290,32 +290,41 @@ impl Token {
 
     /// The value of the version floor labelled `label` (0 if none): a
     /// private data object in the token, which the host cannot roll back.
+    /// (If a raise was cut between writing the new value and deleting the
+    /// old one, both exist: the highest counts.)
     pub fn floor(&self, label: &str) -> Result<u32, HsmError> {
-        let Some(object) = self.find_one("version floor", &floor_template(label))? else {
-            return Ok(0);
-        };
-        let attrs = self.session().get_attributes(object, &[AttributeType::Value]).map_err(pkcs11("C_GetAttributeValue"))?;
-        attrs
-            .into_iter()
-            .find_map(|a| match a {
-                Attribute::Value(v) => v.try_into().ok().map(u32::from_be_bytes),
-                _ => None,
-            })
-            .ok_or_else(|| HsmError::BadFloor { label: label.to_string() })
+        Ok(self.floors(label)?.into_iter().map(|(_, v)| v).max().unwrap_or(0))
     }
 
     /// Sets the version floor labelled `label` to `version` (the caller
-    /// raises it only).
+    /// raises it only). Tokens do not let a data object's value change, so
+    /// the new value is written as a new object before the old ones go.
     pub fn set_floor(&self, label: &str, version: u32) -> Result<(), HsmError> {
-        let value = Attribute::Value(version.to_be_bytes().to_vec());
-        match self.find_one("version floor", &floor_template(label))? {
-            Some(object) => self.session().update_attributes(object, &[value]).map_err(pkcs11("C_SetAttributeValue")),
-            None => {
-                let mut template = floor_template(label).to_vec();
-                template.extend([Attribute::Token(true), Attribute::Private(true), Attribute::Modifiable(true), value]);
-                self.session().create_object(&template).map(drop).map_err(pkcs11("C_CreateObject"))
-            }
+        let old = self.floors(label)?;
+        let mut template = floor_template(label).to_vec();
+        template.extend([Attribute::Token(true), Attribute::Private(true), Attribute::Value(version.to_be_bytes().to_vec())]);
+        self.session().create_object(&template).map_err(pkcs11("C_CreateObject"))?;
+        for (object, _) in old {
+            self.session().destroy_object(object).map_err(pkcs11("C_DestroyObject"))?;
         }
+        Ok(())
+    }
+
+    fn floors(&self, label: &str) -> Result<Vec<(ObjectHandle, u32)>, HsmError> {
+        let objects = self.session().find_objects(&floor_template(label)).map_err(pkcs11("C_FindObjects"))?;
+        let mut floors = Vec::with_capacity(objects.len());
+        for object in objects {
+            let attrs = self.session().get_attributes(object, &[AttributeType::Value]).map_err(pkcs11("C_GetAttributeValue"))?;
+            let value = attrs
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::Value(v) => v.try_into().ok().map(u32::from_be_bytes),
+                    _ => None,
+                })
+                .ok_or_else(|| HsmError::BadFloor { label: label.to_string() })?;
+            floors.push((object, value));
+        }
+        Ok(floors)
     }
 
     /// Generates the Ed25519 identity key pair inside the token; the

@@ -3,7 +3,7 @@
 //! signed (public, signed statements).
 //!
 //! Layout: `<dir>/blobs/<slot path>/<version, 10 digits>.blob` and
-//! `<dir>/records/<wallet>/<scheme>/<version, 10 digits>.blob`. A version
+//! `<dir>/records/<wallet>/<scheme>/<version, 10 digits>.json`. A version
 //! is written to a temporary file, synced, and hard-linked into place: the
 //! link fails if the version exists, so nothing is ever overwritten, and a
 //! crash leaves either the whole blob or none.
@@ -30,7 +30,7 @@ impl BlobStore {
 
     /// The highest version in `slot`.
     pub fn load_latest(&self, slot: &BlobSlot) -> std::io::Result<Option<StoredBlob>> {
-        latest(&self.root.join(slot.path()))
+        latest(&self.root.join(slot.path()), store::parse_blob_file_name, store::blob_file_name)
     }
 
     /// Version `version` of `slot`, if stored.
@@ -56,12 +56,13 @@ impl BlobStore {
     /// statement): what it answers about the wallet, whatever the registry
     /// holds. Never overwritten.
     pub fn keep_record(&self, wallet: &WalletId, scheme: Scheme, version: u32, record: &[u8]) -> Result<(), StoreError> {
-        write_once(&self.records.join(wallet.as_str()).join(scheme.as_str()), &StoredBlob { version, sealed: record.to_vec() })
+        let dir = self.records.join(wallet.as_str()).join(scheme.as_str());
+        write_once(&dir, &record_file_name(version), &StoredBlob { version, sealed: record.to_vec() })
     }
 
     /// The latest copy of a wallet record kept here.
     pub fn kept_record(&self, wallet: &WalletId, scheme: Scheme) -> std::io::Result<Option<Vec<u8>>> {
-        Ok(latest(&self.records.join(wallet.as_str()).join(scheme.as_str()))?.map(|b| b.sealed))
+        Ok(latest(&self.records.join(wallet.as_str()).join(scheme.as_str()), parse_record_file_name, record_file_name)?.map(|b| b.sealed))
     }
 
     /// Writes a new version of `slot`; refuses to overwrite.
@@ -77,12 +78,21 @@ impl BlobStore {
     /// Writes a new version at a slot path (a restore knows paths, not
     /// slots); refuses to overwrite.
     pub fn store_at(&self, path: &str, blob: &StoredBlob) -> Result<(), StoreError> {
-        write_once(&self.root.join(path), blob)
+        write_once(&self.root.join(path), &store::blob_file_name(blob.version), blob)
     }
 }
 
-/// The highest version in a slot's directory.
-fn latest(dir: &Path) -> std::io::Result<Option<StoredBlob>> {
+/// A kept record's file name.
+fn record_file_name(version: u32) -> String {
+    format!("{version:010}.json")
+}
+
+fn parse_record_file_name(name: &str) -> Option<u32> {
+    name.strip_suffix(".json").filter(|v| v.len() == 10).and_then(|v| v.parse().ok())
+}
+
+/// The highest version in a slot's directory, by its files' names.
+fn latest(dir: &Path, parse: fn(&str) -> Option<u32>, name: fn(u32) -> String) -> std::io::Result<Option<StoredBlob>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -90,8 +100,8 @@ fn latest(dir: &Path) -> std::io::Result<Option<StoredBlob>> {
     };
     let mut best: Option<u32> = None;
     for entry in entries {
-        let name = entry?.file_name();
-        let version = name.to_str().and_then(store::parse_blob_file_name);
+        let file = entry?.file_name();
+        let version = file.to_str().and_then(parse);
         if let Some(v) = version {
             best = best.max(Some(v));
         }
@@ -99,7 +109,7 @@ fn latest(dir: &Path) -> std::io::Result<Option<StoredBlob>> {
     match best {
         None => Ok(None),
         Some(version) => {
-            let sealed = std::fs::read(dir.join(store::blob_file_name(version)))?;
+            let sealed = std::fs::read(dir.join(name(version)))?;
             Ok(Some(StoredBlob { version, sealed }))
         }
     }
@@ -120,8 +130,8 @@ fn write_tmp(dir: &Path, blob: &StoredBlob) -> Result<PathBuf, StoreError> {
 }
 
 /// Writes a version into a slot's directory; refuses to overwrite.
-fn write_once(dir: &Path, blob: &StoredBlob) -> Result<(), StoreError> {
-    let target = dir.join(store::blob_file_name(blob.version));
+fn write_once(dir: &Path, file_name: &str, blob: &StoredBlob) -> Result<(), StoreError> {
+    let target = dir.join(file_name);
     if target.exists() {
         return Err(StoreError::Exists);
     }

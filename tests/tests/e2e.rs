@@ -212,19 +212,29 @@ async fn tampered_envelopes_are_rejected_and_signing_goes_on() {
 
 /// Finds every string value under a key named `x` (the secret share in
 /// key-share's serialisation).
-/// Every string (at least 16 characters: secrets, not flags) under one of
-/// `keys`, anywhere in `v`.
+/// Every string of at least 16 characters (secrets, not flags or radixes)
+/// in the value of one of `keys`, anywhere in `v` (`{"p": "…"}` and
+/// `{"p": {"radix": 16, "value": "…"}}` alike).
 fn strings_under(v: &serde_json::Value, keys: &[&str], out: &mut impl FnMut(String)) {
     match v {
         serde_json::Value::Object(m) => {
             for (k, v) in m {
-                match v {
-                    serde_json::Value::String(s) if keys.contains(&k.as_str()) && s.len() >= 16 => out(s.clone()),
-                    _ => strings_under(v, keys, out),
+                match keys.contains(&k.as_str()) {
+                    true => all_strings(v, out),
+                    false => strings_under(v, keys, out),
                 }
             }
         }
         serde_json::Value::Array(a) => a.iter().for_each(|v| strings_under(v, keys, out)),
+        _ => {}
+    }
+}
+
+fn all_strings(v: &serde_json::Value, out: &mut impl FnMut(String)) {
+    match v {
+        serde_json::Value::String(s) if s.len() >= 16 => out(s.clone()),
+        serde_json::Value::Object(m) => m.values().for_each(|v| all_strings(v, out)),
+        serde_json::Value::Array(a) => a.iter().for_each(|v| all_strings(v, out)),
         _ => {}
     }
 }

@@ -209,10 +209,12 @@ fn a_version_floor_in_the_token_only_rises_and_outlives_the_session() {
     floors.raise("share/w/ecdsa", 2).unwrap();
     floors.raise("share/w/ecdsa", 1).unwrap();
     assert_eq!(floors.get("share/w/ecdsa").unwrap(), 2, "never lowered");
+    floors.raise("share/w/ecdsa", 3).unwrap();
+    assert_eq!(floors.get("share/w/ecdsa").unwrap(), 3, "raised again");
     drop(floors);
     // A new session (a restarted signer) reads it back from the token.
     let floors = Floors::Token(open());
-    assert_eq!(floors.get("share/w/ecdsa").unwrap(), 2);
+    assert_eq!(floors.get("share/w/ecdsa").unwrap(), 3);
     assert_eq!(floors.get("primes").unwrap(), 0, "one floor per slot");
 }
 
