@@ -14,7 +14,8 @@ use conclave_proto::{NodeId, Scheme, WalletId};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Nodes starting while other tests generate primes on the same 2 cores can take minutes.
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// Generating primes and aux info for a template can take minutes on 2 cores.
 const TEMPLATE_TIMEOUT: Duration = Duration::from_secs(900);
 
