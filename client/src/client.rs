@@ -360,11 +360,11 @@ impl Client {
     /// any), sorted by wallet and scheme: those signed by their committee,
     /// and apart, what no committee signed.
     pub async fn wallets(&self, scheme: Option<Scheme>, committee: Option<Vec<NodeId>>) -> Result<WalletListing, ClientError> {
-        let mut found: Vec<Option<Endorsed>> = Vec::new();
+        let mut found: Vec<Endorsed> = Vec::new();
         let mut error = None;
         for answer in self.ask_all(Ask::Wallets { scheme, committee }).await? {
             match answer {
-                Answer::Wallets { records } => found.extend(records.into_iter().map(Some)),
+                Answer::Wallets { records } => found.extend(records),
                 Answer::Error { error: e } => error = Some(ClientError::Request(e)),
                 _ => {}
             }
@@ -376,7 +376,7 @@ impl Client {
         }
         let mut listing = WalletListing::default();
         let mut best: std::collections::BTreeMap<(WalletId, &'static str), KeygenResult> = Default::default();
-        for endorsed in found.into_iter().flatten() {
+        for endorsed in found {
             let claimed = endorsed.unverified_record();
             let checked = claimed.as_ref().ok_or_else(|| ClientError::Unauthenticated("a wallet record that is not a keygen's or a reshare's".into()));
             match checked.and_then(|c| self.config.roster.record(&endorsed, &c.wallet, c.scheme)) {
