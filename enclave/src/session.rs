@@ -119,7 +119,7 @@ pub struct Inbox {
 
 impl Drop for Inbox {
     fn drop(&mut self) {
-        self.router.end(self.id);
+        self.router.abort(self.id);
     }
 }
 
@@ -212,10 +212,6 @@ impl Router {
     /// receive and its thread drops its secrets), drops what is held for
     /// it, and drops what arrives for it from now on.
     pub fn abort(&self, id: SessionId) {
-        self.end(id);
-    }
-
-    fn end(&self, id: SessionId) {
         let mut inner = self.inner.lock().expect("router lock");
         inner.live.remove(&id);
         if let Some(early) = inner.early.remove(&id) {
@@ -230,7 +226,8 @@ impl Router {
     }
 
     /// Envelopes and bytes held for sessions not started here.
-    pub fn held(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
         let inner = self.inner.lock().expect("router lock");
         (inner.early.values().map(|e| e.envelopes.len()).sum(), inner.early_bytes.values().sum())
     }
