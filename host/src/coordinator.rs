@@ -98,10 +98,15 @@ impl Host {
     }
 
     /// Registers this node, then heartbeats readiness while the link and
-    /// NATS are up.
+    /// NATS are up. A link going down withdraws readiness at once (a peer
+    /// that planned a session with this node in the TTL's remainder would
+    /// only fail it); a link coming up announces it at once.
     pub async fn heartbeat(self: Arc<Self>) {
         let identity = self.link.identity().await;
         let record = NodeRecord { v: PROTOCOL_VERSION, identity: identity.clone(), http: self.config.http_addr.to_string(), registered_at_ms: crate::now_ms() };
+        let mut link = self.link.watch_up();
+        // Whether the registry may still hold a heartbeat of this process.
+        let mut announced = false;
         loop {
             let connected = self.nats.client.connection_state() == async_nats::connection::State::Connected;
             self.metrics.nats_connected.store(connected, Ordering::Relaxed);
@@ -109,7 +114,7 @@ impl Host {
                 if let Err(e) = self.registry.put(Bucket::Members, self.me().as_str(), serde_json::to_vec(&record).expect("serialises").into()).await {
                     tracing::warn!(error = %e, "registration not recorded");
                 }
-                if self.link.is_up() {
+                if *link.borrow_and_update() {
                     let beat = ReadyRecord {
                         v: PROTOCOL_VERSION,
                         node_id: self.me().clone(),
@@ -118,14 +123,23 @@ impl Host {
                         primes_ready: self.metrics.primes_ready.load(Ordering::Relaxed),
                         attested_peers: self.attested_peers.lock().expect("attested lock").clone(),
                     };
-                    if let Err(e) = self.registry.heartbeat(self.me(), serde_json::to_vec(&beat).expect("serialises").into()).await {
-                        tracing::warn!(error = %e, "heartbeat not recorded");
+                    match self.registry.heartbeat(self.me(), serde_json::to_vec(&beat).expect("serialises").into()).await {
+                        Ok(()) => announced = true,
+                        Err(e) => tracing::warn!(error = %e, "heartbeat not recorded"),
+                    }
+                } else if announced {
+                    match self.registry.withdraw(self.me()).await {
+                        Ok(()) => announced = false,
+                        Err(e) => tracing::warn!(error = %e, "readiness not withdrawn; it lapses with its TTL"),
                     }
                 }
                 self.metrics.peers_ready.store(self.view.ready_count() as u64, Ordering::Relaxed);
                 self.metrics.members.store(self.view.member_count() as u64, Ordering::Relaxed);
             }
-            tokio::time::sleep(self.config.heartbeat).await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.heartbeat) => {}
+                _ = link.changed() => {}
+            }
         }
     }
 

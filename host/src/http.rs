@@ -26,14 +26,15 @@ async fn respond(host: Arc<Host>, req: Request<hyper::body::Incoming>) -> Result
         "/readyz" => {
             let link = host.link.is_up();
             let nats = host.metrics.nats_connected.load(Ordering::Relaxed);
-            // As of the last heartbeat: a health check must not wait on NATS.
-            let peers_ready = host.metrics.peers_ready.load(Ordering::Relaxed);
+            // This host's view (in memory): a health check must not wait on
+            // the registry.
+            let ready_peers = host.view.ready_nodes();
             let committee_size = host.metrics.members.load(Ordering::Relaxed);
             let ready = link && nats;
             let primes_ready = host.metrics.primes_ready.load(Ordering::Relaxed);
             let body = serde_json::json!({
                 "ready": ready, "node_id": host.config.node_id, "link": link, "nats": nats,
-                "peers_ready": peers_ready, "committee_size": committee_size, "primes_ready": primes_ready,
+                "peers_ready": ready_peers.len(), "ready_peers": ready_peers, "committee_size": committee_size, "primes_ready": primes_ready,
             });
             (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body.to_string())
         }

@@ -15,6 +15,8 @@ use tokio::sync::{mpsc, watch};
 pub struct LinkHandle {
     tx: Mutex<Option<mpsc::UnboundedSender<ToEnclave>>>,
     identity: watch::Sender<Option<NodeIdentity>>,
+    /// Whether the link is up, for those who act on a change at once.
+    up: watch::Sender<bool>,
     /// Attestation requests waiting for the enclave's answer.
     attesting: Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<AttestResult>>>,
     next_call: std::sync::atomic::AtomicU64,
@@ -25,7 +27,13 @@ pub type AttestResult = Result<conclave_proto::attestation::Document, conclave_p
 
 impl Default for LinkHandle {
     fn default() -> Self {
-        LinkHandle { tx: Mutex::new(None), identity: watch::channel(None).0, attesting: Mutex::default(), next_call: Default::default() }
+        LinkHandle {
+            tx: Mutex::new(None),
+            identity: watch::channel(None).0,
+            up: watch::channel(false).0,
+            attesting: Mutex::default(),
+            next_call: Default::default(),
+        }
     }
 }
 
@@ -59,6 +67,11 @@ impl LinkHandle {
     /// Whether the link is up.
     pub fn is_up(&self) -> bool {
         self.tx.lock().expect("link lock").is_some()
+    }
+
+    /// Follows the link going up and down.
+    pub fn watch_up(&self) -> watch::Receiver<bool> {
+        self.up.subscribe()
     }
 
     /// Waits for the enclave's identity (its first Hello).
@@ -118,6 +131,7 @@ pub async fn run(host: Arc<Host>) {
         *host.link.tx.lock().expect("link lock") = Some(tx);
         host.link.identity.send_replace(Some(identity));
         host.metrics.link_up.store(true, Ordering::Relaxed);
+        host.link.up.send_replace(true);
         tracing::info!("enclave link up");
         let writer = tokio::spawn(async move {
             while let Some(frame) = rx.recv().await {
@@ -136,6 +150,7 @@ pub async fn run(host: Arc<Host>) {
         writer.abort();
         *host.link.tx.lock().expect("link lock") = None;
         host.metrics.link_up.store(false, Ordering::Relaxed);
+        host.link.up.send_replace(false);
         host.link_lost();
         tracing::warn!("enclave link down; reconnecting");
     }

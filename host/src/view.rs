@@ -49,6 +49,14 @@ impl RegistryView {
         self.fresh().len()
     }
 
+    /// Nodes whose heartbeat arrived within the TTL, current or not, sorted
+    /// (for health reporting only).
+    pub fn ready_nodes(&self) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = self.fresh().into_iter().collect();
+        nodes.sort();
+        nodes
+    }
+
     fn fresh(&self) -> HashSet<NodeId> {
         let ready = self.ready.lock().expect("view lock");
         ready.iter().filter(|(_, (at, _))| at.elapsed() <= self.ttl).map(|(n, _)| n.clone()).collect()

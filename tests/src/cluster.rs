@@ -27,7 +27,12 @@ struct Topology {
     consul: bool,
     /// NATS with TLS and a user per node (`deploy/nats/users.conf`).
     secured: bool,
+    /// How long a heartbeat counts (`ready_ttl_ms`).
+    ready_ttl_ms: u64,
 }
+
+/// The tests' readiness TTL: eight heartbeats.
+const READY_TTL_MS: u64 = 4000;
 
 struct Node {
     id: NodeId,
@@ -57,31 +62,39 @@ impl Cluster {
 
     /// Starts an `n`-node cluster in `mode` (`hsm` or `dev`).
     pub async fn start_in(mode: Mode, n: usize) -> Cluster {
-        Self::start_with(mode, n, Topology { nats_servers: 1, proxied: false, consul: false, secured: false }).await
+        Self::start_with(mode, n, Topology { nats_servers: 1, proxied: false, consul: false, secured: false, ready_ttl_ms: READY_TTL_MS }).await
     }
 
     /// Starts an `n`-node hsm cluster on a JetStream cluster of three
     /// nats-servers, with every stream and bucket replicated three times.
     pub async fn start_on_nats_cluster(n: usize) -> Cluster {
-        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 3, proxied: false, consul: false, secured: false }).await
+        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 3, proxied: false, consul: false, secured: false, ready_ttl_ms: READY_TTL_MS }).await
     }
 
     /// Starts an `n`-node hsm cluster whose registry is on Consul (the
     /// stand-in, or the agent at `CONSUL_HTTP_ADDR`).
     pub async fn start_on_consul(n: usize) -> Cluster {
-        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 1, proxied: false, consul: true, secured: false }).await
+        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 1, proxied: false, consul: true, secured: false, ready_ttl_ms: READY_TTL_MS }).await
     }
 
     /// Starts an `n`-node hsm cluster on a nats-server that requires TLS
     /// and gives each node and the client its own user and permissions.
     pub async fn start_secured(n: usize) -> Cluster {
-        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 1, proxied: false, consul: false, secured: true }).await
+        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 1, proxied: false, consul: false, secured: true, ready_ttl_ms: READY_TTL_MS }).await
     }
 
     /// Starts an `n`-node hsm cluster whose hosts each reach NATS through
     /// their own [`FaultProxy`] (see [`Cluster::link`]).
     pub async fn start_behind_proxies(n: usize) -> Cluster {
-        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 1, proxied: true, consul: false, secured: false }).await
+        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 1, proxied: true, consul: false, secured: false, ready_ttl_ms: READY_TTL_MS }).await
+    }
+
+    /// Starts an `n`-node dev cluster whose heartbeats count for ten
+    /// minutes: a node that counts as ready again, or no longer, does so
+    /// by its host's announcement, not by the TTL.
+    /// The registry is on Consul if `consul`, else on NATS KV.
+    pub async fn start_with_lasting_heartbeats(n: usize, consul: bool) -> Cluster {
+        Self::start_with(Mode::Dev, n, Topology { nats_servers: 1, proxied: false, consul, secured: false, ready_ttl_ms: 600_000 }).await
     }
 
     async fn start_with(mode: Mode, n: usize, topology: Topology) -> Cluster {
@@ -121,7 +134,7 @@ impl Cluster {
                 Some(proxy) => vec![proxy.url()],
                 None => cluster.nats_urls(),
             };
-            let extra = format!("{}{registry}", access_lines(id.as_str()));
+            let extra = format!("ready_ttl_ms = {}\n{}{registry}", topology.ready_ttl_ms, access_lines(id.as_str()));
             write_node_configs(cluster.dir.path(), mode, &id, http_port, &urls, &initiator, &extra);
             cluster.nodes.push(Node { id, http_port, enclave: None, host: None });
         }
@@ -224,11 +237,36 @@ impl Cluster {
     /// (fault injection), and returns once its host is linked to the new
     /// one: the host is seen without a link before the new signer starts,
     /// so a link seen afterwards is the new signer's.
+    /// Returns once its host's link is up again; call `wait_ready` before a
+    /// request that needs the node.
     pub async fn restart_signer_with(&mut self, i: usize, env: &[(&str, &str)]) {
         self.kill_signer(i);
         self.wait_link(i, false).await;
+        self.wait_unready(i).await;
         self.start_signer_with(i, env);
         self.wait_link(i, true).await;
+    }
+
+    /// Waits until no running host counts node `i` as ready (its host
+    /// withdraws readiness when its link drops), so that a later
+    /// `wait_ready` sees the node's next heartbeat, not its last one.
+    pub async fn wait_unready(&self, i: usize) {
+        let node = self.nodes[i - 1].id.clone();
+        let running: Vec<usize> = (1..=self.nodes.len()).filter(|&j| self.nodes[j - 1].host.is_some()).collect();
+        eventually(&format!("every host to stop counting {node} as ready"), READY_TIMEOUT, || {
+            let (running, node) = (&running, &node);
+            async move {
+                for &j in running {
+                    let (_, body) = self.try_http_get(j, "/readyz").await?;
+                    let ready = serde_json::from_str::<serde_json::Value>(&body).ok()?["ready_peers"].as_array()?.clone();
+                    if ready.iter().any(|n| n.as_str() == Some(node.as_str())) {
+                        return None;
+                    }
+                }
+                Some(())
+            }
+        })
+        .await;
     }
 
     async fn wait_link(&self, i: usize, up: bool) {
@@ -426,7 +464,7 @@ fn write_node_configs(dir: &Path, mode: Mode, id: &NodeId, http_port: u16, nats_
     std::fs::write(
         d.join("host.toml"),
         format!(
-            "node_id = \"{id}\"\nlink = \"unix:{}\"\nnats_urls = {}\nnats_replicas = {}\nstore_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{http_port}\"\nheartbeat_ms = 500\nready_ttl_ms = 4000\n{extra}",
+            "node_id = \"{id}\"\nlink = \"unix:{}\"\nnats_urls = {}\nnats_replicas = {}\nstore_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{http_port}\"\nheartbeat_ms = 500\n{extra}",
             sock.display(),
             toml_list(nats_urls),
             // Replicate streams and buckets on every server of a NATS cluster.
@@ -529,7 +567,8 @@ async fn make_template(dir: &Path, mode: Mode, n: usize) {
     // that replace the ones aux info consumed.
     let scratch = tempfile::Builder::new().prefix("conclave-template-").tempdir().unwrap();
     copy_dir(dir, scratch.path());
-    let cluster = Cluster::boot(scratch, mode, n, Topology { nats_servers: 1, proxied: false, consul: false, secured: false }).await;
+    let cluster =
+        Cluster::boot(scratch, mode, n, Topology { nats_servers: 1, proxied: false, consul: false, secured: false, ready_ttl_ms: READY_TTL_MS }).await;
     let client = cluster.client().await;
     let wallet = conclave_proto::WalletId::new("template-aux").unwrap();
     tokio::time::timeout(TEMPLATE_TIMEOUT, client.keygen(&wallet, conclave_proto::Scheme::Ecdsa, 2, None))

@@ -48,6 +48,30 @@ macro_rules! on_both_registries {
     };
 }
 
+on_both_registries!(a_signer_that_dies_stops_counting_as_ready_before_its_heartbeat_lapses);
+async fn a_signer_that_dies_stops_counting_as_ready_before_its_heartbeat_lapses(registry: Registry) {
+    // Heartbeats count for ten minutes here: only the host's withdrawal
+    // can take node-2 out of the others' views within the wait.
+    let mut cluster = Cluster::start_with_lasting_heartbeats(3, matches!(registry, Registry::Consul)).await;
+    let client = cluster.client().await;
+    let w = wallet("withdrawn");
+    client.keygen(&w, Scheme::Eddsa, 2, None).await.expect("keygen");
+    cluster.kill_signer(2);
+    cluster.wait_unready(2).await;
+    // A request right away goes to the nodes that can sign.
+    let message = |text: &str| SignPayload::Message(text.as_bytes().to_vec());
+    let sig = client.sign(&w, Scheme::Eddsa, message("without node-2"), vec![], None).await.expect("signed without node-2");
+    let ids = |names: &[&str]| names.iter().map(|n| NodeId::new(*n).unwrap()).collect::<Vec<_>>();
+    assert_eq!(sig.signers, ids(&["node-1", "node-3"]));
+    // Its signer back, the node counts again (its host announces it) and
+    // signs.
+    cluster.start_signer(2);
+    cluster.wait_ready(3).await;
+    let signers = ids(&["node-1", "node-2"]);
+    let sig = client.sign(&w, Scheme::Eddsa, message("with node-2"), vec![], Some(signers.clone())).await.expect("node-2 signs again");
+    assert_eq!(sig.signers, signers);
+}
+
 /// Signs `count` requests at once, without naming signers; returns each
 /// request's outcome and how long it took.
 fn sign_concurrently(client: &Arc<Client>, w: &WalletId, count: usize) -> Vec<tokio::task::JoinHandle<(Result<SignResult, ClientError>, Duration)>> {

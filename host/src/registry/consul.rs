@@ -179,6 +179,11 @@ impl ConsulKv {
         self.write(bucket, "put", &path, value, key).await
     }
 
+    pub(super) async fn delete(&self, bucket: Bucket, key: &str) -> Result<(), RegistryError> {
+        let path = self.path(bucket, key)?;
+        self.write_with(Method::DELETE, bucket, "delete", &path, Bytes::new(), key).await
+    }
+
     /// `?cas=0` writes only a key that does not exist; `?cas=N` only a key
     /// whose `ModifyIndex` is still N.
     pub(super) async fn update(&self, bucket: Bucket, key: &str, value: Bytes, revision: u64) -> Result<(), RegistryError> {
@@ -270,7 +275,12 @@ impl ConsulKv {
     }
 
     async fn write(&self, bucket: Bucket, op: &'static str, path: &str, value: Bytes, key: &str) -> Result<(), RegistryError> {
-        let answer = self.call(Method::PUT, path, value, bucket, op).await?;
+        self.write_with(Method::PUT, bucket, op, path, value, key).await
+    }
+
+    /// A write (PUT or DELETE), which the agent answers `true` or `false`.
+    async fn write_with(&self, method: Method, bucket: Bucket, op: &'static str, path: &str, value: Bytes, key: &str) -> Result<(), RegistryError> {
+        let answer = self.call(method, path, value, bucket, op).await?;
         if answer.status != StatusCode::OK {
             return Err(refused(op, bucket, answer.status, &answer.body));
         }

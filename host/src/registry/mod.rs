@@ -213,6 +213,15 @@ impl Registry {
         }
     }
 
+    /// Removes this node's readiness at once (its signer link went down), so
+    /// that no peer plans a session with it until its next heartbeat.
+    pub async fn withdraw(&self, node: &conclave_proto::NodeId) -> Result<(), RegistryError> {
+        match self {
+            Registry::Nats(r) => r.delete(Bucket::Ready, node.as_str()).await,
+            Registry::Consul(r) => r.delete(Bucket::Ready, node.as_str()).await,
+        }
+    }
+
     /// The bucket's current contents, then every change, until the
     /// connection breaks (the caller opens a new watch).
     pub async fn watch(&self, bucket: Bucket) -> Result<BoxStream<'static, Change>, RegistryError> {

@@ -69,6 +69,10 @@ impl NatsKv {
         self.store(bucket).put(key, value).await.map(|_| ()).map_err(|e| unavailable("put", bucket, e))
     }
 
+    pub(super) async fn delete(&self, bucket: Bucket, key: &str) -> Result<(), RegistryError> {
+        self.store(bucket).delete(key).await.map_err(|e| unavailable("delete", bucket, e))
+    }
+
     pub(super) async fn create(&self, bucket: Bucket, key: &str, value: Bytes) -> Result<(), RegistryError> {
         match self.store(bucket).create(key, value).await {
             Ok(_) => Ok(()),
