@@ -10,8 +10,9 @@ deploy/setup.sh
 echo "== trust boundary: what the host may depend on"
 tests/trust-boundary.sh
 
-echo "== formatting and lints"
+echo "== formatting, lints and unused dependencies"
 cargo fmt --all --check
+tests/unused-deps.sh
 cargo clippy -q --workspace --all-targets -- -D warnings
 
 echo "== tests"

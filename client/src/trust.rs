@@ -21,6 +21,20 @@ use std::path::Path;
 #[derive(Debug, Clone)]
 pub struct Roster(BTreeMap<NodeId, ed25519_dalek::VerifyingKey>);
 
+/// Why a list of identities cannot be pinned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RosterError {
+    /// A node's signing key is not an Ed25519 public key.
+    #[error("{0}'s sign_key is not an Ed25519 key")]
+    BadKey(NodeId),
+    /// A node is listed twice.
+    #[error("{0} is listed twice")]
+    Duplicate(NodeId),
+    /// The list is empty.
+    #[error("no node")]
+    Empty,
+}
+
 fn refused(what: impl std::fmt::Display) -> ClientError {
     ClientError::Unauthenticated(what.to_string())
 }
@@ -32,20 +46,20 @@ impl Roster {
         let config = |m: String| ClientError::Config(format!("roster {}: {m}", path.display()));
         let bytes = std::fs::read(path).map_err(|e| config(e.to_string()))?;
         let nodes: Vec<NodeIdentity> = serde_json::from_slice(&bytes).map_err(|e| config(e.to_string()))?;
-        Roster::new(nodes).map_err(config)
+        Roster::new(nodes).map_err(|e| config(e.to_string()))
     }
 
     /// Pins these identities.
-    pub fn new(nodes: Vec<NodeIdentity>) -> Result<Roster, String> {
+    pub fn new(nodes: Vec<NodeIdentity>) -> Result<Roster, RosterError> {
         let mut keys = BTreeMap::new();
         for n in nodes {
-            let key = ed25519_dalek::VerifyingKey::from_bytes(&n.sign_key).map_err(|_| format!("{}'s sign_key is not an Ed25519 key", n.node_id))?;
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&n.sign_key).map_err(|_| RosterError::BadKey(n.node_id.clone()))?;
             if keys.insert(n.node_id.clone(), key).is_some() {
-                return Err(format!("{} is listed twice", n.node_id));
+                return Err(RosterError::Duplicate(n.node_id));
             }
         }
         if keys.is_empty() {
-            return Err("no node".into());
+            return Err(RosterError::Empty);
         }
         Ok(Roster(keys))
     }
@@ -168,6 +182,19 @@ mod tests {
     }
 
     const BODY: &str = r#"{"kind":"keygen"}"#;
+
+    #[test]
+    fn a_roster_pins_each_node_once_and_at_least_one() {
+        let n = nodes(2);
+        let identity = |node: &Node| NodeIdentity { node_id: node.id.clone(), mode: Mode::Dev, sign_key: node.key.verifying_key().to_bytes(), kx_key: [9; 32] };
+        assert_eq!(Roster::new(vec![identity(&n[0]), identity(&n[0])]).unwrap_err(), RosterError::Duplicate(n[0].id.clone()));
+        assert_eq!(Roster::new(vec![]).unwrap_err(), RosterError::Empty);
+        // Not a point on the curve: y = 2 has no x.
+        let mut bad = identity(&n[1]);
+        bad.sign_key = [0; 32];
+        bad.sign_key[0] = 2;
+        assert_eq!(Roster::new(vec![bad]).unwrap_err(), RosterError::BadKey(n[1].id.clone()));
+    }
 
     fn record(committee: &[Node]) -> KeygenResult {
         KeygenResult {

@@ -6,8 +6,7 @@
 //! plain bytes, so callers never see a cggmp21 type.
 
 use crate::reshare::{self, ReshareError};
-use crate::service::Enclave;
-use crate::session::{self, Party, SessionSpec};
+use crate::session::{self, Party, Seat};
 use cggmp21::generic_ec as ec04;
 use cggmp21::generic_ec::{Point, Scalar};
 use cggmp21::hd_wallet::Slip10;
@@ -16,7 +15,6 @@ use cggmp21::security_level::SecurityLevel128;
 use cggmp21::supported_curves::Secp256k1;
 use cggmp21::{DataToSign, ExecutionId, KeyShare};
 use conclave_proto::{ErrorCode, RequestError};
-use std::sync::Arc;
 use zeroize::Zeroizing;
 
 /// Pre-generated safe primes for one party's Paillier key.
@@ -46,11 +44,9 @@ fn internal(what: &str, e: impl std::fmt::Display) -> RequestError {
 /// Runs auxiliary info generation for the committee in `spec` with the
 /// session's inbox opened before the primes were ready; returns the
 /// serialised aux info.
-pub async fn aux_info(enclave: &Arc<Enclave>, spec: &SessionSpec, inbox: session::Inbox, primes: Primes) -> Result<Zeroizing<Vec<u8>>, RequestError> {
-    let i = spec.index_of(enclave.keys.node_id()).expect("checked by caller");
-    let n = spec.parties.len() as u16;
-    let eid = spec.execution;
-    session::run_in(enclave, spec, inbox, move |party: Party<cggmp21::key_refresh::msg::aux_only::Msg<sha2::Sha256, SecurityLevel128>>| {
+pub async fn aux_info(seat: Seat<'_>, inbox: session::Inbox, primes: Primes) -> Result<Zeroizing<Vec<u8>>, RequestError> {
+    let (i, n, eid) = (seat.index(), seat.parties(), seat.execution());
+    seat.run_in(inbox, move |party: Party<cggmp21::key_refresh::msg::aux_only::Msg<sha2::Sha256, SecurityLevel128>>| {
         futures::executor::block_on(cggmp21::aux_info_gen(ExecutionId::new(&eid), i, n, primes.0).start(&mut rand_core::OsRng, party))
             .map(|aux| Zeroizing::new(serde_json::to_vec(&aux).expect("aux info serialises")))
     })
@@ -69,16 +65,15 @@ pub struct KeygenOutput {
 
 /// Runs threshold keygen (HD-enabled) and completes the share with the
 /// committee's aux info.
-pub async fn keygen(enclave: &Arc<Enclave>, spec: &SessionSpec, threshold: u16, aux: Zeroizing<Vec<u8>>) -> Result<KeygenOutput, RequestError> {
-    let i = spec.index_of(enclave.keys.node_id()).expect("checked by caller");
-    let n = spec.parties.len() as u16;
-    let eid = spec.execution;
-    let incomplete = session::run(enclave, spec, move |party: Party<cggmp21::keygen::ThresholdMsg<Secp256k1, SecurityLevel128, sha2::Sha256>>| {
-        futures::executor::block_on(
-            cggmp21::keygen::<Secp256k1>(ExecutionId::new(&eid), i, n).set_threshold(threshold).hd_wallet(true).start(&mut rand_core::OsRng, party),
-        )
-    })
-    .await?;
+pub async fn keygen(seat: Seat<'_>, threshold: u16, aux: Zeroizing<Vec<u8>>) -> Result<KeygenOutput, RequestError> {
+    let (i, n, eid) = (seat.index(), seat.parties(), seat.execution());
+    let incomplete = seat
+        .run(move |party: Party<cggmp21::keygen::ThresholdMsg<Secp256k1, SecurityLevel128, sha2::Sha256>>| {
+            futures::executor::block_on(
+                cggmp21::keygen::<Secp256k1>(ExecutionId::new(&eid), i, n).set_threshold(threshold).hd_wallet(true).start(&mut rand_core::OsRng, party),
+            )
+        })
+        .await?;
     let aux: cggmp21::key_share::AuxInfo<SecurityLevel128> = serde_json::from_slice(&aux).map_err(|e| internal("stored aux info does not decode", e))?;
     let share: KeyShare<Secp256k1> = KeyShare::from_parts((incomplete, aux)).map_err(|e| internal("key share does not match the committee's aux info", e))?;
     let chain_code = share.chain_code.ok_or_else(|| internal("keygen", "no chain code"))?;
@@ -102,14 +97,7 @@ pub struct SignOutput {
 
 /// Signs a 32-byte digest with the share, as signer `spec` (parties in
 /// keygen-index order, `indexes_at_keygen` their keygen indexes).
-pub async fn sign(
-    enclave: &Arc<Enclave>,
-    spec: &SessionSpec,
-    indexes_at_keygen: Vec<u16>,
-    share: &[u8],
-    digest: [u8; 32],
-    path: Vec<u32>,
-) -> Result<SignOutput, RequestError> {
+pub async fn sign(seat: Seat<'_>, indexes_at_keygen: Vec<u16>, share: &[u8], digest: [u8; 32], path: Vec<u32>) -> Result<SignOutput, RequestError> {
     let share: KeyShare<Secp256k1> = serde_json::from_slice(share).map_err(|e| internal("sealed share does not decode", e))?;
     let public_key = if path.is_empty() {
         share.shared_public_key.into_inner()
@@ -119,18 +107,18 @@ pub async fn sign(
             .map_err(|e| RequestError::new(ErrorCode::Malformed, format!("derivation path: {e}")))?
             .public_key
     };
-    let i = spec.index_of(enclave.keys.node_id()).expect("checked by caller");
-    let eid = spec.execution;
+    let (i, eid) = (seat.index(), seat.execution());
     let scalar = Scalar::<Secp256k1>::from_be_bytes_mod_order(digest);
     // Round 4 carries this signer's partial signature.
     let releases: fn(&cggmp21::signing::msg::Msg<Secp256k1, sha2::Sha256>) -> bool = |m| matches!(m, cggmp21::signing::msg::Msg::Round4(_));
-    let signature = session::run_signing(enclave, spec, releases, move |party: Party<cggmp21::signing::msg::Msg<Secp256k1, sha2::Sha256>>| {
-        let builder = cggmp21::signing(ExecutionId::new(&eid), i, &indexes_at_keygen, &share);
-        let builder = if path.is_empty() { builder } else { builder.set_derivation_path(path.iter().copied()).map_err(|e| e.to_string())? };
-        futures::executor::block_on(builder.sign(&mut rand_core::OsRng, party, DataToSign::from_scalar(scalar))).map_err(|e| e.to_string())
-    })
-    .await?
-    .normalize_s();
+    let signature = seat
+        .run_signing(releases, move |party: Party<cggmp21::signing::msg::Msg<Secp256k1, sha2::Sha256>>| {
+            let builder = cggmp21::signing(ExecutionId::new(&eid), i, &indexes_at_keygen, &share);
+            let builder = if path.is_empty() { builder } else { builder.set_derivation_path(path.iter().copied()).map_err(|e| e.to_string())? };
+            futures::executor::block_on(builder.sign(&mut rand_core::OsRng, party, DataToSign::from_scalar(scalar))).map_err(|e| e.to_string())
+        })
+        .await?
+        .normalize_s();
     if signature.verify(&public_key, &DataToSign::from_scalar(scalar)).is_err() {
         return Err(RequestError::new(ErrorCode::ProtocolAbort, "the protocol produced a signature that does not verify"));
     }
@@ -289,14 +277,23 @@ pub(crate) mod testing {
             .collect()
     }
 
-    /// Fresh aux info for a committee of `n` (what the new committee's aux
-    /// info round would produce), serialised as sealed.
-    pub fn aux(n: u16) -> Vec<Zeroizing<Vec<u8>>> {
-        cggmp21::trusted_dealer::generate_aux_data::<SecurityLevel128, _>(&mut rand_core::OsRng, n, false, false)
-            .unwrap()
-            .iter()
-            .map(|a| Zeroizing::new(serde_json::to_vec(a).unwrap()))
-            .collect()
+    /// Aux info for a committee of four (what the new committee's aux
+    /// info round would produce), serialised as sealed. Read from a
+    /// test-only fixture: finding its eight safe primes takes minutes on two
+    /// cores. Never use these keys for anything else; the ignored test
+    /// `write_aux_fixture` makes a new file.
+    pub fn aux_of_four() -> Vec<Zeroizing<Vec<u8>>> {
+        let all: Vec<serde_json::Value> = serde_json::from_slice(include_bytes!("testdata/aux-info-4.json")).expect("the fixture decodes");
+        all.iter().map(|a| Zeroizing::new(serde_json::to_vec(a).unwrap())).collect()
+    }
+
+    /// Writes `testdata/aux-info-4.json` (cggmp21's trusted dealer).
+    #[test]
+    #[ignore = "writes the fixture; run by hand: cargo test -p conclave-enclave --lib -- --ignored write_aux_fixture"]
+    fn write_aux_fixture() {
+        let aux = cggmp21::trusted_dealer::generate_aux_data::<SecurityLevel128, _>(&mut rand_core::OsRng, 4, false, false).unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/testdata/aux-info-4.json");
+        std::fs::write(path, serde_json::to_vec(&aux).unwrap()).unwrap();
     }
 
     /// The root xpub a complete stored share reports, as keygen does.

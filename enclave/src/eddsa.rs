@@ -2,12 +2,10 @@
 //! CGGMP21-style DKG that givre re-exports. The only module that names givre.
 
 use crate::reshare::{self, ReshareError};
-use crate::service::Enclave;
-use crate::session::{self, Party, SessionSpec};
+use crate::session::{Party, Seat};
 use conclave_proto::{ErrorCode, RequestError};
 use givre::ciphersuite::{Ciphersuite, Ed25519};
 use givre::keygen::security_level::SecurityLevel128;
-use std::sync::Arc;
 use zeroize::Zeroizing;
 
 type Curve = <Ed25519 as Ciphersuite>::Curve;
@@ -25,16 +23,15 @@ pub struct KeygenOutput {
 }
 
 /// Runs threshold keygen.
-pub async fn keygen(enclave: &Arc<Enclave>, spec: &SessionSpec, threshold: u16) -> Result<KeygenOutput, RequestError> {
-    let i = spec.index_of(enclave.keys.node_id()).expect("checked by caller");
-    let n = spec.parties.len() as u16;
-    let eid = spec.execution;
-    let share = session::run(enclave, spec, move |party: Party<givre::keygen::msg::threshold::Msg<Curve, SecurityLevel128, sha2::Sha256>>| {
-        futures::executor::block_on(
-            givre::keygen::<Curve>(givre::keygen::ExecutionId::new(&eid), i, n).set_threshold(threshold).start(&mut rand_core::OsRng, party),
-        )
-    })
-    .await?;
+pub async fn keygen(seat: Seat<'_>, threshold: u16) -> Result<KeygenOutput, RequestError> {
+    let (i, n, eid) = (seat.index(), seat.parties(), seat.execution());
+    let share = seat
+        .run(move |party: Party<givre::keygen::msg::threshold::Msg<Curve, SecurityLevel128, sha2::Sha256>>| {
+            futures::executor::block_on(
+                givre::keygen::<Curve>(givre::keygen::ExecutionId::new(&eid), i, n).set_threshold(threshold).start(&mut rand_core::OsRng, party),
+            )
+        })
+        .await?;
     let public_key = Ed25519::normalize_point(share.shared_public_key);
     Ok(KeygenOutput {
         public_key: Ed25519::serialize_normalized_point(&public_key).as_ref().to_vec(),
@@ -42,26 +39,21 @@ pub async fn keygen(enclave: &Arc<Enclave>, spec: &SessionSpec, threshold: u16) 
     })
 }
 
-/// Signs `message` as a signer of `spec` (parties in keygen-index order,
+/// Signs `message` from `seat` (parties in keygen-index order,
 /// `indexes_at_keygen` their keygen indexes). Returns R||S and the public key.
-pub async fn sign(
-    enclave: &Arc<Enclave>,
-    spec: &SessionSpec,
-    indexes_at_keygen: Vec<u16>,
-    share: &[u8],
-    message: Vec<u8>,
-) -> Result<(Vec<u8>, Vec<u8>), RequestError> {
+pub async fn sign(seat: Seat<'_>, indexes_at_keygen: Vec<u16>, share: &[u8], message: Vec<u8>) -> Result<(Vec<u8>, Vec<u8>), RequestError> {
     let share: givre::KeyShare<Curve> = serde_json::from_slice(share).map_err(|e| internal("sealed share does not decode", e))?;
     let public_key = Ed25519::normalize_point(share.shared_public_key);
     let public_key = Ed25519::serialize_normalized_point(&public_key).as_ref().to_vec();
-    let i = spec.index_of(enclave.keys.node_id()).expect("checked by caller");
+    let i = seat.index();
     let msg = message.clone();
     // Round 2 carries this signer's signature share.
     let releases: fn(&givre::signing::full_signing::Msg<Curve>) -> bool = |m| matches!(m, givre::signing::full_signing::Msg::Round2(_));
-    let signature = session::run_signing(enclave, spec, releases, move |party: Party<givre::signing::full_signing::Msg<Curve>>| {
-        futures::executor::block_on(givre::signing::<Ed25519>(i, &share, &indexes_at_keygen, &msg).sign(&mut rand_core::OsRng, party))
-    })
-    .await?;
+    let signature = seat
+        .run_signing(releases, move |party: Party<givre::signing::full_signing::Msg<Curve>>| {
+            futures::executor::block_on(givre::signing::<Ed25519>(i, &share, &indexes_at_keygen, &msg).sign(&mut rand_core::OsRng, party))
+        })
+        .await?;
     let mut out = vec![0u8; givre::signing::aggregate::Signature::<Ed25519>::serialized_len()];
     signature.write_to_slice(&mut out);
     // RFC 8032 verification with the strict checks, as clients will apply.

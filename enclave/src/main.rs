@@ -129,7 +129,7 @@ fn run(cli: Cli) -> Result<(), String> {
                         }
                     },
                 };
-                let enclave = Arc::new(Enclave::new(config, custody, roster)?);
+                let enclave = Arc::new(Enclave::new(config, custody, roster).map_err(|e| e.to_string())?);
                 let server = tokio::spawn(link::serve(enclave.clone(), listener, first));
                 // The pool loads through the host, so it waits for one to attach.
                 tokio::spawn(async move {

@@ -9,7 +9,7 @@ use crate::identity::{self, KxPublic, NodeKeys};
 use crate::link::HostLink;
 use crate::primes::PrimePool;
 use crate::seal::{SealContext, Sealer};
-use crate::session::{Router, SessionSpec};
+use crate::session::{Router, Seat, SessionSpec};
 use crate::share::{storage, SecretShare, ShareRecord};
 use crate::{ecdsa, eddsa, policy, reshare, session};
 use conclave_proto::ids::SessionKind;
@@ -23,6 +23,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
+
+// Request handling by kind; fencing, floors and endorsements stay here.
+mod keygen;
+mod resharing;
+mod sign;
 
 /// What this enclave has done for one request.
 struct Claim {
@@ -90,21 +95,40 @@ pub struct Enclave {
     started_at_ms: u64,
 }
 
+/// Why the configured roster cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RosterError {
+    /// The roster lists this node with other keys than its own.
+    #[error("the roster's entry for {0} does not match this node's keys")]
+    NotMine(NodeId),
+    /// The roster does not list this node.
+    #[error("the roster has no entry for {0}")]
+    Missing(NodeId),
+    /// A node's key does not decode.
+    #[error("roster: bad {key} for {node}")]
+    BadKey {
+        /// The node.
+        node: NodeId,
+        /// Which key (`kx_key`, `sign_key`).
+        key: &'static str,
+    },
+}
+
 impl Enclave {
     /// Builds the enclave from its configuration, keys, sealer and roster.
-    pub fn new(config: EnclaveConfig, custody: crate::custody::Custody, roster: Vec<NodeIdentity>) -> Result<Enclave, String> {
+    pub fn new(config: EnclaveConfig, custody: crate::custody::Custody, roster: Vec<NodeIdentity>) -> Result<Enclave, RosterError> {
         let crate::custody::Custody { keys, sealer, nsm, floors } = custody;
         let me = keys.identity();
         match roster.iter().find(|n| n.node_id == me.node_id) {
             Some(entry) if *entry == me => {}
-            Some(_) => return Err(format!("the roster's entry for {} does not match this node's keys", me.node_id)),
-            None => return Err(format!("the roster has no entry for {}", me.node_id)),
+            Some(_) => return Err(RosterError::NotMine(me.node_id)),
+            None => return Err(RosterError::Missing(me.node_id)),
         }
         let identities = roster.iter().map(|n| (n.node_id.clone(), n.clone())).collect();
         let mut peers = HashMap::new();
         for n in roster {
-            let kx = identity::kx_public(&n.kx_key).ok_or_else(|| format!("roster: bad kx_key for {}", n.node_id))?;
-            let sign = ed25519_dalek::VerifyingKey::from_bytes(&n.sign_key).map_err(|_| format!("roster: bad sign_key for {}", n.node_id))?;
+            let kx = identity::kx_public(&n.kx_key).ok_or_else(|| RosterError::BadKey { node: n.node_id.clone(), key: "kx_key" })?;
+            let sign = ed25519_dalek::VerifyingKey::from_bytes(&n.sign_key).map_err(|_| RosterError::BadKey { node: n.node_id.clone(), key: "sign_key" })?;
             peers.insert(n.node_id, Peer { kx, sign });
         }
         let dev = config.mode == conclave_proto::link::Mode::Dev;
@@ -323,38 +347,6 @@ impl Enclave {
         tracing::info!(request = %request, attempt, "attempt ended here");
     }
 
-    async fn keygen(self: &Arc<Self>, req: &KeygenRequest, attempt: &Attempt<'_>) -> Result<KeygenResult, RequestError> {
-        let mut committee = req.committee.clone();
-        committee.sort();
-        let slot = BlobSlot::Share { wallet: req.wallet.clone(), scheme: req.scheme };
-        if self.host.load(slot.clone()).await?.is_some() {
-            return Err(RequestError::new(ErrorCode::WalletExists, format!("{} already has an {} key", req.wallet, req.scheme)));
-        }
-        let spec = attempt.spec(SessionKind::Keygen, committee.clone(), 0);
-        let (public_key, xpub, secret) = match req.scheme {
-            Scheme::Ecdsa => {
-                let aux = self.committee_aux(&committee, attempt).await?;
-                let out = ecdsa::keygen(self, &spec, req.threshold, aux).await?;
-                (out.public_key, Some(out.xpub), out.share)
-            }
-            Scheme::Eddsa => {
-                let out = eddsa::keygen(self, &spec, req.threshold).await?;
-                (out.public_key, None, out.share)
-            }
-        };
-        let public = KeygenResult { wallet: req.wallet.clone(), scheme: req.scheme, public_key, xpub, version: 1, threshold: req.threshold, committee };
-        let record = ShareRecord { public, secret: SecretShare::new(secret) };
-        let blob = record.seal(self.sealer.as_ref(), self.keys.node_id(), &slot)?;
-        self.host.store(slot.clone(), blob).await.map_err(|e| match e {
-            crate::link::HostCallError::Refused(conclave_proto::link::StoreError::Exists) => {
-                RequestError::new(ErrorCode::WalletExists, format!("{} already has an {} key", req.wallet, req.scheme))
-            }
-            other => other.into(),
-        })?;
-        self.raise_floor(&slot, 1)?;
-        Ok(record.public.clone())
-    }
-
     fn floor(&self, slot: &BlobSlot) -> Result<u32, RequestError> {
         self.floors.get(&slot.path()).map_err(|e| RequestError::new(ErrorCode::Storage, format!("version floor: {e}")))
     }
@@ -375,326 +367,6 @@ impl Enclave {
     fn raise_floor(&self, slot: &BlobSlot, version: u32) -> Result<(), RequestError> {
         self.floors.raise(&slot.path(), version).map_err(|e| RequestError::new(ErrorCode::Storage, format!("version floor: {e}")))
     }
-
-    /// Moves a wallet's key to a new committee (`crate::reshare`): every
-    /// participant that holds the named version deals, every new member
-    /// joins, and once all new members have confirmed the same new version,
-    /// each stores version + 1: its new share, or (a member that leaves) a
-    /// record without one, so that it never signs with the old share again.
-    /// Until then nothing is stored and the old version still signs.
-    async fn reshare(self: &Arc<Self>, req: &ReshareRequest, attempt: &Attempt<'_>) -> Result<KeygenResult, RequestError> {
-        let me = self.keys.node_id().clone();
-        let slot = BlobSlot::Share { wallet: req.wallet.clone(), scheme: req.scheme };
-        let old = match req.committee.contains(&me) {
-            // Exactly the version the request names: a newer one stored by a
-            // reshare cut before every new member acknowledged is not in force.
-            true => {
-                let blob = self.host.load_version(slot.clone(), req.version).await?.ok_or_else(|| {
-                    RequestError::new(ErrorCode::UnknownWallet, format!("node {me} holds no version {} of {}'s {} key", req.version, req.wallet, req.scheme))
-                })?;
-                self.above_floor(&slot, blob.version)?;
-                let record = ShareRecord::open(self.sealer.as_ref(), &me, &slot, &blob)?;
-                let p = &record.public;
-                if p.public_key != req.public_key || p.xpub != req.xpub || p.committee != req.committee || p.threshold != req.threshold {
-                    return Err(RequestError::new(
-                        ErrorCode::Malformed,
-                        format!("the request names another key than this node's share of {} (version {})", req.wallet, p.version),
-                    ));
-                }
-                Some(record)
-            }
-            false => match self.host.load(slot.clone()).await? {
-                // What a cut reshare left here, never committed to: replaced.
-                Some(blob) if blob.version > req.version && self.floor(&slot)? < blob.version => None,
-                Some(blob) => {
-                    self.above_floor(&slot, blob.version)?;
-                    let record = ShareRecord::open(self.sealer.as_ref(), &me, &slot, &blob)?;
-                    // A member that left an earlier version keeps only its record.
-                    if record.public.committee.contains(&me) {
-                        return Err(RequestError::new(
-                            ErrorCode::WalletExists,
-                            format!("node {me} already holds version {} of {}", record.public.version, req.wallet),
-                        ));
-                    }
-                    None
-                }
-                None => None,
-            },
-        };
-        let mut committee = req.new_committee.clone();
-        committee.sort();
-        let mut parties = attempt.plan.participants.clone();
-        parties.sort();
-        let roles = reshare::rounds::Roles {
-            dealing: parties.iter().map(|p| req.committee.iter().position(|c| c == p).map(|i| i as u16)).collect(),
-            joining: parties.iter().map(|p| committee.iter().position(|c| c == p).map(|i| i as u16)).collect(),
-        };
-        let joining = committee.contains(&me);
-        // The new committee's aux info comes first, so that the sealed share
-        // signs the moment it is stored.
-        let aux = match (req.scheme, joining) {
-            (Scheme::Ecdsa, true) => Some(self.committee_aux(&committee, attempt).await?),
-            _ => None,
-        };
-        let spec = attempt.spec(SessionKind::Reshare, parties.clone(), req.version);
-        let version = req.version + 1;
-        let blame = |e: reshare::rounds::RoundsError| reshare_error(e, &req.committee, &parties);
-        let chain_code = match &req.xpub {
-            Some(x) => Some(conclave_proto::xpub::Xpub::decode(x).map_err(|e| RequestError::new(ErrorCode::Malformed, format!("xpub: {e}")))?.chain_code),
-            None => None,
-        };
-        let rounds = ReshareSession {
-            spec: &spec,
-            roles: &roles,
-            committee: &committee,
-            threshold: req.new_threshold,
-            version,
-            public_key: &req.public_key,
-            chain_code,
-            tamper: self.tampers_sub_shares,
-        };
-        let (secret, xpub) = match req.scheme {
-            Scheme::Ecdsa => {
-                let share = old.as_ref().map(|r| ecdsa::reshare_source(r.secret.expose())).transpose().map_err(|e| internal_reshare(e.to_string()))?;
-                match reshare_rounds(self, rounds, share).await?.map_err(blame)? {
-                    reshare::rounds::Reshared::Joined(share) => {
-                        let xpub = share.chain_code.map(|chain_code| {
-                            conclave_proto::xpub::Xpub {
-                                public_key: share.core.shared_public_key.to_bytes(true).as_ref().try_into().expect("a compressed secp256k1 point is 33 bytes"),
-                                chain_code,
-                            }
-                            .encode()
-                        });
-                        let incomplete = ecdsa::reshared(share).map_err(|e| internal_reshare(e.to_string()))?;
-                        (Some(ecdsa::complete_reshared(&incomplete, aux.as_deref().expect("a joining ECDSA member made aux info"))?), xpub)
-                    }
-                    reshare::rounds::Reshared::Left => (None, req.xpub.clone()),
-                }
-            }
-            Scheme::Eddsa => {
-                let share = old.as_ref().map(|r| eddsa::reshare_source(r.secret.expose())).transpose().map_err(|e| internal_reshare(e.to_string()))?;
-                match reshare_rounds(self, rounds, share).await?.map_err(blame)? {
-                    reshare::rounds::Reshared::Joined(share) => (Some(eddsa::reshared(share).map_err(|e| internal_reshare(e.to_string()))?), None),
-                    reshare::rounds::Reshared::Left => (None, None),
-                }
-            }
-        };
-        let public = KeygenResult {
-            wallet: req.wallet.clone(),
-            scheme: req.scheme,
-            public_key: req.public_key.clone(),
-            xpub,
-            version,
-            threshold: req.new_threshold,
-            committee,
-        };
-        // A member that leaves keeps a record of the version that replaced
-        // its share, and no share: it cannot sign with the old one again.
-        let record = ShareRecord { public, secret: SecretShare::new(secret.unwrap_or_default()) };
-        let blob = record.seal(self.sealer.as_ref(), &me, &slot)?;
-        // New members store first; the old version stays in force (no floor
-        // raised) until every one of them says it stored.
-        if joining {
-            self.store_uncommitted(&slot, blob.clone()).await?;
-            if self.crashes_before_ack {
-                tracing::warn!("FAULT INJECTION: stopping after storing the new share, before acknowledging it");
-                std::process::exit(70);
-            }
-        }
-        let joins: Vec<bool> = roles.joining.iter().map(Option::is_some).collect();
-        let i = spec.index_of(&me).expect("checked by the policy");
-        let ack = attempt.spec(SessionKind::ReshareAck, parties.clone(), version);
-        session::run(self, &ack, move |party: session::Party<reshare::stored::Msg>| {
-            Ok::<_, std::convert::Infallible>(futures::executor::block_on(reshare::stored::run(party, i, &joins, u64::from(version))))
-        })
-        .await?
-        .map_err(|e| {
-            let error = RequestError::new(ErrorCode::ProtocolAbort, format!("resharing: {e}"));
-            match e {
-                reshare::stored::AckError::NotStored { party } | reshare::stored::AckError::OutOfRole { party } => {
-                    error.blaming(vec![parties[usize::from(party)].clone()])
-                }
-                reshare::stored::AckError::Transport(_) => error,
-            }
-        })?;
-        // Every new member stored the new version: commit to it, and a
-        // member that leaves retires its share.
-        if !joining {
-            self.store_uncommitted(&slot, blob).await?;
-        }
-        self.raise_floor(&slot, version)?;
-        tracing::info!(wallet = %req.wallet, scheme = %req.scheme, version, joined = joining, "reshared");
-        Ok(record.public.clone())
-    }
-
-    /// Stores a version this signer has not committed to (its floor is
-    /// below it), replacing what a cut reshare left at that version.
-    async fn store_uncommitted(&self, slot: &BlobSlot, blob: StoredBlob) -> Result<(), RequestError> {
-        use crate::link::HostCallError::Refused;
-        match self.host.store(slot.clone(), blob.clone()).await {
-            Err(Refused(conclave_proto::link::StoreError::Exists)) if self.floor(slot)? < blob.version => Ok(self.host.replace(slot.clone(), blob).await?),
-            stored => Ok(stored?),
-        }
-    }
-
-    /// The committee's aux info, generated (once, whichever keygen asks
-    /// first) if it does not exist yet.
-    async fn committee_aux(self: &Arc<Self>, committee: &[NodeId], attempt: &Attempt<'_>) -> Result<Zeroizing<Vec<u8>>, RequestError> {
-        let id = CommitteeId::of(committee);
-        let slot = BlobSlot::AuxInfo { committee: id };
-        let lock = self.aux_locks.lock().expect("aux lock").entry(id).or_default().clone();
-        let _guard = lock.lock().await;
-        let node = self.keys.node_id();
-        if let Some(blob) = self.host.load(slot.clone()).await? {
-            let ctx = SealContext::blob(node, &slot, blob.version);
-            return self.sealer.open(&ctx, &blob.sealed).map_err(storage);
-        }
-        tracing::info!(committee = %id, "generating aux info for a new committee");
-        let spec = attempt.spec(SessionKind::AuxInfo, committee.to_vec(), 0);
-        // Peers whose primes are ready first start at once: their messages
-        // must wait here for as long as this node's primes take.
-        let inbox = self.inbox(&spec)?;
-        let primes = PrimePool::take(self).await.map_err(|e| RequestError::new(ErrorCode::Storage, format!("version floor: {e}")))?;
-        let aux = ecdsa::aux_info(self, &spec, inbox, primes).await?;
-        let ctx = SealContext::blob(node, &slot, 1);
-        let sealed = self.sealer.seal(&ctx, &aux).map_err(storage)?;
-        self.host.store(slot, StoredBlob { version: 1, sealed }).await?;
-        Ok(aux)
-    }
-
-    async fn sign(self: &Arc<Self>, req: &SignRequest, attempt: &Attempt<'_>) -> Result<SignResult, RequestError> {
-        let slot = BlobSlot::Share { wallet: req.wallet.clone(), scheme: req.scheme };
-        // Exactly the version the request names (the initiator read it from
-        // the committee's signed record), and none this signer replaced.
-        let blob = match self.host.load_version(slot.clone(), req.version).await? {
-            Some(blob) => blob,
-            None => {
-                let held = self.host.load(slot.clone()).await?.map(|b| b.version);
-                return Err(match held {
-                    Some(held) => RequestError::new(
-                        ErrorCode::VersionMismatch,
-                        format!("the request names version {} of {}, node {} holds version {held}", req.version, req.wallet, self.keys.node_id()),
-                    ),
-                    None => RequestError::new(ErrorCode::UnknownWallet, format!("node {} holds no {} key for {}", self.keys.node_id(), req.scheme, req.wallet)),
-                });
-            }
-        };
-        self.above_floor(&slot, blob.version)?;
-        let record = ShareRecord::open(self.sealer.as_ref(), self.keys.node_id(), &slot, &blob)?;
-        let committee = &record.public.committee;
-        // Signers in keygen-index order: a signer's index in the session is
-        // its position here, and `indexes` maps it back to keygen.
-        let mut indexes = Vec::with_capacity(attempt.plan.participants.len());
-        for p in &attempt.plan.participants {
-            let i = committee
-                .iter()
-                .position(|c| c == p)
-                .ok_or_else(|| RequestError::new(ErrorCode::Malformed, format!("{p} is not in the committee of {}", req.wallet)))?;
-            indexes.push(i as u16);
-        }
-        indexes.sort();
-        if indexes.len() != usize::from(record.public.threshold) {
-            return Err(RequestError::new(
-                ErrorCode::Malformed,
-                format!("{} signers planned, the key needs exactly {}", indexes.len(), record.public.threshold),
-            ));
-        }
-        let signers: Vec<NodeId> = indexes.iter().map(|&i| committee[usize::from(i)].clone()).collect();
-        let spec = attempt.spec(SessionKind::Sign, signers.clone(), record.public.version);
-        let (signature, recovery_id, public_key) = match req.scheme {
-            Scheme::Ecdsa => {
-                let digest: [u8; 32] = match &req.payload {
-                    SignPayload::Digest(d) => d.as_slice().try_into().expect("validated to 32 bytes"),
-                    SignPayload::Message(m) => sha2::Sha256::digest(m).into(),
-                };
-                let out = ecdsa::sign(self, &spec, indexes, record.secret.expose(), digest, req.path.clone()).await?;
-                (out.signature, Some(out.recovery_id), out.public_key)
-            }
-            Scheme::Eddsa => {
-                if !req.path.is_empty() {
-                    return Err(RequestError::new(ErrorCode::Unsupported, "derivation paths are available for ECDSA wallets only"));
-                }
-                let message = match &req.payload {
-                    SignPayload::Digest(m) | SignPayload::Message(m) => m.clone(),
-                };
-                let (signature, public_key) = eddsa::sign(self, &spec, indexes, record.secret.expose(), message).await?;
-                (signature, None, public_key)
-            }
-        };
-        Ok(SignResult {
-            wallet: req.wallet.clone(),
-            scheme: req.scheme,
-            signature,
-            recovery_id,
-            public_key,
-            path: req.path.clone(),
-            signers,
-            version: record.public.version,
-        })
-    }
-}
-
-/// The resharing session's inputs that every party shares.
-struct ReshareSession<'a> {
-    spec: &'a SessionSpec,
-    roles: &'a reshare::rounds::Roles,
-    committee: &'a [NodeId],
-    threshold: u16,
-    version: u32,
-    /// The request's public key and chain code, for members without a share.
-    public_key: &'a [u8],
-    chain_code: Option<reshare::ChainCode>,
-    /// Fault injection (dev mode): deal sub-shares that do not check.
-    tamper: bool,
-}
-
-/// Runs the resharing rounds on the session's own thread, like every
-/// protocol (`session::run`). The outer error is the session's (timeouts,
-/// aborts, with their blame); the inner one the protocol's.
-async fn reshare_rounds<E: generic_ec::Curve>(
-    enclave: &Arc<Enclave>,
-    s: ReshareSession<'_>,
-    share: Option<reshare::KeyShare<E>>,
-) -> Result<Result<reshare::rounds::Reshared<E>, reshare::rounds::RoundsError>, RequestError> {
-    use reshare::rounds::OldKeySource;
-    let i = s.spec.index_of(enclave.keys.node_id()).expect("checked by the policy");
-    let new = reshare::NewCommittee::<E>::new(s.committee.len() as u16, s.threshold).map_err(|e| RequestError::new(ErrorCode::Malformed, e.to_string()))?;
-    let old_key = match &share {
-        Some(share) => OldKeySource::Own(share.old_key()),
-        None => OldKeySource::Dealers {
-            public_key: generic_ec::Point::<E>::from_bytes(s.public_key)
-                .map_err(|_| RequestError::new(ErrorCode::Malformed, "the request's public key does not decode"))?,
-            chain_code: s.chain_code,
-        },
-    };
-    let (roles, committee, version, tamper) = (s.roles.clone(), s.committee.to_vec(), u64::from(s.version), s.tamper);
-    session::run(enclave, s.spec, move |party: session::Party<reshare::rounds::Msg>| {
-        let setup = reshare::rounds::Setup { roles: &roles, new: &new, committee: &committee, version, old_key, tamper };
-        Ok::<_, std::convert::Infallible>(futures::executor::block_on(reshare::rounds::run(party, i, setup, share.as_ref(), &mut rand_core::OsRng)))
-    })
-    .await
-}
-
-/// A resharing protocol failure as the request's error, blaming the node
-/// whose values did not check: a dealer by its index in the old
-/// committee, any other party by its index in the session.
-fn reshare_error(e: reshare::rounds::RoundsError, old_committee: &[NodeId], parties: &[NodeId]) -> RequestError {
-    use reshare::rounds::RoundsError;
-    let node = |list: &[NodeId], i: u16| list.get(usize::from(i)).cloned();
-    let blamed = match &e {
-        RoundsError::Reshare(r) => r.blamed_dealer().and_then(|d| node(old_committee, d)),
-        RoundsError::OutOfRole { party, .. } | RoundsError::Confirmation { party } => node(parties, *party),
-        RoundsError::Transport(_) => None,
-    };
-    let error = RequestError::new(ErrorCode::ProtocolAbort, format!("resharing: {e}"));
-    match blamed {
-        Some(node) => error.blaming(vec![node]),
-        None => error,
-    }
-}
-
-fn internal_reshare(reason: String) -> RequestError {
-    RequestError::new(ErrorCode::Internal, format!("resharing: {reason}"))
 }
 
 /// One attempt at a request, as this signer runs it: what every session

@@ -233,45 +233,80 @@ impl Router {
     }
 }
 
-/// Runs `protocol` as party `me` of `spec`, on its own thread, and returns
-/// its output, or an error by the deadline.
-pub async fn run<M, T, E, F>(enclave: &Arc<Enclave>, spec: &SessionSpec, protocol: F) -> Result<T, RequestError>
-where
-    M: ProtocolMessage + Serialize + DeserializeOwned + Send + 'static,
-    T: Send + 'static,
-    E: std::fmt::Display + Send + 'static,
-    F: FnOnce(Party<M>) -> Result<T, E> + Send + 'static,
-{
-    run_releasing(enclave, spec, enclave.inbox(spec)?, None, protocol).await
+/// This signer's seat in one session: what a protocol engine gets. Its
+/// index among the parties, the session's size and execution id, and the
+/// means to run a protocol there; not the signer's keys, sealer or host
+/// link.
+pub struct Seat<'a> {
+    enclave: &'a Arc<Enclave>,
+    spec: &'a SessionSpec,
+    index: u16,
 }
 
-/// [`run`] for a signing protocol: before a message that `releases` says
-/// carries this party's share of the signature leaves, the attempt must
-/// still be the request's current one here, and from then on no later
-/// attempt of the request runs here ([`Enclave::release`]). With `2t > n`
-/// any two quorums share a signer, so a request never gets two signatures.
-pub async fn run_signing<M, T, E, F>(enclave: &Arc<Enclave>, spec: &SessionSpec, releases: fn(&M) -> bool, protocol: F) -> Result<T, RequestError>
-where
-    M: ProtocolMessage + Serialize + DeserializeOwned + Send + 'static,
-    T: Send + 'static,
-    E: std::fmt::Display + Send + 'static,
-    F: FnOnce(Party<M>) -> Result<T, E> + Send + 'static,
-{
-    run_releasing(enclave, spec, enclave.inbox(spec)?, Some(releases), protocol).await
-}
+impl<'a> Seat<'a> {
+    /// This signer's seat in `spec`; an internal error if it is not a party
+    /// (the policy checked that before).
+    pub fn take(enclave: &'a Arc<Enclave>, spec: &'a SessionSpec) -> Result<Seat<'a>, RequestError> {
+        let index = spec.index_of(enclave.keys.node_id()).ok_or_else(|| RequestError::new(ErrorCode::Internal, "this node is not a party of the session"))?;
+        Ok(Seat { enclave, spec, index })
+    }
 
-/// [`run`] with an inbox opened earlier: a party that must wait before it
-/// can start (for its Paillier primes) opens its inbox first, so that
-/// faster peers' first messages wait in it rather than expire unheard
-/// among early envelopes.
-pub async fn run_in<M, T, E, F>(enclave: &Arc<Enclave>, spec: &SessionSpec, inbox: Inbox, protocol: F) -> Result<T, RequestError>
-where
-    M: ProtocolMessage + Serialize + DeserializeOwned + Send + 'static,
-    T: Send + 'static,
-    E: std::fmt::Display + Send + 'static,
-    F: FnOnce(Party<M>) -> Result<T, E> + Send + 'static,
-{
-    run_releasing(enclave, spec, inbox, None, protocol).await
+    /// This party's index in the session.
+    pub fn index(&self) -> u16 {
+        self.index
+    }
+
+    /// How many parties the session has.
+    pub fn parties(&self) -> u16 {
+        self.spec.parties.len() as u16
+    }
+
+    /// The session's execution id.
+    pub fn execution(&self) -> [u8; 32] {
+        self.spec.execution
+    }
+
+    /// Runs `protocol` here, on its own thread, and returns its output, or
+    /// an error by the deadline.
+    pub async fn run<M, T, E, F>(self, protocol: F) -> Result<T, RequestError>
+    where
+        M: ProtocolMessage + Serialize + DeserializeOwned + Send + 'static,
+        T: Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+        F: FnOnce(Party<M>) -> Result<T, E> + Send + 'static,
+    {
+        run_releasing(self.enclave, self.spec, self.enclave.inbox(self.spec)?, None, protocol).await
+    }
+
+    /// [`Seat::run`] for a signing protocol: before a message that
+    /// `releases` says carries this party's share of the signature leaves,
+    /// the attempt must still be the request's current one here, and from
+    /// then on no later attempt of the request runs here
+    /// ([`Enclave::release`]). With `2t > n` any two quorums share a
+    /// signer, so a request never gets two signatures.
+    pub async fn run_signing<M, T, E, F>(self, releases: fn(&M) -> bool, protocol: F) -> Result<T, RequestError>
+    where
+        M: ProtocolMessage + Serialize + DeserializeOwned + Send + 'static,
+        T: Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+        F: FnOnce(Party<M>) -> Result<T, E> + Send + 'static,
+    {
+        run_releasing(self.enclave, self.spec, self.enclave.inbox(self.spec)?, Some(releases), protocol).await
+    }
+
+    /// [`Seat::run`] with an inbox opened earlier: a party that must wait
+    /// before it can start (for its Paillier primes) opens its inbox first,
+    /// so that faster peers' first messages wait in it rather than expire
+    /// unheard among early envelopes.
+    pub async fn run_in<M, T, E, F>(self, inbox: Inbox, protocol: F) -> Result<T, RequestError>
+    where
+        M: ProtocolMessage + Serialize + DeserializeOwned + Send + 'static,
+        T: Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+        F: FnOnce(Party<M>) -> Result<T, E> + Send + 'static,
+    {
+        run_releasing(self.enclave, self.spec, inbox, None, protocol).await
+    }
 }
 
 async fn run_releasing<M, T, E, F>(
@@ -292,7 +327,6 @@ where
         _ => Ok(()),
     };
     let me = enclave.keys.node_id().clone();
-    spec.index_of(&me).ok_or_else(|| RequestError::new(ErrorCode::Internal, "this node is not a party of the session"))?;
     let (in_tx, in_rx) = fmpsc::unbounded::<Result<Incoming<M>, Infallible>>();
     let (out_tx, mut out_rx) = fmpsc::unbounded::<Outgoing<M>>();
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();

@@ -3,6 +3,7 @@
 //! credentials), for a nitro enclave's own KMS calls. The host holds these
 //! anyway; KMS releases data keys only to an attested enclave.
 
+use crate::http_client::HttpError;
 use bytes::Bytes;
 use conclave_proto::link::AwsCredentials;
 use http_body_util::{BodyExt, Full, Limited};
@@ -18,18 +19,51 @@ const MAX_ANSWER: usize = 16 * 1024;
 /// Lifetime of the IMDSv2 session token asked for; one fetch uses it.
 const TOKEN_TTL_S: &str = "60";
 
+/// Why the instance role's credentials could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum ImdsError {
+    /// A call to the metadata service failed.
+    #[error("IMDS {what}: {source}")]
+    Call {
+        /// The call (method and path).
+        what: String,
+        /// Why.
+        #[source]
+        source: HttpError,
+    },
+    /// The metadata service answered a call with an error status.
+    #[error("IMDS {what}: HTTP {status}")]
+    Status {
+        /// The call (method and path).
+        what: String,
+        /// The status.
+        status: hyper::StatusCode,
+    },
+    /// The instance has no IAM role (or its name is not one).
+    #[error("the instance has no IAM role")]
+    NoRole,
+    /// An answer is not what IMDS documents.
+    #[error("IMDS answer: {0}")]
+    Unreadable(String),
+    /// The role's credentials are not usable (`Code` other than `Success`).
+    #[error("IMDS credentials for role {role}: {code}")]
+    NotIssued {
+        /// The role.
+        role: String,
+        /// IMDS's `Code`.
+        code: String,
+    },
+}
+
 /// Fetches the credentials of the instance's role.
-pub async fn instance_credentials(imds: SocketAddr) -> Result<AwsCredentials, String> {
+pub async fn instance_credentials(imds: SocketAddr) -> Result<AwsCredentials, ImdsError> {
     let token = call(imds, Method::PUT, "/latest/api/token", ("X-aws-ec2-metadata-token-ttl-seconds", TOKEN_TTL_S)).await?;
-    let token = String::from_utf8(token.to_vec()).map_err(|_| "IMDS token is not text".to_string())?;
+    let token = String::from_utf8(token.to_vec()).map_err(|_| ImdsError::Unreadable("the token is not text".into()))?;
     let auth = ("X-aws-ec2-metadata-token", token.as_str());
     let roles = call(imds, Method::GET, "/latest/meta-data/iam/security-credentials/", auth).await?;
     let roles = String::from_utf8_lossy(&roles).into_owned();
-    let role = roles
-        .lines()
-        .next()
-        .filter(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)))
-        .ok_or("the instance has no IAM role")?;
+    let role =
+        roles.lines().next().filter(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))).ok_or(ImdsError::NoRole)?;
     let body = call(imds, Method::GET, &format!("/latest/meta-data/iam/security-credentials/{role}"), auth).await?;
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
@@ -39,35 +73,35 @@ pub async fn instance_credentials(imds: SocketAddr) -> Result<AwsCredentials, St
         secret_access_key: String,
         token: Option<String>,
     }
-    let c: RoleCredentials = serde_json::from_slice(&body).map_err(|e| format!("IMDS credentials do not decode: {e}"))?;
+    let c: RoleCredentials = serde_json::from_slice(&body).map_err(|e| ImdsError::Unreadable(format!("credentials: {e}")))?;
     if c.code != "Success" {
-        return Err(format!("IMDS credentials for role {role}: {}", c.code));
+        return Err(ImdsError::NotIssued { role: role.to_owned(), code: c.code });
     }
     Ok(AwsCredentials { access_key_id: c.access_key_id, secret_access_key: c.secret_access_key, session_token: c.token })
 }
 
-async fn call(imds: SocketAddr, method: Method, path: &str, header: (&str, &str)) -> Result<Bytes, String> {
-    let what = format!("IMDS {method} {path}");
+async fn call(imds: SocketAddr, method: Method, path: &str, header: (&str, &str)) -> Result<Bytes, ImdsError> {
+    let what = format!("{method} {path}");
     let exchange = async {
-        let tcp = tokio::net::TcpStream::connect(imds).await.map_err(|e| format!("connect {imds}: {e}"))?;
+        let tcp = tokio::net::TcpStream::connect(imds).await.map_err(|source| HttpError::Connect { addr: imds.to_string(), source })?;
         let request = Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, imds.ip().to_string())
             .header(header.0, header.1)
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
+            .body(Full::new(Bytes::new()))?;
         let response = crate::http_client::send(TokioIo::new(tcp), request).await?;
         let status = response.status();
-        let body = Limited::new(response.into_body(), MAX_ANSWER).collect().await.map_err(|e| e.to_string())?.to_bytes();
-        match status.is_success() {
-            true => Ok(body),
-            false => Err(format!("HTTP {status}")),
-        }
+        let body = Limited::new(response.into_body(), MAX_ANSWER).collect().await.map_err(|e| HttpError::Body(e.to_string()))?.to_bytes();
+        Ok::<_, HttpError>((status, body))
     };
-    match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
-        Ok(answer) => answer.map_err(|e: String| format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no answer within {CALL_TIMEOUT:?}")),
+    let (status, body) = match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
+        Ok(answer) => answer.map_err(|source| ImdsError::Call { what: what.clone(), source })?,
+        Err(_) => return Err(ImdsError::Call { what, source: HttpError::Timeout(CALL_TIMEOUT) }),
+    };
+    match status.is_success() {
+        true => Ok(body),
+        false => Err(ImdsError::Status { what, status }),
     }
 }
 
@@ -131,8 +165,8 @@ mod tests {
     #[tokio::test]
     async fn a_role_without_credentials_and_a_missing_service_are_errors() {
         let (addr, _) = fake_imds("Expired").await;
-        assert!(instance_credentials(addr).await.unwrap_err().contains("Expired"));
+        assert!(matches!(instance_credentials(addr).await.unwrap_err(), ImdsError::NotIssued { code, .. } if code == "Expired"));
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        assert!(instance_credentials(closed).await.unwrap_err().contains("connect"));
+        assert!(matches!(instance_credentials(closed).await.unwrap_err(), ImdsError::Call { source: HttpError::Connect { .. }, .. }));
     }
 }

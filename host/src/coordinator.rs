@@ -4,10 +4,10 @@
 //! enclave stays silent.
 
 use crate::config::HostConfig;
-use crate::lifecycle::Quorum;
 use crate::link::LinkHandle;
 use crate::metrics::Metrics;
 use crate::nats::Nats;
+use crate::quorum::{self, Quorum};
 use crate::registry::{Bucket, Registry};
 use crate::store::BlobStore;
 use crate::view::RegistryView;
@@ -21,7 +21,7 @@ use conclave_proto::statement::Endorsed;
 use conclave_proto::subjects::*;
 use conclave_proto::{ErrorCode, NodeId, RequestError, RequestId, Scheme, WalletId, PROTOCOL_VERSION};
 use futures::StreamExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,7 +81,7 @@ impl Host {
         Host {
             config,
             store,
-            metrics: Metrics::default(),
+            metrics: Metrics::new(),
             nats,
             registry,
             link: LinkHandle::default(),
@@ -160,7 +160,7 @@ impl Host {
                     self.metrics.envelopes_in.fetch_add(1, Ordering::Relaxed);
                     self.link.send(ToEnclave::Deliver { envelope });
                 }
-                Ok(_) => self.metrics.inc("conclave_rejected_total", "misaddressed"),
+                Ok(_) => self.metrics.inc("conclave_rejected_total", crate::metrics::MISADDRESSED),
                 Err(e) => self.metrics.inc("conclave_rejected_total", e.code().as_str()),
             }
         }
@@ -169,8 +169,9 @@ impl Host {
     /// Opens this node's durable consumer of the request stream. Done before
     /// the node heartbeats, so that no request a client sends after seeing
     /// it ready is missed.
-    pub async fn request_consumer(&self) -> Result<async_nats::jetstream::consumer::pull::Stream, String> {
-        let stream = self.nats.js.get_stream(REQUEST_STREAM).await.map_err(|e| e.to_string())?;
+    pub async fn request_consumer(&self) -> Result<async_nats::jetstream::consumer::pull::Stream, crate::nats::NatsError> {
+        let setup = |e: &dyn std::fmt::Display| crate::nats::NatsError::Setup { what: "this host's request consumer", detail: e.to_string() };
+        let stream = self.nats.js.get_stream(REQUEST_STREAM).await.map_err(|e| setup(&e))?;
         let name = format!("host-{}", self.me());
         let consumer = stream
             .get_or_create_consumer(
@@ -178,8 +179,8 @@ impl Host {
                 pull::Config { durable_name: Some(name.clone()), deliver_policy: DeliverPolicy::New, ack_policy: AckPolicy::Explicit, ..Default::default() },
             )
             .await
-            .map_err(|e| e.to_string())?;
-        consumer.messages().await.map_err(|e| e.to_string())
+            .map_err(|e| setup(&e))?;
+        consumer.messages().await.map_err(|e| setup(&e))
     }
 
     /// Handles requests from this node's consumer.
@@ -255,36 +256,18 @@ impl Host {
                     return Ok(None);
                 }
                 let t = usize::from(wallet.threshold);
-                let participants = match &s.signers {
-                    Some(signers) => {
-                        if signers.len() != t || signers.iter().any(|n| !wallet.committee.contains(n)) {
-                            return Err(RequestError::new(
-                                ErrorCode::Malformed,
-                                format!("signers must be exactly {t} members of the committee {:?}", wallet.committee),
-                            ));
-                        }
-                        signers.clone()
-                    }
-                    None => {
-                        let ready = match self.view.ready_within(VIEW_PATIENCE).await {
-                            Ok(ready) => ready,
-                            // This host cannot tell who is ready, so it must not
-                            // answer for the cluster: hosts that can will.
-                            Err(e) => {
-                                tracing::error!(request = %s.request_id, error = %e, "no current view of the ready nodes; leaving the request to the others");
-                                return Ok(None);
-                            }
-                        };
-                        let chosen: Vec<NodeId> = wallet.committee.iter().filter(|n| ready.contains(n)).take(t).cloned().collect();
-                        if chosen.len() < t {
-                            return Err(RequestError::new(
-                                ErrorCode::InsufficientPeers,
-                                format!("{} of the committee are ready, {t} are needed", chosen.len()),
-                            ));
-                        }
-                        chosen
+                // Named signers need no view of who is ready.
+                let ready = match (&s.signers, self.view.ready_within(VIEW_PATIENCE).await) {
+                    (Some(_), _) => HashSet::new(),
+                    (None, Ok(ready)) => ready,
+                    // This host cannot tell who is ready, so it must not
+                    // answer for the cluster: hosts that can will.
+                    (None, Err(e)) => {
+                        tracing::error!(request = %s.request_id, error = %e, "no current view of the ready nodes; leaving the request to the others");
+                        return Ok(None);
                     }
                 };
+                let participants = quorum::first_signers(&wallet.committee, t, s.signers.as_deref(), &ready)?;
                 let quorum = Quorum { committee: wallet.committee.clone(), threshold: t, may_fail_over: s.signers.is_none() };
                 let plan = SessionPlan {
                     request_id: s.request_id.clone(),
@@ -351,7 +334,8 @@ impl Host {
         if let Err(e) = &result {
             tracing::error!(error = %e, "no AWS credentials for the enclave's KMS calls");
         }
-        ToEnclave::Credentials { call, result }
+        // The signer only reports why; the reason travels as text.
+        ToEnclave::Credentials { call, result: result.map_err(|e| e.to_string()) }
     }
 
     /// Handles one frame from the enclave.
@@ -416,7 +400,7 @@ impl Host {
             || wallet.threshold != r.threshold
         {
             return Err(RequestError::new(
-                ErrorCode::Malformed,
+                ErrorCode::KeyMismatch,
                 format!("the request names another key than wallet {}'s version {}", r.wallet, wallet.version),
             ));
         }
@@ -427,19 +411,7 @@ impl Host {
                 return Ok(None);
             }
         };
-        if let Some(absent) = r.new_committee.iter().find(|n| !ready.contains(n)) {
-            return Err(RequestError::new(ErrorCode::InsufficientPeers, format!("{absent} of the new committee is not ready")));
-        }
-        let dealers: Vec<NodeId> = wallet.committee.iter().filter(|n| ready.contains(n)).cloned().collect();
-        if dealers.len() < usize::from(wallet.threshold) {
-            return Err(RequestError::new(
-                ErrorCode::InsufficientPeers,
-                format!("{} of the committee are ready, {} are needed to deal", dealers.len(), wallet.threshold),
-            ));
-        }
-        let mut participants: Vec<NodeId> = dealers.into_iter().chain(r.new_committee.iter().cloned()).collect();
-        participants.sort();
-        participants.dedup();
+        let participants = quorum::reshare_participants(&wallet.committee, usize::from(wallet.threshold), &r.new_committee, &ready)?;
         if !participants.contains(self.me()) {
             return Ok(None);
         }
@@ -526,7 +498,7 @@ impl Host {
 /// failover, and keygen's deadline and round timeout, since a new
 /// committee's first ECDSA session waits for aux info (and its primes).
 fn everyone(request_id: &RequestId, participants: Vec<NodeId>, now: u64) -> (SessionPlan, Quorum) {
-    let quorum = Quorum { committee: participants.clone(), threshold: participants.len(), may_fail_over: false };
+    let quorum = Quorum::everyone(&participants);
     let plan = SessionPlan {
         request_id: request_id.clone(),
         attempt: 1,

@@ -27,6 +27,7 @@
 //! host stopped following the request).
 
 use crate::coordinator::Host;
+use crate::quorum::{self, Quorum};
 use crate::registry::{Bucket, RegistryError};
 use conclave_proto::ids::SessionKind;
 use conclave_proto::link::{SessionPlan, ToEnclave};
@@ -62,6 +63,9 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase (metrics start each at zero).
+    pub const ALL: [Phase; 7] = [Phase::Created, Phase::Running, Phase::Retried, Phase::Completed, Phase::Failed, Phase::Aborted, Phase::Cleaned];
+
     /// The name in logs and in `conclave_session_transitions_total{to=...}`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -80,22 +84,6 @@ impl Phase {
 pub(crate) struct Followed {
     span: tracing::Span,
     kind: SessionKind,
-}
-
-/// What a follower needs to know about the request to choose a quorum.
-pub struct Quorum {
-    /// The wallet's committee (keygen: the requested committee).
-    pub committee: Vec<NodeId>,
-    /// Signers needed (keygen: the whole committee).
-    pub threshold: usize,
-    /// Whether another quorum may be chosen: not for keygen (it needs the
-    /// whole committee) nor for a request that names its signers.
-    pub may_fail_over: bool,
-}
-
-/// Failures that another quorum can get past.
-fn replaceable(error: &RequestError) -> bool {
-    matches!(error.code, ErrorCode::PeerUnavailable | ErrorCode::PeerUnattested | ErrorCode::Timeout | ErrorCode::ProtocolAbort) && !error.blamed.is_empty()
 }
 
 impl Host {
@@ -180,8 +168,7 @@ impl Host {
                     // heartbeat of a busy node is not a failure.
                     // A view that is not current says nothing about the peers.
                     let Ok(ready) = self.view.ready() else { continue };
-                    let missing: Vec<NodeId> = plan.participants.iter().filter(|p| !ready.contains(*p)).cloned().collect();
-                    let gone: Vec<NodeId> = missing.iter().filter(|p| missed.contains(*p)).cloned().collect();
+                    let (missing, gone) = quorum::gone(&plan.participants, &ready, &missed);
                     missed = missing;
                     if !gone.is_empty() && plan.deadline_ms > crate::now_ms() {
                         let names: Vec<String> = gone.iter().map(|n| n.to_string()).collect();
@@ -223,7 +210,7 @@ impl Host {
                 let _ = self.registry.update(Bucket::Sessions, id.as_str(), encode(&done), revision).await;
                 true
             }
-            Outcome::Error { error } if replaceable(&error) => {
+            Outcome::Error { error } if quorum::replaceable(&error) => {
                 self.replace_attempt(id, revision, record, quorum, error, req).await;
                 false
             }
@@ -238,12 +225,6 @@ impl Host {
     /// it if no quorum is left. A lost compare-and-set means another host
     /// moved it first; its record wins.
     async fn replace_attempt(&self, id: &RequestId, revision: u64, record: &SessionRecord, quorum: &Quorum, cause: RequestError, req: &Followed) {
-        let mut excluded: Vec<NodeId> = record.excluded.clone();
-        for node in &cause.blamed {
-            if !excluded.contains(node) {
-                excluded.push(node.clone());
-            }
-        }
         if !quorum.may_fail_over {
             self.fail(id, revision, record, cause, req).await;
             return;
@@ -252,18 +233,11 @@ impl Host {
             // Try again at the next check; the deadline still bounds it.
             return;
         };
-        // Members never blamed first; then blamed ones that still heartbeat
-        // (a lost message blames a healthy peer too), oldest blame first.
-        // The deadline bounds the retries.
-        let fresh = quorum.committee.iter().filter(|n| ready.contains(*n) && !excluded.contains(*n));
-        let forgiven = excluded.iter().filter(|n| ready.contains(*n) && quorum.committee.contains(n) && !cause.blamed.contains(n));
-        let mut chosen: Vec<NodeId> = fresh.chain(forgiven).take(quorum.threshold).cloned().collect();
-        // Protocol order is committee order.
-        chosen.sort_by_key(|n| quorum.committee.iter().position(|c| c == n));
-        if chosen.len() < quorum.threshold {
+        let excluded = quorum::excluded_after(&record.excluded, &cause.blamed);
+        let Some(chosen) = quorum::next_signers(quorum, &excluded, &cause.blamed, &ready) else {
             self.fail(id, revision, record, cause, req).await;
             return;
-        }
+        };
         let next = SessionRecord {
             v: PROTOCOL_VERSION,
             request_id: id.clone(),

@@ -115,7 +115,7 @@ async fn run(config: PathBuf) -> Result<(), String> {
     tokio::spawn(async move { view.view.run(&view.registry).await });
     // Listen before telling anyone we are ready.
     let envelopes = host.subscribe_envelopes().await.map_err(|e| format!("subscribe: {e}"))?;
-    let requests = host.request_consumer().await?;
+    let requests = host.request_consumer().await.map_err(|e| e.to_string())?;
     let queries = host.subscribe_queries().await.map_err(|e| format!("subscribe: {e}"))?;
     let attestation = host.subscribe_attestation().await.map_err(|e| format!("subscribe: {e}"))?;
     host.nats.client.flush().await.map_err(|e| format!("nats: {e}"))?;

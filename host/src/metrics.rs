@@ -5,6 +5,18 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::lifecycle::Phase;
+use conclave_proto::link::DropReason;
+use conclave_proto::ErrorCode;
+
+/// The `code` label of `conclave_rejected_total` for an envelope whose
+/// header names another recipient or sender than its NATS subject (the
+/// other codes are `ErrorCode`s).
+pub const MISADDRESSED: &str = "misaddressed";
+
+/// The `kind` labels of `conclave_requests_total`.
+pub const REQUEST_KINDS: [&str; 4] = ["keygen", "sign", "reshare", "undecodable"];
+
 /// The host's counters and gauges.
 #[derive(Default)]
 pub struct Metrics {
@@ -32,6 +44,35 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Every counter at zero, each label value it can take included: a
+    /// sample that is absent means a metric that does not exist, never a
+    /// count of zero.
+    pub fn new() -> Metrics {
+        let metrics = Metrics::default();
+        {
+            let mut labelled = metrics.labelled.lock().expect("metrics lock");
+            let mut zero = |name: &'static str, value: &str| {
+                labelled.insert((name, value.to_owned()), 0);
+            };
+            for kind in REQUEST_KINDS {
+                zero("conclave_requests_total", kind);
+            }
+            zero("conclave_results_total", "ok");
+            zero("conclave_rejected_total", MISADDRESSED);
+            for code in ErrorCode::ALL {
+                zero("conclave_results_total", code.as_str());
+                zero("conclave_rejected_total", code.as_str());
+            }
+            for phase in Phase::ALL {
+                zero("conclave_session_transitions_total", phase.as_str());
+            }
+            for reason in DropReason::ALL {
+                zero("conclave_envelopes_dropped_total", reason.as_str());
+            }
+        }
+        metrics
+    }
+
     /// Adds one to `name{label="value"}`.
     pub fn inc(&self, name: &'static str, label: impl Into<String>) {
         *self.labelled.lock().expect("metrics lock").entry((name, label.into())).or_default() += 1;
@@ -66,5 +107,27 @@ impl Metrics {
             let _ = writeln!(out, "{name} {v}");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_is_exported_from_the_start() {
+        let metrics = Metrics::new();
+        let text = metrics.render();
+        for sample in [
+            "conclave_rejected_total{code=\"bad_envelope\"} 0",
+            "conclave_envelopes_dropped_total{reason=\"no_room\"} 0",
+            "conclave_session_transitions_total{to=\"cleaned\"} 0",
+            "conclave_requests_total{kind=\"reshare\"} 0",
+            "conclave_results_total{status=\"ok\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == sample), "{sample} in\n{text}");
+        }
+        metrics.inc("conclave_rejected_total", ErrorCode::BadEnvelope.as_str());
+        assert!(metrics.render().lines().any(|l| l == "conclave_rejected_total{code=\"bad_envelope\"} 1"));
     }
 }

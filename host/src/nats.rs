@@ -89,12 +89,12 @@ impl Nats {
 
     /// Publishing again is harmless, so a publish that fails while the
     /// result stream elects a new leader is repeated.
-    pub async fn publish_result(&self, result: &RequestResult) -> Result<(), async_nats::Error> {
+    pub async fn publish_result(&self, result: &RequestResult) -> Result<(), jetstream::context::PublishError> {
         let payload: bytes::Bytes = serde_json::to_vec(result).expect("results serialise").into();
         retrying("publish a result", || async {
             let publish = jetstream::message::PublishMessage::build().payload(payload.clone()).message_id(result_msg_id(&result.request_id));
             self.js.send_publish(result_subject(&result.request_id), publish).await?.await?;
-            Ok::<_, async_nats::Error>(())
+            Ok(())
         })
         .await
     }
@@ -106,8 +106,25 @@ impl Nats {
 /// cluster its leader).
 const TRIES: u32 = 10;
 
-/// Runs a call again while it fails.
-pub async fn retrying<T, E: Display, F, Fut>(what: &str, mut call: F) -> Result<T, E>
+/// Whether trying a failed call again can help.
+pub trait Transient {
+    /// True for outages (a server down, a leader election, a timeout);
+    /// false for refusals (permissions, ACLs, limits) that a retry would
+    /// only repeat.
+    fn transient(&self) -> bool;
+}
+
+impl Transient for jetstream::context::PublishError {
+    fn transient(&self) -> bool {
+        use jetstream::context::PublishErrorKind as Kind;
+        // StreamNotFound included: "no responders" while a stream elects
+        // its leader reads as that.
+        !matches!(self.kind(), Kind::MaxPayloadExceeded | Kind::WrongLastMessageId | Kind::WrongLastSequence)
+    }
+}
+
+/// Runs a call again while it fails with a transient error.
+pub async fn retrying<T, E: Display + Transient, F, Fut>(what: &str, mut call: F) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
@@ -119,7 +136,7 @@ where
             Ok(v) => return Ok(v),
             Err(e) => {
                 tried += 1;
-                if tried >= TRIES {
+                if tried >= TRIES || !e.transient() {
                     return Err(e);
                 }
                 tracing::warn!(error = %e, tried, "cannot {what}; trying again");
@@ -132,4 +149,30 @@ where
 
 async fn ensure_stream(js: &jetstream::Context, what: &'static str, config: stream::Config) -> Result<(), NatsError> {
     js.get_or_create_stream(config).await.map(|_| ()).map_err(|e| NatsError::Setup { what, detail: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::RegistryError;
+    use std::sync::atomic::Ordering;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_is_not_retried_an_outage_is() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let refused = retrying("read", || async {
+            calls.fetch_add(1, Ordering::Relaxed);
+            Err::<(), _>(RegistryError::Refused { op: "get", bucket: "wallets", status: 403, detail: "Permission denied".into() })
+        })
+        .await;
+        assert!(refused.is_err());
+        assert_eq!(calls.swap(0, Ordering::Relaxed), 1, "an ACL refusal is tried once");
+        let outage = retrying("read", || async {
+            calls.fetch_add(1, Ordering::Relaxed);
+            Err::<(), _>(RegistryError::Unavailable { op: "get", bucket: "wallets", detail: "connection refused".into() })
+        })
+        .await;
+        assert!(outage.is_err());
+        assert_eq!(calls.load(Ordering::Relaxed), TRIES, "an outage is tried again");
+    }
 }

@@ -29,6 +29,13 @@ pub enum ErrorCode {
     /// The signer's share is of another key version than the request
     /// names: the wallet was reshared, or a host served an old share.
     VersionMismatch,
+    /// A sign request names signers that are not exactly threshold-many
+    /// members of the wallet's committee.
+    InvalidSigners,
+    /// A reshare request names another key (public key, xpub, version,
+    /// committee or threshold) than the wallet's current one: it was
+    /// reshared since the client read it.
+    KeyMismatch,
     /// The request asks for something this scheme or build cannot do.
     Unsupported,
     /// Fewer than the threshold of the wallet's committee are ready.
@@ -52,6 +59,29 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code (metrics start each at zero).
+    pub const ALL: [ErrorCode; 19] = [
+        ErrorCode::Unauthorized,
+        ErrorCode::Malformed,
+        ErrorCode::TooLarge,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::Expired,
+        ErrorCode::UnknownWallet,
+        ErrorCode::WalletExists,
+        ErrorCode::VersionMismatch,
+        ErrorCode::InvalidSigners,
+        ErrorCode::KeyMismatch,
+        ErrorCode::Unsupported,
+        ErrorCode::InsufficientPeers,
+        ErrorCode::PeerUnavailable,
+        ErrorCode::PeerUnattested,
+        ErrorCode::Timeout,
+        ErrorCode::ProtocolAbort,
+        ErrorCode::BadEnvelope,
+        ErrorCode::Storage,
+        ErrorCode::Internal,
+    ];
+
     /// The snake_case name used on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -63,6 +93,8 @@ impl ErrorCode {
             ErrorCode::UnknownWallet => "unknown_wallet",
             ErrorCode::WalletExists => "wallet_exists",
             ErrorCode::VersionMismatch => "version_mismatch",
+            ErrorCode::InvalidSigners => "invalid_signers",
+            ErrorCode::KeyMismatch => "key_mismatch",
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::InsufficientPeers => "insufficient_peers",
             ErrorCode::PeerUnavailable => "peer_unavailable",
@@ -120,8 +152,11 @@ mod tests {
 
     #[test]
     fn codes_serialise_as_their_documented_names() {
-        for code in [ErrorCode::Unauthorized, ErrorCode::InsufficientPeers, ErrorCode::TooLarge, ErrorCode::BadEnvelope, ErrorCode::PeerUnattested] {
+        let mut names = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
             assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&format!("\"{}\"", code.as_str())).unwrap(), code);
+            assert!(names.insert(code.as_str()), "{code} listed once");
         }
     }
 }

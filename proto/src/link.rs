@@ -377,6 +377,9 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Every reason (metrics start each at zero).
+    pub const ALL: [DropReason; 3] = [DropReason::Replayed, DropReason::Finished, DropReason::NoRoom];
+
     /// The label in metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {

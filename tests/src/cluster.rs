@@ -206,7 +206,9 @@ impl Cluster {
         self.dir.path().join(format!("node-{i}"))
     }
 
-    /// Starts node `i`'s enclave and host processes.
+    /// Starts node `i`'s enclave and host processes. After a kill, call
+    /// `wait_unready` first if a `wait_ready` follows: until the others
+    /// drop the killed node, its last heartbeat still counts.
     pub fn start_node(&mut self, i: usize) {
         self.start_signer(i);
         self.start_host(i);
@@ -354,10 +356,14 @@ impl Cluster {
         Some((status, body))
     }
 
-    /// The value of a Prometheus sample on node `i` (0 if absent).
+    /// The value of a Prometheus sample on node `i`; panics if the node
+    /// does not export it.
     pub async fn metric(&self, i: usize, sample: &str) -> f64 {
         let (_, body) = self.try_http_get(i, "/metrics").await.expect("node answers /metrics");
-        body.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+        // A sample the node does not export is a test's mistake, not a zero.
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("node-{i} exports no sample {sample}"))
     }
 
     /// Opens node `i`'s sealed share of `wallet` (version 1) with the node's

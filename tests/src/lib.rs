@@ -9,7 +9,6 @@
 //! template under `target/`, one per mode.
 //! Every test then copies the template into its own directory and starts its
 //! own nats-server and node processes on fresh ports.
-#![forbid(unsafe_code)]
 
 pub mod adversary;
 pub mod bip32;

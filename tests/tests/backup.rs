@@ -81,6 +81,7 @@ async fn a_backup_taken_while_signing_brings_back_a_lost_store() {
     cluster.kill_node(1);
     let store = cluster.node_dir(1).join("store");
     std::fs::remove_dir_all(&store).unwrap();
+    cluster.wait_unready(1).await;
     cluster.start_signer(1);
     signer_listening(&cluster, 1).await;
     let out = restore(&cluster.node_dir(1).join("host.toml"), &file);

@@ -73,15 +73,16 @@ async fn a_signer_that_dies_stops_counting_as_ready_before_its_heartbeat_lapses(
 }
 
 /// Signs `count` requests at once, without naming signers; returns each
-/// request's outcome and how long it took.
-fn sign_concurrently(client: &Arc<Client>, w: &WalletId, count: usize) -> Vec<tokio::task::JoinHandle<(Result<SignResult, ClientError>, Duration)>> {
+/// request's outcome. The client waits longer than a node's deadline and
+/// grace: a request that hung would end in the client's own
+/// `ClientError::Timeout`, which every caller treats as a failure.
+fn sign_concurrently(client: &Arc<Client>, w: &WalletId, count: usize) -> Vec<tokio::task::JoinHandle<Result<SignResult, ClientError>>> {
     (0..count)
         .map(|i| {
             let (client, w) = (client.clone(), w.clone());
             tokio::spawn(async move {
-                let started = Instant::now();
                 let payload = SignPayload::Message(format!("transfer {i}").into_bytes());
-                (client.sign(&w, Scheme::Ecdsa, payload, vec![], None).await, started.elapsed())
+                client.sign(&w, Scheme::Ecdsa, payload, vec![], None).await
             })
         })
         .collect()
@@ -109,9 +110,7 @@ async fn a_signer_killed_mid_signing_is_replaced_by_another_quorum(registry: Reg
     let node2 = cluster.node_ids()[1].clone();
     let mut replaced = 0;
     for request in requests {
-        let (result, took) = request.await.unwrap();
-        let sig = result.unwrap_or_else(|e| panic!("a 2-of-3 wallet keeps signing with one node dead: {e}"));
-        assert!(took < Duration::from_secs(60), "answered within the deadline ({took:?})");
+        let sig = request.await.unwrap().unwrap_or_else(|e| panic!("a 2-of-3 wallet keeps signing with one node dead: {e}"));
         if !sig.signers.contains(&node2) {
             replaced += 1;
         }
@@ -144,15 +143,14 @@ async fn a_two_of_two_wallet_with_a_dead_signer_fails_with_peer_unavailable_in_t
     cluster.kill_node(2);
     let mut unavailable = 0;
     for request in requests {
-        let (result, took) = request.await.unwrap();
-        assert!(took < Duration::from_secs(60), "every request ends within its deadline ({took:?})");
-        match result {
+        match request.await.unwrap() {
             Ok(sig) => assert_eq!(sig.signers, pair, "finished before the kill"),
             Err(ClientError::Request(e)) => {
                 assert_eq!(e.code, ErrorCode::PeerUnavailable, "{e}");
                 assert_eq!(e.blamed, vec![pair[1].clone()], "the dead signer is named: {e}");
                 unavailable += 1;
             }
+            // A client timeout included: the nodes must answer first.
             Err(e) => panic!("unexpected failure: {e}"),
         }
     }
@@ -164,10 +162,12 @@ async fn a_two_of_two_wallet_with_a_dead_signer_fails_with_peer_unavailable_in_t
         async move { client.status().await.ok().filter(|s| s.ready == 2).map(|_| ()) }
     })
     .await;
-    let started = Instant::now();
+    let created = r#"conclave_session_transitions_total{to="created"}"#;
+    let before = cluster.metric(1, created).await + cluster.metric(3, created).await;
     let err = client.sign(&w, Scheme::Ecdsa, SignPayload::Message(b"late".to_vec()), vec![], None).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InsufficientPeers), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(10), "refused without starting a session");
+    let after = cluster.metric(1, created).await + cluster.metric(3, created).await;
+    assert_eq!(after, before, "refused without starting a session");
 }
 
 on_both_registries!(a_node_that_stops_heartbeating_is_skipped_and_chosen_again_when_back);
@@ -271,9 +271,7 @@ async fn signing_goes_on_when_a_nats_server_dies() {
     let requests = sign_concurrently(&client, &w, 3);
     cluster.nats(1).kill();
     for request in requests {
-        let (result, took) = request.await.unwrap();
-        result.unwrap_or_else(|e| panic!("a request in flight survives the loss of one NATS server: {e}"));
-        assert!(took < Duration::from_secs(60), "within the deadline ({took:?})");
+        request.await.unwrap().unwrap_or_else(|e| panic!("a request in flight survives the loss of one NATS server: {e}"));
     }
     // And the cluster keeps working on the two servers left: new wallets
     // (replicated buckets) and new signatures.
@@ -295,9 +293,7 @@ async fn a_cut_off_node_fails_fast_the_majority_signs_and_it_rejoins_when_healed
     until_signing(&cluster, 2).await;
     cluster.link(2).cut();
     for request in requests {
-        let (result, took) = request.await.unwrap();
-        result.unwrap_or_else(|e| panic!("the majority keeps signing: {e}"));
-        assert!(took < Duration::from_secs(60), "within the deadline ({took:?})");
+        request.await.unwrap().unwrap_or_else(|e| panic!("the majority keeps signing: {e}"));
     }
     // The isolated node's signer gives up on its sessions by itself (round
     // timeout), instead of holding them: nothing stays active on it.

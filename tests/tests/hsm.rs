@@ -283,6 +283,7 @@ async fn reseal_killed_half_way_loses_nothing_and_finishes_when_run_again() {
     assert!(after.iter().all(|(_, key)| key == "hsm:conclave-seal-2"), "all under the new key: {after:?}");
 
     // The node starts on the resealed channel key and opens every share.
+    cluster.wait_unready(1).await;
     cluster.start_node(1);
     cluster.wait_ready(3).await;
     let signers: Vec<NodeId> = cluster.node_ids()[..2].to_vec();

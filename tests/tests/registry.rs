@@ -201,7 +201,7 @@ async fn a_refused_token_is_a_clear_error() {
     let section = format!("address = \"{}\"\ntoken_file = \"{}\"\n", standin.address(), wrong.display());
     let registry = Registry::consul(&toml::from_str(&section).unwrap(), READY_TTL).unwrap();
     let refused = registry.put(Bucket::Members, "node-1", bytes("one")).await.unwrap_err();
-    assert!(matches!(&refused, RegistryError::Unavailable { .. }), "{refused:?}");
+    assert!(matches!(&refused, RegistryError::Refused { status: 403, .. }), "an ACL refusal is final: {refused:?}");
     assert!(refused.to_string().contains("403"), "the agent's answer is named: {refused}");
 
     let right = dir.path().join("right.token");

@@ -2,8 +2,9 @@
 //! keeps its public key (and xpub); real node processes, dev mode (so that
 //! the test can open each node's sealed records), four nodes.
 
-use conclave_proto::request::{RequestBody, SignPayload, SignRequest};
+use conclave_proto::request::{RequestBody, ReshareRequest, SignPayload, SignRequest};
 use conclave_proto::result::Outcome;
+use conclave_proto::subjects::RESHARE_SUBJECT;
 use conclave_proto::{ErrorCode, NodeId, Scheme, WalletId};
 use conclave_tests::{Cluster, Mode};
 
@@ -54,7 +55,7 @@ async fn two_of_three_moves_to_three_of_four_with_a_node_joining_and_signs_under
         assert_eq!(after.public_key, before.public_key, "the same (derived) public key signs");
         // Two signers no longer suffice.
         let too_few = client.sign(&w, scheme, message, path, Some(ids(&cluster, &[1, 4]))).await.unwrap_err();
-        assert_eq!(too_few.code(), Some(ErrorCode::Malformed), "{too_few}");
+        assert_eq!(too_few.code(), Some(ErrorCode::InvalidSigners), "{too_few}");
         // Every new member sealed version 2 for the new committee.
         for i in 1..=4 {
             let record = cluster.open_share_version(i, &w, scheme, 2);
@@ -86,7 +87,7 @@ async fn three_of_four_moves_to_two_of_three_and_the_node_that_leaves_keeps_no_s
     let message = SignPayload::Message(b"after".to_vec());
     client.sign(&w, scheme, message.clone(), vec![], Some(ids(&cluster, &[1, 3]))).await.expect("two of the new committee sign");
     let refused = client.sign(&w, scheme, message, vec![], Some(ids(&cluster, &[1, 4]))).await.unwrap_err();
-    assert_eq!(refused.code(), Some(ErrorCode::Malformed), "the departed node is not a signer: {refused}");
+    assert_eq!(refused.code(), Some(ErrorCode::InvalidSigners), "the departed node is not a signer: {refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,8 +95,29 @@ async fn a_reshare_that_cannot_run_is_refused_up_front_and_the_key_keeps_signing
     let cluster = Cluster::start_in(Mode::Dev, 4).await;
     let client = cluster.client().await;
     let (w, scheme) = (WalletId::new("refused").unwrap(), Scheme::Eddsa);
-    client.keygen(&w, scheme, 2, Some(ids(&cluster, &[1, 2, 3]))).await.expect("keygen");
+    let key = client.keygen(&w, scheme, 2, Some(ids(&cluster, &[1, 2, 3]))).await.expect("keygen");
     let code = |r: Result<_, conclave_client::ClientError>| r.map(|_| ()).unwrap_err().code();
+    // A request built from a stale read of the wallet (another version)
+    // is told so by its own code, which the SDK never sends.
+    let stale = RequestBody::Reshare(ReshareRequest {
+        request_id: conclave_proto::RequestId::new("stale-reshare").unwrap(),
+        wallet: w.clone(),
+        scheme,
+        public_key: key.public_key.clone(),
+        xpub: key.xpub.clone(),
+        version: 2,
+        committee: key.committee.clone(),
+        threshold: key.threshold,
+        new_committee: ids(&cluster, &[1, 2, 3, 4]),
+        new_threshold: 3,
+        issued_at_ms: conclave_tests::wire::now_ms(),
+    });
+    let signed = serde_json::to_vec(&conclave_tests::wire::sign_request(&stale, &cluster.initiator())).unwrap();
+    let result = conclave_tests::wire::request_raw(&cluster.nats_url(), RESHARE_SUBJECT, "stale-reshare", signed).await;
+    match result.outcome {
+        Outcome::Error { error } => assert_eq!(error.code, ErrorCode::KeyMismatch, "{error}"),
+        other => panic!("a stale reshare ran: {other:?}"),
+    }
     assert_eq!(code(client.reshare(&w, scheme, 4, ids(&cluster, &[1, 2, 3])).await), Some(ErrorCode::Malformed), "t' above n'");
     assert_eq!(code(client.reshare(&w, scheme, 1, ids(&cluster, &[1, 2, 3])).await), Some(ErrorCode::Malformed), "t' of 1: everyone would hold the key");
     let unknown = WalletId::new("no-such-wallet").unwrap();

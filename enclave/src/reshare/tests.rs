@@ -92,7 +92,7 @@ fn ecdsa_2_of_3_to_3_of_4_keeps_key_and_xpub_and_signs() {
 
     let old_pk = old[0].core.shared_public_key.to_bytes(true).to_vec();
     let old_xpub = conclave_proto::xpub::Xpub { public_key: old_pk.as_slice().try_into().unwrap(), chain_code: old[0].chain_code.unwrap() };
-    let aux = ecdsa::testing::aux(4);
+    let aux = ecdsa::testing::aux_of_four();
     let stored: Vec<Zeroizing<Vec<u8>>> =
         new_shares.into_iter().zip(&aux).map(|(s, a)| ecdsa::complete_reshared(&ecdsa::reshared(s).unwrap(), a).unwrap()).collect();
     for share in &stored {

@@ -3,6 +3,7 @@
 //! Answers are untrusted input: bounded in size and time.
 
 use super::consul::{ConsulConfig, ConsulError};
+use crate::http_client::HttpError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, StatusCode};
@@ -70,30 +71,31 @@ impl Agent {
         // Consul adds up to wait/16 of jitter to a blocking query.
         let limit = wait + wait / 16 + CALL_TIMEOUT;
         match tokio::time::timeout(limit, self.exchange(method, path_and_query, body)).await {
-            Ok(answer) => answer.map_err(|detail| ConsulError::Call { what, detail }),
-            Err(_) => Err(ConsulError::Call { what, detail: format!("no answer within {limit:?}") }),
+            Ok(answer) => answer.map_err(|source| ConsulError::Call { what, source }),
+            Err(_) => Err(ConsulError::Call { what, source: HttpError::Timeout(limit) }),
         }
     }
 
-    async fn exchange(&self, method: Method, path_and_query: &str, body: Bytes) -> Result<Answer, String> {
-        let tcp = TcpStream::connect((self.host.as_str(), self.port)).await.map_err(|e| format!("connect {}:{}: {e}", self.host, self.port))?;
+    async fn exchange(&self, method: Method, path_and_query: &str, body: Bytes) -> Result<Answer, HttpError> {
+        let addr = || format!("{}:{}", self.host, self.port);
+        let tcp = TcpStream::connect((self.host.as_str(), self.port)).await.map_err(|source| HttpError::Connect { addr: addr(), source })?;
         tcp.set_nodelay(true).ok();
         let mut request = Request::builder().method(method).uri(path_and_query).header(hyper::header::HOST, &self.host);
         if let Some(token) = &self.token {
             request = request.header("X-Consul-Token", token);
         }
-        let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
+        let request = request.body(Full::new(body))?;
         let response = match &self.tls {
             Some(tls) => {
-                let name = rustls::pki_types::ServerName::try_from(self.host.clone()).map_err(|e| e.to_string())?;
-                let stream = tls.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+                let name = rustls::pki_types::ServerName::try_from(self.host.clone()).map_err(|e| HttpError::Tls(e.to_string()))?;
+                let stream = tls.connect(name, tcp).await.map_err(|e| HttpError::Tls(e.to_string()))?;
                 crate::http_client::send(TokioIo::new(stream), request).await?
             }
             None => crate::http_client::send(TokioIo::new(tcp), request).await?,
         };
         let status = response.status();
         let index = response.headers().get("X-Consul-Index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        let body = Limited::new(response.into_body(), MAX_ANSWER).collect().await.map_err(|e| format!("reading the answer: {e}"))?.to_bytes();
+        let body = Limited::new(response.into_body(), MAX_ANSWER).collect().await.map_err(|e| HttpError::Body(e.to_string()))?.to_bytes();
         Ok(Answer { status, index, body })
     }
 }

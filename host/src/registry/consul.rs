@@ -85,12 +85,13 @@ pub enum ConsulError {
     #[error("consul TLS: {0}")]
     Tls(String),
     /// A call failed before an answer arrived.
-    #[error("consul {what}: {detail}")]
+    #[error("consul {what}: {source}")]
     Call {
         /// The call.
         what: String,
         /// Why.
-        detail: String,
+        #[source]
+        source: crate::http_client::HttpError,
     },
 }
 
@@ -298,7 +299,7 @@ impl ConsulKv {
     /// A watch of the keys of `bucket` that start with `start`.
     fn new_watch(&self, bucket: Bucket, start: &str) -> Watch {
         let folder = format!("{}/{}/", self.prefix, bucket.folder());
-        Watch { agent: self.agent.clone(), wait: self.wait, folder, start: start.to_owned(), index: 0, known: HashMap::new(), pending: VecDeque::new() }
+        Watch { agent: self.agent.clone(), bucket, wait: self.wait, folder, start: start.to_owned(), index: 0, known: HashMap::new(), pending: VecDeque::new() }
     }
 
     /// Every key of `bucket`, then every change, by blocking queries; ends
@@ -351,6 +352,7 @@ impl ConsulKv {
 /// A blocking-query watch of the keys under `folder` + `start`.
 struct Watch {
     agent: Arc<Agent>,
+    bucket: Bucket,
     wait: Duration,
     folder: String,
     start: String,
@@ -363,17 +365,19 @@ struct Watch {
 
 impl Watch {
     /// Waits for the next answer and queues what changed since the last.
-    async fn next_answer(&mut self) -> Result<(), String> {
+    async fn next_answer(&mut self) -> Result<(), RegistryError> {
+        let bucket = self.bucket;
+        let unavailable = |detail: String| RegistryError::Unavailable { op: "watch", bucket: bucket.name(), detail };
         let path = format!("/v1/kv/{}{}?recurse&index={}&wait={}s", self.folder, self.start, self.index, self.wait.as_secs());
-        let answer = self.agent.call(Method::GET, &path, Bytes::new(), self.wait).await.map_err(|e| e.to_string())?;
+        let answer = self.agent.call(Method::GET, &path, Bytes::new(), self.wait).await.map_err(|e| unavailable(e.to_string()))?;
         let pairs = match answer.status {
-            StatusCode::OK => decode_pairs(&answer.body)?,
+            StatusCode::OK => decode_pairs(&answer.body).map_err(unavailable)?,
             StatusCode::NOT_FOUND => Vec::new(),
-            status => return Err(format!("the agent answered {status}")),
+            status => return Err(refused("watch", bucket, status, &answer.body)),
         };
         // An index that goes backwards (a restored snapshot, a new leader)
         // restarts from scratch; one under 1 is never waited on.
-        let index = answer.index.ok_or("the agent sent no X-Consul-Index")?;
+        let index = answer.index.ok_or_else(|| unavailable("the agent sent no X-Consul-Index".into()))?;
         self.index = if index < self.index { 0 } else { index.max(1) };
         let mut seen = HashMap::with_capacity(pairs.len());
         for (key, value, revision) in pairs {
@@ -408,14 +412,31 @@ fn decode_pairs(body: &[u8]) -> Result<Vec<(String, Bytes, u64)>, String> {
         .collect()
 }
 
+/// An answer other than the one expected: an ACL refusal or a request the
+/// agent does not serve is final, anything else (5xx, 429) may pass.
 fn refused(op: &'static str, bucket: Bucket, status: StatusCode, body: &[u8]) -> RegistryError {
     let said: String = String::from_utf8_lossy(&body[..body.len().min(200)]).chars().filter(|c| !c.is_control()).collect();
+    if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
+        return RegistryError::Refused { op, bucket: bucket.name(), status: status.as_u16(), detail: said };
+    }
     RegistryError::Unavailable { op, bucket: bucket.name(), detail: format!("the agent answered {status}: {said}") }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_acl_refusal_is_final_a_server_error_is_not() {
+        use crate::nats::Transient;
+        let denied = refused("get", Bucket::Wallets, StatusCode::FORBIDDEN, b"Permission denied: token lacks key:read");
+        assert!(matches!(denied, RegistryError::Refused { status: 403, .. }), "{denied}");
+        assert!(!denied.transient());
+        for status in [StatusCode::INTERNAL_SERVER_ERROR, StatusCode::TOO_MANY_REQUESTS, StatusCode::SERVICE_UNAVAILABLE] {
+            let e = refused("get", Bucket::Wallets, status, b"No cluster leader");
+            assert!(e.transient(), "{status}: {e}");
+        }
+    }
 
     #[test]
     fn kv_answers_decode_as_consul_documents_them() {

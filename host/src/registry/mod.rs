@@ -102,7 +102,21 @@ pub enum RegistryError {
         /// The key.
         key: String,
     },
-    /// The registry could not be reached or refused the call.
+    /// The registry refused the call for good: an ACL denies it (Consul
+    /// 401/403), or it does not serve it. Never retried.
+    #[error("registry {op} on {bucket} refused ({status}): {detail}")]
+    Refused {
+        /// What was attempted.
+        op: &'static str,
+        /// The bucket.
+        bucket: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// The backend's answer.
+        detail: String,
+    },
+    /// The registry could not be reached, or failed the call in a way that
+    /// may pass (a leader election, a timeout, a server error).
     #[error("registry {op} on {bucket}: {detail}")]
     Unavailable {
         /// What was attempted.
@@ -115,6 +129,13 @@ pub enum RegistryError {
     /// The registry could not be set up at start.
     #[error("cannot set up the registry: {0}")]
     Setup(String),
+}
+
+impl crate::nats::Transient for RegistryError {
+    fn transient(&self) -> bool {
+        // Setup: the servers may still be starting.
+        matches!(self, RegistryError::Unavailable { .. } | RegistryError::Setup(_))
+    }
 }
 
 /// Which backend holds the registry, from the host configuration.

@@ -1,0 +1,63 @@
+//! Keygen on this signer: the committee's aux info first (ECDSA), then
+//! the protocol, then the sealed share.
+
+use super::*;
+
+impl Enclave {
+    pub(super) async fn keygen(self: &Arc<Self>, req: &KeygenRequest, attempt: &Attempt<'_>) -> Result<KeygenResult, RequestError> {
+        let mut committee = req.committee.clone();
+        committee.sort();
+        let slot = BlobSlot::Share { wallet: req.wallet.clone(), scheme: req.scheme };
+        if self.host.load(slot.clone()).await?.is_some() {
+            return Err(RequestError::new(ErrorCode::WalletExists, format!("{} already has an {} key", req.wallet, req.scheme)));
+        }
+        let spec = attempt.spec(SessionKind::Keygen, committee.clone(), 0);
+        let (public_key, xpub, secret) = match req.scheme {
+            Scheme::Ecdsa => {
+                let aux = self.committee_aux(&committee, attempt).await?;
+                let out = ecdsa::keygen(Seat::take(self, &spec)?, req.threshold, aux).await?;
+                (out.public_key, Some(out.xpub), out.share)
+            }
+            Scheme::Eddsa => {
+                let out = eddsa::keygen(Seat::take(self, &spec)?, req.threshold).await?;
+                (out.public_key, None, out.share)
+            }
+        };
+        let public = KeygenResult { wallet: req.wallet.clone(), scheme: req.scheme, public_key, xpub, version: 1, threshold: req.threshold, committee };
+        let record = ShareRecord { public, secret: SecretShare::new(secret) };
+        let blob = record.seal(self.sealer.as_ref(), self.keys.node_id(), &slot)?;
+        self.host.store(slot.clone(), blob).await.map_err(|e| match e {
+            crate::link::HostCallError::Refused(conclave_proto::link::StoreError::Exists) => {
+                RequestError::new(ErrorCode::WalletExists, format!("{} already has an {} key", req.wallet, req.scheme))
+            }
+            other => other.into(),
+        })?;
+        self.raise_floor(&slot, 1)?;
+        Ok(record.public.clone())
+    }
+
+    /// The committee's aux info, generated (once, whichever keygen asks
+    /// first) if it does not exist yet.
+    pub(super) async fn committee_aux(self: &Arc<Self>, committee: &[NodeId], attempt: &Attempt<'_>) -> Result<Zeroizing<Vec<u8>>, RequestError> {
+        let id = CommitteeId::of(committee);
+        let slot = BlobSlot::AuxInfo { committee: id };
+        let lock = self.aux_locks.lock().expect("aux lock").entry(id).or_default().clone();
+        let _guard = lock.lock().await;
+        let node = self.keys.node_id();
+        if let Some(blob) = self.host.load(slot.clone()).await? {
+            let ctx = SealContext::blob(node, &slot, blob.version);
+            return self.sealer.open(&ctx, &blob.sealed).map_err(storage);
+        }
+        tracing::info!(committee = %id, "generating aux info for a new committee");
+        let spec = attempt.spec(SessionKind::AuxInfo, committee.to_vec(), 0);
+        // Peers whose primes are ready first start at once: their messages
+        // must wait here for as long as this node's primes take.
+        let inbox = self.inbox(&spec)?;
+        let primes = PrimePool::take(self).await.map_err(|e| RequestError::new(ErrorCode::Storage, format!("version floor: {e}")))?;
+        let aux = ecdsa::aux_info(Seat::take(self, &spec)?, inbox, primes).await?;
+        let ctx = SealContext::blob(node, &slot, 1);
+        let sealed = self.sealer.seal(&ctx, &aux).map_err(storage)?;
+        self.host.store(slot, StoredBlob { version: 1, sealed }).await?;
+        Ok(aux)
+    }
+}

@@ -1,0 +1,77 @@
+//! Signing on this signer: the checked key version, the signers in keygen
+//! order, then the protocol under the fencing of `Enclave::release`.
+
+use super::*;
+
+impl Enclave {
+    pub(super) async fn sign(self: &Arc<Self>, req: &SignRequest, attempt: &Attempt<'_>) -> Result<SignResult, RequestError> {
+        let slot = BlobSlot::Share { wallet: req.wallet.clone(), scheme: req.scheme };
+        // Exactly the version the request names (the initiator read it from
+        // the committee's signed record), and none this signer replaced.
+        let blob = match self.host.load_version(slot.clone(), req.version).await? {
+            Some(blob) => blob,
+            None => {
+                let held = self.host.load(slot.clone()).await?.map(|b| b.version);
+                return Err(match held {
+                    Some(held) => RequestError::new(
+                        ErrorCode::VersionMismatch,
+                        format!("the request names version {} of {}, node {} holds version {held}", req.version, req.wallet, self.keys.node_id()),
+                    ),
+                    None => RequestError::new(ErrorCode::UnknownWallet, format!("node {} holds no {} key for {}", self.keys.node_id(), req.scheme, req.wallet)),
+                });
+            }
+        };
+        self.above_floor(&slot, blob.version)?;
+        let record = ShareRecord::open(self.sealer.as_ref(), self.keys.node_id(), &slot, &blob)?;
+        let committee = &record.public.committee;
+        // Signers in keygen-index order: a signer's index in the session is
+        // its position here, and `indexes` maps it back to keygen.
+        let mut indexes = Vec::with_capacity(attempt.plan.participants.len());
+        for p in &attempt.plan.participants {
+            let i = committee
+                .iter()
+                .position(|c| c == p)
+                .ok_or_else(|| RequestError::new(ErrorCode::InvalidSigners, format!("{p} is not in the committee of {}", req.wallet)))?;
+            indexes.push(i as u16);
+        }
+        indexes.sort();
+        if indexes.len() != usize::from(record.public.threshold) {
+            return Err(RequestError::new(
+                ErrorCode::InvalidSigners,
+                format!("{} signers planned, the key needs exactly {}", indexes.len(), record.public.threshold),
+            ));
+        }
+        let signers: Vec<NodeId> = indexes.iter().map(|&i| committee[usize::from(i)].clone()).collect();
+        let spec = attempt.spec(SessionKind::Sign, signers.clone(), record.public.version);
+        let (signature, recovery_id, public_key) = match req.scheme {
+            Scheme::Ecdsa => {
+                let digest: [u8; 32] = match &req.payload {
+                    SignPayload::Digest(d) => d.as_slice().try_into().expect("validated to 32 bytes"),
+                    SignPayload::Message(m) => sha2::Sha256::digest(m).into(),
+                };
+                let out = ecdsa::sign(Seat::take(self, &spec)?, indexes, record.secret.expose(), digest, req.path.clone()).await?;
+                (out.signature, Some(out.recovery_id), out.public_key)
+            }
+            Scheme::Eddsa => {
+                if !req.path.is_empty() {
+                    return Err(RequestError::new(ErrorCode::Unsupported, "derivation paths are available for ECDSA wallets only"));
+                }
+                let message = match &req.payload {
+                    SignPayload::Digest(m) | SignPayload::Message(m) => m.clone(),
+                };
+                let (signature, public_key) = eddsa::sign(Seat::take(self, &spec)?, indexes, record.secret.expose(), message).await?;
+                (signature, None, public_key)
+            }
+        };
+        Ok(SignResult {
+            wallet: req.wallet.clone(),
+            scheme: req.scheme,
+            signature,
+            recovery_id,
+            public_key,
+            path: req.path.clone(),
+            signers,
+            version: record.public.version,
+        })
+    }
+}
