@@ -3,7 +3,6 @@
 //! and store sealed blobs). One host connection at a time; a new connection
 //! replaces the old one, so a restarted host reattaches.
 
-use crate::seal::SealContext;
 use crate::service::Enclave;
 use conclave_proto::attestation::Document;
 use conclave_proto::link::LinkAddr;
@@ -142,7 +141,7 @@ impl HostLink {
         }
     }
 
-    fn answer(&self, call: u64, frame: ToEnclave) {
+    pub(crate) fn answer(&self, call: u64, frame: ToEnclave) {
         if let Some(tx) = self.pending.lock().expect("pending lock").remove(&call) {
             let _ = tx.send(frame);
         }
@@ -232,7 +231,7 @@ impl HostConnection {
 }
 
 /// The call an answer frame answers.
-fn answer_to(frame: &ToEnclave) -> Option<u64> {
+pub(crate) fn answer_to(frame: &ToEnclave) -> Option<u64> {
     match frame {
         ToEnclave::Loaded { call, .. } | ToEnclave::Stored { call, .. } | ToEnclave::PeerAttested { call, .. } | ToEnclave::Credentials { call, .. } => {
             Some(*call)
@@ -287,47 +286,7 @@ async fn connection(enclave: Arc<Enclave>, conn: HostConnection) {
                 break;
             }
         };
-        match frame {
-            ToEnclave::Hello { .. } => {}
-            ToEnclave::Start { request, plan } => {
-                tokio::spawn(enclave.clone().start(request, plan));
-            }
-            ToEnclave::Abort { request_id, attempt } => enclave.abort(&request_id, attempt),
-            ToEnclave::Attest { call, nonce } => {
-                enclave.host.send(FromEnclave::Attested { call, result: enclave.attest(&nonce) });
-            }
-            ToEnclave::Check { call, path, blob } => {
-                // The wrapped seal key is KMS's ciphertext, not a sealed blob:
-                // it checks out if it is the key this signer runs under.
-                let error = if path == BlobSlot::SealKey.path() {
-                    (crate::seal::kms_key_id(&blob.sealed) != enclave.sealer.key_id())
-                        .then(|| RequestError::new(ErrorCode::Storage, "custody/seal-key is not the wrapped key this signer runs under"))
-                } else {
-                    let ctx = SealContext::stored(enclave.keys.node_id(), &path, blob.version);
-                    enclave.sealer.open(&ctx, &blob.sealed).err().map(crate::share::storage)
-                };
-                enclave.host.send(FromEnclave::Checked { call, error });
-            }
-            ToEnclave::Deliver { envelope } => {
-                let peer = envelope.header.sender.clone();
-                match crate::session::open(&enclave, &envelope) {
-                    Ok(opened) => {
-                        if let Err(reason) = enclave.router.deliver(opened) {
-                            enclave.host.send(FromEnclave::Dropped { reason, peer });
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(%peer, reason = %e.reason, "envelope refused");
-                        enclave.host.send(FromEnclave::Rejected { code: e.code, reason: e.reason, peer: Some(peer) });
-                    }
-                }
-            }
-            frame @ (ToEnclave::Loaded { .. } | ToEnclave::Stored { .. } | ToEnclave::PeerAttested { .. } | ToEnclave::Credentials { .. }) => {
-                if let Some(call) = answer_to(&frame) {
-                    enclave.host.answer(call, frame)
-                }
-            }
-        }
+        enclave.on_frame(frame);
     }
     writer.abort();
 }

@@ -24,7 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
-// Request handling by kind; fencing, floors and endorsements stay here.
+// Frames from the host, and request handling by kind; fencing, floors and
+// endorsements stay here.
+mod frames;
 mod keygen;
 mod resharing;
 mod sign;

@@ -1,0 +1,53 @@
+//! What the signer does with each frame from its host: start or abort an
+//! attempt, answer attestation and blob checks, route peer envelopes, and
+//! pass answers to the calls it made. The link only reads and writes frames.
+
+use super::*;
+use conclave_proto::link::ToEnclave;
+
+impl Enclave {
+    /// Acts on one frame from the host.
+    pub fn on_frame(self: &Arc<Self>, frame: ToEnclave) {
+        match frame {
+            ToEnclave::Hello { .. } => {}
+            ToEnclave::Start { request, plan } => {
+                tokio::spawn(self.clone().start(request, plan));
+            }
+            ToEnclave::Abort { request_id, attempt } => self.abort(&request_id, attempt),
+            ToEnclave::Attest { call, nonce } => {
+                self.host.send(FromEnclave::Attested { call, result: self.attest(&nonce) });
+            }
+            ToEnclave::Check { call, path, blob } => {
+                // The wrapped seal key is KMS's ciphertext, not a sealed blob:
+                // it checks out if it is the key this signer runs under.
+                let error = if path == BlobSlot::SealKey.path() {
+                    (crate::seal::kms_key_id(&blob.sealed) != self.sealer.key_id())
+                        .then(|| RequestError::new(ErrorCode::Storage, "custody/seal-key is not the wrapped key this signer runs under"))
+                } else {
+                    let ctx = SealContext::stored(self.keys.node_id(), &path, blob.version);
+                    self.sealer.open(&ctx, &blob.sealed).err().map(crate::share::storage)
+                };
+                self.host.send(FromEnclave::Checked { call, error });
+            }
+            ToEnclave::Deliver { envelope } => {
+                let peer = envelope.header.sender.clone();
+                match crate::session::open(self, &envelope) {
+                    Ok(opened) => {
+                        if let Err(reason) = self.router.deliver(opened) {
+                            self.host.send(FromEnclave::Dropped { reason, peer });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%peer, reason = %e.reason, "envelope refused");
+                        self.host.send(FromEnclave::Rejected { code: e.code, reason: e.reason, peer: Some(peer) });
+                    }
+                }
+            }
+            frame @ (ToEnclave::Loaded { .. } | ToEnclave::Stored { .. } | ToEnclave::PeerAttested { .. } | ToEnclave::Credentials { .. }) => {
+                if let Some(call) = crate::link::answer_to(&frame) {
+                    self.host.answer(call, frame)
+                }
+            }
+        }
+    }
+}
