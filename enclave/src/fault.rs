@@ -20,7 +20,14 @@ pub enum Hook {
     /// `conclave-enclave reseal` aborts (as a kill would) after the number
     /// of blobs the variable holds.
     ResealAbortAfter,
+    /// The prime pool takes its sets from a file of pregenerated primes
+    /// (`path#first`: a JSON list of sets; this signer cycles through
+    /// `PRIMES_PER_NODE` of them from `first`) instead of minutes of CPU.
+    PregeneratedPrimes,
 }
+
+/// Sets of pregenerated primes each test signer cycles through.
+pub const PRIMES_PER_NODE: usize = 2;
 
 impl Hook {
     /// The environment variable that arms it.
@@ -30,6 +37,7 @@ impl Hook {
             Hook::ReshareCrashBeforeAck => "CONCLAVE_FAULT_RESHARE_CRASH_BEFORE_ACK",
             Hook::AttestForeignKeys => "CONCLAVE_FAULT_ATTEST_FOREIGN_KEYS",
             Hook::ResealAbortAfter => "CONCLAVE_FAULT_RESEAL_ABORT_AFTER",
+            Hook::PregeneratedPrimes => "CONCLAVE_FAULT_PREGENERATED_PRIMES",
         }
     }
 }

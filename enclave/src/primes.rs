@@ -9,7 +9,7 @@ use crate::seal::SealContext;
 use crate::service::Enclave;
 use conclave_proto::link::FromEnclave;
 use conclave_proto::link::{BlobSlot, StoredBlob};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex};
 
@@ -19,12 +19,15 @@ pub struct PrimePool {
     ready_rx: Mutex<mpsc::Receiver<Primes>>,
     stored_version: AtomicU32,
     ready: AtomicBool,
+    /// Sets made by this process (which pregenerated set a test signer
+    /// takes next).
+    made: AtomicUsize,
 }
 
 impl Default for PrimePool {
     fn default() -> Self {
         let (ready_tx, ready_rx) = mpsc::channel(1);
-        PrimePool { ready_tx, ready_rx: Mutex::new(ready_rx), stored_version: AtomicU32::new(0), ready: AtomicBool::new(false) }
+        PrimePool { ready_tx, ready_rx: Mutex::new(ready_rx), stored_version: AtomicU32::new(0), ready: AtomicBool::new(false), made: AtomicUsize::new(0) }
     }
 }
 
@@ -87,7 +90,8 @@ impl PrimePool {
     fn refill(enclave: Arc<Enclave>) {
         tokio::spawn(async move {
             tracing::info!("generating Paillier primes in the background");
-            let Ok(primes) = tokio::task::spawn_blocking(Primes::generate).await else {
+            let made = enclave.primes.made.fetch_add(1, Ordering::SeqCst);
+            let Ok(primes) = tokio::task::spawn_blocking(move || pregenerated(made).unwrap_or_else(Primes::generate)).await else {
                 return;
             };
             let version = enclave.primes.stored_version.fetch_add(1, Ordering::SeqCst) + 1;
@@ -105,4 +109,20 @@ impl PrimePool {
             Self::set_ready(&enclave, true);
         });
     }
+}
+
+/// A test signer's next pregenerated set (the `PregeneratedPrimes` hook,
+/// only in builds with `fault-injection`); `None` means generate.
+fn pregenerated(made: usize) -> Option<Primes> {
+    use crate::fault::{armed, Hook, PRIMES_PER_NODE};
+    let value = armed(Hook::PregeneratedPrimes)?;
+    let taken = value.rsplit_once('#').and_then(|(path, first)| {
+        let first: usize = first.parse().ok()?;
+        let sets: Vec<String> = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        Primes::from_bytes(sets.get(first + made % PRIMES_PER_NODE)?.as_bytes())
+    });
+    if taken.is_none() {
+        tracing::warn!(%value, "no usable pregenerated primes there; generating");
+    }
+    taken
 }

@@ -267,7 +267,7 @@ impl Host {
                         return Ok(None);
                     }
                 };
-                let participants = quorum::first_signers(&wallet.committee, t, s.signers.as_deref(), &ready)?;
+                let participants = quorum::first_signers(&wallet.committee, t, s.signers.as_deref(), &ready, &s.request_id)?;
                 let quorum = Quorum { committee: wallet.committee.clone(), threshold: t, may_fail_over: s.signers.is_none() };
                 let plan = SessionPlan {
                     request_id: s.request_id.clone(),

@@ -3,7 +3,7 @@
 //! the request, the wallet's record and this host's view of who is ready;
 //! `coordinator` and `lifecycle` feed them and act on the answer.
 
-use conclave_proto::{ErrorCode, NodeId, RequestError};
+use conclave_proto::{ErrorCode, NodeId, RequestError, RequestId};
 use std::collections::HashSet;
 
 /// What a follower needs to know about the request to choose a quorum.
@@ -28,9 +28,18 @@ impl Quorum {
 }
 
 /// A sign request's first signers: the ones it names, which must be exactly
-/// `threshold` members of the committee, or else the first `threshold`
-/// ready members in committee order.
-pub fn first_signers(committee: &[NodeId], threshold: usize, named: Option<&[NodeId]>, ready: &HashSet<NodeId>) -> Result<Vec<NodeId>, RequestError> {
+/// `threshold` members of the committee, or else `threshold` ready members
+/// taken in turn from a place in the ready list that the request id picks,
+/// so that every ready member carries its share of the signatures (always
+/// the first `threshold` would leave the others idle). Returned in
+/// committee order, the protocol's.
+pub fn first_signers(
+    committee: &[NodeId],
+    threshold: usize,
+    named: Option<&[NodeId]>,
+    ready: &HashSet<NodeId>,
+    request: &RequestId,
+) -> Result<Vec<NodeId>, RequestError> {
     if let Some(named) = named {
         let distinct: HashSet<&NodeId> = named.iter().collect();
         if named.len() != threshold || distinct.len() != named.len() || named.iter().any(|n| !committee.contains(n)) {
@@ -38,11 +47,22 @@ pub fn first_signers(committee: &[NodeId], threshold: usize, named: Option<&[Nod
         }
         return Ok(named.to_vec());
     }
-    let chosen: Vec<NodeId> = committee.iter().filter(|n| ready.contains(*n)).take(threshold).cloned().collect();
-    if chosen.len() < threshold {
-        return Err(RequestError::new(ErrorCode::InsufficientPeers, format!("{} of the committee are ready, {threshold} are needed", chosen.len())));
+    let live: Vec<&NodeId> = committee.iter().filter(|n| ready.contains(*n)).collect();
+    if live.len() < threshold {
+        return Err(RequestError::new(ErrorCode::InsufficientPeers, format!("{} of the committee are ready, {threshold} are needed", live.len())));
     }
+    let start = (turn(request) % live.len() as u64) as usize;
+    let mut chosen: Vec<NodeId> = (0..threshold).map(|k| live[(start + k) % live.len()].clone()).collect();
+    chosen.sort_by_key(|n| committee.iter().position(|c| c == n));
     Ok(chosen)
+}
+
+/// Where a request's turn starts: FNV-1a of its id. The same on every host
+/// and build (any host may plan the first attempt), spread evenly over
+/// random ids; a client that picks ids to load one node only loads the
+/// nodes it may use anyway.
+fn turn(request: &RequestId) -> u64 {
+    request.as_str().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// A reshare's participants, sorted: every ready member of the old
@@ -132,23 +152,52 @@ mod tests {
         Quorum { committee: nodes(committee), threshold, may_fail_over: true }
     }
 
+    fn request(i: usize) -> RequestId {
+        RequestId::new(format!("{i:032x}")).unwrap()
+    }
+
     #[test]
-    fn first_signers_are_the_first_ready_members_in_committee_order() {
+    fn first_signers_are_ready_members_in_committee_order() {
         let committee = nodes(&[1, 2, 3]);
-        assert_eq!(first_signers(&committee, 2, None, &set(&[1, 2, 3])).unwrap(), nodes(&[1, 2]));
-        assert_eq!(first_signers(&committee, 2, None, &set(&[3, 1])).unwrap(), nodes(&[1, 3]));
+        for i in 0..50 {
+            let chosen = first_signers(&committee, 2, None, &set(&[1, 2, 3]), &request(i)).unwrap();
+            assert_eq!(chosen.len(), 2);
+            assert!(chosen.windows(2).all(|w| w[0] < w[1]), "committee order, distinct: {chosen:?}");
+            // With node-2 down, the one pair left.
+            assert_eq!(first_signers(&committee, 2, None, &set(&[3, 1]), &request(i)).unwrap(), nodes(&[1, 3]));
+        }
         // Ready nodes outside the committee do not count.
-        let short = first_signers(&committee, 2, None, &set(&[3, 4, 5])).unwrap_err();
+        let short = first_signers(&committee, 2, None, &set(&[3, 4, 5]), &request(0)).unwrap_err();
         assert_eq!(short.code, ErrorCode::InsufficientPeers);
+    }
+
+    #[test]
+    fn every_ready_member_carries_its_share_of_the_requests() {
+        let committee = nodes(&[1, 2, 3, 4, 5]);
+        let ready = set(&[1, 2, 3, 4, 5]);
+        let mut load = std::collections::BTreeMap::<NodeId, usize>::new();
+        let requests = 600;
+        for i in 0..requests {
+            for signer in first_signers(&committee, 3, None, &ready, &request(i)).unwrap() {
+                *load.entry(signer).or_default() += 1;
+            }
+        }
+        // 600 requests x 3 signers over 5 nodes: 360 each if even.
+        for node in &committee {
+            let carried = load.get(node).copied().unwrap_or(0);
+            assert!((300..=420).contains(&carried), "{node} carried {carried} of {}: {load:?}", requests * 3);
+        }
+        // The same request gets the same signers from any host.
+        assert_eq!(first_signers(&committee, 3, None, &ready, &request(7)).unwrap(), first_signers(&committee, 3, None, &ready, &request(7)).unwrap());
     }
 
     #[test]
     fn named_signers_must_be_exactly_threshold_distinct_members() {
         let committee = nodes(&[1, 2, 3]);
         // Named signers are taken as named, ready or not: the request said so.
-        assert_eq!(first_signers(&committee, 2, Some(&nodes(&[3, 1])), &set(&[])).unwrap(), nodes(&[3, 1]));
+        assert_eq!(first_signers(&committee, 2, Some(&nodes(&[3, 1])), &set(&[]), &request(0)).unwrap(), nodes(&[3, 1]));
         for named in [nodes(&[1]), nodes(&[1, 2, 3]), nodes(&[1, 4]), nodes(&[2, 2])] {
-            let e = first_signers(&committee, 2, Some(&named), &set(&[1, 2, 3, 4])).unwrap_err();
+            let e = first_signers(&committee, 2, Some(&named), &set(&[1, 2, 3, 4]), &request(0)).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidSigners, "{named:?}");
         }
     }

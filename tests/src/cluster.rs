@@ -224,7 +224,9 @@ impl Cluster {
         let d = self.node_dir(i);
         let node = &mut self.nodes[i - 1];
         let softhsm_conf = softhsm::conf(&d);
-        let mut all = vec![(softhsm::CONF_ENV, softhsm_conf.to_str().unwrap())];
+        // Test signers take pregenerated Paillier primes (crate::primes).
+        let (primes_var, primes) = crate::primes::env(i);
+        let mut all = vec![(softhsm::CONF_ENV, softhsm_conf.to_str().unwrap()), (primes_var, primes.as_str())];
         all.extend_from_slice(env);
         node.enclave = Some(Proc::spawn(
             &format!("enclave {}", node.id),
@@ -295,6 +297,13 @@ impl Cluster {
             &d.join("host.log"),
             &[],
         ));
+    }
+
+    /// CPU time node `i`'s signer and host have used so far.
+    pub fn cpu_time(&self, i: usize) -> (Duration, Duration) {
+        let node = &self.nodes[i - 1];
+        let of = |p: &Option<Proc>| p.as_ref().and_then(Proc::cpu_time).unwrap_or_default();
+        (of(&node.enclave), of(&node.host))
     }
 
     /// Kills node `i`'s host process only (SIGKILL).

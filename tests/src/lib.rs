@@ -19,6 +19,7 @@ pub mod faultproxy;
 pub mod nats;
 pub mod natsaccess;
 pub mod pki;
+pub mod primes;
 pub mod process;
 pub mod softhsm;
 pub mod wire;

@@ -37,6 +37,19 @@ impl Proc {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
+    /// CPU time it has used so far (user + system), from `/proc`; `None`
+    /// once it has ended.
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        let pid = self.child.as_ref()?.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may hold spaces, so split
+        // after its closing parenthesis): utime and stime are the 12th and
+        // 13th, in clock ticks; Linux reports /proc times at USER_HZ = 100.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(std::time::Duration::from_millis(ticks * 10))
+    }
+
     /// Its name, for messages.
     pub fn name(&self) -> &str {
         &self.name

@@ -142,9 +142,9 @@ async fn a_restarted_signer_refuses_requests_issued_before_it_started() {
     let client = cluster.client().await;
     let w = WalletId::new("restarted").unwrap();
     let key = client.keygen(&w, Scheme::Eddsa, 2, None).await.unwrap();
-    let request = |signers: Option<Vec<NodeId>>| {
+    let request = |signers: Option<Vec<NodeId>>, request_id: conclave_proto::RequestId| {
         client.sign_request(&RequestBody::Sign(SignRequest {
-            request_id: conclave_client::client::new_request_id(),
+            request_id,
             wallet: w.clone(),
             scheme: Scheme::Eddsa,
             version: key.version,
@@ -155,8 +155,13 @@ async fn a_restarted_signer_refuses_requests_issued_before_it_started() {
             issued_at_ms: now_ms(),
         }))
     };
-    let pinned = request(Some(ids(&cluster, &[1, 2])));
-    let free = request(None);
+    let pinned = request(Some(ids(&cluster, &[1, 2])), conclave_client::client::new_request_id());
+    // A free request whose first quorum (by its id) includes node-2.
+    let everyone: std::collections::HashSet<NodeId> = cluster.node_ids().into_iter().collect();
+    let with_node_2 = std::iter::repeat_with(conclave_client::client::new_request_id)
+        .find(|id| conclave_host::quorum::first_signers(&cluster.node_ids(), 2, None, &everyone, id).unwrap().contains(&ids(&cluster, &[2])[0]))
+        .expect("two thirds of ids qualify");
+    let free = request(None, with_node_2);
     // A signer that restarts forgets what it ran: it must not run these.
     cluster.restart_signer_with(2, &[]).await;
     match client.send(&pinned).await.expect("answered").outcome {
