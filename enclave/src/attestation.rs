@@ -165,7 +165,7 @@ impl Nsm {
         match self {
             Nsm::Nitro(nsm) => nsm.attest(Some(user_data), Some(nonce.to_vec()), public_key.map(<[u8]>::to_vec)),
             Nsm::Simulated(sim) => {
-                let user_data = match sim.binds_foreign_keys {
+                let user_data = match crate::fault::ENABLED && sim.binds_foreign_keys {
                     true => NodeIdentity { sign_key: [0x5a; 32], ..identity.clone() }.attestation_binding(),
                     false => user_data,
                 };

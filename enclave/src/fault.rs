@@ -42,6 +42,12 @@ impl Hook {
     }
 }
 
+/// Whether hooks exist in this build. Each place that acts on a hook checks
+/// it too, so that without the feature the compiler drops the hook's code,
+/// messages included (the crate's own unit tests drive some hooks
+/// directly).
+pub const ENABLED: bool = cfg!(any(test, feature = "fault-injection"));
+
 /// The hook's value if it is armed (always none without the feature).
 #[cfg(feature = "fault-injection")]
 pub fn armed(hook: Hook) -> Option<String> {

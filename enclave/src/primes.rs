@@ -114,7 +114,10 @@ impl PrimePool {
 /// A test signer's next pregenerated set (the `PregeneratedPrimes` hook,
 /// only in builds with `fault-injection`); `None` means generate.
 fn pregenerated(made: usize) -> Option<Primes> {
-    use crate::fault::{armed, Hook, PRIMES_PER_NODE};
+    use crate::fault::{armed, Hook, ENABLED, PRIMES_PER_NODE};
+    if !ENABLED {
+        return None;
+    }
     let value = armed(Hook::PregeneratedPrimes)?;
     let taken = value.rsplit_once('#').and_then(|(path, first)| {
         let first: usize = first.parse().ok()?;

@@ -114,10 +114,12 @@ fn replace(file: &Path, bytes: &[u8], abort_after: &mut Option<usize>) -> std::i
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
-    match abort_after {
-        Some(0) => std::process::abort(),
-        Some(n) => *n -= 1,
-        None => {}
+    if crate::fault::ENABLED {
+        match abort_after {
+            Some(0) => std::process::abort(),
+            Some(n) => *n -= 1,
+            None => {}
+        }
     }
     std::fs::rename(&tmp, file)?;
     let dir = file.parent().expect("a file has a directory");

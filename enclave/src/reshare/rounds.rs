@@ -217,7 +217,7 @@ where
         let sub_share = match (&my_deal, role(to).1) {
             (Some(d), Some(j)) => {
                 let sub_share = &d.sub_shares[usize::from(j)];
-                let encoded = match setup.tamper {
+                let encoded = match crate::fault::ENABLED && setup.tamper {
                     true => SubShareMessage::new(&sub_share.off_by_one()).encode(),
                     false => SubShareMessage::new(sub_share).encode(),
                 };

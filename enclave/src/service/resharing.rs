@@ -125,7 +125,7 @@ impl Enclave {
         // raised) until every one of them says it stored.
         if joining {
             self.store_uncommitted(&slot, blob.clone()).await?;
-            if self.crashes_before_ack {
+            if crate::fault::ENABLED && self.crashes_before_ack {
                 tracing::warn!("FAULT INJECTION: stopping after storing the new share, before acknowledging it");
                 std::process::exit(70);
             }
