@@ -185,22 +185,31 @@ impl Client {
     }
 
     /// Asks the cluster's hosts about the registry; the first host to
-    /// answer is taken (for questions whose answer steers nothing).
+    /// answer is taken (for questions whose answer steers nothing). Asked
+    /// again, like [`Client::ask_all`], when the query is lost while the
+    /// connection (or a host's) moves to another server.
     async fn ask(&self, ask: Ask) -> Result<Answer, ClientError> {
-        let query = serde_json::to_vec(&Query { v: PROTOCOL_VERSION, ask }).expect("queries serialise");
-        let asked = tokio::time::timeout(QUERY_TIMEOUT, self.nats.request(QUERY_SUBJECT, query.into()));
-        let reply = match asked.await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-                return Err(ClientError::Nats("no node of the cluster is running to answer".into()))
-            }
-            Ok(Err(e)) => return Err(nats_err(e)),
-            Err(_) => return Err(ClientError::Nats(format!("no node answered within {QUERY_TIMEOUT:?}"))),
-        };
-        match Answer::decode(&reply.payload).map_err(|e| ClientError::BadResult(e.to_string()))? {
-            Answer::Error { error } => Err(ClientError::Request(error)),
-            answer => Ok(answer),
+        let query: bytes::Bytes = serde_json::to_vec(&Query { v: PROTOCOL_VERSION, ask }).expect("queries serialise").into();
+        let mut lost = ClientError::Nats(format!("no node answered within {:?}", QUERY_TIMEOUT * QUERY_TRIES));
+        for _ in 0..QUERY_TRIES {
+            let reply = match tokio::time::timeout(QUERY_TIMEOUT, self.nats.request(QUERY_SUBJECT, query.clone())).await {
+                Ok(Ok(reply)) => reply,
+                // Nobody subscribed: no host runs, or every one is between
+                // servers; the latter passes in a moment.
+                Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                    lost = ClientError::Nats("no node of the cluster is running to answer".into());
+                    tokio::time::sleep(PUBLISH_RETRY).await;
+                    continue;
+                }
+                Ok(Err(e)) => return Err(nats_err(e)),
+                Err(_) => continue,
+            };
+            return match Answer::decode(&reply.payload).map_err(|e| ClientError::BadResult(e.to_string()))? {
+                Answer::Error { error } => Err(ClientError::Request(error)),
+                answer => Ok(answer),
+            };
         }
+        Err(lost)
     }
 
     /// Asks every host and gathers their answers: until each pinned node's

@@ -430,7 +430,10 @@ impl Host {
         let key_of = |node: &NodeId| format!("{id}.stored.{node}");
         let fail = |code, reason: String| Outcome::Error { error: RequestError::new(code, reason) };
         let watch = self.registry.watch_request(id).await;
-        if let Err(e) = self.registry.put(Bucket::Sessions, &key_of(self.me()), serde_json::to_vec(&mine).expect("serialises").into()).await {
+        // Puts are idempotent: tried again across a registry's leader
+        // election (a NATS server lost), like the reads.
+        let (my_key, stored): (String, bytes::Bytes) = (key_of(self.me()), serde_json::to_vec(&mine).expect("serialises").into());
+        if let Err(e) = crate::nats::retrying("record this member's stored share", || self.registry.put(Bucket::Sessions, &my_key, stored.clone())).await {
             return fail(ErrorCode::Internal, format!("registry: {e}"));
         }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(crate::now_ms()));
@@ -456,13 +459,13 @@ impl Host {
                 let endorsed = Endorsed { statement: mine.statement, endorsements };
                 // The wallet must be routable before anyone learns it exists.
                 let key = wallet_key(&record.wallet, record.scheme);
-                let bytes = serde_json::to_vec(&endorsed).expect("serialises");
+                let bytes: bytes::Bytes = serde_json::to_vec(&endorsed).expect("serialises").into();
                 // This node's own copy answers queries even if someone
                 // overwrites the registry's.
                 if let Err(e) = self.store.keep_record(&record.wallet, record.scheme, record.version, &bytes) {
                     tracing::warn!(wallet = %record.wallet, error = %e, "cannot keep a copy of the wallet record");
                 }
-                if let Err(e) = self.registry.put(Bucket::Wallets, &key, bytes.into()).await {
+                if let Err(e) = crate::nats::retrying("record the wallet", || self.registry.put(Bucket::Wallets, &key, bytes.clone())).await {
                     return fail(ErrorCode::Internal, format!("cannot record the wallet: {e}"));
                 }
                 return Outcome::Ok { result: endorsed };

@@ -117,7 +117,11 @@ impl Host {
             excluded: Vec::new(),
             state: SessionState::Running,
         };
-        if self.registry.create(Bucket::Sessions, id.as_str(), encode(&first)).await.is_ok() {
+        // Tried again across a registry outage (a conflict, another host's
+        // record, is final): if no host's create got through, no host would
+        // follow the request.
+        let created = crate::nats::retrying("create the session record", || self.registry.create(Bucket::Sessions, id.as_str(), encode(&first))).await;
+        if created.is_ok() {
             self.transition(req, Phase::Created, Some(&first.plan), format!("with {:?}", first.plan.participants));
         }
         let watch = self.registry.watch_request(id).await;
