@@ -64,8 +64,13 @@ fn check_plan(config: &EnclaveConfig, known: &HashSet<&NodeId>, body: &RequestBo
     if !distinct.contains(&config.node_id) {
         return Err(bad(format!("{} is not a participant", config.node_id)));
     }
-    if plan.deadline_ms <= now_ms || plan.deadline_ms > now_ms + MAX_SESSION_MS {
-        return Err(bad("deadline in the past or too far ahead".into()));
+    // A plan that reaches this signer after its deadline (a queue longer
+    // than the CPU signs in time) ran out of time; it is not malformed.
+    if plan.deadline_ms <= now_ms {
+        return Err(RequestError::new(ErrorCode::Timeout, format!("attempt {}'s deadline passed before this signer could start it", plan.attempt)));
+    }
+    if plan.deadline_ms > now_ms + MAX_SESSION_MS {
+        return Err(bad("deadline too far ahead".into()));
     }
     if plan.round_timeout_ms < MIN_ROUND_TIMEOUT_MS || plan.round_timeout_ms > MAX_SESSION_MS {
         return Err(bad(format!("round timeout {} ms out of range", plan.round_timeout_ms)));
@@ -177,9 +182,12 @@ mod tests {
         let (a, b, c) = (node("a"), node("b"), node("c"));
         let known: HashSet<&NodeId> = [&a, &b, &c].into_iter().collect();
         let now = 1_000_000;
-        for p in [plan(&["a", "c"], now + 1000), plan(&["b", "c"], now + 1000), plan(&["a", "b"], now), plan(&["a", "a"], now + 1)] {
+        for p in [plan(&["a", "c"], now + 1000), plan(&["b", "c"], now + 1000), plan(&["a", "b"], now + MAX_SESSION_MS + 1), plan(&["a", "a"], now + 1)] {
             let e = authorise(&cfg, &known, &signed(&good, now), &p, now).unwrap_err();
             assert_eq!(e.code, ErrorCode::Malformed, "{p:?}");
         }
+        // Late, not malformed: the deadline passed on the way here.
+        let late = authorise(&cfg, &known, &signed(&good, now), &plan(&["a", "b"], now), now).unwrap_err();
+        assert_eq!(late.code, ErrorCode::Timeout, "{late}");
     }
 }
