@@ -256,16 +256,19 @@ impl Host {
                     return Ok(None);
                 }
                 let t = usize::from(wallet.threshold);
-                // Named signers need no view of who is ready.
-                let ready = match (&s.signers, self.view.ready_within(VIEW_PATIENCE).await) {
-                    (Some(_), _) => HashSet::new(),
-                    (None, Ok(ready)) => ready,
-                    // This host cannot tell who is ready, so it must not
-                    // answer for the cluster: hosts that can will.
-                    (None, Err(e)) => {
-                        tracing::error!(request = %s.request_id, error = %e, "no current view of the ready nodes; leaving the request to the others");
-                        return Ok(None);
-                    }
+                // Named signers need no view of who is ready (nor a wait
+                // for one).
+                let ready = match &s.signers {
+                    Some(_) => HashSet::new(),
+                    None => match self.view.ready_within(VIEW_PATIENCE).await {
+                        Ok(ready) => ready,
+                        // This host cannot tell who is ready, so it must not
+                        // answer for the cluster: hosts that can will.
+                        Err(e) => {
+                            tracing::error!(request = %s.request_id, error = %e, "no current view of the ready nodes; leaving the request to the others");
+                            return Ok(None);
+                        }
+                    },
                 };
                 let participants = quorum::first_signers(&wallet.committee, t, s.signers.as_deref(), &ready, &s.request_id)?;
                 let quorum = Quorum { committee: wallet.committee.clone(), threshold: t, may_fail_over: s.signers.is_none() };

@@ -240,9 +240,8 @@ impl Cluster {
     /// Replaces node `i`'s signer with one started with extra environment
     /// (fault injection), and returns once its host is linked to the new
     /// one: the host is seen without a link before the new signer starts,
-    /// so a link seen afterwards is the new signer's.
-    /// Returns once its host's link is up again; call `wait_ready` before a
-    /// request that needs the node.
+    /// so a link seen afterwards is the new signer's. Call `wait_ready`
+    /// before a request that needs the node.
     pub async fn restart_signer_with(&mut self, i: usize, env: &[(&str, &str)]) {
         self.kill_signer(i);
         self.wait_link(i, false).await;
@@ -251,12 +250,17 @@ impl Cluster {
         self.wait_link(i, true).await;
     }
 
+    /// The nodes whose host process runs.
+    fn running_hosts(&self) -> Vec<usize> {
+        (1..=self.nodes.len()).filter(|&i| self.nodes[i - 1].host.is_some()).collect()
+    }
+
     /// Waits until no running host counts node `i` as ready (its host
     /// withdraws readiness when its link drops), so that a later
     /// `wait_ready` sees the node's next heartbeat, not its last one.
     pub async fn wait_unready(&self, i: usize) {
         let node = self.nodes[i - 1].id.clone();
-        let running: Vec<usize> = (1..=self.nodes.len()).filter(|&j| self.nodes[j - 1].host.is_some()).collect();
+        let running = self.running_hosts();
         eventually(&format!("every host to stop counting {node} as ready"), READY_TIMEOUT, || {
             let (running, node) = (&running, &node);
             async move {
@@ -333,7 +337,7 @@ impl Cluster {
     /// and NATS are up: a heartbeat left in the registry by a killed process
     /// does not count) and `count` nodes heartbeat in the registry.
     pub async fn wait_ready(&self, count: usize) {
-        let running: Vec<usize> = (1..=self.nodes.len()).filter(|&i| self.nodes[i - 1].host.is_some()).collect();
+        let running = self.running_hosts();
         // Every running host must see them: any of them may plan the next
         // request.
         eventually(&format!("{count} nodes ready in every host's view"), READY_TIMEOUT, || {
