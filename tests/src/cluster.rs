@@ -97,6 +97,34 @@ impl Cluster {
         Self::start_with(Mode::Dev, n, Topology { nats_servers: 1, proxied: false, consul, secured: false, ready_ttl_ms: 600_000 }).await
     }
 
+    /// Starts an `n`-node dev cluster from a state saved by
+    /// [`Cluster::save_state`] (possibly by an earlier release): its
+    /// roster, initiator key, dev CA and every node's signer state and
+    /// store, on a fresh NATS.
+    pub async fn start_from_saved(saved: &Path, n: usize) -> Cluster {
+        let dir = tempfile::Builder::new().prefix("conclave-test-").tempdir().expect("tempdir");
+        copy_dir(saved, dir.path());
+        Self::boot(dir, Mode::Dev, n, Topology { nats_servers: 1, proxied: false, consul: false, secured: false, ready_ttl_ms: READY_TTL_MS }).await
+    }
+
+    /// Stops every node and saves what [`Cluster::start_from_saved`] reads
+    /// to `to`: the cluster's keys and each node's `enclave/` and `store/`.
+    pub fn save_state(&mut self, to: &Path) {
+        assert_eq!(self.mode, Mode::Dev, "a saved state carries no HSM token");
+        for i in 1..=self.nodes.len() {
+            self.kill_node(i);
+        }
+        std::fs::create_dir_all(to).unwrap();
+        for file in ["roster.json", "initiator.key", "dev-attestation-ca", "dev-attestation-root.pem"] {
+            std::fs::copy(self.dir().join(file), to.join(file)).unwrap();
+        }
+        for i in 1..=self.nodes.len() {
+            let (src, dst) = (self.node_dir(i), to.join(format!("node-{i}")));
+            copy_dir(&src.join("enclave"), &dst.join("enclave"));
+            copy_dir(&src.join("store"), &dst.join("store"));
+        }
+    }
+
     async fn start_with(mode: Mode, n: usize, topology: Topology) -> Cluster {
         let template = template(mode, n).await;
         let dir = tempfile::Builder::new().prefix("conclave-test-").tempdir().expect("tempdir");
