@@ -1,29 +1,37 @@
-//! The ECDSA engine: CGGMP21 on secp256k1 (crate `cggmp21` 0.6).
+//! The ECDSA engine: CGGMP24 on secp256k1 (crate `cggmp24`).
 //!
-//! This is the only module that names `cggmp21`. Its maintainers advise
-//! moving to CGGMP24; that swap replaces this file and nothing else (see
-//! SECURITY.md). Everything here takes and returns serialised shares and
-//! plain bytes, so callers never see a cggmp21 type.
+//! This is the only module that names `cggmp24`. Everything here takes and
+//! returns serialised shares and plain bytes, so callers never see a
+//! cggmp24 type.
+//!
+//! A stored ECDSA share is the core key share alone; the committee's aux
+//! info (Paillier and ring-Pedersen keys) is sealed once per committee and
+//! joined with the core share when a session starts. The CGGMP21 release
+//! stored core share and aux info together: its core share has the same
+//! format and is read as is ([`core_share`]); its aux info is not (CGGMP24
+//! proves more about each party's moduli and keeps four primes per party),
+//! so a committee's aux info is made again, once.
 
 use crate::reshare::{self, ReshareError};
 use crate::session::{self, Party, Seat};
-use cggmp21::generic_ec as ec04;
-use cggmp21::generic_ec::{Point, Scalar};
-use cggmp21::hd_wallet::Slip10;
-use cggmp21::key_share::{DirtyIncompleteKeyShare, DirtyKeyInfo, IncompleteKeyShare, Validate, VssSetup};
-use cggmp21::security_level::SecurityLevel128;
-use cggmp21::supported_curves::Secp256k1;
-use cggmp21::{DataToSign, ExecutionId, KeyShare};
+use cggmp24::generic_ec::{Point, Scalar};
+use cggmp24::hd_wallet::Slip10;
+use cggmp24::key_share::{AuxInfo, DirtyIncompleteKeyShare, IncompleteKeyShare, Validate};
+use cggmp24::security_level::SecurityLevel128;
+use cggmp24::supported_curves::Secp256k1;
+use cggmp24::{ExecutionId, KeyShare, PrehashedDataToSign};
 use conclave_proto::{ErrorCode, RequestError};
 use zeroize::Zeroizing;
 
-/// Pre-generated safe primes for one party's Paillier key.
-pub struct Primes(cggmp21::PregeneratedPrimes<SecurityLevel128>);
+/// Pre-generated safe primes for one party's aux info (four: its Paillier
+/// key and its ring-Pedersen modulus).
+pub struct Primes(cggmp24::PregeneratedPrimes<SecurityLevel128>);
 
 impl Primes {
-    /// Generates a fresh pair of safe primes: seconds to minutes of CPU.
+    /// Generates a fresh set of four safe primes: tens of seconds to
+    /// minutes of CPU.
     pub fn generate() -> Primes {
-        Primes(cggmp21::PregeneratedPrimes::generate(&mut rand_core::OsRng))
+        Primes(cggmp24::PregeneratedPrimes::generate(&mut rand_core::OsRng))
     }
 
     /// Serialises for sealing.
@@ -31,7 +39,8 @@ impl Primes {
         Zeroizing::new(serde_json::to_vec(&self.0).expect("primes serialise"))
     }
 
-    /// Parses what [`Primes::to_bytes`] produced.
+    /// Parses what [`Primes::to_bytes`] produced; `None` for anything else,
+    /// the CGGMP21 release's two-prime sets among them.
     pub fn from_bytes(bytes: &[u8]) -> Option<Primes> {
         serde_json::from_slice(bytes).ok().map(Primes)
     }
@@ -46,11 +55,16 @@ fn internal(what: &str, e: impl std::fmt::Display) -> RequestError {
 /// serialised aux info.
 pub async fn aux_info(seat: Seat<'_>, inbox: session::Inbox, primes: Primes) -> Result<Zeroizing<Vec<u8>>, RequestError> {
     let (i, n, eid) = (seat.index(), seat.parties(), seat.execution());
-    seat.run_in(inbox, move |party: Party<cggmp21::key_refresh::msg::aux_only::Msg<sha2::Sha256, SecurityLevel128>>| {
-        futures::executor::block_on(cggmp21::aux_info_gen(ExecutionId::new(&eid), i, n, primes.0).start(&mut rand_core::OsRng, party))
+    seat.run_in(inbox, move |party: Party<cggmp24::key_refresh::Msg<sha2::Sha256, SecurityLevel128>>| {
+        futures::executor::block_on(cggmp24::aux_info_gen(ExecutionId::new(&eid), i, n, primes.0).start(&mut rand_core::OsRng, party))
             .map(|aux| Zeroizing::new(serde_json::to_vec(&aux).expect("aux info serialises")))
     })
     .await
+}
+
+/// Whether `aux` is aux info of this release for a committee of `n`.
+pub fn aux_is_current(aux: &[u8], n: usize) -> bool {
+    serde_json::from_slice::<AuxInfo<SecurityLevel128>>(aux).is_ok_and(|aux| aux.pedersen_params.len() == n)
 }
 
 /// Public output of keygen.
@@ -59,30 +73,59 @@ pub struct KeygenOutput {
     pub public_key: Vec<u8>,
     /// BIP-32 serialisation of the key and its chain code.
     pub xpub: String,
-    /// The complete serialised key share (core share plus aux info).
+    /// The serialised core key share (it signs with the committee's aux
+    /// info).
     pub share: Zeroizing<Vec<u8>>,
 }
 
-/// Runs threshold keygen (HD-enabled) and completes the share with the
-/// committee's aux info.
-pub async fn keygen(seat: Seat<'_>, threshold: u16, aux: Zeroizing<Vec<u8>>) -> Result<KeygenOutput, RequestError> {
+/// Runs threshold keygen (HD-enabled).
+pub async fn keygen(seat: Seat<'_>, threshold: u16) -> Result<KeygenOutput, RequestError> {
     let (i, n, eid) = (seat.index(), seat.parties(), seat.execution());
-    let incomplete = seat
-        .run(move |party: Party<cggmp21::keygen::ThresholdMsg<Secp256k1, SecurityLevel128, sha2::Sha256>>| {
+    let core = seat
+        .run(move |party: Party<cggmp24::keygen::ThresholdMsg<Secp256k1, SecurityLevel128, sha2::Sha256>>| {
             futures::executor::block_on(
-                cggmp21::keygen::<Secp256k1>(ExecutionId::new(&eid), i, n).set_threshold(threshold).hd_wallet(true).start(&mut rand_core::OsRng, party),
+                cggmp24::keygen::<Secp256k1>(ExecutionId::new(&eid), i, n).set_threshold(threshold).hd_wallet(true).start(&mut rand_core::OsRng, party),
             )
         })
         .await?;
-    let aux: cggmp21::key_share::AuxInfo<SecurityLevel128> = serde_json::from_slice(&aux).map_err(|e| internal("stored aux info does not decode", e))?;
-    let share: KeyShare<Secp256k1> = KeyShare::from_parts((incomplete, aux)).map_err(|e| internal("key share does not match the committee's aux info", e))?;
-    let chain_code = share.chain_code.ok_or_else(|| internal("keygen", "no chain code"))?;
-    let public_key: [u8; 33] = share.shared_public_key.to_bytes(true).as_ref().try_into().expect("compressed secp256k1 point");
+    let chain_code = core.chain_code.ok_or_else(|| internal("keygen", "no chain code"))?;
+    let public_key: [u8; 33] = core.shared_public_key.to_bytes(true).as_ref().try_into().expect("compressed secp256k1 point");
     Ok(KeygenOutput {
         public_key: public_key.to_vec(),
         xpub: conclave_proto::xpub::Xpub { public_key, chain_code }.encode(),
-        share: Zeroizing::new(serde_json::to_vec(&share).expect("key share serialises")),
+        share: Zeroizing::new(serde_json::to_vec(&core).expect("key share serialises")),
     })
+}
+
+/// A core key share (secret: it has no `Debug`, and zeroizes on drop as
+/// cggmp24's secret scalars do).
+pub struct CoreShare(IncompleteKeyShare<Secp256k1>);
+
+/// A stored ECDSA share's core key share, and whether it was stored in the
+/// CGGMP21 release's format (core share and aux info together: the signer
+/// seals it again as the core share alone).
+pub fn core_share(stored: &[u8]) -> Result<(CoreShare, bool), RequestError> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        WithAux { core: DirtyIncompleteKeyShare<Secp256k1> },
+        Core(DirtyIncompleteKeyShare<Secp256k1>),
+    }
+    let (core, legacy) = match serde_json::from_slice(stored).map_err(|e| internal("sealed share does not decode", e))? {
+        Stored::WithAux { core } => (core, true),
+        Stored::Core(core) => (core, false),
+    };
+    Ok((CoreShare(core.validate().map_err(|e| internal("sealed share is not valid", e))?), legacy))
+}
+
+/// The core share in the format this release stores.
+pub fn encode_core(core: &CoreShare) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(serde_json::to_vec(&core.0).expect("key share serialises"))
+}
+
+fn complete(core: CoreShare, aux: &[u8]) -> Result<KeyShare<Secp256k1>, RequestError> {
+    let aux: AuxInfo<SecurityLevel128> = serde_json::from_slice(aux).map_err(|e| internal("stored aux info does not decode", e))?;
+    KeyShare::from_parts((core.0, aux)).map_err(|e| internal("key share does not match the committee's aux info", e))
 }
 
 /// A finished ECDSA signature.
@@ -95,10 +138,18 @@ pub struct SignOutput {
     pub public_key: Vec<u8>,
 }
 
-/// Signs a 32-byte digest with the share, as signer `spec` (parties in
+/// Signs a 32-byte digest by the full interactive protocol with the core
+/// share and the committee's aux info, as signer `seat` (parties in
 /// keygen-index order, `indexes_at_keygen` their keygen indexes).
-pub async fn sign(seat: Seat<'_>, indexes_at_keygen: Vec<u16>, share: &[u8], digest: [u8; 32], path: Vec<u32>) -> Result<SignOutput, RequestError> {
-    let share: KeyShare<Secp256k1> = serde_json::from_slice(share).map_err(|e| internal("sealed share does not decode", e))?;
+pub async fn sign(
+    seat: Seat<'_>,
+    indexes_at_keygen: Vec<u16>,
+    core: CoreShare,
+    aux: &[u8],
+    digest: [u8; 32],
+    path: Vec<u32>,
+) -> Result<SignOutput, RequestError> {
+    let share = complete(core, aux)?;
     let public_key = if path.is_empty() {
         share.shared_public_key.into_inner()
     } else {
@@ -108,18 +159,20 @@ pub async fn sign(seat: Seat<'_>, indexes_at_keygen: Vec<u16>, share: &[u8], dig
             .public_key
     };
     let (i, eid) = (seat.index(), seat.execution());
-    let scalar = Scalar::<Secp256k1>::from_be_bytes_mod_order(digest);
+    // The full protocol is safe for a digest whose message the signer never
+    // saw (cggmp24's `PrehashedDataToSign`); a presignature would not be.
+    let data = PrehashedDataToSign::from_scalar(Scalar::<Secp256k1>::from_be_bytes_mod_order(digest));
     // Round 4 carries this signer's partial signature.
-    let releases: fn(&cggmp21::signing::msg::Msg<Secp256k1, sha2::Sha256>) -> bool = |m| matches!(m, cggmp21::signing::msg::Msg::Round4(_));
+    let releases: fn(&cggmp24::signing::msg::Msg<Secp256k1, sha2::Sha256>) -> bool = |m| matches!(m, cggmp24::signing::msg::Msg::Round4(_));
     let signature = seat
-        .run_signing(releases, move |party: Party<cggmp21::signing::msg::Msg<Secp256k1, sha2::Sha256>>| {
-            let builder = cggmp21::signing(ExecutionId::new(&eid), i, &indexes_at_keygen, &share);
+        .run_signing(releases, move |party: Party<cggmp24::signing::msg::Msg<Secp256k1, sha2::Sha256>>| {
+            let builder = cggmp24::signing(ExecutionId::new(&eid), i, &indexes_at_keygen, &share);
             let builder = if path.is_empty() { builder } else { builder.set_derivation_path(path.iter().copied()).map_err(|e| e.to_string())? };
-            futures::executor::block_on(builder.sign(&mut rand_core::OsRng, party, DataToSign::from_scalar(scalar))).map_err(|e| e.to_string())
+            futures::executor::block_on(builder.sign(&mut rand_core::OsRng, party, &data)).map_err(|e| e.to_string())
         })
         .await?
         .normalize_s();
-    if signature.verify(&public_key, &DataToSign::from_scalar(scalar)).is_err() {
+    if signature.verify(&public_key, &data).is_err() {
         return Err(RequestError::new(ErrorCode::ProtocolAbort, "the protocol produced a signature that does not verify"));
     }
     let mut rs = vec![0u8; 64];
@@ -140,19 +193,24 @@ fn recovery_id(public_key: &[u8], digest: &[u8; 32], rs: &[u8]) -> Result<u8, Re
     RecoveryId::trial_recovery_from_prehash(&vk, digest, &sig).map(|id| id.to_byte()).map_err(|e| internal("recovery id", e))
 }
 
-/// Signs `digest` with the given parties' serialised shares in this one
-/// process (round-based's simulator, no network, no link): the baseline the
-/// benchmark compares the cluster against. `indexes_at_keygen` are the
-/// signers' keygen indexes, ascending, one per share.
-pub fn sign_in_process(shares: &[Zeroizing<Vec<u8>>], indexes_at_keygen: &[u16], digest: [u8; 32]) -> Result<Vec<u8>, RequestError> {
-    let shares: Vec<KeyShare<Secp256k1>> =
-        shares.iter().map(|s| serde_json::from_slice(s).map_err(|e| internal("share does not decode", e))).collect::<Result<_, _>>()?;
-    let data = DataToSign::from_scalar(Scalar::<Secp256k1>::from_be_bytes_mod_order(digest));
+/// Signs `digest` with the given parties' stored shares and aux info in
+/// this one process (round-based's simulator, no network, no link): the
+/// baseline the benchmark compares the cluster against.
+/// `indexes_at_keygen` are the signers' keygen indexes, ascending, one per
+/// share.
+pub fn sign_in_process(
+    shares: &[Zeroizing<Vec<u8>>],
+    auxes: &[Zeroizing<Vec<u8>>],
+    indexes_at_keygen: &[u16],
+    digest: [u8; 32],
+) -> Result<Vec<u8>, RequestError> {
+    let shares: Vec<KeyShare<Secp256k1>> = shares.iter().zip(auxes).map(|(s, a)| complete(core_share(s)?.0, a)).collect::<Result<_, _>>()?;
+    let data = PrehashedDataToSign::from_scalar(Scalar::<Secp256k1>::from_be_bytes_mod_order(digest));
     let eid_bytes = rand_eid();
     let signature = round_based::sim::run(shares.len() as u16, |i, party| {
         let share = &shares[usize::from(i)];
         let eid = ExecutionId::new(&eid_bytes);
-        async move { cggmp21::signing(eid, i, indexes_at_keygen, share).sign(&mut rand_core::OsRng, party, data).await }
+        async move { cggmp24::signing(eid, i, indexes_at_keygen, share).sign(&mut rand_core::OsRng, party, &data).await }
     })
     .map_err(|e| internal("simulation", e))?
     .expect_ok()
@@ -170,136 +228,74 @@ fn rand_eid() -> [u8; 32] {
     b
 }
 
-// Resharing (issue 6) computes on generic-ec 0.5 and key-share 0.7 (see
-// `reshare`); cggmp21 0.6 is on generic-ec 0.4 and key-share 0.6. Shares
-// cross between the two here, field by field, by the curve's canonical
-// encodings (SEC1 compressed points, big-endian scalars), and are validated
-// again on each side.
-
-type ReshareCurve = reshare::Secp256k1;
+// Resharing computes on the same generic-ec and key-share as cggmp24: a
+// core share crosses unchanged.
 
 const SHARE_ENCODING: ReshareError = ReshareError::ShareEncoding("ecdsa key share");
 
-/// A stored ECDSA share (the complete key share sealed in a
-/// [`crate::share::ShareRecord`]) as resharing's dealer reads it. Only the
-/// core share is read: aux info stays with the old committee.
-pub fn reshare_source(stored: &[u8]) -> Result<reshare::KeyShare<ReshareCurve>, ReshareError> {
-    #[derive(serde::Deserialize)]
-    struct Stored {
-        core: DirtyIncompleteKeyShare<Secp256k1>,
+/// A stored ECDSA share as resharing's dealer reads it (either format).
+pub fn reshare_source(stored: &[u8]) -> Result<reshare::KeyShare<reshare::Secp256k1>, ReshareError> {
+    let (CoreShare(core), _) = core_share(stored).map_err(|_| SHARE_ENCODING)?;
+    let chain_code = core.chain_code;
+    Ok(reshare::KeyShare { core, chain_code })
+}
+
+/// Serialises a new member's reshared share in the format [`keygen`]
+/// stores; it signs with the new committee's aux info.
+pub fn reshared(share: reshare::KeyShare<reshare::Secp256k1>) -> Result<Zeroizing<Vec<u8>>, ReshareError> {
+    if share.core.chain_code != share.chain_code {
+        return Err(ReshareError::InvalidNewShare);
     }
-    let stored: Stored = serde_json::from_slice(stored).map_err(|_| SHARE_ENCODING)?;
-    let core = stored.core.validate().map_err(|_| SHARE_ENCODING)?;
-    core_to_reshare(&core)
+    Ok(Zeroizing::new(serde_json::to_vec(&share.core).expect("key share serialises")))
 }
 
-fn core_to_reshare(core: &IncompleteKeyShare<Secp256k1>) -> Result<reshare::KeyShare<ReshareCurve>, ReshareError> {
-    let point = |p: &ec04::NonZero<ec04::Point<Secp256k1>>| {
-        generic_ec::Point::from_bytes(p.to_bytes(true)).ok().and_then(generic_ec::NonZero::from_point).ok_or(SHARE_ENCODING)
-    };
-    let scalar = |s: &ec04::NonZero<ec04::Scalar<Secp256k1>>| {
-        generic_ec::Scalar::from_be_bytes(s.to_be_bytes()).ok().and_then(generic_ec::NonZero::from_scalar).ok_or(SHARE_ENCODING)
-    };
-    let vss = core.vss_setup.as_ref().ok_or(ReshareError::NotThreshold)?;
-    let x = Zeroizing::new(AsRef::<ec04::Scalar<Secp256k1>>::as_ref(&core.x).to_be_bytes().to_vec());
-    let x = generic_ec::SecretScalar::from_be_bytes(&x).ok().and_then(generic_ec::NonZero::from_secret_scalar).ok_or(SHARE_ENCODING)?;
-    let converted = key_share::DirtyCoreKeyShare {
-        i: core.i,
-        key_info: key_share::DirtyKeyInfo {
-            curve: generic_ec::serde::CurveName::new(),
-            shared_public_key: point(&core.shared_public_key)?,
-            public_shares: core.public_shares.iter().map(point).collect::<Result<_, _>>()?,
-            vss_setup: Some(key_share::VssSetup { min_signers: vss.min_signers, I: vss.I.iter().map(scalar).collect::<Result<_, _>>()? }),
-        },
-        x,
-    };
-    let validated = key_share::Validate::validate(converted).map_err(|_| SHARE_ENCODING)?;
-    Ok(reshare::KeyShare { core: validated, chain_code: core.chain_code })
-}
-
-/// Serialises a new member's reshared share as cggmp21's incomplete key
-/// share: it signs only once [`complete_reshared`] joins it with the new
-/// committee's aux info.
-pub fn reshared(share: reshare::KeyShare<ReshareCurve>) -> Result<Zeroizing<Vec<u8>>, ReshareError> {
-    let point = |p: &generic_ec::NonZero<generic_ec::Point<ReshareCurve>>| {
-        ec04::Point::from_bytes(p.to_bytes(true)).ok().and_then(ec04::NonZero::from_point).ok_or(SHARE_ENCODING)
-    };
-    let scalar = |s: &generic_ec::NonZero<generic_ec::Scalar<ReshareCurve>>| {
-        ec04::Scalar::from_be_bytes(s.to_be_bytes()).ok().and_then(ec04::NonZero::from_scalar).ok_or(SHARE_ENCODING)
-    };
-    let core = &share.core;
-    let vss = core.vss_setup.as_ref().ok_or(ReshareError::NotThreshold)?;
-    let x = Zeroizing::new(AsRef::<generic_ec::SecretScalar<ReshareCurve>>::as_ref(&core.x).to_be_bytes().as_nonsecret_bytes().to_vec());
-    let mut x = ec04::Scalar::from_be_bytes(&*x).map_err(|_| SHARE_ENCODING)?;
-    let x = ec04::NonZero::from_secret_scalar(ec04::SecretScalar::new(&mut x)).ok_or(SHARE_ENCODING)?;
-    let converted = DirtyIncompleteKeyShare::<Secp256k1> {
-        i: core.i,
-        key_info: DirtyKeyInfo {
-            curve: ec04::serde::CurveName::new(),
-            shared_public_key: point(&core.shared_public_key)?,
-            public_shares: core.public_shares.iter().map(point).collect::<Result<_, _>>()?,
-            vss_setup: Some(VssSetup { min_signers: vss.min_signers, I: vss.I.iter().map(scalar).collect::<Result<_, _>>()? }),
-            chain_code: share.chain_code,
-        },
-        x,
-    };
-    let converted = converted.validate().map_err(|_| ReshareError::InvalidNewShare)?;
-    Ok(Zeroizing::new(serde_json::to_vec(&converted).expect("key shares serialise")))
-}
-
-/// Joins a reshared incomplete share with the new committee's aux info
-/// into the complete share that is sealed and signs, in the format
-/// [`keygen`] produces.
-pub fn complete_reshared(incomplete: &[u8], aux: &[u8]) -> Result<Zeroizing<Vec<u8>>, RequestError> {
-    let incomplete: IncompleteKeyShare<Secp256k1> = serde_json::from_slice(incomplete).map_err(|e| internal("reshared share does not decode", e))?;
-    let aux: cggmp21::key_share::AuxInfo<SecurityLevel128> = serde_json::from_slice(aux).map_err(|e| internal("aux info does not decode", e))?;
-    let share: KeyShare<Secp256k1> =
-        KeyShare::from_parts((incomplete, aux)).map_err(|e| internal("reshared share does not match the committee's aux info", e))?;
-    Ok(Zeroizing::new(serde_json::to_vec(&share).expect("key share serialises")))
-}
-
-/// Test fixtures for resharing: cggmp21's trusted dealer and aux data,
-/// kept here so that only this module names cggmp21.
+/// Test fixtures for resharing: cggmp24's trusted dealer and aux data,
+/// kept here so that only this module names cggmp24.
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;
 
-    /// A t-of-n HD key's shares from cggmp21's trusted dealer, as resharing
+    /// A t-of-n HD key's shares from cggmp24's trusted dealer, as resharing
     /// reads them.
-    pub fn dealt(n: u16, t: u16) -> Vec<reshare::KeyShare<ReshareCurve>> {
-        cggmp21::trusted_dealer::builder::<Secp256k1, SecurityLevel128>(n)
+    pub fn dealt(n: u16, t: u16) -> Vec<reshare::KeyShare<reshare::Secp256k1>> {
+        cggmp24::trusted_dealer::builder::<Secp256k1, SecurityLevel128>(n)
             .set_threshold(Some(t))
             .hd_wallet(true)
             .generate_core_shares(&mut rand_core::OsRng)
             .unwrap()
-            .iter()
-            .map(|core| core_to_reshare(core).unwrap())
+            .into_iter()
+            .map(|core| {
+                let chain_code = core.chain_code;
+                reshare::KeyShare { core, chain_code }
+            })
             .collect()
     }
 
     /// Aux info for a committee of four (what the new committee's aux
     /// info round would produce), serialised as sealed. Read from a
-    /// test-only fixture: finding its eight safe primes takes minutes on two
-    /// cores. Never use these keys for anything else; the ignored test
-    /// `write_aux_fixture` makes a new file.
+    /// test-only fixture made from test-only primes; never use these keys
+    /// for anything else. The ignored test `write_aux_fixture` makes it.
     pub fn aux_of_four() -> Vec<Zeroizing<Vec<u8>>> {
         let all: Vec<serde_json::Value> = serde_json::from_slice(include_bytes!("testdata/aux-info-4.json")).expect("the fixture decodes");
         all.iter().map(|a| Zeroizing::new(serde_json::to_vec(a).unwrap())).collect()
     }
 
-    /// Writes `testdata/aux-info-4.json` (cggmp21's trusted dealer).
+    /// Writes `testdata/aux-info-4.json` (cggmp24's trusted dealer, from
+    /// the first four sets of the test primes fixture).
     #[test]
     #[ignore = "writes the fixture; run by hand: cargo test -p conclave-enclave --lib -- --ignored write_aux_fixture"]
     fn write_aux_fixture() {
-        let aux = cggmp21::trusted_dealer::generate_aux_data::<SecurityLevel128, _>(&mut rand_core::OsRng, 4, false, false).unwrap();
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/testdata/aux-info-4.json");
-        std::fs::write(path, serde_json::to_vec(&aux).unwrap()).unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let sets: Vec<String> = serde_json::from_slice(&std::fs::read(root.join("../tests/fixtures/pregenerated-primes.json")).unwrap()).unwrap();
+        let primes = sets.iter().take(4).map(|s| serde_json::from_str(s).unwrap()).collect();
+        let aux = cggmp24::trusted_dealer::generate_aux_data_with_primes::<SecurityLevel128, _>(&mut rand_core::OsRng, primes, false).unwrap();
+        std::fs::write(root.join("src/testdata/aux-info-4.json"), serde_json::to_vec(&aux).unwrap()).unwrap();
     }
 
-    /// The root xpub a complete stored share reports, as keygen does.
+    /// The root xpub a stored share reports, as keygen does.
     pub fn xpub(stored: &[u8]) -> String {
-        let share: KeyShare<Secp256k1> = serde_json::from_slice(stored).unwrap();
-        let public_key = share.shared_public_key.to_bytes(true).as_ref().try_into().unwrap();
-        conclave_proto::xpub::Xpub { public_key, chain_code: share.chain_code.unwrap() }.encode()
+        let (CoreShare(core), _) = core_share(stored).unwrap();
+        let public_key = core.shared_public_key.to_bytes(true).as_ref().try_into().unwrap();
+        conclave_proto::xpub::Xpub { public_key, chain_code: core.chain_code.unwrap() }.encode()
     }
 }

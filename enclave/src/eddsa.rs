@@ -1,11 +1,12 @@
-//! The EdDSA engine: FROST (RFC 9591) on ed25519 with `givre`, keygen by the
-//! CGGMP21-style DKG that givre re-exports. The only module that names givre.
+//! The EdDSA engine: FROST (RFC 9591) on ed25519 with `givre`; keygen by
+//! `cggmp24-keygen`'s DKG (the one givre would re-export). The only module
+//! that names either.
 
 use crate::reshare::{self, ReshareError};
 use crate::session::{Party, Seat};
+use cggmp24_keygen::security_level::SecurityLevel128;
 use conclave_proto::{ErrorCode, RequestError};
 use givre::ciphersuite::{Ciphersuite, Ed25519};
-use givre::keygen::security_level::SecurityLevel128;
 use zeroize::Zeroizing;
 
 type Curve = <Ed25519 as Ciphersuite>::Curve;
@@ -26,9 +27,9 @@ pub struct KeygenOutput {
 pub async fn keygen(seat: Seat<'_>, threshold: u16) -> Result<KeygenOutput, RequestError> {
     let (i, n, eid) = (seat.index(), seat.parties(), seat.execution());
     let share = seat
-        .run(move |party: Party<givre::keygen::msg::threshold::Msg<Curve, SecurityLevel128, sha2::Sha256>>| {
+        .run(move |party: Party<cggmp24_keygen::msg::threshold::Msg<Curve, SecurityLevel128, sha2::Sha256>>| {
             futures::executor::block_on(
-                givre::keygen::<Curve>(givre::keygen::ExecutionId::new(&eid), i, n).set_threshold(threshold).start(&mut rand_core::OsRng, party),
+                cggmp24_keygen::keygen::<Curve>(cggmp24_keygen::ExecutionId::new(&eid), i, n).set_threshold(threshold).start(&mut rand_core::OsRng, party),
             )
         })
         .await?;
@@ -81,8 +82,8 @@ pub fn sign_in_process(shares: &[Zeroizing<Vec<u8>>], indexes_at_keygen: &[u16],
     Ok(out)
 }
 
-// Resharing (issue 6): givre's shares are key-share 0.7 shares on
-// generic-ec 0.5, the types `reshare` computes on, so they cross unchanged.
+// Resharing (issue 6): givre's shares are key-share 0.6 shares on
+// generic-ec 0.4, the types `reshare` computes on, so they cross unchanged.
 // givre is built without its `hd-wallet` feature, so these shares hold no
 // chain code.
 

@@ -21,13 +21,10 @@ pub enum Hook {
     /// of blobs the variable holds.
     ResealAbortAfter,
     /// The prime pool takes its sets from a file of pregenerated primes
-    /// (`path#first`: a JSON list of sets; this signer cycles through
-    /// `PRIMES_PER_NODE` of them from `first`) instead of minutes of CPU.
+    /// (`path#index`: a JSON list of sets; this signer takes the one at
+    /// `index` every time) instead of minutes of CPU.
     PregeneratedPrimes,
 }
-
-/// Sets of pregenerated primes each test signer cycles through.
-pub const PRIMES_PER_NODE: usize = 2;
 
 impl Hook {
     /// The environment variable that arms it.

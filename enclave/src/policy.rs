@@ -3,7 +3,7 @@
 //! host's plan must fit the request.
 
 use crate::config::EnclaveConfig;
-use conclave_proto::link::SessionPlan;
+use conclave_proto::link::{Purpose, SessionPlan};
 use conclave_proto::request::{RequestBody, SignedRequest};
 use conclave_proto::{codec, ErrorCode, NodeId, RequestError};
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -75,6 +75,9 @@ fn check_plan(config: &EnclaveConfig, known: &HashSet<&NodeId>, body: &RequestBo
     if plan.round_timeout_ms < MIN_ROUND_TIMEOUT_MS || plan.round_timeout_ms > MAX_SESSION_MS {
         return Err(bad(format!("round timeout {} ms out of range", plan.round_timeout_ms)));
     }
+    if !plan.purpose.is_request() && !matches!(body, RequestBody::Sign(_)) {
+        return Err(bad("only a sign request renews aux info".into()));
+    }
     match body {
         RequestBody::Keygen(k) => {
             if distinct != k.committee.iter().collect() {
@@ -96,8 +99,15 @@ fn check_plan(config: &EnclaveConfig, known: &HashSet<&NodeId>, body: &RequestBo
             }
         }
         RequestBody::Sign(s) => {
+            // An attempt that renews aux info takes the whole committee
+            // (checked where the share is opened); the signers named sign
+            // in the attempt after it.
+            let signing: HashSet<_> = match &plan.purpose {
+                Purpose::Request => distinct,
+                Purpose::RenewAux { then } => then.iter().collect(),
+            };
             if let Some(signers) = &s.signers {
-                if distinct != signers.iter().collect() {
+                if signing != signers.iter().collect() {
                     return Err(bad("signers differ from those the request names".into()));
                 }
             }
@@ -109,7 +119,7 @@ fn check_plan(config: &EnclaveConfig, known: &HashSet<&NodeId>, body: &RequestBo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conclave_proto::request::{KeygenRequest, RequestBody};
+    use conclave_proto::request::{KeygenRequest, RequestBody, SignRequest};
     use conclave_proto::{RequestId, Scheme, WalletId};
     use ed25519_dalek::{Signer, SigningKey};
 
@@ -146,6 +156,23 @@ mod tests {
         SignedRequest { v: 1, body, initiator: key.verifying_key().to_bytes(), signature }
     }
 
+    fn sign_request(key: &SigningKey, issued_at_ms: u64, signers: &[&str]) -> SignedRequest {
+        let body = serde_json::to_string(&RequestBody::Sign(SignRequest {
+            request_id: RequestId::new("r").unwrap(),
+            wallet: WalletId::new("w").unwrap(),
+            scheme: Scheme::Ecdsa,
+            version: 1,
+            payload: conclave_proto::request::SignPayload::Message(b"m".to_vec()),
+            path: vec![],
+            signers: Some(signers.iter().map(|s| node(s)).collect()),
+            timeout_ms: None,
+            issued_at_ms,
+        }))
+        .unwrap();
+        let signature = key.sign(&SignedRequest::signing_bytes(&body)).to_bytes();
+        SignedRequest { v: 1, body, initiator: key.verifying_key().to_bytes(), signature }
+    }
+
     fn plan(participants: &[&str], deadline_ms: u64) -> SessionPlan {
         SessionPlan {
             request_id: RequestId::new("r").unwrap(),
@@ -153,6 +180,7 @@ mod tests {
             participants: participants.iter().map(|p| node(p)).collect(),
             deadline_ms,
             round_timeout_ms: 10_000,
+            purpose: Purpose::Request,
         }
     }
 
@@ -186,8 +214,26 @@ mod tests {
             let e = authorise(&cfg, &known, &signed(&good, now), &p, now).unwrap_err();
             assert_eq!(e.code, ErrorCode::Malformed, "{p:?}");
         }
+        // Only a sign request renews aux info.
+        let renew = SessionPlan { purpose: Purpose::RenewAux { then: vec![a.clone(), b.clone()] }, ..plan(&["a", "b"], now + 1000) };
+        assert_eq!(authorise(&cfg, &known, &signed(&good, now), &renew, now).unwrap_err().code, ErrorCode::Malformed);
         // Late, not malformed: the deadline passed on the way here.
         let late = authorise(&cfg, &known, &signed(&good, now), &plan(&["a", "b"], now), now).unwrap_err();
         assert_eq!(late.code, ErrorCode::Timeout, "{late}");
+    }
+
+    #[test]
+    fn an_aux_renewal_takes_the_committee_and_then_the_named_signers() {
+        let good = SigningKey::from_bytes(&[1; 32]);
+        let cfg = config(&good);
+        let (a, b, c) = (node("a"), node("b"), node("c"));
+        let known: HashSet<&NodeId> = [&a, &b, &c].into_iter().collect();
+        let now = 1_000_000;
+        let request = sign_request(&good, now, &["a", "b"]);
+        let renew = |then: Vec<NodeId>| SessionPlan { purpose: Purpose::RenewAux { then }, ..plan(&["a", "b", "c"], now + 1000) };
+        assert!(authorise(&cfg, &known, &request, &renew(vec![a.clone(), b.clone()]), now).is_ok());
+        assert_eq!(authorise(&cfg, &known, &request, &renew(vec![a.clone(), c.clone()]), now).unwrap_err().code, ErrorCode::Malformed);
+        // Outside a renewal, the whole committee is not the signers named.
+        assert_eq!(authorise(&cfg, &known, &request, &plan(&["a", "b", "c"], now + 1000), now).unwrap_err().code, ErrorCode::Malformed);
     }
 }

@@ -9,7 +9,7 @@ use crate::seal::SealContext;
 use crate::service::Enclave;
 use conclave_proto::link::FromEnclave;
 use conclave_proto::link::{BlobSlot, StoredBlob};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex};
 
@@ -19,15 +19,12 @@ pub struct PrimePool {
     ready_rx: Mutex<mpsc::Receiver<Primes>>,
     stored_version: AtomicU32,
     ready: AtomicBool,
-    /// Sets made by this process (which pregenerated set a test signer
-    /// takes next).
-    made: AtomicUsize,
 }
 
 impl Default for PrimePool {
     fn default() -> Self {
         let (ready_tx, ready_rx) = mpsc::channel(1);
-        PrimePool { ready_tx, ready_rx: Mutex::new(ready_rx), stored_version: AtomicU32::new(0), ready: AtomicBool::new(false), made: AtomicUsize::new(0) }
+        PrimePool { ready_tx, ready_rx: Mutex::new(ready_rx), stored_version: AtomicU32::new(0), ready: AtomicBool::new(false) }
     }
 }
 
@@ -90,8 +87,7 @@ impl PrimePool {
     fn refill(enclave: Arc<Enclave>) {
         tokio::spawn(async move {
             tracing::info!("generating Paillier primes in the background");
-            let made = enclave.primes.made.fetch_add(1, Ordering::SeqCst);
-            let Ok(primes) = tokio::task::spawn_blocking(move || pregenerated(made).unwrap_or_else(Primes::generate)).await else {
+            let Ok(primes) = tokio::task::spawn_blocking(|| pregenerated().unwrap_or_else(Primes::generate)).await else {
                 return;
             };
             let version = enclave.primes.stored_version.fetch_add(1, Ordering::SeqCst) + 1;
@@ -111,18 +107,18 @@ impl PrimePool {
     }
 }
 
-/// A test signer's next pregenerated set (the `PregeneratedPrimes` hook,
-/// only in builds with `fault-injection`); `None` means generate.
-fn pregenerated(made: usize) -> Option<Primes> {
-    use crate::fault::{armed, Hook, ENABLED, PRIMES_PER_NODE};
+/// A test signer's pregenerated set (the `PregeneratedPrimes` hook, only
+/// in builds with `fault-injection`); `None` means generate.
+fn pregenerated() -> Option<Primes> {
+    use crate::fault::{armed, Hook, ENABLED};
     if !ENABLED {
         return None;
     }
     let value = armed(Hook::PregeneratedPrimes)?;
-    let taken = value.rsplit_once('#').and_then(|(path, first)| {
-        let first: usize = first.parse().ok()?;
+    let taken = value.rsplit_once('#').and_then(|(path, index)| {
+        let index: usize = index.parse().ok()?;
         let sets: Vec<String> = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-        Primes::from_bytes(sets.get(first + made % PRIMES_PER_NODE)?.as_bytes())
+        Primes::from_bytes(sets.get(index)?.as_bytes())
     });
     if taken.is_none() {
         tracing::warn!(%value, "no usable pregenerated primes there; generating");

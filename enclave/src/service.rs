@@ -13,7 +13,7 @@ use crate::session::{Router, Seat, SessionSpec};
 use crate::share::{storage, SecretShare, ShareRecord};
 use crate::{ecdsa, eddsa, policy, reshare, session};
 use conclave_proto::ids::SessionKind;
-use conclave_proto::link::{BlobSlot, FromEnclave, NodeIdentity, SessionPlan, StoredBlob};
+use conclave_proto::link::{BlobSlot, FromEnclave, NodeIdentity, Purpose, SessionPlan, StoredBlob};
 use conclave_proto::request::{KeygenRequest, RequestBody, ReshareRequest, SignPayload, SignRequest, SignedRequest};
 use conclave_proto::result::{Completed, KeygenResult, Outcome, SignResult};
 use conclave_proto::statement::{Endorsed, Endorsement, Statement};
@@ -446,6 +446,7 @@ mod tests {
             participants: vec![NodeId::new("node-1").unwrap()],
             deadline_ms: crate::now_ms() + 60_000,
             round_timeout_ms: 10_000,
+            purpose: Purpose::Request,
         }
     }
 

@@ -13,7 +13,7 @@ use crate::store::BlobStore;
 use crate::view::RegistryView;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use conclave_proto::envelope::Envelope;
-use conclave_proto::link::{BlobSlot, FromEnclave, SessionPlan, StoredBlob, ToEnclave};
+use conclave_proto::link::{BlobSlot, FromEnclave, Purpose, SessionPlan, StoredBlob, ToEnclave};
 use conclave_proto::registry::{NodeRecord, ReadyRecord};
 use conclave_proto::request::{RequestBody, ReshareRequest, SignedRequest};
 use conclave_proto::result::{KeygenResult, Outcome, RequestResult};
@@ -30,7 +30,7 @@ use std::time::Duration;
 /// current (longer than a JetStream leader election).
 const VIEW_PATIENCE: Duration = Duration::from_secs(15);
 /// Keygen may include aux info generation for a new committee.
-const KEYGEN_SESSION: Duration = Duration::from_secs(600);
+pub(crate) const KEYGEN_SESSION: Duration = Duration::from_secs(600);
 /// A committee's first keygen waits while a peer generates its Paillier
 /// primes (minutes on a busy machine), so silence proves nothing before the
 /// deadline; a keygen peer that dies is caught by its missing heartbeats.
@@ -278,6 +278,7 @@ impl Host {
                     participants,
                     deadline_ms: now + s.timeout_ms.unwrap_or(self.config.sign_deadline.as_millis() as u64),
                     round_timeout_ms: self.config.round_timeout.as_millis() as u64,
+                    purpose: Purpose::Request,
                 };
                 Ok(Some((plan, quorum)))
             }
@@ -511,6 +512,7 @@ fn everyone(request_id: &RequestId, participants: Vec<NodeId>, now: u64) -> (Ses
         participants,
         deadline_ms: now + KEYGEN_SESSION.as_millis() as u64,
         round_timeout_ms: KEYGEN_ROUND_TIMEOUT.as_millis() as u64,
+        purpose: Purpose::Request,
     };
     (plan, quorum)
 }

@@ -30,7 +30,7 @@ use crate::coordinator::Host;
 use crate::quorum::{self, Quorum};
 use crate::registry::{Bucket, RegistryError};
 use conclave_proto::ids::SessionKind;
-use conclave_proto::link::{SessionPlan, ToEnclave};
+use conclave_proto::link::{Purpose, SessionPlan, ToEnclave};
 use conclave_proto::registry::{SessionRecord, SessionState};
 use conclave_proto::request::{RequestBody, SignedRequest};
 use conclave_proto::result::Outcome;
@@ -214,6 +214,23 @@ impl Host {
                 let _ = self.registry.update(Bucket::Sessions, id.as_str(), encode(&done), revision).await;
                 true
             }
+            Outcome::Error { error } if error.code == ErrorCode::AuxInfoStale && record.plan.purpose.is_request() => {
+                self.renew_aux(id, revision, record, quorum, error, req).await;
+                false
+            }
+            Outcome::Error { error } if error.code == ErrorCode::AuxInfoRenewed => {
+                match &record.plan.purpose {
+                    Purpose::RenewAux { then } => {
+                        let signing = SessionRecord {
+                            plan: SessionPlan { round_timeout_ms: self.config.round_timeout.as_millis() as u64, ..record.plan.clone() },
+                            ..record.clone()
+                        };
+                        self.next_attempt(id, revision, &signing, then.clone(), Purpose::Request, record.excluded.clone(), &error, req).await;
+                    }
+                    Purpose::Request => self.fail(id, revision, record, RequestError::new(ErrorCode::Internal, "aux info renewed unasked"), req).await,
+                }
+                false
+            }
             Outcome::Error { error } if quorum::replaceable(&error) => {
                 self.replace_attempt(id, revision, record, quorum, error, req).await;
                 false
@@ -242,16 +259,61 @@ impl Host {
             self.fail(id, revision, record, cause, req).await;
             return;
         };
+        if self.next_attempt(id, revision, record, chosen, Purpose::Request, excluded, &cause, req).await {
+            self.metrics.failovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// A sign request whose ECDSA committee has no aux info of this
+    /// release: one attempt of the whole committee makes it, then the
+    /// signers of this attempt sign. Every member must be ready.
+    async fn renew_aux(&self, id: &RequestId, revision: u64, record: &SessionRecord, quorum: &Quorum, cause: RequestError, req: &Followed) {
+        let Ok(ready) = self.view.ready_within(self.config.ready_ttl).await else {
+            return;
+        };
+        let absent: Vec<String> = quorum.committee.iter().filter(|m| !ready.contains(*m)).map(|m| m.to_string()).collect();
+        if !absent.is_empty() {
+            let reason = format!("{}; renewing it takes every committee member, and {} are not ready", cause.reason, absent.join(", "));
+            self.fail(id, revision, record, RequestError::new(ErrorCode::AuxInfoStale, reason), req).await;
+            return;
+        }
+        let purpose = Purpose::RenewAux { then: record.plan.participants.clone() };
+        // Making aux info is a committee's first keygen over again (seconds
+        // of CPU a round, and a member may still be finding its primes):
+        // the renewal, and the signing after it, get keygen's time; its
+        // rounds wait until the deadline (heartbeats catch a dead member).
+        let deadline_ms = record.plan.deadline_ms.max(crate::now_ms() + crate::coordinator::KEYGEN_SESSION.as_millis() as u64);
+        let patient = SessionRecord {
+            plan: SessionPlan { deadline_ms, round_timeout_ms: deadline_ms.saturating_sub(crate::now_ms()), ..record.plan.clone() },
+            ..record.clone()
+        };
+        self.next_attempt(id, revision, &patient, quorum.committee.clone(), purpose, record.excluded.clone(), &cause, req).await;
+    }
+
+    /// Moves the request to its next attempt by compare-and-set; returns
+    /// whether this host moved it (else another host did first).
+    #[allow(clippy::too_many_arguments)]
+    async fn next_attempt(
+        &self,
+        id: &RequestId,
+        revision: u64,
+        record: &SessionRecord,
+        participants: Vec<NodeId>,
+        purpose: Purpose,
+        excluded: Vec<NodeId>,
+        cause: &RequestError,
+        req: &Followed,
+    ) -> bool {
         let next = SessionRecord {
             v: PROTOCOL_VERSION,
             request_id: id.clone(),
             coordinator: self.me().clone(),
-            plan: SessionPlan { attempt: record.plan.attempt + 1, participants: chosen, ..record.plan.clone() },
+            plan: SessionPlan { attempt: record.plan.attempt + 1, participants, purpose, ..record.plan.clone() },
             excluded,
             state: SessionState::Running,
         };
-        if self.registry.update(Bucket::Sessions, id.as_str(), encode(&next), revision).await.is_ok() {
-            self.metrics.failovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let moved = self.registry.update(Bucket::Sessions, id.as_str(), encode(&next), revision).await.is_ok();
+        if moved {
             self.transition(
                 req,
                 Phase::Retried,
@@ -259,6 +321,7 @@ impl Host {
                 format!("attempt {} with {:?} after: {} ({})", next.plan.attempt, next.plan.participants, cause.reason, cause.code),
             );
         }
+        moved
     }
 
     /// Ends the request with `error`: the host that wins the compare-and-set

@@ -56,11 +56,19 @@ pub enum ErrorCode {
     Storage,
     /// A bug or an unexpected state; the reason says where.
     Internal,
+    /// The wallet's ECDSA committee has no aux info of this release (it was
+    /// made by the CGGMP21 release): the hosts run one attempt in which
+    /// every committee member makes it again, then sign. A client sees it
+    /// only when not every member is ready to take part.
+    AuxInfoStale,
+    /// The committee's aux info was made again; the next attempt signs.
+    /// Between signers and hosts only: never a request's result.
+    AuxInfoRenewed,
 }
 
 impl ErrorCode {
     /// Every code (metrics start each at zero).
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::Unauthorized,
         ErrorCode::Malformed,
         ErrorCode::TooLarge,
@@ -80,6 +88,8 @@ impl ErrorCode {
         ErrorCode::BadEnvelope,
         ErrorCode::Storage,
         ErrorCode::Internal,
+        ErrorCode::AuxInfoStale,
+        ErrorCode::AuxInfoRenewed,
     ];
 
     /// The snake_case name used on the wire.
@@ -104,6 +114,8 @@ impl ErrorCode {
             ErrorCode::BadEnvelope => "bad_envelope",
             ErrorCode::Storage => "storage",
             ErrorCode::Internal => "internal",
+            ErrorCode::AuxInfoStale => "aux_info_stale",
+            ErrorCode::AuxInfoRenewed => "aux_info_renewed",
         }
     }
 }

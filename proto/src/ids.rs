@@ -189,6 +189,9 @@ pub enum SessionKind {
     Reshare,
     /// A reshare's last step: every new member says it stored its share.
     ReshareAck,
+    /// Renewing a committee's aux info, last step: every member says it
+    /// stored the new aux info.
+    AuxAck,
 }
 
 impl SessionId {
@@ -200,6 +203,7 @@ impl SessionId {
             SessionKind::Sign => b"sign",
             SessionKind::Reshare => b"reshare",
             SessionKind::ReshareAck => b"reshare-ack",
+            SessionKind::AuxAck => b"aux-ack",
         };
         SessionId(truncated_hash(&[b"conclave/session/v1", kind, request.as_str().as_bytes(), &attempt.to_be_bytes()]))
     }

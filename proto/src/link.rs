@@ -247,6 +247,32 @@ pub struct SessionPlan {
     /// A party that hears nothing from a peer it waits for during this long
     /// gives up on the attempt and blames that peer (`peer_unavailable`).
     pub round_timeout_ms: u64,
+    /// What the attempt does: the request itself, or first a step it needs.
+    #[serde(default, skip_serializing_if = "Purpose::is_request")]
+    pub purpose: Purpose,
+}
+
+/// What an attempt does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Purpose {
+    /// What the request asks.
+    #[default]
+    Request,
+    /// A sign request's ECDSA committee makes its aux info again (every
+    /// member takes part; the CGGMP21 release's aux info does not serve
+    /// CGGMP24); the attempt after it signs with `then`.
+    RenewAux {
+        /// The signers of the attempt that follows.
+        then: Vec<NodeId>,
+    },
+}
+
+impl Purpose {
+    /// Whether this is the request itself (the default, not serialised).
+    pub fn is_request(&self) -> bool {
+        *self == Purpose::Request
+    }
 }
 
 /// Frames from the host to the enclave.

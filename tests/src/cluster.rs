@@ -430,6 +430,18 @@ impl Cluster {
         self.dev_sealer(i).open(&SealContext::blob(&self.nodes[i - 1].id, slot, version), &blob.sealed).expect("the node's own seal key opens its blob")
     }
 
+    /// Node `i`'s newest version of `slot` in its store (dev mode only),
+    /// opened.
+    pub fn open_latest_blob(&self, i: usize, slot: &BlobSlot) -> zeroize::Zeroizing<Vec<u8>> {
+        let dir = self.node_dir(i).join("store/blobs").join(slot.path());
+        let versions = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let newest = versions
+            .filter_map(|f| conclave_proto::store::parse_blob_file_name(f.ok()?.file_name().to_str()?))
+            .max()
+            .unwrap_or_else(|| panic!("no version in {}", dir.display()));
+        self.open_blob(i, slot, newest)
+    }
+
     fn stored_blob(&self, i: usize, slot: &BlobSlot, version: u32) -> StoredBlob {
         let path = self.node_dir(i).join("store/blobs").join(slot.path()).join(blob_file_name(version));
         StoredBlob { version, sealed: std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) }

@@ -1,5 +1,6 @@
-//! Paillier primes for test clusters, pregenerated: finding a node's two
-//! 1536-bit safe primes takes tens of seconds to minutes of CPU, and every
+//! Paillier primes for test clusters, pregenerated: finding a node's four
+//! 1536-bit safe primes (CGGMP24: its Paillier key and its ring-Pedersen
+//! modulus) takes minutes of CPU, and every
 //! cluster template (and every new committee in a test) needs a set per
 //! node. Test signers take theirs from `fixtures/pregenerated-primes.json`
 //! (the `fault-injection` hook `CONCLAVE_FAULT_PREGENERATED_PRIMES`); the
@@ -8,9 +9,10 @@
 
 use std::path::PathBuf;
 
-/// Sets per node in the fixture; a node cycles through its own.
-pub const PER_NODE: usize = conclave_enclave::fault::PRIMES_PER_NODE;
-/// Nodes the fixture has sets for (the largest test cluster).
+/// Nodes the fixture has a set for (the largest test cluster). A test
+/// node takes its one set for every committee it joins (the product never
+/// does: see `PrimePool`). The four sets were regrouped from the CGGMP21
+/// release's eight two-prime sets.
 pub const NODES: usize = 4;
 
 /// The fixture's path.
@@ -18,20 +20,19 @@ pub fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/pregenerated-primes.json")
 }
 
-/// The environment that gives node `i` (1-based) its own sets.
+/// The environment that gives node `i` (1-based) its own set.
 pub fn env(i: usize) -> (&'static str, String) {
     assert!((1..=NODES).contains(&i), "the primes fixture has sets for node-1 to node-{NODES}");
-    (conclave_enclave::fault::Hook::PregeneratedPrimes.env(), format!("{}#{}", fixture().display(), (i - 1) * PER_NODE))
+    (conclave_enclave::fault::Hook::PregeneratedPrimes.env(), format!("{}#{}", fixture().display(), i - 1))
 }
 
-/// Writes the fixture: `NODES * PER_NODE` sets, generated on every core.
+/// Writes the fixture: `NODES` sets, generated on every core.
 #[test]
 #[ignore = "writes the fixture (minutes of CPU); run by hand: cargo test -p conclave-tests --lib -- --ignored write_pregenerated_primes"]
 fn write_pregenerated_primes() {
     let sets: Vec<String> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..NODES * PER_NODE)
-            .map(|_| s.spawn(|| String::from_utf8(conclave_enclave::ecdsa::Primes::generate().to_bytes().to_vec()).expect("JSON")))
-            .collect();
+        let workers: Vec<_> =
+            (0..NODES).map(|_| s.spawn(|| String::from_utf8(conclave_enclave::ecdsa::Primes::generate().to_bytes().to_vec()).expect("JSON"))).collect();
         workers.into_iter().map(|w| w.join().expect("generated")).collect()
     });
     std::fs::create_dir_all(fixture().parent().expect("folder")).expect("fixtures folder");

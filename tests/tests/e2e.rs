@@ -299,13 +299,18 @@ async fn no_secret_appears_in_anything_a_host_sees() {
             strings_under(&share, &["x"], &mut |s| secrets.push(("share scalar", s)));
             assert!(secrets.len() > before, "found node-{i}'s secret share in its {scheme} key share");
         }
-        // Paillier primes: of the committee's aux info, and of the pool.
-        let aux: serde_json::Value = serde_json::from_slice(&cluster.open_blob(i, &BlobSlot::AuxInfo { committee }, 1)).unwrap();
+        // Paillier primes: of the committee's aux info (this node's
+        // Paillier key p, q and the factors of its ring-Pedersen modulus,
+        // kept for CRT), and of the pool (four primes a set).
+        let aux_slot = BlobSlot::AuxInfo { committee };
+        let aux: serde_json::Value = serde_json::from_slice(&cluster.open_blob(i, &aux_slot, latest_version(&cluster, i, &aux_slot))).unwrap();
         let pool: serde_json::Value = serde_json::from_slice(&cluster.open_blob(i, &BlobSlot::Primes, latest_version(&cluster, i, &BlobSlot::Primes))).unwrap();
         let before = secrets.len();
-        strings_under(&aux, &["p", "q"], &mut |s| secrets.push(("Paillier prime", s)));
-        strings_under(&pool, &["p", "q"], &mut |s| secrets.push(("pooled prime", s)));
-        assert!(secrets.len() >= before + 4, "found node-{i}'s Paillier primes: {aux:.200}");
+        strings_under(&aux, &["p", "q", "n1", "n2", "phi_n1", "phi_n2"], &mut |s| secrets.push(("Paillier or ring-Pedersen prime", s)));
+        assert!(secrets.len() >= before + 6, "found node-{i}'s secret primes in its aux info: {aux:.200}");
+        let before = secrets.len();
+        strings_under(&pool, &["primes"], &mut |s| secrets.push(("pooled prime", s)));
+        assert_eq!(secrets.len(), before + 4, "found node-{i}'s pooled primes: {pool:.200}");
         // Identity and channel keys.
         let identity: serde_json::Value = serde_json::from_slice(&std::fs::read(cluster.node_dir(i).join("enclave/identity.key")).unwrap()).unwrap();
         strings_under(&identity, &["sign_seed", "kx_secret"], &mut |s| secrets.push(("identity or channel key", s)));

@@ -79,6 +79,7 @@ pub fn receive<E: Curve>(
             shared_public_key: old.info.shared_public_key,
             public_shares,
             vss_setup: Some(VssSetup { min_signers: new.threshold(), I: new.points.clone() }),
+            chain_code: old.chain_code,
         },
         x,
     };

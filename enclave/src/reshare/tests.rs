@@ -65,11 +65,11 @@ fn assert_same_key<E: Curve>(old: &[KeyShare<E>], new_shares: &[KeyShare<E>], ne
     assert!(digests.iter().all(|d| *d == digests[0]), "every member confirms the same digest");
 }
 
-fn ecdsa_sign_and_verify(stored: &[Zeroizing<Vec<u8>>], signers: &[u16], public_key: &[u8]) {
+fn ecdsa_sign_and_verify(stored: &[Zeroizing<Vec<u8>>], aux: &[Zeroizing<Vec<u8>>], signers: &[u16], public_key: &[u8]) {
     use k256::ecdsa::signature::hazmat::PrehashVerifier;
     let digest = [0x5a; 32];
-    let quorum: Vec<Zeroizing<Vec<u8>>> = signers.iter().map(|&i| stored[usize::from(i)].clone()).collect();
-    let rs = ecdsa::sign_in_process(&quorum, signers, digest).unwrap();
+    let pick = |all: &[Zeroizing<Vec<u8>>]| -> Vec<Zeroizing<Vec<u8>>> { signers.iter().map(|&i| all[usize::from(i)].clone()).collect() };
+    let rs = ecdsa::sign_in_process(&pick(stored), &pick(aux), signers, digest).unwrap();
     let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(public_key).unwrap();
     vk.verify_prehash(&digest, &k256::ecdsa::Signature::from_slice(&rs).unwrap()).expect("verifies under the old key");
 }
@@ -93,12 +93,11 @@ fn ecdsa_2_of_3_to_3_of_4_keeps_key_and_xpub_and_signs() {
     let old_pk = old[0].core.shared_public_key.to_bytes(true).to_vec();
     let old_xpub = conclave_proto::xpub::Xpub { public_key: old_pk.as_slice().try_into().unwrap(), chain_code: old[0].chain_code.unwrap() };
     let aux = ecdsa::testing::aux_of_four();
-    let stored: Vec<Zeroizing<Vec<u8>>> =
-        new_shares.into_iter().zip(&aux).map(|(s, a)| ecdsa::complete_reshared(&ecdsa::reshared(s).unwrap(), a).unwrap()).collect();
+    let stored: Vec<Zeroizing<Vec<u8>>> = new_shares.into_iter().map(|s| ecdsa::reshared(s).unwrap()).collect();
     for share in &stored {
         assert_eq!(ecdsa::testing::xpub(share), old_xpub.encode(), "same xpub, so the same derivations");
     }
-    ecdsa_sign_and_verify(&stored, &[0, 2, 3], &old_pk);
+    ecdsa_sign_and_verify(&stored, &aux, &[0, 2, 3], &old_pk);
     // Stored new shares read back as dealers of the next reshare.
     let again = ecdsa::reshare_source(&stored[1]).unwrap();
     assert_eq!(again.core.public_shares, ecdsa::reshare_source(&stored[0]).unwrap().core.public_shares);

@@ -91,7 +91,7 @@ impl CommitmentsMessage {
 impl SubShareMessage {
     /// The message for one sub-share.
     pub fn new<E: Curve>(sub_share: &SubShare<E>) -> Self {
-        let bytes = Zeroizing::new(sub_share.0.to_be_bytes().as_nonsecret_bytes().to_vec());
+        let bytes = Zeroizing::new(sub_share.0.as_ref().to_be_bytes().to_vec());
         SubShareMessage { v: conclave_proto::PROTOCOL_VERSION, curve: E::CURVE_NAME.to_owned(), sub_share: SecretShare::new(bytes) }
     }
 
@@ -191,6 +191,7 @@ impl OldKeyMessage {
                 min_signers: self.threshold,
                 I: self.points.iter().map(|e| Scalar::from_be_bytes(&e.0).ok().and_then(NonZero::from_scalar)).collect::<Option<_>>()?,
             }),
+            chain_code,
         };
         Some(OldKey { info: KeyInfo::validate(info).ok()?, chain_code })
     }

@@ -14,8 +14,10 @@ impl Enclave {
         let spec = attempt.spec(SessionKind::Keygen, committee.clone(), 0);
         let (public_key, xpub, secret) = match req.scheme {
             Scheme::Ecdsa => {
-                let aux = self.committee_aux(&committee, attempt).await?;
-                let out = ecdsa::keygen(Seat::take(self, &spec)?, req.threshold, aux).await?;
+                // The committee's aux info first, so that the new key signs
+                // at once.
+                self.committee_aux(&committee, attempt, false).await?;
+                let out = ecdsa::keygen(Seat::take(self, &spec)?, req.threshold).await?;
                 (out.public_key, Some(out.xpub), out.share)
             }
             Scheme::Eddsa => {
@@ -36,28 +38,43 @@ impl Enclave {
         Ok(record.public.clone())
     }
 
-    /// The committee's aux info, generated (once, whichever keygen asks
-    /// first) if it does not exist yet.
-    pub(super) async fn committee_aux(self: &Arc<Self>, committee: &[NodeId], attempt: &Attempt<'_>) -> Result<Zeroizing<Vec<u8>>, RequestError> {
+    /// The committee's aux info of this release, if this signer holds it
+    /// (none for a new committee, nor for one whose aux info the CGGMP21
+    /// release made).
+    pub(super) async fn current_aux(&self, committee: &[NodeId]) -> Result<Option<Zeroizing<Vec<u8>>>, RequestError> {
+        let slot = BlobSlot::AuxInfo { committee: CommitteeId::of(committee) };
+        let Some(blob) = self.host.load(slot.clone()).await? else { return Ok(None) };
+        self.above_floor(&slot, blob.version)?;
+        let aux = self.sealer.open(&SealContext::blob(self.keys.node_id(), &slot, blob.version), &blob.sealed).map_err(storage)?;
+        Ok(ecdsa::aux_is_current(&aux, committee.len()).then_some(aux))
+    }
+
+    /// The committee's aux info: the one held, or (whichever request asks
+    /// first, or always when `renew`) made now by the whole committee and
+    /// stored as the slot's next version.
+    pub(super) async fn committee_aux(self: &Arc<Self>, committee: &[NodeId], attempt: &Attempt<'_>, renew: bool) -> Result<Zeroizing<Vec<u8>>, RequestError> {
         let id = CommitteeId::of(committee);
         let slot = BlobSlot::AuxInfo { committee: id };
         let lock = self.aux_locks.lock().expect("aux lock").entry(id).or_default().clone();
         let _guard = lock.lock().await;
-        let node = self.keys.node_id();
-        if let Some(blob) = self.host.load(slot.clone()).await? {
-            let ctx = SealContext::blob(node, &slot, blob.version);
-            return self.sealer.open(&ctx, &blob.sealed).map_err(storage);
+        if !renew {
+            if let Some(aux) = self.current_aux(committee).await? {
+                return Ok(aux);
+            }
         }
-        tracing::info!(committee = %id, "generating aux info for a new committee");
+        tracing::info!(committee = %id, renew, "generating the committee's aux info");
         let spec = attempt.spec(SessionKind::AuxInfo, committee.to_vec(), 0);
         // Peers whose primes are ready first start at once: their messages
         // must wait here for as long as this node's primes take.
         let inbox = self.inbox(&spec)?;
         let primes = PrimePool::take(self).await.map_err(|e| RequestError::new(ErrorCode::Storage, format!("version floor: {e}")))?;
         let aux = ecdsa::aux_info(Seat::take(self, &spec)?, inbox, primes).await?;
-        let ctx = SealContext::blob(node, &slot, 1);
-        let sealed = self.sealer.seal(&ctx, &aux).map_err(storage)?;
-        self.host.store(slot, StoredBlob { version: 1, sealed }).await?;
+        let held = self.host.load(slot.clone()).await?.map(|b| b.version);
+        let version = held.unwrap_or(0).max(self.floor(&slot)?) + 1;
+        let sealed = self.sealer.seal(&SealContext::blob(self.keys.node_id(), &slot, version), &aux).map_err(storage)?;
+        self.host.store(slot.clone(), StoredBlob { version, sealed }).await?;
+        // The aux info it replaces is never served again.
+        self.raise_floor(&slot, version)?;
         Ok(aux)
     }
 }

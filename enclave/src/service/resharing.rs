@@ -61,10 +61,9 @@ impl Enclave {
         let joining = committee.contains(&me);
         // The new committee's aux info comes first, so that the sealed share
         // signs the moment it is stored.
-        let aux = match (req.scheme, joining) {
-            (Scheme::Ecdsa, true) => Some(self.committee_aux(&committee, attempt).await?),
-            _ => None,
-        };
+        if req.scheme == Scheme::Ecdsa && joining {
+            self.committee_aux(&committee, attempt, false).await?;
+        }
         let spec = attempt.spec(SessionKind::Reshare, parties.clone(), req.version);
         let version = req.version + 1;
         let blame = |e: reshare::rounds::RoundsError| reshare_error(e, &req.committee, &parties);
@@ -94,8 +93,7 @@ impl Enclave {
                             }
                             .encode()
                         });
-                        let incomplete = ecdsa::reshared(share).map_err(|e| internal_reshare(e.to_string()))?;
-                        (Some(ecdsa::complete_reshared(&incomplete, aux.as_deref().expect("a joining ECDSA member made aux info"))?), xpub)
+                        (Some(ecdsa::reshared(share).map_err(|e| internal_reshare(e.to_string()))?), xpub)
                     }
                     reshare::rounds::Reshared::Left => (None, req.xpub.clone()),
                 }
@@ -131,22 +129,7 @@ impl Enclave {
             }
         }
         let joins: Vec<bool> = roles.joining.iter().map(Option::is_some).collect();
-        let i = spec.index_of(&me).expect("checked by the policy");
-        let ack = attempt.spec(SessionKind::ReshareAck, parties.clone(), version);
-        Seat::take(self, &ack)?
-            .run(move |party: session::Party<reshare::stored::Msg>| {
-                Ok::<_, std::convert::Infallible>(futures::executor::block_on(reshare::stored::run(party, i, &joins, u64::from(version))))
-            })
-            .await?
-            .map_err(|e| {
-                let error = RequestError::new(ErrorCode::ProtocolAbort, format!("resharing: {e}"));
-                match e {
-                    reshare::stored::AckError::NotStored { party } | reshare::stored::AckError::OutOfRole { party } => {
-                        error.blaming(vec![parties[usize::from(party)].clone()])
-                    }
-                    reshare::stored::AckError::Transport(_) => error,
-                }
-            })?;
+        self.acknowledge_stored(attempt, SessionKind::ReshareAck, &parties, joins, version).await?;
         // Every new member stored the new version: commit to it, and a
         // member that leaves retires its share.
         if !joining {
@@ -155,6 +138,36 @@ impl Enclave {
         self.raise_floor(&slot, version)?;
         tracing::info!(wallet = %req.wallet, scheme = %req.scheme, version, joined = joining, "reshared");
         Ok(record.public.clone())
+    }
+
+    /// Every party in `parties` (sorted) says, in a broadcast signed by
+    /// its identity key, whether it stored `version` (`joins` says who
+    /// must have), and this signer waits for all of them
+    /// (`reshare::stored`). A party that did not is blamed.
+    pub(super) async fn acknowledge_stored(
+        self: &Arc<Self>,
+        attempt: &Attempt<'_>,
+        kind: SessionKind,
+        parties: &[NodeId],
+        joins: Vec<bool>,
+        version: u32,
+    ) -> Result<(), RequestError> {
+        let ack = attempt.spec(kind, parties.to_vec(), version);
+        let i = ack.index_of(self.keys.node_id()).expect("checked by the policy");
+        Seat::take(self, &ack)?
+            .run(move |party: session::Party<reshare::stored::Msg>| {
+                Ok::<_, std::convert::Infallible>(futures::executor::block_on(reshare::stored::run(party, i, &joins, u64::from(version))))
+            })
+            .await?
+            .map_err(|e| {
+                let error = RequestError::new(ErrorCode::ProtocolAbort, format!("{kind:?}: {e}"));
+                match e {
+                    reshare::stored::AckError::NotStored { party } | reshare::stored::AckError::OutOfRole { party } => {
+                        error.blaming(vec![parties[usize::from(party)].clone()])
+                    }
+                    reshare::stored::AckError::Transport(_) => error,
+                }
+            })
     }
 
     /// Stores a version this signer has not committed to (its floor is

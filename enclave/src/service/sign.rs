@@ -24,6 +24,9 @@ impl Enclave {
         self.above_floor(&slot, blob.version)?;
         let record = ShareRecord::open(self.sealer.as_ref(), self.keys.node_id(), &slot, &blob)?;
         let committee = &record.public.committee;
+        if let Purpose::RenewAux { .. } = attempt.plan.purpose {
+            return Err(self.renew_aux(&record, attempt).await);
+        }
         // Signers in keygen-index order: a signer's index in the session is
         // its position here, and `indexes` maps it back to keygen.
         let mut indexes = Vec::with_capacity(attempt.plan.participants.len());
@@ -49,7 +52,17 @@ impl Enclave {
                     SignPayload::Digest(d) => d.as_slice().try_into().expect("validated to 32 bytes"),
                     SignPayload::Message(m) => sha2::Sha256::digest(m).into(),
                 };
-                let out = ecdsa::sign(Seat::take(self, &spec)?, indexes, record.secret.expose(), digest, req.path.clone()).await?;
+                let aux = self.current_aux(committee).await?.ok_or_else(|| {
+                    RequestError::new(
+                        ErrorCode::AuxInfoStale,
+                        format!("node {} holds no CGGMP24 aux info for the committee of {}", self.keys.node_id(), req.wallet),
+                    )
+                })?;
+                let (core, legacy) = ecdsa::core_share(record.secret.expose())?;
+                if legacy {
+                    self.reseal_core(&slot, &record, &core).await;
+                }
+                let out = ecdsa::sign(Seat::take(self, &spec)?, indexes, core, &aux, digest, req.path.clone()).await?;
                 (out.signature, Some(out.recovery_id), out.public_key)
             }
             Scheme::Eddsa => {
@@ -73,5 +86,46 @@ impl Enclave {
             signers,
             version: record.public.version,
         })
+    }
+}
+
+impl Enclave {
+    /// The attempt of a whole ECDSA committee that makes its aux info
+    /// again; answers `aux_info_renewed` (the next attempt signs) or why not.
+    async fn renew_aux(self: &Arc<Self>, record: &ShareRecord, attempt: &Attempt<'_>) -> RequestError {
+        let mut committee = record.public.committee.clone();
+        committee.sort();
+        let mut participants = attempt.plan.participants.clone();
+        participants.sort();
+        if record.public.scheme != Scheme::Ecdsa || participants != committee {
+            return RequestError::new(ErrorCode::InvalidSigners, "renewing aux info takes an ECDSA wallet's whole committee");
+        }
+        // Every member stores its new aux info before any says it is done:
+        // else the signing attempt that follows could reach a member still
+        // storing. Members may hold the slot at different versions (one that
+        // lost an earlier renewal's store), so the step binds none (0).
+        let renewed = async {
+            self.committee_aux(&committee, attempt, true).await?;
+            self.acknowledge_stored(attempt, SessionKind::AuxAck, &committee, vec![true; committee.len()], 0).await
+        };
+        match renewed.await {
+            Ok(()) => RequestError::new(ErrorCode::AuxInfoRenewed, format!("the committee of {} has new aux info", record.public.wallet)),
+            Err(e) => e,
+        }
+    }
+
+    /// Seals a CGGMP21-format share again as its core share alone (same
+    /// version): the old aux info in it is never read again. Best effort:
+    /// the share signs either way, and the next signature tries again.
+    async fn reseal_core(&self, slot: &BlobSlot, record: &ShareRecord, core: &ecdsa::CoreShare) {
+        let resealed = ShareRecord { public: record.public.clone(), secret: SecretShare::new(ecdsa::encode_core(core)) };
+        let stored = match resealed.seal(self.sealer.as_ref(), self.keys.node_id(), slot) {
+            Ok(blob) => self.host.replace(slot.clone(), blob).await.map_err(RequestError::from),
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok(()) => tracing::info!(wallet = %record.public.wallet, version = record.public.version, "sealed a CGGMP21 share again as a CGGMP24 core share"),
+            Err(e) => tracing::warn!(wallet = %record.public.wallet, error = %e, "could not seal the CGGMP21 share again; it still signs"),
+        }
     }
 }

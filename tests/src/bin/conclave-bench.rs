@@ -36,7 +36,7 @@ use conclave_enclave::hsm::{HsmConfig, PinSource, Token};
 use conclave_enclave::seal::{KeySealer, SealContext, Sealer, TokenSealer};
 use conclave_proto::link::BlobSlot;
 use conclave_proto::request::SignPayload;
-use conclave_proto::{NodeId, Scheme, WalletId};
+use conclave_proto::{CommitteeId, NodeId, Scheme, WalletId};
 use conclave_tests::{softhsm, Cluster, Mode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -436,12 +436,17 @@ async fn bench_signing(count: usize) {
 async fn in_process(cluster: &Cluster, wallet: &WalletId, scheme: Scheme, count: usize) -> Stats {
     let shares: Vec<Zeroizing<Vec<u8>>> = SIGNERS.iter().map(|&i| Zeroizing::new(cluster.open_share(i, wallet, scheme).secret.expose().to_vec())).collect();
     let indexes: Vec<u16> = SIGNERS.iter().map(|&i| (i - 1) as u16).collect();
+    let aux_slot = BlobSlot::AuxInfo { committee: CommitteeId::of(&cluster.node_ids()) };
+    let auxes: Vec<Zeroizing<Vec<u8>>> = match scheme {
+        Scheme::Ecdsa => SIGNERS.iter().map(|&i| cluster.open_latest_blob(i, &aux_slot)).collect(),
+        Scheme::Eddsa => Vec::new(),
+    };
     let times = tokio::task::spawn_blocking(move || {
         (0..count)
             .map(|_| {
                 let t = Instant::now();
                 match scheme {
-                    Scheme::Ecdsa => conclave_enclave::ecdsa::sign_in_process(&shares, &indexes, [7u8; 32]).map(drop),
+                    Scheme::Ecdsa => conclave_enclave::ecdsa::sign_in_process(&shares, &auxes, &indexes, [7u8; 32]).map(drop),
                     Scheme::Eddsa => conclave_enclave::eddsa::sign_in_process(&shares, &indexes, b"bench").map(drop),
                 }
                 .expect("in-process signature");
