@@ -221,6 +221,208 @@ pub fn sign_in_process(
     Ok(rs)
 }
 
+/// A presignature as this signer seals it: its secret part (single use:
+/// two partial signatures from one presignature give the key away) and
+/// the public data every signer of its set checks partial signatures
+/// against. Made for one signer set and one derivation path, declared
+/// before it was made (CGGMP24 derives inside the presignature).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PresignatureRecord {
+    presignature: cggmp24::signing::Presignature<Secp256k1>,
+    gamma: cggmp24::generic_ec::NonZero<Point<Secp256k1>>,
+    /// Per signer of the set, in session order: (tilde Delta, tilde S).
+    commitments: Vec<(Point<Secp256k1>, Point<Secp256k1>)>,
+    /// The key its signatures verify under (derived along `path`).
+    public_key: Vec<u8>,
+    path: Vec<u32>,
+}
+
+/// Makes one presignature with the signers of `seat` (keygen indexes
+/// `indexes_at_keygen`, ascending) for signatures under the key derived
+/// along `path`: three rounds of the protocol, no message to sign yet.
+/// Returns the record to seal.
+pub async fn presign(seat: Seat<'_>, indexes_at_keygen: Vec<u16>, core: CoreShare, aux: &[u8], path: Vec<u32>) -> Result<Zeroizing<Vec<u8>>, RequestError> {
+    let share = complete(core, aux)?;
+    let public_key = derived_key(&share, &path)?;
+    let (i, eid) = (seat.index(), seat.execution());
+    let made = seat
+        .run(move |party: Party<cggmp24::signing::msg::Msg<Secp256k1, sha2::Sha256>>| {
+            let builder = cggmp24::signing(ExecutionId::new(&eid), i, &indexes_at_keygen, &share);
+            let builder = if path.is_empty() { builder } else { builder.set_derivation_path(path.iter().copied()).map_err(|e| e.to_string())? };
+            let (presignature, public) = futures::executor::block_on(builder.generate_presignature(&mut rand_core::OsRng, party)).map_err(|e| e.to_string())?;
+            let record = PresignatureRecord {
+                presignature,
+                gamma: public.Gamma,
+                commitments: public.commitments.iter().map(|c| (c.tilde_Delta, c.tilde_S)).collect(),
+                public_key: public_key_bytes(&public_key),
+                path,
+            };
+            Ok::<_, String>(Zeroizing::new(serde_json::to_vec(&record).expect("presignatures serialise")))
+        })
+        .await?;
+    Ok(made)
+}
+
+fn derived_key(share: &KeyShare<Secp256k1>, path: &[u32]) -> Result<Point<Secp256k1>, RequestError> {
+    if path.is_empty() {
+        return Ok(share.shared_public_key.into_inner());
+    }
+    Ok(share
+        .derive_child_public_key::<Slip10, _>(path.iter().copied())
+        .map_err(|e| RequestError::new(ErrorCode::Malformed, format!("derivation path: {e}")))?
+        .public_key)
+}
+
+/// The presigned signing round's one message: a signer's partial signature.
+#[derive(Clone, Debug, round_based::ProtocolMessage, serde::Serialize, serde::Deserialize)]
+pub enum PresignedMsg {
+    /// `sigma_i`, releasing this signer's share of the signature.
+    Partial(cggmp24::signing::PartialSignature<Secp256k1>),
+}
+
+/// Why a presigned signature was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum PresignedError {
+    /// The partial signature of this session party does not check against
+    /// the presignature's public data.
+    #[error("party {0}'s partial signature does not match the presignature")]
+    BadPartial(u16),
+    /// The presignature record does not fit this session or does not decode.
+    #[error("presignature: {0}")]
+    Unusable(&'static str),
+    /// The transport failed.
+    #[error("{0}")]
+    Transport(String),
+}
+
+/// Signs `message` (hashed here, SHA-256: a presignature must never sign a
+/// digest whose message the signer did not see) with a presignature, in
+/// one round: every signer sends its partial signature, checks every
+/// other against the presignature's public data (a bad one is blamed),
+/// and combines. The partial leaves under `Enclave::release`'s fencing.
+pub async fn sign_presigned(seat: Seat<'_>, record: Zeroizing<Vec<u8>>, message: Vec<u8>) -> Result<Result<SignOutput, PresignedError>, RequestError> {
+    let (i, n) = (seat.index(), seat.parties());
+    let releases: fn(&PresignedMsg) -> bool = |m| matches!(m, PresignedMsg::Partial(_));
+    seat.run_signing(releases, move |party: Party<PresignedMsg>| {
+        Ok::<_, std::convert::Infallible>(futures::executor::block_on(presigned_round(party, i, n, &record, &message)))
+    })
+    .await
+}
+
+async fn presigned_round<M>(party: M, i: u16, n: u16, record: &[u8], message: &[u8]) -> Result<SignOutput, PresignedError>
+where
+    M: round_based::Mpc<ProtocolMessage = PresignedMsg>,
+{
+    use cggmp24::generic_ec::coords::AlwaysHasAffineX;
+    use futures::SinkExt;
+    use round_based::rounds_router::{simple_store::RoundInput, RoundsRouter};
+    let record: PresignatureRecord = serde_json::from_slice(record).map_err(|_| PresignedError::Unusable("does not decode"))?;
+    if record.commitments.len() != usize::from(n) {
+        return Err(PresignedError::Unusable("made for another number of signers"));
+    }
+    let data = cggmp24::DataToSign::<Secp256k1>::digest::<sha2::Sha256>(message);
+    let round_based::MpcParty { delivery, .. } = party.into_party();
+    let (incoming, mut outgoing) = round_based::Delivery::split(delivery);
+    let mut router = RoundsRouter::<PresignedMsg>::builder();
+    let round = router.add_round(RoundInput::<cggmp24::signing::PartialSignature<Secp256k1>>::broadcast(i, n));
+    let mut router = router.listen(incoming);
+    let gamma = record.gamma;
+    let commitments = record.commitments.clone();
+    let mine = record.presignature.issue_partial_signature(data);
+    outgoing.send(round_based::Outgoing::broadcast(PresignedMsg::Partial(mine))).await.map_err(|e| PresignedError::Transport(e.to_string()))?;
+    let others = router.complete(round).await.map_err(|e| PresignedError::Transport(e.to_string()))?;
+    let partials = others.into_vec_including_me(mine);
+    // sigma_j * Gamma = m * tilde_Delta_j + r * tilde_S_j for each signer j
+    // (what cggmp24's `combine` checks, here one by one to name the cheat).
+    let r = gamma.x().to_scalar();
+    let m = data.to_scalar();
+    for (j, (partial, (delta, s))) in partials.iter().zip(&commitments).enumerate() {
+        if partial.sigma * gamma != m * delta + r * s {
+            return Err(PresignedError::BadPartial(j as u16));
+        }
+    }
+    let public = cggmp24::signing::PresignaturePublicData {
+        Gamma: gamma,
+        commitments: commitments.iter().map(|(d, s)| cggmp24::signing::PresignatureCommitment { tilde_Delta: *d, tilde_S: *s }).collect(),
+    };
+    let signature = cggmp24::signing::PartialSignature::combine(&partials, &public, data).ok_or(PresignedError::Unusable("partials do not combine"))?;
+    let public_key = Point::<Secp256k1>::from_bytes(&record.public_key).map_err(|_| PresignedError::Unusable("public key"))?;
+    signature.verify(&public_key, &data).map_err(|_| PresignedError::Unusable("the combined signature does not verify"))?;
+    let mut rs = vec![0u8; 64];
+    signature.write_to_slice(&mut rs);
+    let digest: [u8; 32] = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(message)).into();
+    let recovery_id = recovery_id(&record.public_key, &digest, &rs).map_err(|_| PresignedError::Unusable("recovery id"))?;
+    Ok(SignOutput { signature: rs, recovery_id, public_key: record.public_key })
+}
+
+/// Makes the committee's aux info in this one process from each party's
+/// primes (round-based's simulator): the benchmark's measure of what a
+/// committee's aux info costs.
+pub fn aux_info_in_process(primes: Vec<Primes>) -> Result<Vec<Zeroizing<Vec<u8>>>, RequestError> {
+    let n = primes.len() as u16;
+    let eid_bytes = rand_eid();
+    let primes = std::sync::Mutex::new(primes.into_iter().map(Some).collect::<Vec<_>>());
+    round_based::sim::run(n, |i, party| {
+        let mine = primes.lock().expect("primes lock")[usize::from(i)].take().expect("each party's primes once").0;
+        let eid = ExecutionId::new(&eid_bytes);
+        async move { cggmp24::aux_info_gen(eid, i, n, mine).start(&mut rand_core::OsRng, party).await }
+    })
+    .map_err(|e| internal("simulation", e))?
+    .expect_ok()
+    .into_vec()
+    .into_iter()
+    .map(|aux| Ok(Zeroizing::new(serde_json::to_vec(&aux).expect("aux info serialises"))))
+    .collect()
+}
+
+/// Makes one presignature per signer in this one process, from the
+/// signers' stored shares and aux info: the benchmark's baseline, and the
+/// unit tests'.
+pub fn presign_in_process(
+    shares: &[Zeroizing<Vec<u8>>],
+    auxes: &[Zeroizing<Vec<u8>>],
+    indexes_at_keygen: &[u16],
+    path: &[u32],
+) -> Result<Vec<Zeroizing<Vec<u8>>>, RequestError> {
+    let shares: Vec<KeyShare<Secp256k1>> = shares.iter().zip(auxes).map(|(s, a)| complete(core_share(s)?.0, a)).collect::<Result<_, _>>()?;
+    let public_key = public_key_bytes(&derived_key(&shares[0], path)?);
+    let eid_bytes = rand_eid();
+    let made = round_based::sim::run(shares.len() as u16, |i, party| {
+        let share = &shares[usize::from(i)];
+        let eid = ExecutionId::new(&eid_bytes);
+        async move {
+            let builder = cggmp24::signing(eid, i, indexes_at_keygen, share);
+            let builder = if path.is_empty() { builder } else { builder.set_derivation_path(path.iter().copied()).expect("a valid path") };
+            builder.generate_presignature(&mut rand_core::OsRng, party).await
+        }
+    })
+    .map_err(|e| internal("simulation", e))?
+    .expect_ok()
+    .into_vec();
+    Ok(made
+        .into_iter()
+        .map(|(presignature, public)| {
+            let record = PresignatureRecord {
+                presignature,
+                gamma: public.Gamma,
+                commitments: public.commitments.iter().map(|c| (c.tilde_Delta, c.tilde_S)).collect(),
+                public_key: public_key.clone(),
+                path: path.to_vec(),
+            };
+            Zeroizing::new(serde_json::to_vec(&record).expect("presignatures serialise"))
+        })
+        .collect())
+}
+
+/// Signs `message` with one presignature per signer in this one process;
+/// every signer's result, in session order.
+pub fn sign_presigned_in_process(records: &[Zeroizing<Vec<u8>>], message: &[u8]) -> Result<Vec<Result<SignOutput, PresignedError>>, RequestError> {
+    let n = records.len() as u16;
+    Ok(round_based::sim::run(n, |i, party| async move { presigned_round(party, i, n, &records[usize::from(i)], message).await })
+        .map_err(|e| internal("simulation", e))?
+        .into_vec())
+}
+
 fn rand_eid() -> [u8; 32] {
     use rand_core::RngCore;
     let mut b = [0u8; 32];
@@ -297,5 +499,57 @@ pub(crate) mod testing {
         let (CoreShare(core), _) = core_share(stored).unwrap();
         let public_key = core.shared_public_key.to_bytes(true).as_ref().try_into().unwrap();
         conclave_proto::xpub::Xpub { public_key, chain_code: core.chain_code.unwrap() }.encode()
+    }
+
+    /// A 2-of-4 HD key's stored shares (trusted dealer) and the committee's
+    /// aux info from the fixture.
+    fn two_of_four() -> (Vec<Zeroizing<Vec<u8>>>, Vec<Zeroizing<Vec<u8>>>) {
+        let cores = cggmp24::trusted_dealer::builder::<Secp256k1, SecurityLevel128>(4)
+            .set_threshold(Some(2))
+            .hd_wallet(true)
+            .generate_core_shares(&mut rand_core::OsRng)
+            .unwrap();
+        (cores.iter().map(|c| Zeroizing::new(serde_json::to_vec(c).unwrap())).collect(), aux_of_four())
+    }
+
+    fn pick(all: &[Zeroizing<Vec<u8>>], signers: &[u16]) -> Vec<Zeroizing<Vec<u8>>> {
+        signers.iter().map(|&i| all[usize::from(i)].clone()).collect()
+    }
+
+    #[test]
+    fn presigned_signatures_verify_under_the_key_their_path_declared() {
+        use k256::ecdsa::signature::Verifier;
+        let (shares, aux) = two_of_four();
+        let signers = [1, 3];
+        for path in [vec![], vec![7, 1_000]] {
+            let records = presign_in_process(&pick(&shares, &signers), &pick(&aux, &signers), &signers, &path).unwrap();
+            let out = sign_presigned_in_process(&records, b"pay 1 BTC").unwrap();
+            let (CoreShare(core), _) = core_share(&shares[0]).unwrap();
+            let expected = if path.is_empty() {
+                core.shared_public_key.to_bytes(true).to_vec()
+            } else {
+                core.derive_child_public_key::<Slip10, _>(path.iter().copied()).unwrap().public_key.to_bytes(true).to_vec()
+            };
+            for signer in out {
+                let signer = signer.expect("every signer combines");
+                assert_eq!(signer.public_key, expected, "under the key of path {path:?}");
+                let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(&expected).unwrap();
+                vk.verify(b"pay 1 BTC", &k256::ecdsa::Signature::from_slice(&signer.signature).unwrap()).expect("verifies");
+            }
+        }
+    }
+
+    #[test]
+    fn a_partial_signature_that_does_not_match_its_presignature_blames_its_signer() {
+        let (shares, aux) = two_of_four();
+        let signers = [0, 2];
+        let mut records = presign_in_process(&pick(&shares, &signers), &pick(&aux, &signers), &signers, &[]).unwrap();
+        // Session party 1 cheats: its partial comes from another k.
+        let mut cheat: PresignatureRecord = serde_json::from_slice(&records[1]).unwrap();
+        let mut k = *cheat.presignature.tilde_k.as_ref() + Scalar::one();
+        cheat.presignature.tilde_k = cggmp24::generic_ec::SecretScalar::new(&mut k);
+        records[1] = Zeroizing::new(serde_json::to_vec(&cheat).unwrap());
+        let out = sign_presigned_in_process(&records, b"m").unwrap();
+        assert!(matches!(out[0], Err(PresignedError::BadPartial(1))), "{:?}", out[0].as_ref().err());
     }
 }
