@@ -501,9 +501,11 @@ pub(crate) mod testing {
         conclave_proto::xpub::Xpub { public_key, chain_code: core.chain_code.unwrap() }.encode()
     }
 
+    type Blobs = Vec<Zeroizing<Vec<u8>>>;
+
     /// A 2-of-4 HD key's stored shares (trusted dealer) and the committee's
     /// aux info from the fixture.
-    fn two_of_four() -> (Vec<Zeroizing<Vec<u8>>>, Vec<Zeroizing<Vec<u8>>>) {
+    fn two_of_four() -> (Blobs, Blobs) {
         let cores = cggmp24::trusted_dealer::builder::<Secp256k1, SecurityLevel128>(4)
             .set_threshold(Some(2))
             .hd_wallet(true)
