@@ -22,7 +22,7 @@ have=$(rustc --version | awk '{print $2}')
   || fail "rustc $have is older than the workspace's rust-version $RUST_MIN: run 'rustup update stable'"
 
 need_apt=()
-command -v m4 >/dev/null || need_apt+=(m4)            # GMP's build (cggmp21 -> rug) needs m4
+command -v m4 >/dev/null || need_apt+=(m4)            # GMP's build (cggmp24 -> paillier-zk -> rug) needs m4
 { [ -f /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null; } || need_apt+=(softhsm2)  # hsm mode's PKCS#11 token
 command -v cc >/dev/null || need_apt+=(gcc)
 command -v make >/dev/null || need_apt+=(make)

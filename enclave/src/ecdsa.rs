@@ -150,14 +150,7 @@ pub async fn sign(
     path: Vec<u32>,
 ) -> Result<SignOutput, RequestError> {
     let share = complete(core, aux)?;
-    let public_key = if path.is_empty() {
-        share.shared_public_key.into_inner()
-    } else {
-        share
-            .derive_child_public_key::<Slip10, _>(path.iter().copied())
-            .map_err(|e| RequestError::new(ErrorCode::Malformed, format!("derivation path: {e}")))?
-            .public_key
-    };
+    let public_key = derived_key(&share, &path)?;
     let (i, eid) = (seat.index(), seat.execution());
     // The full protocol is safe for a digest whose message the signer never
     // saw (cggmp24's `PrehashedDataToSign`); a presignature would not be.
@@ -249,18 +242,25 @@ pub async fn presign(seat: Seat<'_>, indexes_at_keygen: Vec<u16>, core: CoreShar
         .run(move |party: Party<cggmp24::signing::msg::Msg<Secp256k1, sha2::Sha256>>| {
             let builder = cggmp24::signing(ExecutionId::new(&eid), i, &indexes_at_keygen, &share);
             let builder = if path.is_empty() { builder } else { builder.set_derivation_path(path.iter().copied()).map_err(|e| e.to_string())? };
-            let (presignature, public) = futures::executor::block_on(builder.generate_presignature(&mut rand_core::OsRng, party)).map_err(|e| e.to_string())?;
-            let record = PresignatureRecord {
-                presignature,
-                gamma: public.Gamma,
-                commitments: public.commitments.iter().map(|c| (c.tilde_Delta, c.tilde_S)).collect(),
-                public_key: public_key_bytes(&public_key),
-                path,
-            };
-            Ok::<_, String>(Zeroizing::new(serde_json::to_vec(&record).expect("presignatures serialise")))
+            let made = futures::executor::block_on(builder.generate_presignature(&mut rand_core::OsRng, party)).map_err(|e| e.to_string())?;
+            Ok::<_, String>(presignature_record(made, public_key_bytes(&public_key), path))
         })
         .await?;
     Ok(made)
+}
+
+type Presigned = (cggmp24::signing::Presignature<Secp256k1>, cggmp24::signing::PresignaturePublicData<Secp256k1>);
+
+/// The record this signer seals for a presignature it made.
+fn presignature_record((presignature, public): Presigned, public_key: Vec<u8>, path: Vec<u32>) -> Zeroizing<Vec<u8>> {
+    let record = PresignatureRecord {
+        presignature,
+        gamma: public.Gamma,
+        commitments: public.commitments.iter().map(|c| (c.tilde_Delta, c.tilde_S)).collect(),
+        public_key,
+        path,
+    };
+    Zeroizing::new(serde_json::to_vec(&record).expect("presignatures serialise"))
 }
 
 fn derived_key(share: &KeyShare<Secp256k1>, path: &[u32]) -> Result<Point<Secp256k1>, RequestError> {
@@ -399,19 +399,7 @@ pub fn presign_in_process(
     .map_err(|e| internal("simulation", e))?
     .expect_ok()
     .into_vec();
-    Ok(made
-        .into_iter()
-        .map(|(presignature, public)| {
-            let record = PresignatureRecord {
-                presignature,
-                gamma: public.Gamma,
-                commitments: public.commitments.iter().map(|c| (c.tilde_Delta, c.tilde_S)).collect(),
-                public_key: public_key.clone(),
-                path: path.to_vec(),
-            };
-            Zeroizing::new(serde_json::to_vec(&record).expect("presignatures serialise"))
-        })
-        .collect())
+    Ok(made.into_iter().map(|made| presignature_record(made, public_key.clone(), path.to_vec())).collect())
 }
 
 /// Signs `message` with one presignature per signer in this one process;
