@@ -343,7 +343,7 @@ impl Enclave {
     }
 
     fn end_sessions(&self, request: &RequestId, attempt: u32) {
-        for kind in [SessionKind::Keygen, SessionKind::AuxInfo, SessionKind::Sign, SessionKind::Reshare, SessionKind::ReshareAck] {
+        for kind in SessionKind::ALL {
             self.router.abort(SessionId::derive(kind, request, attempt));
         }
         tracing::info!(request = %request, attempt, "attempt ended here");

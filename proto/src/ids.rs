@@ -194,6 +194,12 @@ pub enum SessionKind {
     AuxAck,
 }
 
+impl SessionKind {
+    /// Every kind (an attempt that ends ends its sessions of each).
+    pub const ALL: [SessionKind; 6] =
+        [SessionKind::Keygen, SessionKind::AuxInfo, SessionKind::Sign, SessionKind::Reshare, SessionKind::ReshareAck, SessionKind::AuxAck];
+}
+
 impl SessionId {
     /// The session that runs `kind` for `request` in attempt `attempt`.
     pub fn derive(kind: SessionKind, request: &RequestId, attempt: u32) -> Self {
