@@ -60,6 +60,8 @@ struct RawConfig {
     initiators: Vec<String>,
     #[serde(default = "default_max_request_age_secs")]
     max_request_age_secs: u64,
+    #[serde(default = "default_presign_pool")]
+    presign_pool: u32,
     hsm: Option<RawHsm>,
     nitro: Option<RawNitro>,
     dev_attestation_ca: Option<PathBuf>,
@@ -122,6 +124,14 @@ fn default_max_request_age_secs() -> u64 {
     300
 }
 
+/// Each unused presignature is about 1.4 KB sealed per signer, and a
+/// host can make a signer fill its pools: this bounds that per pool.
+const MAX_PRESIGN_POOL: u32 = 1024;
+
+fn default_presign_pool() -> u32 {
+    4
+}
+
 /// Validated enclave configuration.
 #[derive(Debug, Clone)]
 pub struct EnclaveConfig {
@@ -139,6 +149,10 @@ pub struct EnclaveConfig {
     pub initiators: Vec<ed25519_dalek::VerifyingKey>,
     /// Requests issued longer ago than this are refused.
     pub max_request_age: Duration,
+    /// Unused presignatures this signer keeps per pool (ECDSA wallet
+    /// version and signer set, root key); 0 makes none, so every ECDSA
+    /// signature runs the full protocol.
+    pub presign_pool: u32,
     /// The token, in `hsm` mode.
     pub hsm: Option<HsmConfig>,
     /// KMS and peer attestation, in `nitro` mode.
@@ -193,6 +207,9 @@ impl EnclaveConfig {
         if raw.max_request_age_secs == 0 || raw.max_request_age_secs > 24 * 3600 {
             return Err(ConfigError::Field { field: "max_request_age_secs", reason: "must be 1 to 86400".into() });
         }
+        if raw.presign_pool > MAX_PRESIGN_POOL {
+            return Err(ConfigError::Field { field: "presign_pool", reason: format!("must be 0 to {MAX_PRESIGN_POOL}") });
+        }
         Ok(EnclaveConfig {
             node_id: raw.node_id,
             mode: raw.mode,
@@ -201,6 +218,7 @@ impl EnclaveConfig {
             roster: raw.roster,
             initiators,
             max_request_age: Duration::from_secs(raw.max_request_age_secs),
+            presign_pool: raw.presign_pool,
             hsm,
             nitro,
             dev_attestation_ca: raw.dev_attestation_ca,

@@ -300,16 +300,22 @@ pub enum PresignedError {
 /// one round: every signer sends its partial signature, checks every
 /// other against the presignature's public data (a bad one is blamed),
 /// and combines. The partial leaves under `Enclave::release`'s fencing.
-pub async fn sign_presigned(seat: Seat<'_>, record: Zeroizing<Vec<u8>>, message: Vec<u8>) -> Result<Result<SignOutput, PresignedError>, RequestError> {
+/// `tamper` (a test fault hook) sends a partial that does not match.
+pub async fn sign_presigned(
+    seat: Seat<'_>,
+    record: Zeroizing<Vec<u8>>,
+    message: Vec<u8>,
+    tamper: bool,
+) -> Result<Result<SignOutput, PresignedError>, RequestError> {
     let (i, n) = (seat.index(), seat.parties());
     let releases: fn(&PresignedMsg) -> bool = |m| matches!(m, PresignedMsg::Partial(_));
     seat.run_signing(releases, move |party: Party<PresignedMsg>| {
-        Ok::<_, std::convert::Infallible>(futures::executor::block_on(presigned_round(party, i, n, &record, &message)))
+        Ok::<_, std::convert::Infallible>(futures::executor::block_on(presigned_round(party, i, n, &record, &message, tamper)))
     })
     .await
 }
 
-async fn presigned_round<M>(party: M, i: u16, n: u16, record: &[u8], message: &[u8]) -> Result<SignOutput, PresignedError>
+async fn presigned_round<M>(party: M, i: u16, n: u16, record: &[u8], message: &[u8], tamper: bool) -> Result<SignOutput, PresignedError>
 where
     M: round_based::Mpc<ProtocolMessage = PresignedMsg>,
 {
@@ -328,7 +334,10 @@ where
     let mut router = router.listen(incoming);
     let gamma = record.gamma;
     let commitments = record.commitments.clone();
-    let mine = record.presignature.issue_partial_signature(data);
+    let mut mine = record.presignature.issue_partial_signature(data);
+    if tamper {
+        mine.sigma += Scalar::one();
+    }
     outgoing.send(round_based::Outgoing::broadcast(PresignedMsg::Partial(mine))).await.map_err(|e| PresignedError::Transport(e.to_string()))?;
     let others = router.complete(round).await.map_err(|e| PresignedError::Transport(e.to_string()))?;
     let partials = others.into_vec_including_me(mine);
@@ -406,7 +415,7 @@ pub fn presign_in_process(
 /// every signer's result, in session order.
 pub fn sign_presigned_in_process(records: &[Zeroizing<Vec<u8>>], message: &[u8]) -> Result<Vec<Result<SignOutput, PresignedError>>, RequestError> {
     let n = records.len() as u16;
-    Ok(round_based::sim::run(n, |i, party| async move { presigned_round(party, i, n, &records[usize::from(i)], message).await })
+    Ok(round_based::sim::run(n, |i, party| async move { presigned_round(party, i, n, &records[usize::from(i)], message, false).await })
         .map_err(|e| internal("simulation", e))?
         .into_vec())
 }

@@ -24,6 +24,12 @@ pub enum Hook {
     /// (`path#index`: a JSON list of sets; this signer takes the one at
     /// `index` every time) instead of minutes of CPU.
     PregeneratedPrimes,
+    /// As a signer of a presigned signature, stop right after taking the
+    /// presignature (its floor raised), before its partial leaves (dev mode).
+    PresignCrashAfterTake,
+    /// As a signer of a presigned signature, send a partial signature that
+    /// does not match the presignature, as a cheating signer would (dev mode).
+    PresignTamper,
 }
 
 impl Hook {
@@ -35,6 +41,8 @@ impl Hook {
             Hook::AttestForeignKeys => "CONCLAVE_FAULT_ATTEST_FOREIGN_KEYS",
             Hook::ResealAbortAfter => "CONCLAVE_FAULT_RESEAL_ABORT_AFTER",
             Hook::PregeneratedPrimes => "CONCLAVE_FAULT_PREGENERATED_PRIMES",
+            Hook::PresignCrashAfterTake => "CONCLAVE_FAULT_PRESIGN_CRASH_AFTER_TAKE",
+            Hook::PresignTamper => "CONCLAVE_FAULT_PRESIGN_TAMPER",
         }
     }
 }

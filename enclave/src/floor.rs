@@ -98,6 +98,26 @@ impl Floors {
     }
 }
 
+/// Serialises [`Floors::take`]: a check and a raise that no other take
+/// may come between (one `Floors` per signer process).
+static TAKING: Mutex<()> = Mutex::new(());
+
+impl Floors {
+    /// Takes version `seq` of `slot` for one use: refused (`false`) if the
+    /// floor is past it already, else the floor rises past it, durably,
+    /// before this returns. Two takes of one version never both succeed,
+    /// whatever the host serves or however often the signer restarts
+    /// (nitro: within one run; see SECURITY.md).
+    pub fn take(&self, slot: &str, seq: u32) -> Result<bool, FloorError> {
+        let _serial = TAKING.lock().expect("take lock");
+        if self.get(slot)? > seq {
+            return Ok(false);
+        }
+        self.raise(slot, seq + 1)?;
+        Ok(true)
+    }
+}
+
 /// Token object labels: slot paths are at most a few hundred bytes of
 /// `[A-Za-z0-9_/-]`.
 fn label(slot: &str) -> String {
@@ -127,5 +147,24 @@ mod tests {
             assert_eq!(floors.get("primes").unwrap(), 0, "per slot");
         }
         assert_eq!(Floors::file(d.path()).get("share/w/ecdsa").unwrap(), 2);
+    }
+
+    #[test]
+    fn a_version_is_taken_once_and_nothing_below_it_after() {
+        let d = tempfile::tempdir().unwrap();
+        for floors in [Floors::file(d.path()), Floors::memory()] {
+            assert!(floors.take("presig/w/p", 3).unwrap());
+            assert!(!floors.take("presig/w/p", 3).unwrap(), "never twice");
+            assert!(!floors.take("presig/w/p", 2).unwrap(), "nor one below it");
+            assert!(floors.take("presig/w/p", 5).unwrap());
+        }
+        assert!(!Floors::file(d.path()).take("presig/w/p", 5).unwrap(), "a restart remembers");
+        // Racing takes of one version: exactly one wins.
+        let floors = std::sync::Arc::new(Floors::memory());
+        let won: usize = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..8).map(|_| s.spawn(|| floors.take("presig/w/q", 1).unwrap())).collect();
+            racers.into_iter().map(|r| r.join().unwrap() as usize).sum()
+        });
+        assert_eq!(won, 1);
     }
 }

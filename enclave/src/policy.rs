@@ -12,9 +12,9 @@ use std::collections::HashSet;
 /// How far in the future a request may be dated (clock skew).
 const MAX_SKEW_MS: u64 = 60_000;
 /// Longest session a plan may ask for.
-const MAX_SESSION_MS: u64 = 15 * 60_000;
+pub(crate) const MAX_SESSION_MS: u64 = 15 * 60_000;
 /// Shorter round timeouts would blame peers for ordinary scheduling noise.
-const MIN_ROUND_TIMEOUT_MS: u64 = 500;
+pub(crate) const MIN_ROUND_TIMEOUT_MS: u64 = 500;
 
 /// Checks the request's signature, freshness and shape, and that `plan` is
 /// a plan for it that includes this node and only known nodes.
@@ -76,7 +76,7 @@ fn check_plan(config: &EnclaveConfig, known: &HashSet<&NodeId>, body: &RequestBo
         return Err(bad(format!("round timeout {} ms out of range", plan.round_timeout_ms)));
     }
     if !plan.purpose.is_request() && !matches!(body, RequestBody::Sign(_)) {
-        return Err(bad("only a sign request renews aux info".into()));
+        return Err(bad("only a sign request renews aux info or uses a presignature".into()));
     }
     match body {
         RequestBody::Keygen(k) => {
@@ -103,7 +103,7 @@ fn check_plan(config: &EnclaveConfig, known: &HashSet<&NodeId>, body: &RequestBo
             // (checked where the share is opened); the signers named sign
             // in the attempt after it.
             let signing: HashSet<_> = match &plan.purpose {
-                Purpose::Request => distinct,
+                Purpose::Request | Purpose::Presigned { .. } => distinct,
                 Purpose::RenewAux { then } => then.iter().collect(),
             };
             if let Some(signers) = &s.signers {
@@ -136,6 +136,7 @@ mod tests {
             roster: "/tmp/r".into(),
             initiators: vec![initiator.verifying_key()],
             max_request_age: std::time::Duration::from_secs(300),
+            presign_pool: 4,
             hsm: None,
             nitro: None,
             dev_attestation_ca: None,

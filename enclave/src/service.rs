@@ -28,6 +28,7 @@ use zeroize::Zeroizing;
 // endorsements stay here.
 mod frames;
 mod keygen;
+mod presign;
 mod resharing;
 mod sign;
 
@@ -89,6 +90,10 @@ pub struct Enclave {
     tampers_sub_shares: bool,
     /// Fault injection (`crate::fault::Hook::ReshareCrashBeforeAck`).
     crashes_before_ack: bool,
+    /// Fault hook: stop after taking a presignature, before its partial leaves.
+    crashes_after_presignature_taken: bool,
+    /// Fault hook: send partial signatures that do not match.
+    tampers_partials: bool,
     /// Per request: the highest attempt started here, when, and whether one
     /// completed (then no later attempt runs here).
     started: Mutex<HashMap<RequestId, Claim>>,
@@ -136,6 +141,8 @@ impl Enclave {
         let dev = config.mode == conclave_proto::link::Mode::Dev;
         let tampers_sub_shares = dev && crate::fault::armed(crate::fault::Hook::ReshareTamper).is_some();
         let crashes_before_ack = dev && crate::fault::armed(crate::fault::Hook::ReshareCrashBeforeAck).is_some();
+        let crashes_after_presignature_taken = dev && crate::fault::armed(crate::fault::Hook::PresignCrashAfterTake).is_some();
+        let tampers_partials = dev && crate::fault::armed(crate::fault::Hook::PresignTamper).is_some();
         Ok(Enclave {
             config,
             keys,
@@ -147,6 +154,8 @@ impl Enclave {
             admission: nsm.as_ref().map(Nsm::admission),
             tampers_sub_shares,
             crashes_before_ack,
+            crashes_after_presignature_taken,
+            tampers_partials,
             nsm,
             identities,
             peers,

@@ -364,6 +364,10 @@ impl Host {
                 });
             }
             FromEnclave::Finished { request_id, attempt, outcome, .. } => self.deliver_outcome(&request_id, attempt, outcome),
+            FromEnclave::Presigned { request_id, pool, seq, error } => match error {
+                None => tracing::info!(request = %request_id, %pool, seq, "presignature made"),
+                Some(e) => tracing::warn!(request = %request_id, %pool, seq, code = %e.code, reason = %e.reason, "presignature not made"),
+            },
             // Only `conclave-host restore` asks the signer to check blobs.
             FromEnclave::Checked { call, .. } => {
                 tracing::warn!(call, "unexpected check answer from the enclave")

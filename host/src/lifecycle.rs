@@ -227,8 +227,16 @@ impl Host {
                         };
                         self.next_attempt(id, revision, &signing, then.clone(), Purpose::Request, record.excluded.clone(), &error, req).await;
                     }
-                    Purpose::Request => self.fail(id, revision, record, RequestError::new(ErrorCode::Internal, "aux info renewed unasked"), req).await,
+                    Purpose::Request | Purpose::Presigned { .. } => {
+                        self.fail(id, revision, record, RequestError::new(ErrorCode::Internal, "aux info renewed unasked"), req).await
+                    }
                 }
+                false
+            }
+            // Nothing left any signer: the same signers run the full protocol.
+            Outcome::Error { error } if error.code == ErrorCode::PresignatureUnavailable => {
+                self.metrics.inc("conclave_presign_fallbacks_total", "unavailable");
+                self.next_attempt(id, revision, record, record.plan.participants.clone(), Purpose::Request, record.excluded.clone(), &error, req).await;
                 false
             }
             Outcome::Error { error } if quorum::replaceable(&error) => {

@@ -64,11 +64,16 @@ pub enum ErrorCode {
     /// The committee's aux info was made again; the next attempt signs.
     /// Between signers and hosts only: never a request's result.
     AuxInfoRenewed,
+    /// The presignature a plan names cannot serve here (missing, used,
+    /// made for another set, or the payload is not a message): nothing
+    /// left this signer, and the next attempt runs the full protocol.
+    /// Between signers and hosts only: never a request's result.
+    PresignatureUnavailable,
 }
 
 impl ErrorCode {
     /// Every code (metrics start each at zero).
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::Unauthorized,
         ErrorCode::Malformed,
         ErrorCode::TooLarge,
@@ -90,6 +95,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::AuxInfoStale,
         ErrorCode::AuxInfoRenewed,
+        ErrorCode::PresignatureUnavailable,
     ];
 
     /// The snake_case name used on the wire.
@@ -116,6 +122,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::AuxInfoStale => "aux_info_stale",
             ErrorCode::AuxInfoRenewed => "aux_info_renewed",
+            ErrorCode::PresignatureUnavailable => "presignature_unavailable",
         }
     }
 }

@@ -163,6 +163,22 @@ digest_id!(
     CommitteeId
 );
 
+digest_id!(
+    /// A presignature pool: one ECDSA wallet's key version and one signer
+    /// set of its committee (root key). Its presignatures serve only that set.
+    PoolId
+);
+
+impl PoolId {
+    /// The pool of `wallet` at `version` for `signers` (in committee order).
+    pub fn of(wallet: &WalletId, version: u32, signers: &[NodeId]) -> Self {
+        let version = version.to_be_bytes();
+        let mut parts: Vec<&[u8]> = vec![b"conclave/presignature-pool/v1", wallet.as_str().as_bytes(), &version];
+        parts.extend(signers.iter().map(|m| m.as_str().as_bytes()));
+        PoolId(truncated_hash(&parts))
+    }
+}
+
 fn truncated_hash(parts: &[&[u8]]) -> [u8; 16] {
     let mut h = Sha256::new();
     for p in parts {
@@ -192,12 +208,24 @@ pub enum SessionKind {
     /// Renewing a committee's aux info, last step: every member says it
     /// stored the new aux info.
     AuxAck,
+    /// Making one presignature of a pool.
+    Presign,
+    /// A presignature's last step: every signer of the set says it stored it.
+    PresignAck,
 }
 
 impl SessionKind {
     /// Every kind (an attempt that ends ends its sessions of each).
-    pub const ALL: [SessionKind; 6] =
-        [SessionKind::Keygen, SessionKind::AuxInfo, SessionKind::Sign, SessionKind::Reshare, SessionKind::ReshareAck, SessionKind::AuxAck];
+    pub const ALL: [SessionKind; 8] = [
+        SessionKind::Keygen,
+        SessionKind::AuxInfo,
+        SessionKind::Sign,
+        SessionKind::Reshare,
+        SessionKind::ReshareAck,
+        SessionKind::AuxAck,
+        SessionKind::Presign,
+        SessionKind::PresignAck,
+    ];
 }
 
 impl SessionId {
@@ -210,6 +238,8 @@ impl SessionId {
             SessionKind::Reshare => b"reshare",
             SessionKind::ReshareAck => b"reshare-ack",
             SessionKind::AuxAck => b"aux-ack",
+            SessionKind::Presign => b"presign",
+            SessionKind::PresignAck => b"presign-ack",
         };
         SessionId(truncated_hash(&[b"conclave/session/v1", kind, request.as_str().as_bytes(), &attempt.to_be_bytes()]))
     }

@@ -32,7 +32,7 @@ pub mod transport;
 pub mod xpub;
 
 pub use error::{ErrorCode, RequestError};
-pub use ids::{CommitteeId, IdError, NodeId, RequestId, Scheme, SessionId, WalletId};
+pub use ids::{CommitteeId, IdError, NodeId, PoolId, RequestId, Scheme, SessionId, WalletId};
 
 /// Version of every wire format in this crate. A peer that speaks another
 /// version is refused with [`ErrorCode::UnsupportedVersion`] rather than

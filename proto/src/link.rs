@@ -8,7 +8,7 @@ use crate::codec::{self, DecodeError};
 use crate::envelope::Envelope;
 use crate::request::SignedRequest;
 use crate::result::Outcome;
-use crate::{CommitteeId, ErrorCode, NodeId, RequestId, Scheme, SessionId, WalletId};
+use crate::{CommitteeId, ErrorCode, NodeId, PoolId, RequestError, RequestId, Scheme, SessionId, WalletId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
@@ -192,6 +192,14 @@ pub enum BlobSlot {
         /// The committee.
         committee: CommitteeId,
     },
+    /// A signer's presignatures of one pool; a blob's version is the
+    /// presignature's number, and the slot's floor the lowest still usable.
+    Presignatures {
+        /// The wallet.
+        wallet: WalletId,
+        /// The pool (key version and signer set).
+        pool: PoolId,
+    },
     /// The enclave's pool of pre-generated Paillier primes.
     Primes,
     /// Nitro mode: the node's seal key as KMS wrapped it (`CiphertextBlob`),
@@ -208,6 +216,7 @@ impl BlobSlot {
         match self {
             BlobSlot::Share { wallet, scheme } => format!("share/{wallet}/{scheme}"),
             BlobSlot::AuxInfo { committee } => format!("aux/{committee}"),
+            BlobSlot::Presignatures { wallet, pool } => format!("presig/{wallet}/{pool}"),
             BlobSlot::Primes => "primes".to_string(),
             BlobSlot::SealKey => "custody/seal-key".to_string(),
             BlobSlot::Identity => "custody/identity".to_string(),
@@ -252,6 +261,28 @@ pub struct SessionPlan {
     pub purpose: Purpose,
 }
 
+/// One presignature to make: sent by the host of the pool's first signer
+/// to every signer of the set (through their hosts). Nothing in it is
+/// trusted: each signer checks the wallet, the set, and that `seq` is in
+/// its pool's window (at most the pool size above its floor).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresignPlan {
+    /// Names this run (routes its envelopes); unique per try.
+    pub request_id: RequestId,
+    /// The wallet (ECDSA).
+    pub wallet: WalletId,
+    /// Its key version.
+    pub version: u32,
+    /// The signer set, in committee order.
+    pub signers: Vec<NodeId>,
+    /// The presignature's number in the pool.
+    pub seq: u32,
+    /// Unix milliseconds by which it must be made.
+    pub deadline_ms: u64,
+    /// As [`SessionPlan::round_timeout_ms`].
+    pub round_timeout_ms: u64,
+}
+
 /// What an attempt does.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
@@ -265,6 +296,15 @@ pub enum Purpose {
     RenewAux {
         /// The signers of the attempt that follows.
         then: Vec<NodeId>,
+    },
+    /// An ECDSA sign request of a `message` on the root key, signed in one
+    /// round with presignature `seq` of the signers' pool
+    /// ([`crate::PoolId`]); a signer that cannot use it answers
+    /// `presignature_unavailable` before anything leaves, and the next
+    /// attempt runs the full protocol.
+    Presigned {
+        /// The presignature's number in its pool.
+        seq: u32,
     },
 }
 
@@ -283,6 +323,11 @@ pub enum ToEnclave {
     Hello {
         /// Link version.
         v: u16,
+    },
+    /// Make one presignature of a pool (its signer checks what it may make).
+    Presign {
+        /// Which pool, which number, with whom, until when.
+        plan: PresignPlan,
     },
     /// Run a session for a request.
     Start {
@@ -466,6 +511,18 @@ pub enum FromEnclave {
         session: SessionId,
         /// What came of it.
         outcome: Outcome,
+    },
+    /// A [`ToEnclave::Presign`] ended: every signer of the set stored the
+    /// presignature (`error` none), or why not.
+    Presigned {
+        /// The plan's run.
+        request_id: RequestId,
+        /// The pool.
+        pool: PoolId,
+        /// The presignature's number.
+        seq: u32,
+        /// Why it was not made.
+        error: Option<RequestError>,
     },
     /// Answer to [`ToEnclave::Check`].
     Checked {

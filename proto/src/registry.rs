@@ -63,6 +63,17 @@ pub struct SessionRecord {
     pub state: SessionState,
 }
 
+/// A presignature pool's counters, changed only by compare-and-set. Hosts
+/// keep them; signers trust none of it (a wrong count costs a fallback to
+/// the full protocol, never a presignature used twice).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolRecord {
+    /// Presignatures 1..=made were stored by every signer of the set.
+    pub made: u32,
+    /// Presignatures 1..=used were handed to sign requests.
+    pub used: u32,
+}
+
 /// Where a request stands in its fencing record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]

@@ -36,6 +36,14 @@ pub const READY_BUCKET: &str = "conclave-ready";
 pub const WALLETS_BUCKET: &str = "conclave-wallets";
 /// KV bucket of per-request fencing records.
 pub const SESSIONS_BUCKET: &str = "conclave-sessions";
+/// Presignature pools: per [`crate::PoolId`], how many were made and how
+/// many handed out ([`crate::registry::PoolRecord`]). No expiry.
+pub const POOLS_BUCKET: &str = "conclave-pools";
+
+/// Where a node's host takes presignature plans ([`crate::link::PresignPlan`]).
+pub fn presign_subject(node: &NodeId) -> String {
+    format!("conclave.presign.{node}")
+}
 
 /// Where the result of `request` is published.
 pub fn result_subject(request: &RequestId) -> String {

@@ -13,6 +13,9 @@ impl Enclave {
             ToEnclave::Start { request, plan } => {
                 tokio::spawn(self.clone().start(request, plan));
             }
+            ToEnclave::Presign { plan } => {
+                tokio::spawn(self.clone().presign(plan));
+            }
             ToEnclave::Abort { request_id, attempt } => self.abort(&request_id, attempt),
             ToEnclave::Attest { call, nonce } => {
                 self.host.send(FromEnclave::Attested { call, result: self.attest(&nonce) });

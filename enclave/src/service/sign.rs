@@ -48,21 +48,10 @@ impl Enclave {
         let spec = attempt.spec(SessionKind::Sign, signers.clone(), record.public.version);
         let (signature, recovery_id, public_key) = match req.scheme {
             Scheme::Ecdsa => {
-                let digest: [u8; 32] = match &req.payload {
-                    SignPayload::Digest(d) => d.as_slice().try_into().expect("validated to 32 bytes"),
-                    SignPayload::Message(m) => sha2::Sha256::digest(m).into(),
+                let out = match attempt.plan.purpose {
+                    Purpose::Presigned { seq } => self.sign_presigned(req, record.public.version, &signers, seq, &spec).await?,
+                    _ => self.sign_full(req, &slot, &record, indexes, &spec).await?,
                 };
-                let aux = self.current_aux(committee).await?.ok_or_else(|| {
-                    RequestError::new(
-                        ErrorCode::AuxInfoStale,
-                        format!("node {} holds no CGGMP24 aux info for the committee of {}", self.keys.node_id(), req.wallet),
-                    )
-                })?;
-                let (core, legacy) = ecdsa::core_share(record.secret.expose())?;
-                if legacy {
-                    self.reseal_core(&slot, &record, &core).await;
-                }
-                let out = ecdsa::sign(Seat::take(self, &spec)?, indexes, core, &aux, digest, req.path.clone()).await?;
                 (out.signature, Some(out.recovery_id), out.public_key)
             }
             Scheme::Eddsa => {
@@ -90,6 +79,30 @@ impl Enclave {
 }
 
 impl Enclave {
+    /// ECDSA by the full interactive protocol: the core share joined with
+    /// the committee's aux info (a CGGMP21 share is sealed again first).
+    async fn sign_full(
+        self: &Arc<Self>,
+        req: &SignRequest,
+        slot: &BlobSlot,
+        record: &ShareRecord,
+        indexes: Vec<u16>,
+        spec: &SessionSpec,
+    ) -> Result<ecdsa::SignOutput, RequestError> {
+        let digest: [u8; 32] = match &req.payload {
+            SignPayload::Digest(d) => d.as_slice().try_into().expect("validated to 32 bytes"),
+            SignPayload::Message(m) => sha2::Sha256::digest(m).into(),
+        };
+        let aux = self.current_aux(&record.public.committee).await?.ok_or_else(|| {
+            RequestError::new(ErrorCode::AuxInfoStale, format!("node {} holds no CGGMP24 aux info for the committee of {}", self.keys.node_id(), req.wallet))
+        })?;
+        let (core, legacy) = ecdsa::core_share(record.secret.expose())?;
+        if legacy {
+            self.reseal_core(slot, record, &core).await;
+        }
+        ecdsa::sign(Seat::take(self, spec)?, indexes, core, &aux, digest, req.path.clone()).await
+    }
+
     /// The attempt of a whole ECDSA committee that makes its aux info
     /// again; answers `aux_info_renewed` (the next attempt signs) or why not.
     async fn renew_aux(self: &Arc<Self>, record: &ShareRecord, attempt: &Attempt<'_>) -> RequestError {

@@ -1,0 +1,138 @@
+//! Presignature pools on this signer: making a presignature when a host
+//! asks (only within the pool's window, so a host cannot make it compute
+//! or store without bound), and taking one, once, for a sign request.
+
+use super::*;
+use conclave_proto::link::PresignPlan;
+use conclave_proto::PoolId;
+
+impl Enclave {
+    /// Handles `Presign` to its end, reporting `Presigned` to the host.
+    pub(super) async fn presign(self: Arc<Self>, plan: PresignPlan) {
+        let pool = PoolId::of(&plan.wallet, plan.version, &plan.signers);
+        let made = self.make_presignature(&plan, pool).await;
+        match &made {
+            Ok(()) => tracing::info!(request = %plan.request_id, %pool, seq = plan.seq, "presignature made"),
+            Err(e) => tracing::warn!(request = %plan.request_id, %pool, seq = plan.seq, code = %e.code, reason = %e.reason, "presignature not made"),
+        }
+        self.host.send(FromEnclave::Presigned { request_id: plan.request_id, pool, seq: plan.seq, error: made.err() });
+    }
+
+    async fn make_presignature(self: &Arc<Self>, plan: &PresignPlan, pool: PoolId) -> Result<(), RequestError> {
+        let bad = |reason: String| RequestError::new(ErrorCode::Malformed, format!("presignature plan: {reason}"));
+        let now = crate::now_ms();
+        if plan.deadline_ms <= now || plan.deadline_ms > now + policy::MAX_SESSION_MS {
+            return Err(bad("deadline out of range".into()));
+        }
+        if !(policy::MIN_ROUND_TIMEOUT_MS..=policy::MAX_SESSION_MS).contains(&plan.round_timeout_ms) {
+            return Err(bad("round timeout out of range".into()));
+        }
+        if self.config.presign_pool == 0 {
+            return Err(RequestError::new(ErrorCode::Unsupported, "this signer keeps no presignatures (presign_pool = 0)"));
+        }
+        let me = self.keys.node_id();
+        if !plan.signers.contains(me) {
+            return Err(bad(format!("{me} is not a signer of the set")));
+        }
+        let share_slot = BlobSlot::Share { wallet: plan.wallet.clone(), scheme: Scheme::Ecdsa };
+        let Some(blob) = self.host.load_version(share_slot.clone(), plan.version).await? else {
+            return Err(RequestError::new(ErrorCode::UnknownWallet, format!("node {me} holds no ECDSA key of {} at version {}", plan.wallet, plan.version)));
+        };
+        self.above_floor(&share_slot, blob.version)?;
+        let record = ShareRecord::open(self.sealer.as_ref(), me, &share_slot, &blob)?;
+        let indexes = set_indexes(&record.public.committee, record.public.threshold, &plan.signers)?;
+
+        // The window: at most `presign_pool` unused presignatures above the
+        // floor (the lowest still usable), never one that exists already.
+        let slot = BlobSlot::Presignatures { wallet: plan.wallet.clone(), pool };
+        let floor = self.floor(&slot)?.max(1);
+        if plan.seq < floor || plan.seq >= floor + self.config.presign_pool {
+            return Err(bad(format!("presignature {} is outside this pool's window {floor}..{}", plan.seq, floor + self.config.presign_pool)));
+        }
+        if !self.claim(&plan.request_id, 1) {
+            return Err(bad(format!("run {} ran here already", plan.request_id)));
+        }
+        let aux = self
+            .current_aux(&record.public.committee)
+            .await?
+            .ok_or_else(|| RequestError::new(ErrorCode::AuxInfoStale, format!("node {me} holds no CGGMP24 aux info for the committee of {}", plan.wallet)))?;
+        let (core, _) = ecdsa::core_share(record.secret.expose())?;
+        // The run is bound to every field of the plan.
+        let session_plan = SessionPlan {
+            request_id: plan.request_id.clone(),
+            attempt: 1,
+            participants: plan.signers.clone(),
+            deadline_ms: plan.deadline_ms,
+            round_timeout_ms: plan.round_timeout_ms,
+            purpose: Purpose::Request,
+        };
+        let body = sha2::Sha256::digest(serde_json::to_vec(plan).expect("plans serialise")).into();
+        let attempt = Attempt { plan: &session_plan, body, deadline: Instant::now() + Duration::from_millis(plan.deadline_ms - now) };
+        let spec = attempt.spec(SessionKind::Presign, plan.signers.clone(), plan.version);
+        let made = ecdsa::presign(Seat::take(self, &spec)?, indexes, core, &aux, Vec::new()).await?;
+        let sealed = self.sealer.seal(&SealContext::blob(me, &slot, plan.seq), &made).map_err(storage)?;
+        // Write-once: a number is made once here, so no two signers of the
+        // set can hold different presignatures under it by this signer's doing.
+        self.host.store(slot, StoredBlob { version: plan.seq, sealed }).await?;
+        self.acknowledge_stored(&attempt, SessionKind::PresignAck, &plan.signers, vec![true; plan.signers.len()], plan.seq).await?;
+        self.completed(&plan.request_id);
+        Ok(())
+    }
+
+    /// Signs `message` with presignature `seq` of the signers' pool: taken
+    /// (its floor raised, durably) before anything else, so that it never
+    /// serves twice; `presignature_unavailable` if it cannot serve, before
+    /// anything leaves.
+    pub(super) async fn sign_presigned(
+        self: &Arc<Self>,
+        req: &SignRequest,
+        version: u32,
+        signers: &[NodeId],
+        seq: u32,
+        spec: &SessionSpec,
+    ) -> Result<ecdsa::SignOutput, RequestError> {
+        let unavailable = |why: &str| RequestError::new(ErrorCode::PresignatureUnavailable, format!("presignature {seq}: {why}"));
+        let SignPayload::Message(message) = &req.payload else {
+            return Err(unavailable("a digest never signs with a presignature"));
+        };
+        if !req.path.is_empty() {
+            return Err(unavailable("pools serve the root key only"));
+        }
+        let me = self.keys.node_id();
+        let slot = BlobSlot::Presignatures { wallet: req.wallet.clone(), pool: PoolId::of(&req.wallet, version, signers) };
+        let Some(blob) = self.host.load_version(slot.clone(), seq).await? else {
+            return Err(unavailable("not held here"));
+        };
+        let taken = self.floors.take(&slot.path(), seq).map_err(|e| RequestError::new(ErrorCode::Storage, format!("presignature floor: {e}")))?;
+        if !taken {
+            return Err(unavailable("used already"));
+        }
+        if crate::fault::ENABLED && self.crashes_after_presignature_taken {
+            tracing::warn!("FAULT INJECTION: stopping after taking a presignature, before its partial signature leaves");
+            std::process::exit(70);
+        }
+        let presignature = self.sealer.open(&SealContext::blob(me, &slot, seq), &blob.sealed).map_err(storage)?;
+        match ecdsa::sign_presigned(Seat::take(self, spec)?, presignature, message.clone(), self.tampers_partials).await? {
+            Ok(out) => Ok(out),
+            Err(ecdsa::PresignedError::BadPartial(j)) => {
+                Err(RequestError::new(ErrorCode::ProtocolAbort, format!("{} sent a partial signature that does not match", signers[usize::from(j)]))
+                    .blaming(vec![signers[usize::from(j)].clone()]))
+            }
+            Err(e) => Err(RequestError::new(ErrorCode::ProtocolAbort, format!("presigned signing: {e}"))),
+        }
+    }
+}
+
+/// The keygen indexes of `signers`, which must be exactly `threshold`
+/// distinct members of `committee` in committee order.
+pub(super) fn set_indexes(committee: &[NodeId], threshold: u16, signers: &[NodeId]) -> Result<Vec<u16>, RequestError> {
+    let indexes: Vec<u16> = signers
+        .iter()
+        .map(|s| committee.iter().position(|c| c == s).map(|i| i as u16))
+        .collect::<Option<_>>()
+        .ok_or_else(|| RequestError::new(ErrorCode::InvalidSigners, "a signer is not in the committee"))?;
+    if indexes.len() != usize::from(threshold) || indexes.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(RequestError::new(ErrorCode::InvalidSigners, format!("a set is exactly {threshold} distinct members, in committee order")));
+    }
+    Ok(indexes)
+}
