@@ -59,6 +59,8 @@ struct Raw {
     sign_deadline_ms: u64,
     #[serde(default = "default_round_timeout_ms")]
     round_timeout_ms: u64,
+    #[serde(default = "default_presign_pool")]
+    presign_pool: u32,
     #[serde(default)]
     registry: RegistryKind,
     consul: Option<ConsulConfig>,
@@ -81,6 +83,10 @@ enum RegistryKind {
 
 fn default_nats_replicas() -> usize {
     1
+}
+
+fn default_presign_pool() -> u32 {
+    4
 }
 
 fn default_sign_deadline_ms() -> u64 {
@@ -130,6 +136,9 @@ pub struct HostConfig {
     pub sign_deadline: Duration,
     /// How long a signer waits for a silent peer before it blames it.
     pub round_timeout: Duration,
+    /// Unused presignatures to keep per pool (as the signers'
+    /// `presign_pool`, which bounds what they make); 0: keep none.
+    pub presign_pool: u32,
     /// Where members, readiness, wallets and fencing records live.
     pub registry: RegistryConfig,
     /// Where the instance role's credentials come from (nitro mode: the
@@ -191,6 +200,7 @@ impl HostConfig {
             heartbeat: Duration::from_millis(raw.heartbeat_ms),
             ready_ttl: Duration::from_millis(raw.ready_ttl_ms),
             sign_deadline: Duration::from_millis(raw.sign_deadline_ms),
+            presign_pool: raw.presign_pool,
             round_timeout: Duration::from_millis(raw.round_timeout_ms),
         })
     }

@@ -59,6 +59,8 @@ pub struct Host {
     attested_peers: Mutex<std::collections::BTreeMap<NodeId, String>>,
     /// Requests a follower runs for on this host.
     pub(crate) following: Mutex<std::collections::HashSet<RequestId>>,
+    /// Presignatures this host's keeper asked for, and who waits for each.
+    pub(crate) presigning: Mutex<HashMap<RequestId, tokio::sync::oneshot::Sender<Option<RequestError>>>>,
     /// Envelopes to publish, in the order the enclave sent them: receivers
     /// refuse reordered envelopes, so they must leave in sequence.
     outbox: tokio::sync::mpsc::UnboundedSender<Envelope>,
@@ -89,6 +91,7 @@ impl Host {
             pending: Mutex::default(),
             attested_peers: Mutex::default(),
             following: Mutex::default(),
+            presigning: Mutex::default(),
             outbox,
         }
     }
@@ -364,10 +367,7 @@ impl Host {
                 });
             }
             FromEnclave::Finished { request_id, attempt, outcome, .. } => self.deliver_outcome(&request_id, attempt, outcome),
-            FromEnclave::Presigned { request_id, pool, seq, error } => match error {
-                None => tracing::info!(request = %request_id, %pool, seq, "presignature made"),
-                Some(e) => tracing::warn!(request = %request_id, %pool, seq, code = %e.code, reason = %e.reason, "presignature not made"),
-            },
+            FromEnclave::Presigned { request_id, error, .. } => self.presigned(&request_id, error),
             // Only `conclave-host restore` asks the signer to check blobs.
             FromEnclave::Checked { call, .. } => {
                 tracing::warn!(call, "unexpected check answer from the enclave")

@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod link;
 pub mod metrics;
 pub mod nats;
+pub mod pools;
 pub mod query;
 pub mod quorum;
 pub mod registry;

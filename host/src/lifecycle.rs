@@ -34,7 +34,7 @@ use conclave_proto::link::{Purpose, SessionPlan, ToEnclave};
 use conclave_proto::registry::{SessionRecord, SessionState};
 use conclave_proto::request::{RequestBody, SignedRequest};
 use conclave_proto::result::Outcome;
-use conclave_proto::{ErrorCode, NodeId, RequestError, RequestId, SessionId, PROTOCOL_VERSION};
+use conclave_proto::{ErrorCode, NodeId, PoolId, RequestError, RequestId, SessionId, PROTOCOL_VERSION};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -102,20 +102,23 @@ impl Host {
         };
         let followed = Followed { span: tracing::info_span!("request", request = %id, wallet = %wallet), kind };
         self.metrics.following.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.clone().drive(&id, &request, proposal, &quorum, &followed).await;
+        let pool = (self.config.presign_pool > 0 && proposal.purpose.is_request()).then(|| crate::pools::eligible(&body, &proposal.participants)).flatten();
+        self.clone().drive(&id, &request, proposal, &quorum, pool, &followed).await;
         self.following.lock().expect("following lock").remove(&id);
         self.metrics.following.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.transition(&followed, Phase::Cleaned, None, "this host no longer follows the request");
     }
 
-    async fn drive(self: Arc<Self>, id: &RequestId, request: &SignedRequest, proposal: SessionPlan, quorum: &Quorum, req: &Followed) {
+    async fn drive(self: Arc<Self>, id: &RequestId, request: &SignedRequest, proposal: SessionPlan, quorum: &Quorum, pool: Option<PoolId>, req: &Followed) {
         let first = SessionRecord {
             v: PROTOCOL_VERSION,
             request_id: id.clone(),
             coordinator: self.me().clone(),
             plan: proposal,
             excluded: Vec::new(),
-            state: SessionState::Running,
+            // A request that may use a presignature waits while the host
+            // whose record this is takes one.
+            state: if pool.is_some() { SessionState::Planning } else { SessionState::Running },
         };
         // Tried again across a registry outage (a conflict, another host's
         // record, is final): if no host's create got through, no host would
@@ -138,6 +141,26 @@ impl Host {
             };
             match &record.state {
                 SessionState::Running => {}
+                // Only the host whose create wrote the record takes a
+                // presignature for it: one taken by any other would be
+                // taken for a plan nobody runs.
+                SessionState::Planning if created.is_ok() && record.coordinator == *self.me() => {
+                    let purpose = match pool {
+                        Some(pool) => self.take_presignature(pool).await.map(|seq| Purpose::Presigned { seq }),
+                        None => None,
+                    };
+                    self.metrics.inc("conclave_pool_plans_total", if purpose.is_some() { "presigned" } else { "full" });
+                    if purpose.is_none() {
+                        self.metrics.inc("conclave_presign_fallbacks_total", "empty");
+                    }
+                    let plan = SessionPlan { purpose: purpose.unwrap_or_default(), ..record.plan.clone() };
+                    let running = SessionRecord { state: SessionState::Running, plan, ..record.clone() };
+                    // Lost only to a host that moved the record on (a
+                    // failover): its record wins.
+                    let _ = self.registry.update(Bucket::Sessions, id.as_str(), encode(&running), revision).await;
+                    continue;
+                }
+                SessionState::Planning => {}
                 SessionState::Done | SessionState::Failed { .. } => {
                     self.abort_mine(id, &mut running, req, "the request was answered");
                     break;
@@ -147,7 +170,7 @@ impl Host {
             if running.as_ref().is_some_and(|(attempt, _)| *attempt < plan.attempt) {
                 self.abort_mine(id, &mut running, req, "a later attempt replaced it");
             }
-            if running.is_none() && plan.participants.contains(self.me()) && plan.attempt > started {
+            if record.state == SessionState::Running && running.is_none() && plan.participants.contains(self.me()) && plan.attempt > started {
                 started = plan.attempt;
                 running = Some((plan.attempt, self.start_signer(request, plan.clone(), req)));
             }
@@ -235,8 +258,9 @@ impl Host {
             }
             // Nothing left any signer: the same signers run the full protocol.
             Outcome::Error { error } if error.code == ErrorCode::PresignatureUnavailable => {
-                self.metrics.inc("conclave_presign_fallbacks_total", "unavailable");
-                self.next_attempt(id, revision, record, record.plan.participants.clone(), Purpose::Request, record.excluded.clone(), &error, req).await;
+                if self.next_attempt(id, revision, record, record.plan.participants.clone(), Purpose::Request, record.excluded.clone(), &error, req).await {
+                    self.metrics.inc("conclave_presign_fallbacks_total", "unavailable");
+                }
                 false
             }
             Outcome::Error { error } if quorum::replaceable(&error) => {

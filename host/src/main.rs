@@ -115,6 +115,7 @@ async fn run(config: PathBuf) -> Result<(), String> {
     tokio::spawn(async move { view.view.run(&view.registry).await });
     // Listen before telling anyone we are ready.
     let envelopes = host.subscribe_envelopes().await.map_err(|e| format!("subscribe: {e}"))?;
+    let presign_plans = host.subscribe_presign_plans().await.map_err(|e| format!("subscribe: {e}"))?;
     let requests = host.request_consumer().await.map_err(|e| e.to_string())?;
     let queries = host.subscribe_queries().await.map_err(|e| format!("subscribe: {e}"))?;
     let attestation = host.subscribe_attestation().await.map_err(|e| format!("subscribe: {e}"))?;
@@ -126,12 +127,15 @@ async fn run(config: PathBuf) -> Result<(), String> {
     let requests = tokio::spawn(host.clone().consume_requests(requests));
     let queries = tokio::spawn(host.clone().answer_queries(queries));
     let attestation = tokio::spawn(host.clone().answer_attestation(attestation));
+    let presign_plans = tokio::spawn(host.clone().carry_presign_plans(presign_plans));
+    tokio::spawn(host.clone().keep_pools());
     let http = tokio::spawn(http::serve(host));
     tokio::select! {
         r = envelopes => Err(format!("envelope subscription ended: {r:?}")),
         r = requests => Err(format!("request consumer ended: {r:?}")),
         r = queries => Err(format!("query subscription ended: {r:?}")),
         r = attestation => Err(format!("attestation subscription ended: {r:?}")),
+        r = presign_plans => Err(format!("presignature plan subscription ended: {r:?}")),
         r = http => Err(format!("http server ended: {:?}", r.map(|r| r.map_err(|e| e.to_string())))),
     }
 }

@@ -17,10 +17,22 @@ pub const MISADDRESSED: &str = "misaddressed";
 /// The `kind` labels of `conclave_requests_total`.
 pub const REQUEST_KINDS: [&str; 4] = ["keygen", "sign", "reshare", "undecodable"];
 
+/// The `outcome` labels of `conclave_presignatures_total` (presignatures
+/// this host's keeper asked its set for).
+pub const PRESIGN_OUTCOMES: [&str; 2] = ["made", "failed"];
+/// The `reason` labels of `conclave_presign_fallbacks_total`: sign requests
+/// that could have used a presignature and ran the full protocol.
+pub const PRESIGN_FALLBACKS: [&str; 2] = ["empty", "unavailable"];
+/// The `protocol` labels of `conclave_pool_plans_total`: sign requests
+/// that could use a presignature, as this host planned them.
+pub const POOL_PLANS: [&str; 2] = ["presigned", "full"];
+
 /// The host's counters and gauges.
 #[derive(Default)]
 pub struct Metrics {
     labelled: Mutex<BTreeMap<(&'static str, String), u64>>,
+    /// Unused presignatures per pool this host keeps, at its last look.
+    pool_levels: Mutex<BTreeMap<String, u32>>,
     /// Envelopes forwarded to the enclave.
     pub envelopes_in: AtomicU64,
     /// Envelopes published for peers.
@@ -69,6 +81,15 @@ impl Metrics {
             for reason in DropReason::ALL {
                 zero("conclave_envelopes_dropped_total", reason.as_str());
             }
+            for outcome in PRESIGN_OUTCOMES {
+                zero("conclave_presignatures_total", outcome);
+            }
+            for reason in PRESIGN_FALLBACKS {
+                zero("conclave_presign_fallbacks_total", reason);
+            }
+            for protocol in POOL_PLANS {
+                zero("conclave_pool_plans_total", protocol);
+            }
         }
         metrics
     }
@@ -78,6 +99,11 @@ impl Metrics {
         *self.labelled.lock().expect("metrics lock").entry((name, label.into())).or_default() += 1;
     }
 
+    /// Sets a pool's level gauge.
+    pub fn set_pool_level(&self, pool: &conclave_proto::PoolId, level: u32) {
+        self.pool_levels.lock().expect("metrics lock").insert(pool.to_string(), level);
+    }
+
     /// Renders every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -85,7 +111,9 @@ impl Metrics {
             "conclave_requests_total" => "kind",
             "conclave_results_total" => "status",
             "conclave_session_transitions_total" => "to",
-            "conclave_envelopes_dropped_total" => "reason",
+            "conclave_envelopes_dropped_total" | "conclave_presign_fallbacks_total" => "reason",
+            "conclave_presignatures_total" => "outcome",
+            "conclave_pool_plans_total" => "protocol",
             _ => "code",
         };
         for ((name, value), count) in self.labelled.lock().expect("metrics lock").iter() {
@@ -105,6 +133,9 @@ impl Metrics {
         ];
         for (name, v) in gauges {
             let _ = writeln!(out, "{name} {v}");
+        }
+        for (pool, level) in self.pool_levels.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "conclave_presign_pool_level{{pool=\"{pool}\"}} {level}");
         }
         out
     }

@@ -57,6 +57,26 @@ pub fn first_signers(
     Ok(chosen)
 }
 
+/// Every signer set [`first_signers`] can choose among `ready` members
+/// when a request names none (one per place its turn can start), each in
+/// committee order: the sets presignature pools are kept for.
+pub fn rotation_sets(committee: &[NodeId], threshold: usize, ready: &HashSet<NodeId>) -> Vec<Vec<NodeId>> {
+    let live: Vec<&NodeId> = committee.iter().filter(|n| ready.contains(*n)).collect();
+    if live.len() < threshold || threshold == 0 {
+        return Vec::new();
+    }
+    let mut sets: Vec<Vec<NodeId>> = (0..live.len())
+        .map(|start| {
+            let mut set: Vec<NodeId> = (0..threshold).map(|k| live[(start + k) % live.len()].clone()).collect();
+            set.sort_by_key(|n| committee.iter().position(|c| c == n));
+            set
+        })
+        .collect();
+    sets.sort();
+    sets.dedup();
+    sets
+}
+
 /// Where a request's turn starts: FNV-1a of its id. The same on every host
 /// and build (any host may plan the first attempt), spread evenly over
 /// random ids; a client that picks ids to load one node only loads the
@@ -267,5 +287,18 @@ mod tests {
         let (missing, _) = gone(&participants, &set(&[1, 2, 3]), &missing);
         let (_, gone_now) = gone(&participants, &set(&[1, 3]), &missing);
         assert!(gone_now.is_empty());
+    }
+
+    #[test]
+    fn pools_are_kept_for_every_set_the_rotation_chooses() {
+        let committee = nodes(&[1, 2, 3, 4]);
+        let ready = set(&[1, 2, 4]);
+        let sets = rotation_sets(&committee, 2, &ready);
+        assert_eq!(sets, vec![nodes(&[1, 2]), nodes(&[1, 4]), nodes(&[2, 4])]);
+        for i in 0..200 {
+            let chosen = first_signers(&committee, 2, None, &ready, &request(i)).unwrap();
+            assert!(sets.contains(&chosen), "{chosen:?}");
+        }
+        assert!(rotation_sets(&committee, 4, &ready).is_empty(), "no set without enough ready members");
     }
 }

@@ -81,6 +81,9 @@ pub enum SessionState {
     /// The current attempt is running.
     #[default]
     Running,
+    /// The host that created the record is choosing the attempt's
+    /// presignature; nobody starts until it is `Running`.
+    Planning,
     /// A result was published.
     Done,
     /// The request failed for good; this is its answer.

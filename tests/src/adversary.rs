@@ -87,6 +87,19 @@ impl Adversary {
         serde_json::from_slice(&bytes).expect("a record")
     }
 
+    /// A presignature pool's counters as the registry holds them (NATS KV).
+    pub async fn pool_record(&self, pool: &conclave_proto::PoolId) -> conclave_proto::registry::PoolRecord {
+        let kv = self.js.get_key_value(conclave_proto::subjects::POOLS_BUCKET).await.expect("pools bucket");
+        kv.get(pool.to_string()).await.expect("read").map(|b| serde_json::from_slice(&b).expect("a pool record")).unwrap_or_default()
+    }
+
+    /// Overwrites a presignature pool's counters (NATS KV), as a lying
+    /// registry would, to hand out presignatures again.
+    pub async fn set_pool_record(&self, pool: &conclave_proto::PoolId, record: conclave_proto::registry::PoolRecord) {
+        let kv = self.js.get_key_value(conclave_proto::subjects::POOLS_BUCKET).await.expect("pools bucket");
+        kv.put(pool.to_string(), serde_json::to_vec(&record).expect("serialises").into()).await.expect("overwrite");
+    }
+
     /// Overwrites a wallet's record in the registry (NATS KV).
     pub async fn overwrite_wallet_record(&self, wallet: &WalletId, scheme: Scheme, record: &Endorsed) {
         let kv = self.js.get_key_value(WALLETS_BUCKET).await.expect("wallets bucket");

@@ -29,6 +29,16 @@ struct Topology {
     secured: bool,
     /// How long a heartbeat counts (`ready_ttl_ms`).
     ready_ttl_ms: u64,
+    /// Unused presignatures per pool (`presign_pool` of signers and hosts);
+    /// 0 in most tests, so that no background presigning competes with
+    /// what a test measures.
+    presign_pool: u32,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology { nats_servers: 1, proxied: false, consul: false, secured: false, ready_ttl_ms: READY_TTL_MS, presign_pool: 0 }
+    }
 }
 
 /// The tests' readiness TTL: eight heartbeats.
@@ -62,31 +72,31 @@ impl Cluster {
 
     /// Starts an `n`-node cluster in `mode` (`hsm` or `dev`).
     pub async fn start_in(mode: Mode, n: usize) -> Cluster {
-        Self::start_with(mode, n, Topology { nats_servers: 1, proxied: false, consul: false, secured: false, ready_ttl_ms: READY_TTL_MS }).await
+        Self::start_with(mode, n, Topology::default()).await
     }
 
     /// Starts an `n`-node hsm cluster on a JetStream cluster of three
     /// nats-servers, with every stream and bucket replicated three times.
     pub async fn start_on_nats_cluster(n: usize) -> Cluster {
-        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 3, proxied: false, consul: false, secured: false, ready_ttl_ms: READY_TTL_MS }).await
+        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 3, ..Topology::default() }).await
     }
 
     /// Starts an `n`-node hsm cluster whose registry is on Consul (the
     /// stand-in, or the agent at `CONSUL_HTTP_ADDR`).
     pub async fn start_on_consul(n: usize) -> Cluster {
-        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 1, proxied: false, consul: true, secured: false, ready_ttl_ms: READY_TTL_MS }).await
+        Self::start_with(Mode::Hsm, n, Topology { consul: true, ..Topology::default() }).await
     }
 
     /// Starts an `n`-node hsm cluster on a nats-server that requires TLS
     /// and gives each node and the client its own user and permissions.
     pub async fn start_secured(n: usize) -> Cluster {
-        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 1, proxied: false, consul: false, secured: true, ready_ttl_ms: READY_TTL_MS }).await
+        Self::start_with(Mode::Hsm, n, Topology { secured: true, ..Topology::default() }).await
     }
 
     /// Starts an `n`-node hsm cluster whose hosts each reach NATS through
     /// their own [`FaultProxy`] (see [`Cluster::link`]).
     pub async fn start_behind_proxies(n: usize) -> Cluster {
-        Self::start_with(Mode::Hsm, n, Topology { nats_servers: 1, proxied: true, consul: false, secured: false, ready_ttl_ms: READY_TTL_MS }).await
+        Self::start_with(Mode::Hsm, n, Topology { proxied: true, ..Topology::default() }).await
     }
 
     /// Starts an `n`-node dev cluster whose heartbeats count for ten
@@ -94,7 +104,14 @@ impl Cluster {
     /// by its host's announcement, not by the TTL.
     /// The registry is on Consul if `consul`, else on NATS KV.
     pub async fn start_with_lasting_heartbeats(n: usize, consul: bool) -> Cluster {
-        Self::start_with(Mode::Dev, n, Topology { nats_servers: 1, proxied: false, consul, secured: false, ready_ttl_ms: 600_000 }).await
+        Self::start_with(Mode::Dev, n, Topology { consul, ready_ttl_ms: 600_000, ..Topology::default() }).await
+    }
+
+    /// Starts an `n`-node dev cluster whose signers keep `pool`
+    /// presignatures per pool (the product's default is 4; other test
+    /// clusters keep none).
+    pub async fn start_with_pools(n: usize, pool: u32) -> Cluster {
+        Self::start_with(Mode::Dev, n, Topology { presign_pool: pool, ..Topology::default() }).await
     }
 
     /// Starts an `n`-node dev cluster from a state saved by
@@ -104,7 +121,7 @@ impl Cluster {
     pub async fn start_from_saved(saved: &Path, n: usize) -> Cluster {
         let dir = tempfile::Builder::new().prefix("conclave-test-").tempdir().expect("tempdir");
         copy_dir(saved, dir.path());
-        Self::boot(dir, Mode::Dev, n, Topology { nats_servers: 1, proxied: false, consul: false, secured: false, ready_ttl_ms: READY_TTL_MS }).await
+        Self::boot(dir, Mode::Dev, n, Topology::default()).await
     }
 
     /// Stops every node and saves what [`Cluster::start_from_saved`] reads
@@ -162,8 +179,9 @@ impl Cluster {
                 Some(proxy) => vec![proxy.url()],
                 None => cluster.nats_urls(),
             };
-            let extra = format!("ready_ttl_ms = {}\n{}{registry}", topology.ready_ttl_ms, access_lines(id.as_str()));
-            write_node_configs(cluster.dir.path(), mode, &id, http_port, &urls, &initiator, &extra);
+            let extra = format!("ready_ttl_ms = {}\npresign_pool = {}\n{}{registry}", topology.ready_ttl_ms, topology.presign_pool, access_lines(id.as_str()));
+            let node = NodeConfig { mode, id: &id, http_port, nats_urls: &urls, initiator: &initiator, presign_pool: topology.presign_pool };
+            write_node_configs(cluster.dir.path(), &node, &extra);
             cluster.nodes.push(Node { id, http_port, enclave: None, host: None });
         }
         write_client_config(cluster.dir.path(), &cluster.nats_urls(), &access_lines("client"));
@@ -497,12 +515,24 @@ fn toml_list(items: &[String]) -> String {
 }
 
 /// `extra` is appended to the host's configuration (NATS access, registry).
-fn write_node_configs(dir: &Path, mode: Mode, id: &NodeId, http_port: u16, nats_urls: &[String], initiator: &str, extra: &str) {
+/// What a node's two configuration files say.
+struct NodeConfig<'a> {
+    mode: Mode,
+    id: &'a NodeId,
+    http_port: u16,
+    nats_urls: &'a [String],
+    /// The initiator's public key, hex.
+    initiator: &'a str,
+    presign_pool: u32,
+}
+
+fn write_node_configs(dir: &Path, node: &NodeConfig<'_>, extra: &str) {
+    let NodeConfig { mode, id, http_port, nats_urls, initiator, presign_pool } = *node;
     let d = dir.join(id.as_str());
     std::fs::create_dir_all(&d).unwrap();
     let sock = d.join("enclave.sock");
     let mut enclave = format!(
-        "node_id = \"{id}\"\nmode = \"{mode}\"\nlink = \"unix:{}\"\nstate_dir = \"{}\"\nroster = \"{}\"\ninitiators = [\"{initiator}\"]\n",
+        "node_id = \"{id}\"\nmode = \"{mode}\"\nlink = \"unix:{}\"\nstate_dir = \"{}\"\nroster = \"{}\"\ninitiators = [\"{initiator}\"]\npresign_pool = {presign_pool}\n",
         sock.display(),
         d.join("enclave").display(),
         dir.join("roster.json").display()
@@ -610,7 +640,8 @@ async fn make_template(dir: &Path, mode: Mode, n: usize) {
         if mode == Mode::Hsm {
             softhsm::create_token(&node_dir, &softhsm::token_label(id.as_str()));
         }
-        write_node_configs(dir, mode, &id, 0, &["nats://127.0.0.1:1".to_string()], &initiator_hex, "");
+        let node = NodeConfig { mode, id: &id, http_port: 0, nats_urls: &["nats://127.0.0.1:1".to_string()], initiator: &initiator_hex, presign_pool: 0 };
+        write_node_configs(dir, &node, "");
         let out = std::process::Command::new(bin("conclave-enclave"))
             .args(["init", "--config", node_dir.join("enclave.toml").to_str().unwrap()])
             .env(softhsm::CONF_ENV, softhsm::conf(&node_dir))
@@ -626,8 +657,7 @@ async fn make_template(dir: &Path, mode: Mode, n: usize) {
     // that replace the ones aux info consumed.
     let scratch = tempfile::Builder::new().prefix("conclave-template-").tempdir().unwrap();
     copy_dir(dir, scratch.path());
-    let cluster =
-        Cluster::boot(scratch, mode, n, Topology { nats_servers: 1, proxied: false, consul: false, secured: false, ready_ttl_ms: READY_TTL_MS }).await;
+    let cluster = Cluster::boot(scratch, mode, n, Topology::default()).await;
     let client = cluster.client().await;
     let wallet = conclave_proto::WalletId::new("template-aux").unwrap();
     tokio::time::timeout(TEMPLATE_TIMEOUT, client.keygen(&wallet, conclave_proto::Scheme::Ecdsa, 2, None))

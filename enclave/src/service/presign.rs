@@ -71,9 +71,14 @@ impl Enclave {
         let spec = attempt.spec(SessionKind::Presign, plan.signers.clone(), plan.version);
         let made = ecdsa::presign(Seat::take(self, &spec)?, indexes, core, &aux, Vec::new()).await?;
         let sealed = self.sealer.seal(&SealContext::blob(me, &slot, plan.seq), &made).map_err(storage)?;
-        // Write-once: a number is made once here, so no two signers of the
-        // set can hold different presignatures under it by this signer's doing.
-        self.host.store(slot, StoredBlob { version: plan.seq, sealed }).await?;
+        // A number made again (an earlier try stopped before every signer
+        // stored it) replaces what this signer holds of it: it is unused
+        // (at or above the floor), and the set converges on the new one.
+        let blob = StoredBlob { version: plan.seq, sealed };
+        match self.host.store(slot.clone(), blob.clone()).await {
+            Err(crate::link::HostCallError::Refused(conclave_proto::link::StoreError::Exists)) => self.host.replace(slot, blob).await?,
+            stored => stored?,
+        }
         self.acknowledge_stored(&attempt, SessionKind::PresignAck, &plan.signers, vec![true; plan.signers.len()], plan.seq).await?;
         self.completed(&plan.request_id);
         Ok(())

@@ -39,6 +39,8 @@ pub enum Bucket {
     /// Fencing records ([`conclave_proto::registry::SessionRecord`]) and
     /// keygen confirmations (`<request>.stored.<node>`).
     Sessions,
+    /// Presignature pools' counters ([`conclave_proto::registry::PoolRecord`]).
+    Pools,
 }
 
 impl Bucket {
@@ -50,6 +52,7 @@ impl Bucket {
             Bucket::Ready => READY_BUCKET,
             Bucket::Wallets => WALLETS_BUCKET,
             Bucket::Sessions => SESSIONS_BUCKET,
+            Bucket::Pools => POOLS_BUCKET,
         }
     }
 
@@ -60,6 +63,7 @@ impl Bucket {
             Bucket::Ready => "ready",
             Bucket::Wallets => "wallets",
             Bucket::Sessions => "sessions",
+            Bucket::Pools => "pools",
         }
     }
 }

@@ -14,6 +14,7 @@ pub struct NatsKv {
     ready: kv::Store,
     wallets: kv::Store,
     sessions: kv::Store,
+    pools: kv::Store,
     requests: Arc<RequestWaiters>,
 }
 
@@ -29,12 +30,16 @@ impl NatsKv {
         // Records outlive the request stream's retention, so a redelivered
         // request always finds its fence.
         let sessions = ensure_bucket(js, Bucket::Sessions, WEEK, replicas).await?;
+        // Pool counters never expire: a count that went back would hand out
+        // presignatures the signers used already (they refuse, but the
+        // pool would serve nothing).
+        let pools = ensure_bucket(js, Bucket::Pools, Duration::ZERO, replicas).await?;
         let requests = Arc::new(RequestWaiters::default());
         // The first watch exists before anyone can register, so no change
         // after a registration is missed.
         let first = sessions.watch_all().await.map_err(|e| RegistryError::Setup(format!("watch of {}: {e}", Bucket::Sessions.name())))?;
         tokio::spawn(wake_followers(sessions.clone(), first, requests.clone()));
-        Ok(NatsKv { members, ready, wallets, sessions, requests })
+        Ok(NatsKv { members, ready, wallets, sessions, pools, requests })
     }
 
     fn store(&self, bucket: Bucket) -> &kv::Store {
@@ -43,6 +48,7 @@ impl NatsKv {
             Bucket::Ready => &self.ready,
             Bucket::Wallets => &self.wallets,
             Bucket::Sessions => &self.sessions,
+            Bucket::Pools => &self.pools,
         }
     }
 

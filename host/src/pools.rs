@@ -1,0 +1,203 @@
+//! Presignature pools, the hosts' part: which presignature a sign request
+//! takes (each pool's counters in the registry, moved by compare-and-set),
+//! and the keeper that asks the signers of each set for more while this
+//! node is idle. The signers trust none of it: a wrong count costs a
+//! fallback to the full protocol, never a presignature used twice (each
+//! signer takes a presignature once, under its own floor).
+
+use crate::coordinator::Host;
+use crate::quorum;
+use crate::registry::Bucket;
+use conclave_proto::link::{PresignPlan, ToEnclave};
+use conclave_proto::registry::PoolRecord;
+use conclave_proto::request::{RequestBody, SignPayload};
+use conclave_proto::statement::Endorsed;
+use conclave_proto::subjects::presign_subject;
+use conclave_proto::{NodeId, PoolId, RequestError, RequestId, Scheme};
+use futures::StreamExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A presignature plan is a few hundred bytes.
+const MAX_PLAN_BYTES: usize = 4096;
+/// How long one presignature may take (three protocol rounds, a store and
+/// an acknowledgement; seconds of CPU on a busy machine).
+const PRESIGN_DEADLINE: Duration = Duration::from_secs(60);
+/// Compare-and-set tries before a request signs without a presignature.
+const TAKE_TRIES: usize = 3;
+
+/// The pool a sign request may take a presignature from: ECDSA, a message
+/// the signers hash themselves (never a digest), the root key.
+pub(crate) fn eligible(body: &RequestBody, signers: &[NodeId]) -> Option<PoolId> {
+    match body {
+        RequestBody::Sign(s) if s.scheme == Scheme::Ecdsa && matches!(s.payload, SignPayload::Message(_)) && s.path.is_empty() => {
+            Some(PoolId::of(&s.wallet, s.version, signers))
+        }
+        _ => None,
+    }
+}
+
+fn encode(record: &PoolRecord) -> bytes::Bytes {
+    serde_json::to_vec(record).expect("pool records serialise").into()
+}
+
+impl Host {
+    /// Takes a presignature of `pool` for one request (its number), or none
+    /// if the pool is empty or keeps changing under this host.
+    pub(crate) async fn take_presignature(&self, pool: PoolId) -> Option<u32> {
+        let key = pool.to_string();
+        for _ in 0..TAKE_TRIES {
+            let entry = self.registry.get(Bucket::Pools, &key).await.ok()??;
+            let mut record: PoolRecord = serde_json::from_slice(&entry.value).ok()?;
+            if record.used >= record.made {
+                return None;
+            }
+            record.used += 1;
+            if self.registry.update(Bucket::Pools, &key, encode(&record), entry.revision).await.is_ok() {
+                return Some(record.used);
+            }
+        }
+        None
+    }
+
+    /// The pool's counters (zero for a pool never filled).
+    async fn pool_record(&self, pool: PoolId) -> Option<(PoolRecord, Option<u64>)> {
+        match self.registry.get(Bucket::Pools, &pool.to_string()).await {
+            Ok(Some(entry)) => Some((serde_json::from_slice(&entry.value).ok()?, Some(entry.revision))),
+            Ok(None) => Some((PoolRecord::default(), None)),
+            Err(_) => None,
+        }
+    }
+
+    /// Every signer of `pool`'s set stored presignature `seq`: `made` rises
+    /// to it (never falls).
+    async fn record_made(&self, pool: PoolId, seq: u32) {
+        for _ in 0..TAKE_TRIES {
+            let Some((mut record, revision)) = self.pool_record(pool).await else { return };
+            if record.made >= seq {
+                return;
+            }
+            record.made = seq;
+            let key = pool.to_string();
+            let written = match revision {
+                Some(revision) => self.registry.update(Bucket::Pools, &key, encode(&record), revision).await,
+                None => self.registry.create(Bucket::Pools, &key, encode(&record)).await,
+            };
+            if written.is_ok() {
+                return;
+            }
+        }
+    }
+
+    /// Subscribes to the presignature plans addressed to this node.
+    pub async fn subscribe_presign_plans(&self) -> Result<async_nats::Subscriber, async_nats::SubscribeError> {
+        self.nats.client.subscribe(presign_subject(self.me())).await
+    }
+
+    /// Hands presignature plans to the signer, which checks each.
+    pub async fn carry_presign_plans(self: Arc<Self>, mut plans: async_nats::Subscriber) {
+        while let Some(msg) = plans.next().await {
+            let plan = (msg.payload.len() <= MAX_PLAN_BYTES).then(|| serde_json::from_slice::<PresignPlan>(&msg.payload).ok()).flatten();
+            match plan {
+                Some(plan) => {
+                    self.link.send(ToEnclave::Presign { plan });
+                }
+                None => self.metrics.inc("conclave_rejected_total", conclave_proto::ErrorCode::Malformed.as_str()),
+            }
+        }
+    }
+
+    /// This node's signer finished a presignature.
+    pub(crate) fn presigned(&self, request: &RequestId, error: Option<RequestError>) {
+        let waiter = self.presigning.lock().expect("presigning lock").remove(request);
+        match waiter {
+            Some(waiter) => {
+                let _ = waiter.send(error);
+            }
+            // A set this node is in but does not keep: its keeper counts.
+            None => {
+                if let Some(e) = error {
+                    tracing::warn!(request = %request, code = %e.code, reason = %e.reason, "presignature not made");
+                }
+            }
+        }
+    }
+
+    /// Keeps the pools of the sets this node heads filled, one
+    /// presignature at a time, whenever this node runs no attempt and
+    /// follows no request.
+    pub async fn keep_pools(self: Arc<Self>) {
+        if self.config.presign_pool == 0 {
+            return;
+        }
+        let mut tick = tokio::time::interval(self.config.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let idle = self.metrics.sessions_active.load(Ordering::Relaxed) == 0 && self.following.lock().expect("following lock").is_empty();
+            if idle && self.link.is_up() {
+                self.refill_one().await;
+            }
+        }
+    }
+
+    /// Makes one presignature for the emptiest pool this node heads, if
+    /// any is below its target.
+    async fn refill_one(&self) {
+        let Ok(ready) = self.view.ready() else { return };
+        let Ok(wallets) = self.registry.list(Bucket::Wallets).await else { return };
+        let mut lowest: Option<(u32, PoolId, conclave_proto::WalletId, u32, Vec<NodeId>, PoolRecord)> = None;
+        for (_, value) in wallets {
+            let Some(wallet) = serde_json::from_slice::<Endorsed>(&value).ok().and_then(|e| e.unverified_record()) else { continue };
+            if wallet.scheme != Scheme::Ecdsa || !wallet.committee.contains(self.me()) {
+                continue;
+            }
+            for set in quorum::rotation_sets(&wallet.committee, usize::from(wallet.threshold), &ready) {
+                if set.first() != Some(self.me()) {
+                    continue;
+                }
+                let pool = PoolId::of(&wallet.wallet, wallet.version, &set);
+                let Some((record, _)) = self.pool_record(pool).await else { return };
+                let level = record.made.saturating_sub(record.used);
+                self.metrics.set_pool_level(&pool, level);
+                if level < self.config.presign_pool && lowest.as_ref().is_none_or(|l| level < l.0) {
+                    lowest = Some((level, pool, wallet.wallet.clone(), wallet.version, set, record));
+                }
+            }
+        }
+        let Some((_, pool, wallet, version, signers, record)) = lowest else { return };
+        // The next number: a try that failed is made again under the same
+        // number (signers replace what they hold of an unused one).
+        let seq = record.made.max(record.used) + 1;
+        let now = crate::now_ms();
+        // Unique per try: this keeper makes one presignature at a time.
+        let request_id = RequestId::new(format!("p-{pool}-{seq}-{now}")).expect("a valid id");
+        let plan = PresignPlan {
+            request_id: request_id.clone(),
+            wallet,
+            version,
+            signers: signers.clone(),
+            seq,
+            deadline_ms: now + PRESIGN_DEADLINE.as_millis() as u64,
+            round_timeout_ms: self.config.round_timeout.as_millis() as u64,
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.presigning.lock().expect("presigning lock").insert(request_id.clone(), tx);
+        let payload: bytes::Bytes = serde_json::to_vec(&plan).expect("plans serialise").into();
+        for signer in &signers {
+            if let Err(e) = self.nats.client.publish(presign_subject(signer), payload.clone()).await {
+                tracing::warn!(%signer, error = %e, "cannot send a presignature plan");
+            }
+        }
+        let outcome = tokio::time::timeout(PRESIGN_DEADLINE, rx).await;
+        self.presigning.lock().expect("presigning lock").remove(&request_id);
+        match outcome {
+            Ok(Ok(None)) => {
+                self.record_made(pool, seq).await;
+                self.metrics.inc("conclave_presignatures_total", "made");
+            }
+            _ => self.metrics.inc("conclave_presignatures_total", "failed"),
+        }
+    }
+}

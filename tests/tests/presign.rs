@@ -1,0 +1,155 @@
+//! Presignature pools (ECDSA, CGGMP24): filled in the background for every
+//! signer set the rotation chooses, serving message signatures in one
+//! round, never a digest, never twice (a registry that hands one out again,
+//! a signer killed between taking one and sending its partial), a bad
+//! partial blamed, and the full protocol whenever none can serve. Real
+//! node processes (dev mode, so that the tests can read the pools).
+
+use conclave_client::ClientError;
+use conclave_proto::registry::PoolRecord;
+use conclave_proto::request::SignPayload;
+use conclave_proto::{ErrorCode, NodeId, PoolId, Scheme, WalletId};
+use conclave_tests::adversary::Adversary;
+use conclave_tests::{eventually, Cluster};
+use std::time::Duration;
+
+/// Presignatures a 2-of-3 pool of `size` holds when full: one pool per
+/// pair, three pairs.
+const PAIRS: usize = 3;
+
+fn ids(cluster: &Cluster, which: &[usize]) -> Vec<NodeId> {
+    which.iter().map(|i| cluster.node_ids()[i - 1].clone()).collect()
+}
+
+/// Summed over every node: a counter only the host that acted counts.
+async fn total(cluster: &Cluster, sample: &str) -> f64 {
+    let mut sum = 0.0;
+    for i in 1..=cluster.node_ids().len() {
+        sum += cluster.metric(i, sample).await;
+    }
+    sum
+}
+
+async fn made(cluster: &Cluster) -> f64 {
+    total(cluster, "conclave_presignatures_total{outcome=\"made\"}").await
+}
+
+async fn wait_made(cluster: &Cluster, at_least: f64) {
+    eventually(&format!("{at_least} presignatures made"), Duration::from_secs(300), || async { (made(cluster).await >= at_least).then_some(()) }).await;
+}
+
+fn verify(public_key: &[u8], message: &[u8], signature: &[u8]) {
+    use k256::ecdsa::signature::Verifier;
+    let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(public_key).unwrap();
+    vk.verify(message, &k256::ecdsa::Signature::from_slice(signature).unwrap()).expect("verifies");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_fill_serve_messages_in_one_round_never_digests_and_refill() {
+    let cluster = Cluster::start_with_pools(3, 2).await;
+    let client = cluster.client().await;
+    let w = WalletId::new("pooled").unwrap();
+    let key = client.keygen(&w, Scheme::Ecdsa, 2, None).await.unwrap();
+    wait_made(&cluster, (2 * PAIRS) as f64).await;
+    let presigned = "conclave_pool_plans_total{protocol=\"presigned\"}";
+
+    // Every message signature of a full pool is presigned: two by each pair.
+    for pair in [[1, 2], [1, 3], [2, 3], [1, 2], [1, 3], [2, 3]] {
+        let message = format!("pay by {pair:?}").into_bytes();
+        let sig = client.sign(&w, Scheme::Ecdsa, SignPayload::Message(message.clone()), vec![], Some(ids(&cluster, &pair))).await.unwrap();
+        verify(&key.public_key, &message, &sig.signature);
+    }
+    assert_eq!(total(&cluster, presigned).await, (2 * PAIRS) as f64);
+
+    // A digest, or a derived key, never takes a presignature.
+    let before = total(&cluster, presigned).await;
+    let sig = client.sign(&w, Scheme::Ecdsa, SignPayload::Digest([9; 32].to_vec()), vec![], None).await.unwrap();
+    assert_eq!(sig.public_key, key.public_key);
+    client.sign(&w, Scheme::Ecdsa, SignPayload::Message(b"child".to_vec()), vec![1, 2], None).await.unwrap();
+    assert_eq!(total(&cluster, presigned).await, before, "neither was presigned");
+
+    // The pools refill once used.
+    wait_made(&cluster, (4 * PAIRS) as f64).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presignature_serves_once_whatever_the_registry_or_a_crash_does() {
+    let mut cluster = Cluster::start_with_pools(3, 1).await;
+    let client = cluster.client().await;
+    let adversary = Adversary::connect(&cluster.nats_url()).await;
+    let w = WalletId::new("once").unwrap();
+    let key = client.keygen(&w, Scheme::Ecdsa, 2, None).await.unwrap();
+    wait_made(&cluster, PAIRS as f64).await;
+    let pair = ids(&cluster, &[1, 2]);
+    let pool = PoolId::of(&w, 1, &pair);
+    let sign = |m: &'static [u8]| client.sign(&w, Scheme::Ecdsa, SignPayload::Message(m.to_vec()), vec![], Some(pair.clone()));
+
+    let sig = sign(b"first").await.unwrap();
+    verify(&key.public_key, b"first", &sig.signature);
+    assert_eq!(adversary.pool_record(&pool).await, PoolRecord { made: 1, used: 1 });
+
+    // A lying registry hands presignature 1 out again: both signers refuse
+    // it before anything leaves, and the request signs by the full protocol.
+    let unavailable = "conclave_presign_fallbacks_total{reason=\"unavailable\"}";
+    let refused_before = total(&cluster, unavailable).await;
+    adversary.set_pool_record(&pool, PoolRecord { made: 1, used: 0 }).await;
+    let sig = sign(b"second").await.expect("signs all the same");
+    verify(&key.public_key, b"second", &sig.signature);
+    assert_eq!(total(&cluster, unavailable).await, refused_before + 1.0, "refused, then the full protocol");
+
+    // node-2 dies (kill -9 by its fault hook) right after taking the next
+    // presignature, before its partial leaves: the request fails over to
+    // the other pair; that presignature never serves again.
+    wait_made(&cluster, (PAIRS + 1) as f64).await;
+    let taken = adversary.pool_record(&pool).await;
+    assert_eq!(taken.made, 2);
+    cluster.restart_signer_with(2, &[(conclave_enclave::fault::Hook::PresignCrashAfterTake.env(), "1")]).await;
+    cluster.wait_ready(3).await;
+    let refused = sign(b"third").await.expect_err("named signers cannot fail over");
+    assert!(matches!(&refused, ClientError::Request(e) if e.code == ErrorCode::PeerUnavailable), "{refused}");
+    cluster.wait_unready(2).await;
+    cluster.start_signer(2);
+    cluster.wait_ready(3).await;
+    adversary.set_pool_record(&pool, PoolRecord { made: 2, used: 1 }).await;
+    let refused_before = total(&cluster, unavailable).await;
+    let sig = sign(b"fourth").await.expect("signs by the full protocol");
+    verify(&key.public_key, b"fourth", &sig.signature);
+    assert_eq!(total(&cluster, unavailable).await, refused_before + 1.0, "presignature 2 was taken before the crash: never again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_requests_share_out_the_last_presignature_and_a_bad_partial_is_blamed() {
+    let mut cluster = Cluster::start_with_pools(3, 1).await;
+    let client = cluster.client().await;
+    let w = WalletId::new("race").unwrap();
+    let key = client.keygen(&w, Scheme::Ecdsa, 2, None).await.unwrap();
+    wait_made(&cluster, PAIRS as f64).await;
+    let presigned = "conclave_pool_plans_total{protocol=\"presigned\"}";
+    let full = "conclave_pool_plans_total{protocol=\"full\"}";
+    let (p0, f0) = (total(&cluster, presigned).await, total(&cluster, full).await);
+
+    // Two requests at once for the one presignature of pair (1, 3).
+    let one_three = ids(&cluster, &[1, 3]);
+    let pair = || Some(one_three.clone());
+    let (a, b) = tokio::join!(
+        client.sign(&w, Scheme::Ecdsa, SignPayload::Message(b"a".to_vec()), vec![], pair()),
+        client.sign(&w, Scheme::Ecdsa, SignPayload::Message(b"b".to_vec()), vec![], pair()),
+    );
+    verify(&key.public_key, b"a", &a.unwrap().signature);
+    verify(&key.public_key, b"b", &b.unwrap().signature);
+    assert_eq!((total(&cluster, presigned).await - p0, total(&cluster, full).await - f0), (1.0, 1.0), "one took it, one ran the full protocol");
+
+    // node-3 sends partial signatures that do not match its presignature:
+    // its peer blames it.
+    wait_made(&cluster, (PAIRS + 1) as f64).await;
+    cluster.restart_signer_with(3, &[(conclave_enclave::fault::Hook::PresignTamper.env(), "1")]).await;
+    cluster.wait_ready(3).await;
+    let refused = client.sign(&w, Scheme::Ecdsa, SignPayload::Message(b"c".to_vec()), vec![], pair()).await.expect_err("a bad partial");
+    match refused {
+        ClientError::Request(e) => {
+            assert_eq!(e.code, ErrorCode::ProtocolAbort, "{e}");
+            assert_eq!(e.blamed, ids(&cluster, &[3]), "{e}");
+        }
+        other => panic!("{other}"),
+    }
+}
