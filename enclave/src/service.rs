@@ -100,6 +100,9 @@ pub struct Enclave {
     /// When this signer started (Unix ms): requests issued before are
     /// refused, since `started` does not survive a restart.
     started_at_ms: u64,
+    /// Where floors live in memory only (nitro), presignatures serve only
+    /// the run that made them: this run's random id, sealed with each.
+    presign_run: Option<[u8; 16]>,
 }
 
 /// Why the configured roster cannot be used.
@@ -143,6 +146,11 @@ impl Enclave {
         let crashes_before_ack = dev && crate::fault::armed(crate::fault::Hook::ReshareCrashBeforeAck).is_some();
         let crashes_after_presignature_taken = dev && crate::fault::armed(crate::fault::Hook::PresignCrashAfterTake).is_some();
         let tampers_partials = dev && crate::fault::armed(crate::fault::Hook::PresignTamper).is_some();
+        let presign_run = matches!(floors, Floors::Memory(_)).then(|| {
+            let mut run = [0u8; 16];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut run);
+            run
+        });
         Ok(Enclave {
             config,
             keys,
@@ -162,6 +170,7 @@ impl Enclave {
             aux_locks: Mutex::default(),
             started: Mutex::default(),
             started_at_ms: crate::now_ms(),
+            presign_run,
         })
     }
 

@@ -6,6 +6,9 @@ use super::*;
 use conclave_proto::link::PresignPlan;
 use conclave_proto::PoolId;
 
+/// The run id sealed before each presignature record.
+const RUN_BYTES: usize = 16;
+
 impl Enclave {
     /// Handles `Presign` to its end, reporting `Presigned` to the host.
     pub(super) async fn presign(self: Arc<Self>, plan: PresignPlan) {
@@ -70,7 +73,10 @@ impl Enclave {
         let attempt = Attempt { plan: &session_plan, body, deadline: Instant::now() + Duration::from_millis(plan.deadline_ms - now) };
         let spec = attempt.spec(SessionKind::Presign, plan.signers.clone(), plan.version);
         let made = ecdsa::presign(Seat::take(self, &spec)?, indexes, core, &aux, Vec::new()).await?;
-        let sealed = self.sealer.seal(&SealContext::blob(me, &slot, plan.seq), &made).map_err(storage)?;
+        // Sealed after the run it serves (zeros where floors are durable).
+        let mut sealed_record = Zeroizing::new(self.presign_run.unwrap_or_default().to_vec());
+        sealed_record.extend_from_slice(&made);
+        let sealed = self.sealer.seal(&SealContext::blob(me, &slot, plan.seq), &sealed_record).map_err(storage)?;
         // A number made again (an earlier try stopped before every signer
         // stored it) replaces what this signer holds of it: it is unused
         // (at or above the floor), and the set converges on the new one.
@@ -116,7 +122,14 @@ impl Enclave {
             tracing::warn!("FAULT INJECTION: stopping after taking a presignature, before its partial signature leaves");
             std::process::exit(70);
         }
-        let presignature = self.sealer.open(&SealContext::blob(me, &slot, seq), &blob.sealed).map_err(storage)?;
+        let opened = self.sealer.open(&SealContext::blob(me, &slot, seq), &blob.sealed).map_err(storage)?;
+        // A floor in memory (nitro) forgets what an earlier run took: only
+        // this run's presignatures serve, so none serves twice.
+        let (run, record) = opened.split_at(RUN_BYTES.min(opened.len()));
+        if run != self.presign_run.unwrap_or_default() {
+            return Err(unavailable("made before this signer's last start"));
+        }
+        let presignature = Zeroizing::new(record.to_vec());
         match ecdsa::sign_presigned(Seat::take(self, spec)?, presignature, message.clone(), self.tampers_partials).await? {
             Ok(out) => Ok(out),
             Err(ecdsa::PresignedError::BadPartial(j)) => {
