@@ -120,6 +120,14 @@ async fn after_a_reshare_hosts_serving_version_1_get_no_signature_from_the_old_c
         issued_at_ms: now_ms(),
     }));
     client.reshare(&w, scheme, 3, ids(&cluster, &[1, 2, 3, 4])).await.expect("reshare");
+    // Hosts still settling the reshare write version 2's record (some after
+    // the client has its result): the rollback comes after the last.
+    for i in 1..=4 {
+        eventually(&format!("node-{i} done with the reshare"), Duration::from_secs(60), || async {
+            (cluster.metric(i, "conclave_requests_following").await == 0.0).then_some(())
+        })
+        .await;
+    }
 
     // The hosts roll back: their stores serve version 1 again, and the
     // registry names the old committee.
