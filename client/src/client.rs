@@ -53,6 +53,9 @@ pub struct NodeStatus {
     /// each peer's signer verified in this node's attestation, by peer.
     /// Empty where nodes do not attest (hsm mode).
     pub attested_by: std::collections::BTreeMap<NodeId, String>,
+    /// Unused ECDSA presignatures of the pools this node keeps, by
+    /// `<wallet>/v<version>/<signers>` (as its last heartbeat said).
+    pub presign_pools: std::collections::BTreeMap<String, u32>,
 }
 
 /// Wallet records as listed by the hosts.
@@ -482,6 +485,7 @@ impl Client {
                 attested_by: attested_by(&n.node_id),
                 ready: n.ready.is_some(),
                 primes_ready: n.ready.as_ref().is_some_and(|b| b.primes_ready),
+                presign_pools: n.ready.as_ref().map(|b| b.presign_pools.clone()).unwrap_or_default(),
                 mode: n.record.identity.mode.to_string(),
                 http: n.record.http,
                 sign_key: hex::encode(n.record.identity.sign_key),

@@ -357,6 +357,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     for (peer, pcr0) in &n.attested_by {
                         out!("  {:<12} PCR0 {pcr0} verified by {peer}", "");
                     }
+                    for (pool, level) in &n.presign_pools {
+                        out!("  {:<12} presignatures {pool}: {level}", "");
+                    }
                 }
             }
             Ok(())

@@ -125,6 +125,7 @@ impl Host {
                         at_ms: crate::now_ms(),
                         primes_ready: self.metrics.primes_ready.load(Ordering::Relaxed),
                         attested_peers: self.attested_peers.lock().expect("attested lock").clone(),
+                        presign_pools: self.metrics.pool_levels(),
                     };
                     match self.registry.heartbeat(self.me(), serde_json::to_vec(&beat).expect("serialises").into()).await {
                         Ok(()) => announced = true,

@@ -99,9 +99,14 @@ impl Metrics {
         *self.labelled.lock().expect("metrics lock").entry((name, label.into())).or_default() += 1;
     }
 
-    /// Sets a pool's level gauge.
-    pub fn set_pool_level(&self, pool: &conclave_proto::PoolId, level: u32) {
-        self.pool_levels.lock().expect("metrics lock").insert(pool.to_string(), level);
+    /// Sets a pool's level gauge (`pool`: `<wallet>/v<version>/<signers>`).
+    pub fn set_pool_level(&self, pool: String, level: u32) {
+        self.pool_levels.lock().expect("metrics lock").insert(pool, level);
+    }
+
+    /// Every pool level this host reports.
+    pub fn pool_levels(&self) -> BTreeMap<String, u32> {
+        self.pool_levels.lock().expect("metrics lock").clone()
     }
 
     /// Renders every metric.

@@ -160,7 +160,8 @@ impl Host {
                 let pool = PoolId::of(&wallet.wallet, wallet.version, &set);
                 let Some((record, _)) = self.pool_record(pool).await else { return };
                 let level = record.made.saturating_sub(record.used);
-                self.metrics.set_pool_level(&pool, level);
+                let names: Vec<&str> = set.iter().map(NodeId::as_str).collect();
+                self.metrics.set_pool_level(format!("{}/v{}/{}", wallet.wallet, wallet.version, names.join("+")), level);
                 if level < self.config.presign_pool && lowest.as_ref().is_none_or(|l| level < l.0) {
                     lowest = Some((level, pool, wallet.wallet.clone(), wallet.version, set, record));
                 }

@@ -38,6 +38,10 @@ pub struct ReadyRecord {
     /// this node's signer verified in each peer's attestation document.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub attested_peers: std::collections::BTreeMap<NodeId, String>,
+    /// Unused presignatures of the pools this node keeps (its keeper's last
+    /// look), by `<wallet>/v<version>/<signer>+<signer>`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub presign_pools: std::collections::BTreeMap<String, u32>,
 }
 
 /// The fencing record of a request (sessions bucket, key = request id).

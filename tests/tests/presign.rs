@@ -53,6 +53,30 @@ async fn pools_fill_serve_messages_in_one_round_never_digests_and_refill() {
     wait_made(&cluster, (2 * PAIRS) as f64).await;
     let presigned = "conclave_pool_plans_total{protocol=\"presigned\"}";
 
+    // Operators see the levels: node-1 keeps the pools of (1,2) and (1,3),
+    // node-2 that of (2,3); `conclave status` shows what they report.
+    eventually("pool levels in /metrics", Duration::from_secs(60), || async {
+        (cluster.metric(1, "conclave_presign_pool_level{pool=\"pooled/v1/node-1+node-2\"}").await == 2.0).then_some(())
+    })
+    .await;
+    let levels = eventually("pool levels in conclave status", Duration::from_secs(60), || async {
+        let (code, out, _) = cluster.cli(&["status"]);
+        assert_eq!(code, 0, "{out}");
+        let levels: Vec<(String, String, u64)> = out["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|n| {
+                let node = n["id"].as_str().unwrap().to_string();
+                n["presign_pools"].as_object().cloned().unwrap_or_default().into_iter().map(move |(pool, level)| (node.clone(), pool, level.as_u64().unwrap()))
+            })
+            .collect();
+        (levels.len() == PAIRS && levels.iter().all(|l| l.2 == 2)).then_some(levels)
+    })
+    .await;
+    let keepers: Vec<(&str, &str)> = levels.iter().map(|(node, pool, _)| (node.as_str(), pool.as_str())).collect();
+    assert_eq!(keepers, [("node-1", "pooled/v1/node-1+node-2"), ("node-1", "pooled/v1/node-1+node-3"), ("node-2", "pooled/v1/node-2+node-3")]);
+
     // Every message signature of a full pool is presigned: two by each pair.
     for pair in [[1, 2], [1, 3], [2, 3], [1, 2], [1, 3], [2, 3]] {
         let message = format!("pay by {pair:?}").into_bytes();

@@ -111,7 +111,15 @@ async fn a_fencing_record_is_taken_by_one_writer_only(b: Backend) {
 }
 
 fn beat(node: &NodeId) -> Bytes {
-    let record = ReadyRecord { v: PROTOCOL_VERSION, node_id: node.clone(), mode: Mode::Hsm, at_ms: 1, primes_ready: true, attested_peers: Default::default() };
+    let record = ReadyRecord {
+        v: PROTOCOL_VERSION,
+        node_id: node.clone(),
+        mode: Mode::Hsm,
+        at_ms: 1,
+        primes_ready: true,
+        attested_peers: Default::default(),
+        presign_pools: Default::default(),
+    };
     serde_json::to_vec(&record).unwrap().into()
 }
 
@@ -249,8 +257,15 @@ async fn a_restarted_node_heartbeats_at_once(b: Backend) {
     b.registry.heartbeat(&node, before).await.unwrap();
     // The process dies without a goodbye; the next one has a new handle.
     let restarted = b.peer.clone();
-    let mut after =
-        ReadyRecord { v: PROTOCOL_VERSION, node_id: node.clone(), mode: Mode::Hsm, at_ms: 2, primes_ready: false, attested_peers: Default::default() };
+    let mut after = ReadyRecord {
+        v: PROTOCOL_VERSION,
+        node_id: node.clone(),
+        mode: Mode::Hsm,
+        at_ms: 2,
+        primes_ready: false,
+        attested_peers: Default::default(),
+        presign_pools: Default::default(),
+    };
     restarted.heartbeat(&node, serde_json::to_vec(&after).unwrap().into()).await.expect("the restarted node heartbeats");
     let stored = restarted.get(Bucket::Ready, node.as_str()).await.unwrap().expect("its heartbeat is there");
     assert_eq!(serde_json::from_slice::<ReadyRecord>(&stored.value).unwrap(), after);
