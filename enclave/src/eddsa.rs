@@ -65,6 +65,106 @@ pub async fn sign(seat: Seat<'_>, indexes_at_keygen: Vec<u16>, share: &[u8], mes
     Ok((out, public_key))
 }
 
+/// A signer's precomputed FROST nonces as it seals them: its secret nonces
+/// (single use: two signatures under one nonce pair give the share away)
+/// and every signer's public commitments, in session order with their
+/// keygen indexes.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct NoncesRecord {
+    secret: givre::signing::round1::SecretNonces<Curve>,
+    commitments: Vec<(u16, givre::signing::round1::PublicCommitments<Curve>)>,
+}
+
+/// The nonce round's one message: a signer's public commitments.
+#[derive(Clone, Debug, round_based::ProtocolMessage, serde::Serialize, serde::Deserialize)]
+pub enum CommitMsg {
+    /// FROST round 1, ahead of any message.
+    Commitments(givre::signing::round1::PublicCommitments<Curve>),
+}
+
+/// The signing round's one message, with precomputed nonces.
+#[derive(Clone, Debug, round_based::ProtocolMessage, serde::Serialize, serde::Deserialize)]
+pub enum ShareMsg {
+    /// FROST round 2: this signer's signature share (its release).
+    Share(givre::signing::round2::SigShare<Curve>),
+}
+
+/// FROST's first round ahead of any message (`seat`: the signer set,
+/// `indexes_at_keygen` ascending): each signer draws nonces and broadcasts
+/// their commitments. Returns the record to seal.
+pub async fn commit_nonces(seat: Seat<'_>, indexes_at_keygen: Vec<u16>, share: &[u8]) -> Result<Zeroizing<Vec<u8>>, RequestError> {
+    use futures::SinkExt;
+    use round_based::rounds_router::{simple_store::RoundInput, RoundsRouter};
+    let share: givre::KeyShare<Curve> = serde_json::from_slice(share).map_err(|e| internal("sealed share does not decode", e))?;
+    let (i, n) = (seat.index(), seat.parties());
+    seat.run(move |party: Party<CommitMsg>| {
+        futures::executor::block_on(async {
+            let (secret, mine) = givre::signing::round1::commit::<Ed25519>(&mut rand_core::OsRng, &share);
+            let round_based::MpcParty { delivery, .. } = round_based::Mpc::into_party(party);
+            let (incoming, mut outgoing) = round_based::Delivery::split(delivery);
+            let mut router = RoundsRouter::<CommitMsg>::builder();
+            let round = router.add_round(RoundInput::<givre::signing::round1::PublicCommitments<Curve>>::broadcast(i, n));
+            let mut router = router.listen(incoming);
+            outgoing.send(round_based::Outgoing::broadcast(CommitMsg::Commitments(mine))).await.map_err(|e| e.to_string())?;
+            let all = router.complete(round).await.map_err(|e| e.to_string())?.into_vec_including_me(mine);
+            let record = NoncesRecord { secret, commitments: indexes_at_keygen.iter().copied().zip(all).collect() };
+            Ok::<_, String>(Zeroizing::new(serde_json::to_vec(&record).expect("nonces serialise")))
+        })
+    })
+    .await
+}
+
+/// Signs `message` in one round with precomputed nonces (`record`, from
+/// [`commit_nonces`], for exactly this signer set): each signer sends its
+/// signature share under `Enclave::release`'s fencing, and every signer
+/// aggregates and verifies. Returns R||S and the public key. `tamper` (a
+/// test fault hook) sends a share that does not fit.
+pub async fn sign_committed(
+    seat: Seat<'_>,
+    record: Zeroizing<Vec<u8>>,
+    share: &[u8],
+    message: Vec<u8>,
+    tamper: bool,
+) -> Result<(Vec<u8>, Vec<u8>), RequestError> {
+    use futures::SinkExt;
+    use round_based::rounds_router::{simple_store::RoundInput, RoundsRouter};
+    let share: givre::KeyShare<Curve> = serde_json::from_slice(share).map_err(|e| internal("sealed share does not decode", e))?;
+    let record: NoncesRecord = serde_json::from_slice(&record).map_err(|e| internal("sealed nonces do not decode", e))?;
+    let (i, n) = (seat.index(), seat.parties());
+    if record.commitments.len() != usize::from(n) {
+        return Err(internal("nonces", "made for another number of signers"));
+    }
+    let public_key = Ed25519::serialize_normalized_point(&Ed25519::normalize_point(share.shared_public_key)).as_ref().to_vec();
+    let msg = message.clone();
+    let releases: fn(&ShareMsg) -> bool = |m| matches!(m, ShareMsg::Share(_));
+    let signature = seat
+        .run_signing(releases, move |party: Party<ShareMsg>| {
+            futures::executor::block_on(async {
+                let mut mine = givre::signing::round2::sign::<Ed25519>(&share, record.secret, &msg, &record.commitments).map_err(|e| e.to_string())?;
+                if tamper {
+                    mine.0 += givre::generic_ec::Scalar::one();
+                }
+                let round_based::MpcParty { delivery, .. } = round_based::Mpc::into_party(party);
+                let (incoming, mut outgoing) = round_based::Delivery::split(delivery);
+                let mut router = RoundsRouter::<ShareMsg>::builder();
+                let round = router.add_round(RoundInput::<givre::signing::round2::SigShare<Curve>>::broadcast(i, n));
+                let mut router = router.listen(incoming);
+                outgoing.send(round_based::Outgoing::broadcast(ShareMsg::Share(mine))).await.map_err(|e| e.to_string())?;
+                let shares = router.complete(round).await.map_err(|e| e.to_string())?.into_vec_including_me(mine);
+                let signers: Vec<_> = record.commitments.iter().zip(shares).map(|((j, c), s)| (*j, *c, s)).collect();
+                givre::signing::aggregate::aggregate::<Ed25519>(share.as_ref(), &signers, &msg).map_err(|e| e.to_string())
+            })
+        })
+        .await?;
+    let mut out = vec![0u8; givre::signing::aggregate::Signature::<Ed25519>::serialized_len()];
+    signature.write_to_slice(&mut out);
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(public_key.as_slice().try_into().map_err(|e| internal("public key", e))?)
+        .map_err(|e| internal("public key", e))?;
+    let sig = ed25519_dalek::Signature::from_slice(&out).map_err(|e| internal("signature", e))?;
+    vk.verify_strict(&message, &sig).map_err(|_| RequestError::new(ErrorCode::ProtocolAbort, "the signature shares do not make a signature that verifies"))?;
+    Ok((out, public_key))
+}
+
 /// Signs `message` with the given parties' serialised shares in this one
 /// process (round-based's simulator): the benchmark's baseline.
 pub fn sign_in_process(shares: &[Zeroizing<Vec<u8>>], indexes_at_keygen: &[u16], message: &[u8]) -> Result<Vec<u8>, RequestError> {

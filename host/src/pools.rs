@@ -1,4 +1,4 @@
-//! Presignature pools, the hosts' part: which presignature a sign request
+//! Presignature pools (ECDSA presignatures, EdDSA FROST nonces), the hosts' part: which presignature a sign request
 //! takes (each pool's counters in the registry, moved by compare-and-set),
 //! and the keeper that asks the signers of each set for more while this
 //! node is idle. The signers trust none of it: a wrong count costs a
@@ -27,16 +27,21 @@ const PRESIGN_DEADLINE: Duration = Duration::from_secs(60);
 /// Compare-and-set tries before a request signs without a presignature.
 const TAKE_TRIES: usize = 3;
 
-/// The pool a sign request may take a presignature from: ECDSA, a message
-/// the signers hash themselves (never a digest), the root key.
+/// The pool a sign request may take from: the root key; ECDSA only for a
+/// message the signers hash themselves (never a digest); EdDSA for any
+/// payload (FROST binds its nonces to the message when it signs).
 pub(crate) fn eligible(body: &RequestBody, signers: &[NodeId]) -> Option<PoolId> {
     match body {
-        RequestBody::Sign(s) if s.scheme == Scheme::Ecdsa && matches!(s.payload, SignPayload::Message(_)) && s.path.is_empty() => {
-            Some(PoolId::of(&s.wallet, s.version, signers))
+        RequestBody::Sign(s) if s.path.is_empty() && (s.scheme == Scheme::Eddsa || matches!(s.payload, SignPayload::Message(_))) => {
+            Some(PoolId::of(&s.wallet, s.scheme, s.version, signers))
         }
         _ => None,
     }
 }
+
+/// The emptiest pool below its target: level, pool, wallet, scheme, key
+/// version, signer set, counters.
+type Refill = (u32, PoolId, conclave_proto::WalletId, Scheme, u32, Vec<NodeId>, PoolRecord);
 
 fn encode(record: &PoolRecord) -> bytes::Bytes {
     serde_json::to_vec(record).expect("pool records serialise").into()
@@ -147,27 +152,27 @@ impl Host {
     async fn refill_one(&self) {
         let Ok(ready) = self.view.ready() else { return };
         let Ok(wallets) = self.registry.list(Bucket::Wallets).await else { return };
-        let mut lowest: Option<(u32, PoolId, conclave_proto::WalletId, u32, Vec<NodeId>, PoolRecord)> = None;
+        let mut lowest: Option<Refill> = None;
         for (_, value) in wallets {
             let Some(wallet) = serde_json::from_slice::<Endorsed>(&value).ok().and_then(|e| e.unverified_record()) else { continue };
-            if wallet.scheme != Scheme::Ecdsa || !wallet.committee.contains(self.me()) {
+            if !wallet.committee.contains(self.me()) {
                 continue;
             }
             for set in quorum::rotation_sets(&wallet.committee, usize::from(wallet.threshold), &ready) {
                 if set.first() != Some(self.me()) {
                     continue;
                 }
-                let pool = PoolId::of(&wallet.wallet, wallet.version, &set);
+                let pool = PoolId::of(&wallet.wallet, wallet.scheme, wallet.version, &set);
                 let Some((record, _)) = self.pool_record(pool).await else { return };
                 let level = record.made.saturating_sub(record.used);
                 let names: Vec<&str> = set.iter().map(NodeId::as_str).collect();
-                self.metrics.set_pool_level(format!("{}/v{}/{}", wallet.wallet, wallet.version, names.join("+")), level);
+                self.metrics.set_pool_level(format!("{}/{}/v{}/{}", wallet.wallet, wallet.scheme, wallet.version, names.join("+")), level);
                 if level < self.config.presign_pool && lowest.as_ref().is_none_or(|l| level < l.0) {
-                    lowest = Some((level, pool, wallet.wallet.clone(), wallet.version, set, record));
+                    lowest = Some((level, pool, wallet.wallet.clone(), wallet.scheme, wallet.version, set, record));
                 }
             }
         }
-        let Some((_, pool, wallet, version, signers, record)) = lowest else { return };
+        let Some((_, pool, wallet, scheme, version, signers, record)) = lowest else { return };
         // The next number: a try that failed is made again under the same
         // number (signers replace what they hold of an unused one).
         let seq = record.made.max(record.used) + 1;
@@ -177,6 +182,7 @@ impl Host {
         let plan = PresignPlan {
             request_id: request_id.clone(),
             wallet,
+            scheme,
             version,
             signers: signers.clone(),
             seq,

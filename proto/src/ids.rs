@@ -164,16 +164,18 @@ digest_id!(
 );
 
 digest_id!(
-    /// A presignature pool: one ECDSA wallet's key version and one signer
-    /// set of its committee (root key). Its presignatures serve only that set.
+    /// A presignature pool: one wallet's key (scheme and version) and one
+    /// signer set of its committee (root key). Its presignatures (ECDSA) or
+    /// nonces (EdDSA) serve only that set.
     PoolId
 );
 
 impl PoolId {
-    /// The pool of `wallet` at `version` for `signers` (in committee order).
-    pub fn of(wallet: &WalletId, version: u32, signers: &[NodeId]) -> Self {
+    /// The pool of `wallet`'s `scheme` key at `version` for `signers` (in
+    /// committee order).
+    pub fn of(wallet: &WalletId, scheme: Scheme, version: u32, signers: &[NodeId]) -> Self {
         let version = version.to_be_bytes();
-        let mut parts: Vec<&[u8]> = vec![b"conclave/presignature-pool/v1", wallet.as_str().as_bytes(), &version];
+        let mut parts: Vec<&[u8]> = vec![b"conclave/presignature-pool/v1", wallet.as_str().as_bytes(), scheme.as_str().as_bytes(), &version];
         parts.extend(signers.iter().map(|m| m.as_str().as_bytes()));
         PoolId(truncated_hash(&parts))
     }

@@ -269,8 +269,10 @@ pub struct SessionPlan {
 pub struct PresignPlan {
     /// Names this run (routes its envelopes); unique per try.
     pub request_id: RequestId,
-    /// The wallet (ECDSA).
+    /// The wallet.
     pub wallet: WalletId,
+    /// Its scheme: an ECDSA presignature or FROST nonces (EdDSA).
+    pub scheme: Scheme,
     /// Its key version.
     pub version: u32,
     /// The signer set, in committee order.
@@ -297,9 +299,9 @@ pub enum Purpose {
         /// The signers of the attempt that follows.
         then: Vec<NodeId>,
     },
-    /// An ECDSA sign request of a `message` on the root key, signed in one
-    /// round with presignature `seq` of the signers' pool
-    /// ([`crate::PoolId`]); a signer that cannot use it answers
+    /// A sign request on the root key (ECDSA: of a `message`), signed in
+    /// one round with presignature (EdDSA: nonces) `seq` of the signers'
+    /// pool ([`crate::PoolId`]); a signer that cannot use it answers
     /// `presignature_unavailable` before anything leaves, and the next
     /// attempt runs the full protocol.
     Presigned {

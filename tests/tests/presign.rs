@@ -1,4 +1,4 @@
-//! Presignature pools (ECDSA, CGGMP24): filled in the background for every
+//! Presignature pools (ECDSA, CGGMP24; EdDSA: FROST nonces): filled in the background for every
 //! signer set the rotation chooses, serving message signatures in one
 //! round, never a digest, never twice (a registry that hands one out again,
 //! a signer killed between taking one and sending its partial), a bad
@@ -56,7 +56,7 @@ async fn pools_fill_serve_messages_in_one_round_never_digests_and_refill() {
     // Operators see the levels: node-1 keeps the pools of (1,2) and (1,3),
     // node-2 that of (2,3); `conclave status` shows what they report.
     eventually("pool levels in /metrics", Duration::from_secs(60), || async {
-        (cluster.metric(1, "conclave_presign_pool_level{pool=\"pooled/v1/node-1+node-2\"}").await == 2.0).then_some(())
+        (cluster.metric(1, "conclave_presign_pool_level{pool=\"pooled/ecdsa/v1/node-1+node-2\"}").await == 2.0).then_some(())
     })
     .await;
     let levels = eventually("pool levels in conclave status", Duration::from_secs(60), || async {
@@ -75,7 +75,10 @@ async fn pools_fill_serve_messages_in_one_round_never_digests_and_refill() {
     })
     .await;
     let keepers: Vec<(&str, &str)> = levels.iter().map(|(node, pool, _)| (node.as_str(), pool.as_str())).collect();
-    assert_eq!(keepers, [("node-1", "pooled/v1/node-1+node-2"), ("node-1", "pooled/v1/node-1+node-3"), ("node-2", "pooled/v1/node-2+node-3")]);
+    assert_eq!(
+        keepers,
+        [("node-1", "pooled/ecdsa/v1/node-1+node-2"), ("node-1", "pooled/ecdsa/v1/node-1+node-3"), ("node-2", "pooled/ecdsa/v1/node-2+node-3")]
+    );
 
     // Every message signature of a full pool is presigned: two by each pair.
     for pair in [[1, 2], [1, 3], [2, 3], [1, 2], [1, 3], [2, 3]] {
@@ -105,7 +108,7 @@ async fn a_presignature_serves_once_whatever_the_registry_or_a_crash_does() {
     let key = client.keygen(&w, Scheme::Ecdsa, 2, None).await.unwrap();
     wait_made(&cluster, PAIRS as f64).await;
     let pair = ids(&cluster, &[1, 2]);
-    let pool = PoolId::of(&w, 1, &pair);
+    let pool = PoolId::of(&w, Scheme::Ecdsa, 1, &pair);
     let sign = |m: &'static [u8]| client.sign(&w, Scheme::Ecdsa, SignPayload::Message(m.to_vec()), vec![], Some(pair.clone()));
 
     let sig = sign(b"first").await.unwrap();
@@ -176,4 +179,36 @@ async fn racing_requests_share_out_the_last_presignature_and_a_bad_partial_is_bl
         }
         other => panic!("{other}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eddsa_signs_in_one_round_with_pooled_nonces_each_used_once() {
+    let cluster = Cluster::start_with_pools(3, 1).await;
+    let client = cluster.client().await;
+    let adversary = Adversary::connect(&cluster.nats_url()).await;
+    let w = WalletId::new("frost").unwrap();
+    let key = client.keygen(&w, Scheme::Eddsa, 2, None).await.unwrap();
+    wait_made(&cluster, PAIRS as f64).await;
+    let pair = ids(&cluster, &[2, 3]);
+    let pool = PoolId::of(&w, Scheme::Eddsa, 1, &pair);
+    let presigned = "conclave_pool_plans_total{protocol=\"presigned\"}";
+    let verify = |message: &[u8], signature: &[u8]| {
+        let vk = ed25519_dalek::VerifyingKey::from_bytes(key.public_key.as_slice().try_into().unwrap()).unwrap();
+        vk.verify_strict(message, &ed25519_dalek::Signature::from_slice(signature).unwrap()).expect("verifies strictly");
+    };
+
+    // Digests too: FROST binds the nonces to whatever it signs.
+    let before = total(&cluster, presigned).await;
+    let sig = client.sign(&w, Scheme::Eddsa, SignPayload::Digest([3; 32].to_vec()), vec![], Some(pair.clone())).await.unwrap();
+    verify(&[3; 32], &sig.signature);
+    assert_eq!(total(&cluster, presigned).await, before + 1.0, "one round with pooled nonces");
+    assert_eq!(adversary.pool_record(&pool).await, PoolRecord { made: 1, used: 1 });
+
+    // Handed out again by a lying registry: refused, then the full protocol.
+    let unavailable = "conclave_presign_fallbacks_total{reason=\"unavailable\"}";
+    let refused_before = total(&cluster, unavailable).await;
+    adversary.set_pool_record(&pool, PoolRecord { made: 1, used: 0 }).await;
+    let sig = client.sign(&w, Scheme::Eddsa, SignPayload::Message(b"again".to_vec()), vec![], Some(pair.clone())).await.unwrap();
+    verify(b"again", &sig.signature);
+    assert_eq!(total(&cluster, unavailable).await, refused_before + 1.0, "the nonces serve once");
 }

@@ -9,10 +9,13 @@ use conclave_proto::PoolId;
 /// The run id sealed before each presignature record.
 const RUN_BYTES: usize = 16;
 
+/// A signature, its recovery id (ECDSA) and the key it verifies under.
+pub(super) type Signed = (Vec<u8>, Option<u8>, Vec<u8>);
+
 impl Enclave {
     /// Handles `Presign` to its end, reporting `Presigned` to the host.
     pub(super) async fn presign(self: Arc<Self>, plan: PresignPlan) {
-        let pool = PoolId::of(&plan.wallet, plan.version, &plan.signers);
+        let pool = PoolId::of(&plan.wallet, plan.scheme, plan.version, &plan.signers);
         let made = self.make_presignature(&plan, pool).await;
         match &made {
             Ok(()) => tracing::info!(request = %plan.request_id, %pool, seq = plan.seq, "presignature made"),
@@ -37,9 +40,12 @@ impl Enclave {
         if !plan.signers.contains(me) {
             return Err(bad(format!("{me} is not a signer of the set")));
         }
-        let share_slot = BlobSlot::Share { wallet: plan.wallet.clone(), scheme: Scheme::Ecdsa };
+        let share_slot = BlobSlot::Share { wallet: plan.wallet.clone(), scheme: plan.scheme };
         let Some(blob) = self.host.load_version(share_slot.clone(), plan.version).await? else {
-            return Err(RequestError::new(ErrorCode::UnknownWallet, format!("node {me} holds no ECDSA key of {} at version {}", plan.wallet, plan.version)));
+            return Err(RequestError::new(
+                ErrorCode::UnknownWallet,
+                format!("node {me} holds no {} key of {} at version {}", plan.scheme, plan.wallet, plan.version),
+            ));
         };
         self.above_floor(&share_slot, blob.version)?;
         let record = ShareRecord::open(self.sealer.as_ref(), me, &share_slot, &blob)?;
@@ -55,11 +61,6 @@ impl Enclave {
         if !self.claim(&plan.request_id, 1) {
             return Err(bad(format!("run {} ran here already", plan.request_id)));
         }
-        let aux = self
-            .current_aux(&record.public.committee)
-            .await?
-            .ok_or_else(|| RequestError::new(ErrorCode::AuxInfoStale, format!("node {me} holds no CGGMP24 aux info for the committee of {}", plan.wallet)))?;
-        let (core, _) = ecdsa::core_share(record.secret.expose())?;
         // The run is bound to every field of the plan.
         let session_plan = SessionPlan {
             request_id: plan.request_id.clone(),
@@ -72,7 +73,16 @@ impl Enclave {
         let body = sha2::Sha256::digest(serde_json::to_vec(plan).expect("plans serialise")).into();
         let attempt = Attempt { plan: &session_plan, body, deadline: Instant::now() + Duration::from_millis(plan.deadline_ms - now) };
         let spec = attempt.spec(SessionKind::Presign, plan.signers.clone(), plan.version);
-        let made = ecdsa::presign(Seat::take(self, &spec)?, indexes, core, &aux, Vec::new()).await?;
+        let made = match plan.scheme {
+            Scheme::Ecdsa => {
+                let aux = self.current_aux(&record.public.committee).await?.ok_or_else(|| {
+                    RequestError::new(ErrorCode::AuxInfoStale, format!("node {me} holds no CGGMP24 aux info for the committee of {}", plan.wallet))
+                })?;
+                let (core, _) = ecdsa::core_share(record.secret.expose())?;
+                ecdsa::presign(Seat::take(self, &spec)?, indexes, core, &aux, Vec::new()).await?
+            }
+            Scheme::Eddsa => eddsa::commit_nonces(Seat::take(self, &spec)?, indexes, record.secret.expose()).await?,
+        };
         // Sealed after the run it serves (zeros where floors are durable).
         let mut sealed_record = Zeroizing::new(self.presign_run.unwrap_or_default().to_vec());
         sealed_record.extend_from_slice(&made);
@@ -97,20 +107,22 @@ impl Enclave {
     pub(super) async fn sign_presigned(
         self: &Arc<Self>,
         req: &SignRequest,
-        version: u32,
+        record: &ShareRecord,
         signers: &[NodeId],
         seq: u32,
         spec: &SessionSpec,
-    ) -> Result<ecdsa::SignOutput, RequestError> {
+    ) -> Result<Signed, RequestError> {
+        let version = record.public.version;
         let unavailable = |why: &str| RequestError::new(ErrorCode::PresignatureUnavailable, format!("presignature {seq}: {why}"));
-        let SignPayload::Message(message) = &req.payload else {
-            return Err(unavailable("a digest never signs with a presignature"));
+        let message = match (&req.payload, req.scheme) {
+            (SignPayload::Message(m), _) | (SignPayload::Digest(m), Scheme::Eddsa) => m.clone(),
+            (SignPayload::Digest(_), Scheme::Ecdsa) => return Err(unavailable("a digest never signs with a presignature")),
         };
         if !req.path.is_empty() {
             return Err(unavailable("pools serve the root key only"));
         }
         let me = self.keys.node_id();
-        let slot = BlobSlot::Presignatures { wallet: req.wallet.clone(), pool: PoolId::of(&req.wallet, version, signers) };
+        let slot = BlobSlot::Presignatures { wallet: req.wallet.clone(), pool: PoolId::of(&req.wallet, req.scheme, version, signers) };
         let Some(blob) = self.host.load_version(slot.clone(), seq).await? else {
             return Err(unavailable("not held here"));
         };
@@ -125,13 +137,18 @@ impl Enclave {
         let opened = self.sealer.open(&SealContext::blob(me, &slot, seq), &blob.sealed).map_err(storage)?;
         // A floor in memory (nitro) forgets what an earlier run took: only
         // this run's presignatures serve, so none serves twice.
-        let (run, record) = opened.split_at(RUN_BYTES.min(opened.len()));
+        let (run, made) = opened.split_at(RUN_BYTES.min(opened.len()));
         if run != self.presign_run.unwrap_or_default() {
             return Err(unavailable("made before this signer's last start"));
         }
-        let presignature = Zeroizing::new(record.to_vec());
-        match ecdsa::sign_presigned(Seat::take(self, spec)?, presignature, message.clone(), self.tampers_partials).await? {
-            Ok(out) => Ok(out),
+        let presignature = Zeroizing::new(made.to_vec());
+        if req.scheme == Scheme::Eddsa {
+            let (signature, public_key) =
+                eddsa::sign_committed(Seat::take(self, spec)?, presignature, record.secret.expose(), message, self.tampers_partials).await?;
+            return Ok((signature, None, public_key));
+        }
+        match ecdsa::sign_presigned(Seat::take(self, spec)?, presignature, message, self.tampers_partials).await? {
+            Ok(out) => Ok((out.signature, Some(out.recovery_id), out.public_key)),
             Err(ecdsa::PresignedError::BadPartial(j)) => {
                 Err(RequestError::new(ErrorCode::ProtocolAbort, format!("{} sent a partial signature that does not match", signers[usize::from(j)]))
                     .blaming(vec![signers[usize::from(j)].clone()]))

@@ -47,11 +47,12 @@ impl Enclave {
         let signers: Vec<NodeId> = indexes.iter().map(|&i| committee[usize::from(i)].clone()).collect();
         let spec = attempt.spec(SessionKind::Sign, signers.clone(), record.public.version);
         let (signature, recovery_id, public_key) = match req.scheme {
+            _ if matches!(attempt.plan.purpose, Purpose::Presigned { .. }) => {
+                let Purpose::Presigned { seq } = attempt.plan.purpose else { unreachable!("matched above") };
+                self.sign_presigned(req, &record, &signers, seq, &spec).await?
+            }
             Scheme::Ecdsa => {
-                let out = match attempt.plan.purpose {
-                    Purpose::Presigned { seq } => self.sign_presigned(req, record.public.version, &signers, seq, &spec).await?,
-                    _ => self.sign_full(req, &slot, &record, indexes, &spec).await?,
-                };
+                let out = self.sign_full(req, &slot, &record, indexes, &spec).await?;
                 (out.signature, Some(out.recovery_id), out.public_key)
             }
             Scheme::Eddsa => {

@@ -27,10 +27,11 @@
 //!    host (from `/proc`); requests that failed (past their deadline in a
 //!    queue longer than the CPU can sign) are counted by error code.
 //!
-//! 6. Presignatures (`--only presigned`): a 2-of-3 dev cluster with pools
-//!    of N/3 per pair: how long filling them takes and its CPU per
-//!    presignature, then N message signatures that each take one (p50,
-//!    p99), and N digest signatures (the full protocol) beside them.
+//! 6. Pools (`--only presigned`), per scheme: a 2-of-3 dev cluster with
+//!    pools of N/3 per pair (ECDSA presignatures, EdDSA FROST nonces): how
+//!    long filling them takes and its CPU per presignature, then N message
+//!    signatures that each take one (p50, p99); for ECDSA, N digest
+//!    signatures (the full protocol) beside them.
 //!
 //! Usage: `cargo run -p conclave-tests --bin conclave-bench -- [--count N] [--only sealing|statements|signing|registry|reshare|throughput|presigned] [--concurrency N,N...]`,
 //! after `deploy/setup.sh` has built the node binaries. Both sides run the
@@ -106,49 +107,66 @@ async fn total(cluster: &Cluster, sample: &str) -> f64 {
 async fn bench_presigned(count: usize) {
     let per_pair = count.div_ceil(3).max(1) as u32;
     let presignatures = 3 * per_pair as usize;
-    eprintln!("starting a 3-node dev cluster with presignature pools of {per_pair} per pair");
-    let cluster = Cluster::start_with_pools(3, per_pair).await;
-    let client = cluster.client().await;
-    let wallet = WalletId::new("bench-presigned").expect("wallet id");
-    let cpu_before: Vec<(Duration, Duration)> = (1..=3).map(|i| cluster.cpu_time(i)).collect();
-    let started = Instant::now();
-    client.keygen(&wallet, Scheme::Ecdsa, 2, None).await.expect("keygen");
-    let made = "conclave_presignatures_total{outcome=\"made\"}";
-    conclave_tests::eventually("the pools full", Duration::from_secs(1800), || async { (total(&cluster, made).await >= presignatures as f64).then_some(()) })
-        .await;
-    let fill = started.elapsed();
-    let cpu: Vec<String> = (1..=3)
-        .map(|i| {
-            let (signer, host) = cluster.cpu_time(i);
-            // Each presignature runs on two signers.
-            let per = |now: Duration, before: Duration| now.saturating_sub(before).as_secs_f64() * 1000.0 / (2 * presignatures) as f64 * 3.0;
-            format!("{:.0}+{:.0}", per(signer, cpu_before[i - 1].0), per(host, cpu_before[i - 1].1))
-        })
-        .collect();
-    println!("presignature pools, 2-of-3 dev cluster, {per_pair} per pair (3 pairs)");
-    println!("filled {presignatures} presignatures (keygen included) in {:.1} s: {:.2} s each", fill.as_secs_f64(), fill.as_secs_f64() / presignatures as f64);
-    println!("CPU ms per presignature per signer taking part, signer+host, node-1 node-2 node-3: {}", cpu.join("  "));
-    let presigned = "conclave_pool_plans_total{protocol=\"presigned\"}";
-    let before = total(&cluster, presigned).await;
-    let pairs = [[1usize, 2], [1, 3], [2, 3]];
-    let node = |i: usize| cluster.node_ids()[i - 1].clone();
-    let mut times = Vec::with_capacity(presignatures);
-    for k in 0..presignatures {
-        let signers = pairs[k % 3].iter().map(|&i| node(i)).collect();
-        let t = Instant::now();
-        client.sign(&wallet, Scheme::Ecdsa, SignPayload::Message(format!("bench {k}").into_bytes()), vec![], Some(signers)).await.expect("signs");
-        times.push(t.elapsed());
-    }
-    let took = total(&cluster, presigned).await - before;
+    println!("presignature pools, 2-of-3 dev cluster, {per_pair} per pair (3 pairs) and scheme");
     println!("{:<7} {:<28} {:>9} {:>9} {:>8}", "scheme", "where", "p50 ms", "p99 ms", "sig/s");
-    Stats::of(times).print(Scheme::Ecdsa, &format!("presigned ({took:.0} of {presignatures})"));
-    let mut times = Vec::with_capacity(presignatures);
-    for k in 0..presignatures {
-        let t = Instant::now();
-        client.sign(&wallet, Scheme::Ecdsa, SignPayload::Digest([k as u8; 32].to_vec()), vec![], None).await.expect("signs");
-        times.push(t.elapsed());
+    let mut notes = Vec::new();
+    for scheme in [Scheme::Ecdsa, Scheme::Eddsa] {
+        eprintln!("starting a 3-node dev cluster with {scheme} pools of {per_pair} per pair");
+        let cluster = Cluster::start_with_pools(3, per_pair).await;
+        let client = cluster.client().await;
+        let wallet = WalletId::new(format!("bench-presigned-{scheme}")).expect("wallet id");
+        let cpu_before: Vec<(Duration, Duration)> = (1..=3).map(|i| cluster.cpu_time(i)).collect();
+        let started = Instant::now();
+        client.keygen(&wallet, scheme, 2, None).await.expect("keygen");
+        let made = "conclave_presignatures_total{outcome=\"made\"}";
+        conclave_tests::eventually("the pools full", Duration::from_secs(1800), || async {
+            (total(&cluster, made).await >= presignatures as f64).then_some(())
+        })
+        .await;
+        let fill = started.elapsed();
+        let cpu: Vec<String> = (1..=3)
+            .map(|i| {
+                let (signer, host) = cluster.cpu_time(i);
+                // Each presignature runs on two of the three signers.
+                let per = |now: Duration, before: Duration| now.saturating_sub(before).as_secs_f64() * 1000.0 / (2 * presignatures) as f64 * 3.0;
+                format!("{:.1}+{:.1}", per(signer, cpu_before[i - 1].0), per(host, cpu_before[i - 1].1))
+            })
+            .collect();
+        notes.push(format!(
+            "{scheme}: filled {presignatures} (keygen included) in {:.1} s, {:.2} s each; CPU ms per presignature per signer taking part, signer+host, node-1 node-2 node-3: {}",
+            fill.as_secs_f64(),
+            fill.as_secs_f64() / presignatures as f64,
+            cpu.join("  ")
+        ));
+        let presigned = "conclave_pool_plans_total{protocol=\"presigned\"}";
+        let before = total(&cluster, presigned).await;
+        let pairs = [[1usize, 2], [1, 3], [2, 3]];
+        let node = |i: usize| cluster.node_ids()[i - 1].clone();
+        let mut times = Vec::with_capacity(presignatures);
+        for k in 0..presignatures {
+            let signers = pairs[k % 3].iter().map(|&i| node(i)).collect();
+            let t = Instant::now();
+            client.sign(&wallet, scheme, SignPayload::Message(format!("bench {k}").into_bytes()), vec![], Some(signers)).await.expect("signs");
+            times.push(t.elapsed());
+        }
+        let took = total(&cluster, presigned).await - before;
+        Stats::of(times).print(scheme, &format!("pooled ({took:.0} of {presignatures})"));
+        // The full protocol beside it: ECDSA with a digest (never pooled).
+        // (EdDSA's full protocol: `--only signing`.)
+        if scheme == Scheme::Ecdsa {
+            let mut times = Vec::with_capacity(presignatures);
+            for k in 0..presignatures {
+                let t = Instant::now();
+                client.sign(&wallet, scheme, SignPayload::Digest([k as u8; 32].to_vec()), vec![], None).await.expect("signs");
+                times.push(t.elapsed());
+            }
+            Stats::of(times).print(scheme, "full protocol (a digest)");
+        }
     }
-    Stats::of(times).print(Scheme::Ecdsa, "full protocol (a digest)");
+    println!();
+    for note in notes {
+        println!("{note}");
+    }
 }
 
 async fn bench_throughput(count: usize, levels: &[usize]) {
