@@ -140,18 +140,20 @@ impl Host {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let idle = self.metrics.sessions_active.load(Ordering::Relaxed) == 0 && self.following.lock().expect("following lock").is_empty();
-            if idle && self.link.is_up() {
-                self.refill_one().await;
-            }
+            // While idle, one after the other; else at the next tick.
+            while self.idle() && self.refill_one().await {}
         }
     }
 
+    fn idle(&self) -> bool {
+        self.link.is_up() && self.metrics.sessions_active.load(Ordering::Relaxed) == 0 && self.following.lock().expect("following lock").is_empty()
+    }
+
     /// Makes one presignature for the emptiest pool this node heads, if
-    /// any is below its target.
-    async fn refill_one(&self) {
-        let Ok(ready) = self.view.ready() else { return };
-        let Ok(wallets) = self.registry.list(Bucket::Wallets).await else { return };
+    /// any is below its target; whether it made one.
+    async fn refill_one(&self) -> bool {
+        let Ok(ready) = self.view.ready() else { return false };
+        let Ok(wallets) = self.registry.list(Bucket::Wallets).await else { return false };
         let mut lowest: Option<Refill> = None;
         for (_, value) in wallets {
             let Some(wallet) = serde_json::from_slice::<Endorsed>(&value).ok().and_then(|e| e.unverified_record()) else { continue };
@@ -163,7 +165,7 @@ impl Host {
                     continue;
                 }
                 let pool = PoolId::of(&wallet.wallet, wallet.scheme, wallet.version, &set);
-                let Some((record, _)) = self.pool_record(pool).await else { return };
+                let Some((record, _)) = self.pool_record(pool).await else { return false };
                 let level = record.made.saturating_sub(record.used);
                 let names: Vec<&str> = set.iter().map(NodeId::as_str).collect();
                 self.metrics.set_pool_level(format!("{}/{}/v{}/{}", wallet.wallet, wallet.scheme, wallet.version, names.join("+")), level);
@@ -172,7 +174,7 @@ impl Host {
                 }
             }
         }
-        let Some((_, pool, wallet, scheme, version, signers, record)) = lowest else { return };
+        let Some((_, pool, wallet, scheme, version, signers, record)) = lowest else { return false };
         // The next number: a try that failed is made again under the same
         // number (signers replace what they hold of an unused one).
         let seq = record.made.max(record.used) + 1;
@@ -203,8 +205,12 @@ impl Host {
             Ok(Ok(None)) => {
                 self.record_made(pool, seq).await;
                 self.metrics.inc("conclave_presignatures_total", "made");
+                true
             }
-            _ => self.metrics.inc("conclave_presignatures_total", "failed"),
+            _ => {
+                self.metrics.inc("conclave_presignatures_total", "failed");
+                false
+            }
         }
     }
 }
