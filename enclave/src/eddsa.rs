@@ -55,14 +55,18 @@ pub async fn sign(seat: Seat<'_>, indexes_at_keygen: Vec<u16>, share: &[u8], mes
             futures::executor::block_on(givre::signing::<Ed25519>(i, &share, &indexes_at_keygen, &msg).sign(&mut rand_core::OsRng, party))
         })
         .await?;
+    Ok((verified(&signature, &public_key, &message)?, public_key))
+}
+
+/// R||S of `signature`, once it passes RFC 8032 verification with the
+/// strict checks, as clients will apply them.
+fn verified(signature: &givre::signing::aggregate::Signature<Ed25519>, public_key: &[u8], message: &[u8]) -> Result<Vec<u8>, RequestError> {
     let mut out = vec![0u8; givre::signing::aggregate::Signature::<Ed25519>::serialized_len()];
     signature.write_to_slice(&mut out);
-    // RFC 8032 verification with the strict checks, as clients will apply.
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(public_key.as_slice().try_into().map_err(|e| internal("public key", e))?)
-        .map_err(|e| internal("public key", e))?;
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(public_key.try_into().map_err(|e| internal("public key", e))?).map_err(|e| internal("public key", e))?;
     let sig = ed25519_dalek::Signature::from_slice(&out).map_err(|e| internal("signature", e))?;
-    vk.verify_strict(&message, &sig).map_err(|_| RequestError::new(ErrorCode::ProtocolAbort, "the protocol produced a signature that does not verify"))?;
-    Ok((out, public_key))
+    vk.verify_strict(message, &sig).map_err(|_| RequestError::new(ErrorCode::ProtocolAbort, "the signature shares do not make a signature that verifies"))?;
+    Ok(out)
 }
 
 /// A signer's precomputed FROST nonces as it seals them: its secret nonces
@@ -156,13 +160,7 @@ pub async fn sign_committed(
             })
         })
         .await?;
-    let mut out = vec![0u8; givre::signing::aggregate::Signature::<Ed25519>::serialized_len()];
-    signature.write_to_slice(&mut out);
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(public_key.as_slice().try_into().map_err(|e| internal("public key", e))?)
-        .map_err(|e| internal("public key", e))?;
-    let sig = ed25519_dalek::Signature::from_slice(&out).map_err(|e| internal("signature", e))?;
-    vk.verify_strict(&message, &sig).map_err(|_| RequestError::new(ErrorCode::ProtocolAbort, "the signature shares do not make a signature that verifies"))?;
-    Ok((out, public_key))
+    Ok((verified(&signature, &public_key, &message)?, public_key))
 }
 
 /// Signs `message` with the given parties' serialised shares in this one
