@@ -9,7 +9,7 @@ export CONCLAVE_CONFIG=$PWD/.conclave/client.toml
 conclave=target/debug/conclave
 suffix=$(date +%s)
 
-echo; echo "== ECDSA (CGGMP21, secp256k1), 2-of-3 =="
+echo; echo "== ECDSA (CGGMP24, secp256k1), 2-of-3 =="
 echo "Waiting for each node's Paillier primes (generated once, in the background, on a node's first start)..."
 deploy/local/cluster.sh wait-primes
 echo "The first ECDSA wallet of a committee also generates the committee's aux info (about 30 s, once)."
