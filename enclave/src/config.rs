@@ -62,6 +62,8 @@ struct RawConfig {
     max_request_age_secs: u64,
     #[serde(default = "default_presign_pool")]
     presign_pool: u32,
+    #[serde(default)]
+    presign_pools: std::collections::BTreeMap<conclave_proto::WalletId, u32>,
     hsm: Option<RawHsm>,
     nitro: Option<RawNitro>,
     dev_attestation_ca: Option<PathBuf>,
@@ -124,10 +126,6 @@ fn default_max_request_age_secs() -> u64 {
     300
 }
 
-/// Each unused presignature is about 1.4 KB sealed per signer, and a
-/// host can make a signer fill its pools: this bounds that per pool.
-const MAX_PRESIGN_POOL: u32 = 1024;
-
 fn default_presign_pool() -> u32 {
     4
 }
@@ -149,10 +147,10 @@ pub struct EnclaveConfig {
     pub initiators: Vec<ed25519_dalek::VerifyingKey>,
     /// Requests issued longer ago than this are refused.
     pub max_request_age: Duration,
-    /// Unused presignatures this signer keeps per pool (ECDSA wallet
-    /// version and signer set, root key); 0 makes none, so every ECDSA
-    /// signature runs the full protocol.
-    pub presign_pool: u32,
+    /// Unused presignatures (EdDSA: nonce pairs) this signer keeps per
+    /// pool (wallet key version and signer set, root key), by wallet; 0
+    /// makes none, so every signature runs the full protocol.
+    pub presign_pools: conclave_proto::presign::PoolSizes,
     /// The token, in `hsm` mode.
     pub hsm: Option<HsmConfig>,
     /// KMS and peer attestation, in `nitro` mode.
@@ -207,9 +205,8 @@ impl EnclaveConfig {
         if raw.max_request_age_secs == 0 || raw.max_request_age_secs > 24 * 3600 {
             return Err(ConfigError::Field { field: "max_request_age_secs", reason: "must be 1 to 86400".into() });
         }
-        if raw.presign_pool > MAX_PRESIGN_POOL {
-            return Err(ConfigError::Field { field: "presign_pool", reason: format!("must be 0 to {MAX_PRESIGN_POOL}") });
-        }
+        let presign_pools = conclave_proto::presign::PoolSizes::new(raw.presign_pool, raw.presign_pools)
+            .map_err(|e| ConfigError::Field { field: "presign_pool", reason: e.to_string() })?;
         Ok(EnclaveConfig {
             node_id: raw.node_id,
             mode: raw.mode,
@@ -218,7 +215,7 @@ impl EnclaveConfig {
             roster: raw.roster,
             initiators,
             max_request_age: Duration::from_secs(raw.max_request_age_secs),
-            presign_pool: raw.presign_pool,
+            presign_pools,
             hsm,
             nitro,
             dev_attestation_ca: raw.dev_attestation_ca,
@@ -267,6 +264,22 @@ mod tests {
         assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
         let ok = EnclaveConfig::load(&write(d.path(), &format!("{base}mode = \"dev\"\ninitiators = [\"{KEY}\"]\n"))).unwrap();
         assert_eq!(ok.max_request_age, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn pool_sizes_default_and_per_wallet_within_bounds() {
+        let d = tempfile::tempdir().unwrap();
+        let base = format!(
+            "node_id = \"node-1\"\nlink = \"unix:/tmp/x.sock\"\nstate_dir = \"/tmp\"\nroster = \"/tmp/r.json\"\nmode = \"dev\"\ninitiators = [\"{KEY}\"]\n"
+        );
+        let load = |extra: &str| EnclaveConfig::load(&write(d.path(), &format!("{base}{extra}")));
+        let wallet = |w: &str| conclave_proto::WalletId::new(w).unwrap();
+        let ok = load("presign_pool = 2\n[presign_pools]\nhot = 16\ncold = 0\n").unwrap();
+        assert_eq!([ok.presign_pools.of(&wallet("hot")), ok.presign_pools.of(&wallet("cold")), ok.presign_pools.of(&wallet("other"))], [16, 0, 2]);
+        assert_eq!(load("").unwrap().presign_pools.of(&wallet("any")), 4, "default");
+        let e = load("[presign_pools]\nhot = 5000\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Field { field: "presign_pool", .. }), "{e}");
+        assert!(matches!(load("[presign_pools]\n\"a.b\" = 1\n").unwrap_err(), ConfigError::Parse { .. }), "a wallet id is checked");
     }
 
     #[test]

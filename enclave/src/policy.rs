@@ -136,7 +136,7 @@ mod tests {
             roster: "/tmp/r".into(),
             initiators: vec![initiator.verifying_key()],
             max_request_age: std::time::Duration::from_secs(300),
-            presign_pool: 4,
+            presign_pools: conclave_proto::presign::PoolSizes::new(4, Default::default()).unwrap(),
             hsm: None,
             nitro: None,
             dev_attestation_ca: None,

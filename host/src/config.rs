@@ -62,6 +62,8 @@ struct Raw {
     #[serde(default = "default_presign_pool")]
     presign_pool: u32,
     #[serde(default)]
+    presign_pools: std::collections::BTreeMap<conclave_proto::WalletId, u32>,
+    #[serde(default)]
     registry: RegistryKind,
     consul: Option<ConsulConfig>,
     #[serde(default = "default_imds_addr")]
@@ -136,9 +138,9 @@ pub struct HostConfig {
     pub sign_deadline: Duration,
     /// How long a signer waits for a silent peer before it blames it.
     pub round_timeout: Duration,
-    /// Unused presignatures to keep per pool (as the signers'
-    /// `presign_pool`, which bounds what they make); 0: keep none.
-    pub presign_pool: u32,
+    /// Unused presignatures to keep per pool, by wallet (as the signers',
+    /// which bound what they make); 0: keep none.
+    pub presign_pools: conclave_proto::presign::PoolSizes,
     /// Where members, readiness, wallets and fencing records live.
     pub registry: RegistryConfig,
     /// Where the instance role's credentials come from (nitro mode: the
@@ -200,7 +202,8 @@ impl HostConfig {
             heartbeat: Duration::from_millis(raw.heartbeat_ms),
             ready_ttl: Duration::from_millis(raw.ready_ttl_ms),
             sign_deadline: Duration::from_millis(raw.sign_deadline_ms),
-            presign_pool: raw.presign_pool,
+            presign_pools: conclave_proto::presign::PoolSizes::new(raw.presign_pool, raw.presign_pools)
+                .map_err(|e| ConfigError::Field { field: "presign_pool", reason: e.to_string() })?,
             round_timeout: Duration::from_millis(raw.round_timeout_ms),
         })
     }

@@ -133,7 +133,7 @@ impl Host {
     /// presignature at a time, whenever this node runs no attempt and
     /// follows no request.
     pub async fn keep_pools(self: Arc<Self>) {
-        if self.config.presign_pool == 0 {
+        if !self.config.presign_pools.any() {
             return;
         }
         let mut tick = tokio::time::interval(self.config.heartbeat);
@@ -169,7 +169,7 @@ impl Host {
                 let level = record.made.saturating_sub(record.used);
                 let names: Vec<&str> = set.iter().map(NodeId::as_str).collect();
                 self.metrics.set_pool_level(format!("{}/{}/v{}/{}", wallet.wallet, wallet.scheme, wallet.version, names.join("+")), level);
-                if level < self.config.presign_pool && lowest.as_ref().is_none_or(|l| level < l.0) {
+                if level < self.config.presign_pools.of(&wallet.wallet) && lowest.as_ref().is_none_or(|l| level < l.0) {
                     lowest = Some((level, pool, wallet.wallet.clone(), wallet.scheme, wallet.version, set, record));
                 }
             }

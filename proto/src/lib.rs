@@ -20,6 +20,7 @@ pub mod ids;
 pub mod link;
 #[cfg(feature = "nats")]
 pub mod nats_access;
+pub mod presign;
 pub mod registry;
 pub mod request;
 pub mod result;

@@ -33,8 +33,9 @@ impl Enclave {
         if !(policy::MIN_ROUND_TIMEOUT_MS..=policy::MAX_SESSION_MS).contains(&plan.round_timeout_ms) {
             return Err(bad("round timeout out of range".into()));
         }
-        if self.config.presign_pool == 0 {
-            return Err(RequestError::new(ErrorCode::Unsupported, "this signer keeps no presignatures (presign_pool = 0)"));
+        let size = self.config.presign_pools.of(&plan.wallet);
+        if size == 0 {
+            return Err(RequestError::new(ErrorCode::Unsupported, format!("this signer keeps no presignatures for {}", plan.wallet)));
         }
         let me = self.keys.node_id();
         if !plan.signers.contains(me) {
@@ -51,12 +52,12 @@ impl Enclave {
         let record = ShareRecord::open(self.sealer.as_ref(), me, &share_slot, &blob)?;
         let indexes = set_indexes(&record.public.committee, record.public.threshold, &plan.signers)?;
 
-        // The window: at most `presign_pool` unused presignatures above the
+        // The window: at most the pool's size of unused presignatures above the
         // floor (the lowest still usable), never one that exists already.
         let slot = BlobSlot::Presignatures { wallet: plan.wallet.clone(), pool };
         let floor = self.floor(&slot)?.max(1);
-        if plan.seq < floor || plan.seq >= floor + self.config.presign_pool {
-            return Err(bad(format!("presignature {} is outside this pool's window {floor}..{}", plan.seq, floor + self.config.presign_pool)));
+        if plan.seq < floor || plan.seq >= floor + size {
+            return Err(bad(format!("presignature {} is outside this pool's window {floor}..{}", plan.seq, floor + size)));
         }
         if !self.claim(&plan.request_id, 1) {
             return Err(bad(format!("run {} ran here already", plan.request_id)));
