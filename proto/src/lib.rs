@@ -16,6 +16,7 @@ pub mod backup;
 pub mod codec;
 pub mod envelope;
 pub mod error;
+pub mod eth;
 pub mod ids;
 pub mod link;
 #[cfg(feature = "nats")]
