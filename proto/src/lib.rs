@@ -12,6 +12,7 @@
 #![forbid(unused_crate_dependencies)]
 
 pub mod attestation;
+pub mod audit;
 pub mod backup;
 pub mod codec;
 pub mod envelope;
