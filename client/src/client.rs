@@ -257,6 +257,11 @@ impl Client {
         &self.config.roster
     }
 
+    /// The NATS connection.
+    pub(crate) fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
     /// The root of the dev cluster's simulated NSM, if configured.
     pub fn dev_attestation_root(&self) -> Option<&std::path::Path> {
         self.config.dev_attestation_root.as_deref()

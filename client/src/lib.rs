@@ -8,6 +8,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod governance;
 pub mod trust;
 pub mod verify;
 

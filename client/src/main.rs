@@ -16,6 +16,7 @@ macro_rules! out {
 }
 
 mod attestation;
+mod policy;
 
 fn write_out(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
@@ -103,6 +104,11 @@ enum Command {
         #[command(subcommand)]
         command: AttestCommand,
     },
+    /// Approval policies: show, sign (one admin), set (admin quorum).
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -182,7 +188,7 @@ fn parse_path(s: &str) -> Result<Vec<u32>, String> {
         .collect()
 }
 
-enum Failure {
+pub(crate) enum Failure {
     Usage(String),
     Client(ClientError),
     /// A check failed and the report says which; nothing more to print.
@@ -238,6 +244,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 true => Ok(()),
                 false => Err(Failure::Refused),
             }
+        }
+        Command::Policy { command: policy::PolicyCommand::Sign { file, admin_key, .. } } => policy::sign(&file, &admin_key),
+        Command::Policy { command: policy::PolicyCommand::Show { json } } => {
+            let client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
+            policy::report(&client, conclave_proto::govern::GovernAsk::Policy, json).await
+        }
+        Command::Policy { command: policy::PolicyCommand::Set(args) } => {
+            let signed = policy::signed(&args)?;
+            let client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
+            policy::report(&client, conclave_proto::govern::GovernAsk::SetPolicy { policy: signed }, args.json).await
         }
         Command::Initiator { command: InitiatorCommand::New { out } } => {
             let public = config::new_key(&out)?;
@@ -374,6 +390,7 @@ fn main() -> ExitCode {
         Command::Wallet { command: WalletCommand::Show { json, .. } | WalletCommand::List { json, .. } } => *json,
         Command::Sign(a) => a.json,
         Command::Initiator { .. } => false,
+        Command::Policy { command } => command.json(),
         Command::Attest { command: AttestCommand::Verify(a) } => a.json,
         Command::Attest { command: AttestCommand::Node(a) } => a.json,
     };
@@ -388,7 +405,16 @@ fn main() -> ExitCode {
         Err(Failure::Client(e)) => {
             let code = error_code(&e);
             if json {
-                out!("{}", serde_json::json!({"error": {"code": code, "reason": e.to_string()}}));
+                let mut error = serde_json::json!({"code": code, "reason": e.to_string()});
+                if let ClientError::Request(r) = &e {
+                    if let Some(rule) = &r.rule {
+                        error["rule"] = rule.as_str().into();
+                    }
+                    if let Some(approvals) = &r.approvals {
+                        error["approvals"] = serde_json::to_value(approvals).expect("serialises");
+                    }
+                }
+                out!("{}", serde_json::json!({ "error": error }));
             } else {
                 eprintln!("conclave: {code}: {e}");
             }
@@ -398,7 +424,7 @@ fn main() -> ExitCode {
 }
 
 /// The code a failure is reported under (`--json` and stderr).
-fn error_code(e: &ClientError) -> &'static str {
+pub(crate) fn error_code(e: &ClientError) -> &'static str {
     e.code().map(|c| c.as_str()).unwrap_or(match e {
         ClientError::Timeout { .. } => "timeout",
         ClientError::BadSignature(_) => "bad_signature",

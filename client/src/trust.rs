@@ -69,6 +69,14 @@ impl Roster {
         self.0.keys()
     }
 
+    /// What `node` said, checked: signed by its pinned key.
+    pub fn saying(&self, node: &NodeId, said: &conclave_proto::govern::Said) -> Result<conclave_proto::govern::Saying, ClientError> {
+        let key = self.0.get(node).ok_or_else(|| refused(format!("{node} is not in the pinned roster")))?;
+        key.verify_strict(&conclave_proto::govern::Said::signing_bytes(&said.saying), &ed25519_dalek::Signature::from_bytes(&said.signature))
+            .map_err(|_| refused(format!("{node}'s signature on its answer does not verify")))?;
+        said.parse().map_err(|e| refused(format!("{node}'s answer: {e}")))
+    }
+
     /// Checks every signature on `endorsed` (each by a pinned node, once)
     /// and that `required(statement)` nodes all signed; returns the
     /// statement. Signatures are checked over the received string before

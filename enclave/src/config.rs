@@ -64,9 +64,48 @@ struct RawConfig {
     presign_pool: u32,
     #[serde(default)]
     presign_pools: std::collections::BTreeMap<conclave_proto::WalletId, u32>,
+    admins: Option<RawAdmins>,
     hsm: Option<RawHsm>,
     nitro: Option<RawNitro>,
     dev_attestation_ca: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmins {
+    threshold: u16,
+    keys: Vec<String>,
+}
+
+impl RawAdmins {
+    fn validate(self) -> Result<AdminQuorum, ConfigError> {
+        let keys = self.keys.iter().map(|k| ed25519_key("admins.keys", k)).collect::<Result<Vec<_>, _>>()?;
+        let distinct: std::collections::BTreeSet<_> = keys.iter().map(|k| k.to_bytes()).collect();
+        if keys.is_empty() || keys.len() > conclave_proto::policy::MAX_LIST || distinct.len() != keys.len() {
+            return Err(ConfigError::Field { field: "admins.keys", reason: format!("1 to {} distinct keys", conclave_proto::policy::MAX_LIST) });
+        }
+        if self.threshold == 0 || usize::from(self.threshold) > keys.len() {
+            return Err(ConfigError::Field { field: "admins.threshold", reason: format!("{} of {} admins", self.threshold, keys.len()) });
+        }
+        Ok(AdminQuorum { threshold: self.threshold, keys })
+    }
+}
+
+/// The admins whose signatures set a policy: any `threshold` of `keys`.
+#[derive(Debug, Clone)]
+pub struct AdminQuorum {
+    /// How many must sign.
+    pub threshold: u16,
+    /// Who may.
+    pub keys: Vec<ed25519_dalek::VerifyingKey>,
+}
+
+fn ed25519_key(field: &'static str, hex_key: &str) -> Result<ed25519_dalek::VerifyingKey, ConfigError> {
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(hex_key, &mut bytes)
+        .ok()
+        .and_then(|_| ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok())
+        .ok_or_else(|| ConfigError::Field { field, reason: format!("{hex_key:?} is not a hex Ed25519 public key") })
 }
 
 #[derive(Deserialize)]
@@ -151,6 +190,9 @@ pub struct EnclaveConfig {
     /// pool (wallet key version and signer set, root key), by wallet; 0
     /// makes none, so every signature runs the full protocol.
     pub presign_pools: conclave_proto::presign::PoolSizes,
+    /// The admin quorum that sets policies (none: policies cannot be set,
+    /// and every authorised request signs).
+    pub admins: Option<AdminQuorum>,
     /// The token, in `hsm` mode.
     pub hsm: Option<HsmConfig>,
     /// KMS and peer attestation, in `nitro` mode.
@@ -191,17 +233,8 @@ impl EnclaveConfig {
         if raw.initiators.is_empty() {
             return Err(ConfigError::Field { field: "initiators", reason: "at least one initiator key is required".into() });
         }
-        let initiators = raw
-            .initiators
-            .iter()
-            .map(|hex_key| {
-                let mut bytes = [0u8; 32];
-                hex::decode_to_slice(hex_key, &mut bytes)
-                    .ok()
-                    .and_then(|_| ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok())
-                    .ok_or_else(|| ConfigError::Field { field: "initiators", reason: format!("{hex_key:?} is not a hex Ed25519 public key") })
-            })
-            .collect::<Result<_, _>>()?;
+        let initiators = raw.initiators.iter().map(|k| ed25519_key("initiators", k)).collect::<Result<_, _>>()?;
+        let admins = raw.admins.map(RawAdmins::validate).transpose()?;
         if raw.max_request_age_secs == 0 || raw.max_request_age_secs > 24 * 3600 {
             return Err(ConfigError::Field { field: "max_request_age_secs", reason: "must be 1 to 86400".into() });
         }
@@ -216,6 +249,7 @@ impl EnclaveConfig {
             initiators,
             max_request_age: Duration::from_secs(raw.max_request_age_secs),
             presign_pools,
+            admins,
             hsm,
             nitro,
             dev_attestation_ca: raw.dev_attestation_ca,
@@ -280,6 +314,28 @@ mod tests {
         let e = load("[presign_pools]\nhot = 5000\n").unwrap_err();
         assert!(matches!(e, ConfigError::Field { field: "presign_pool", .. }), "{e}");
         assert!(matches!(load("[presign_pools]\n\"a.b\" = 1\n").unwrap_err(), ConfigError::Parse { .. }), "a wallet id is checked");
+    }
+
+    #[test]
+    fn an_admin_quorum_is_m_of_n_distinct_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let base = format!(
+            "node_id = \"node-1\"\nlink = \"unix:/tmp/x.sock\"\nstate_dir = \"/tmp\"\nroster = \"/tmp/r.json\"\nmode = \"dev\"\ninitiators = [\"{KEY}\"]\n"
+        );
+        let load = |extra: &str| EnclaveConfig::load(&write(d.path(), &format!("{base}{extra}")));
+        assert!(load("").unwrap().admins.is_none());
+        let other = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+        let one = load(&format!("[admins]\nthreshold = 2\nkeys = [\"{KEY}\", \"{other}\"]\n")).unwrap().admins.unwrap();
+        assert_eq!((one.threshold, one.keys.len()), (2, 2));
+        for (bad, field) in [
+            (format!("[admins]\nthreshold = 3\nkeys = [\"{KEY}\", \"{other}\"]\n"), "admins.threshold"),
+            (format!("[admins]\nthreshold = 0\nkeys = [\"{KEY}\"]\n"), "admins.threshold"),
+            (format!("[admins]\nthreshold = 1\nkeys = [\"{KEY}\", \"{KEY}\"]\n"), "admins.keys"),
+            ("[admins]\nthreshold = 1\nkeys = [\"zz\"]\n".to_string(), "admins.keys"),
+        ] {
+            let e = load(&bad).unwrap_err();
+            assert!(matches!(e, ConfigError::Field { field: f, .. } if f == field), "{bad}: {e}");
+        }
     }
 
     #[test]

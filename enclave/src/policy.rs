@@ -1,6 +1,11 @@
 //! What makes a request authorised. The enclave, not the host, decides: a
 //! request must be signed by a configured initiator key, be fresh, and the
-//! host's plan must fit the request.
+//! host's plan must fit the request; a sign request must also pass the
+//! admins' policy (`rules`), within what the signer counted (`ledger`).
+
+pub(crate) mod ledger;
+pub(crate) mod rules;
+pub(crate) mod tally;
 
 use crate::config::EnclaveConfig;
 use conclave_proto::link::{Purpose, SessionPlan};
@@ -16,8 +21,10 @@ pub(crate) const MAX_SESSION_MS: u64 = 15 * 60_000;
 /// Shorter round timeouts would blame peers for ordinary scheduling noise.
 pub(crate) const MIN_ROUND_TIMEOUT_MS: u64 = 500;
 
-/// Checks the request's signature, freshness and shape, and that `plan` is
-/// a plan for it that includes this node and only known nodes.
+/// Checks the request's signature and shape, that it is not dated in the
+/// future, and that `plan` is a plan for it that includes this node and
+/// only known nodes. How old it may be depends on the policy (a request
+/// that waits for approvals waits longer): see [`fresh`].
 pub fn authorise(
     config: &EnclaveConfig,
     known: &HashSet<&NodeId>,
@@ -34,16 +41,20 @@ pub fn authorise(
         .map_err(|_| RequestError::new(ErrorCode::Unauthorized, "request signature does not verify"))?;
     let body = request.parse_body()?;
     body.validate()?;
-    let issued = body.issued_at_ms();
-    let max_age = config.max_request_age.as_millis() as u64;
-    if issued.saturating_add(max_age) < now_ms {
-        return Err(RequestError::new(ErrorCode::Expired, format!("request issued {} s ago", (now_ms - issued) / 1000)));
-    }
-    if issued > now_ms + MAX_SKEW_MS {
+    if body.issued_at_ms() > now_ms + MAX_SKEW_MS {
         return Err(RequestError::new(ErrorCode::Expired, "request is dated in the future"));
     }
     check_plan(config, known, &body, plan, now_ms)?;
     Ok(body)
+}
+
+/// Refuses a request issued more than `max_age` before `now_ms`.
+pub fn fresh(body: &RequestBody, max_age: std::time::Duration, now_ms: u64) -> Result<(), RequestError> {
+    let issued = body.issued_at_ms();
+    if issued.saturating_add(max_age.as_millis() as u64) < now_ms {
+        return Err(RequestError::new(ErrorCode::Expired, format!("request issued {} s ago", (now_ms - issued) / 1000)));
+    }
+    Ok(())
 }
 
 fn check_plan(config: &EnclaveConfig, known: &HashSet<&NodeId>, body: &RequestBody, plan: &SessionPlan, now_ms: u64) -> Result<(), RequestError> {
@@ -137,6 +148,7 @@ mod tests {
             initiators: vec![initiator.verifying_key()],
             max_request_age: std::time::Duration::from_secs(300),
             presign_pools: conclave_proto::presign::PoolSizes::new(4, Default::default()).unwrap(),
+            admins: None,
             hsm: None,
             nitro: None,
             dev_attestation_ca: None,
@@ -201,7 +213,11 @@ mod tests {
         tampered.body = tampered.body.replace("\"threshold\":2", "\"threshold\":1");
         assert_eq!(authorise(&cfg, &known, &tampered, &p, now).unwrap_err().code, ErrorCode::Unauthorized);
         let stale = signed(&good, now - 301_000);
-        assert_eq!(authorise(&cfg, &known, &stale, &p, now).unwrap_err().code, ErrorCode::Expired);
+        let body = authorise(&cfg, &known, &stale, &p, now).expect("age is judged after the policy");
+        assert_eq!(fresh(&body, cfg.max_request_age, now).unwrap_err().code, ErrorCode::Expired);
+        assert!(fresh(&body, cfg.max_request_age * 2, now).is_ok());
+        let future = signed(&good, now + MAX_SKEW_MS + 1);
+        assert_eq!(authorise(&cfg, &known, &future, &p, now).unwrap_err().code, ErrorCode::Expired);
     }
 
     #[test]

@@ -27,6 +27,7 @@ use zeroize::Zeroizing;
 // Frames from the host, and request handling by kind; fencing, floors and
 // endorsements stay here.
 mod frames;
+mod governance;
 mod keygen;
 mod presign;
 mod resharing;
@@ -100,9 +101,14 @@ pub struct Enclave {
     /// When this signer started (Unix ms): requests issued before are
     /// refused, since `started` does not survive a restart.
     started_at_ms: u64,
+    /// This run's random id: what a ledger entry names as the run that let
+    /// a request through.
+    run: [u8; 16],
     /// Where floors live in memory only (nitro), presignatures serve only
-    /// the run that made them: this run's random id, sealed with each.
+    /// the run that made them: this run's id, sealed with each.
     presign_run: Option<[u8; 16]>,
+    /// The policy and the wallets' ledgers.
+    governance: governance::Governance,
 }
 
 /// Why the configured roster cannot be used.
@@ -146,11 +152,9 @@ impl Enclave {
         let crashes_before_ack = dev && crate::fault::armed(crate::fault::Hook::ReshareCrashBeforeAck).is_some();
         let crashes_after_presignature_taken = dev && crate::fault::armed(crate::fault::Hook::PresignCrashAfterTake).is_some();
         let tampers_partials = dev && crate::fault::armed(crate::fault::Hook::PresignTamper).is_some();
-        let presign_run = matches!(floors, Floors::Memory(_)).then(|| {
-            let mut run = [0u8; 16];
-            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut run);
-            run
-        });
+        let mut run = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut run);
+        let presign_run = matches!(floors, Floors::Memory(_)).then_some(run);
         Ok(Enclave {
             config,
             keys,
@@ -170,7 +174,9 @@ impl Enclave {
             aux_locks: Mutex::default(),
             started: Mutex::default(),
             started_at_ms: crate::now_ms(),
+            run,
             presign_run,
+            governance: Default::default(),
         })
     }
 
@@ -247,19 +253,32 @@ impl Enclave {
         let now = crate::now_ms();
         let authorised = policy::authorise(&self.config, &known, &request, &plan, now);
         let deadline = Instant::now() + Duration::from_millis(plan.deadline_ms.saturating_sub(now));
-        let authorised = match authorised {
+        let attempt = Attempt { plan: &plan, body: sha2::Sha256::digest(request.body.as_bytes()).into(), deadline };
+        // A sign request is judged by the policy (which also says how old
+        // it may be); the others by the configured age.
+        let judged = match authorised {
+            Ok(RequestBody::Sign(s)) => self.judge(&request, &s, &attempt, now).await.map(|judged| (RequestBody::Sign(s), judged)),
+            Ok(body) => policy::fresh(&body, self.config.max_request_age, now).map(|()| (body, governance::Judged::default())),
+            Err(e) => Err(e),
+        };
+        let authorised = match judged {
             // What this signer did before it started is forgotten (its
             // claims live in memory), so a request from before then could
             // run here a second time: refused, blaming this node, so that
-            // the request moves to a quorum without it.
-            Ok(body) if body.issued_at_ms() < self.started_at_ms => {
+            // the request moves to a quorum without it. A request the
+            // wallet's ledger recorded is kept from that by the ledger.
+            Ok((body, judged)) if !judged.recorded && body.issued_at_ms() < self.started_at_ms => {
                 Err(RequestError::new(ErrorCode::PeerUnavailable, format!("{}'s signer restarted after request {request_id} was issued", self.keys.node_id()))
                     .blaming(vec![self.keys.node_id().clone()]))
             }
-            Ok(body) => self.admit_participants(&plan).await.map(|()| body),
-            refused => refused,
+            Ok((body, judged)) => {
+                if let Some(rule) = &judged.rule {
+                    tracing::info!(request = %request_id, rule, "the policy allows it");
+                }
+                self.admit_participants(&plan).await.map(|()| body)
+            }
+            Err(e) => Err(e),
         };
-        let attempt = Attempt { plan: &plan, body: sha2::Sha256::digest(request.body.as_bytes()).into(), deadline };
         let (session, result) = match authorised {
             Ok(RequestBody::Keygen(k)) => (attempt.session(SessionKind::Keygen), self.keygen(&k, &attempt).await.map(Completed::Keygen)),
             Ok(RequestBody::Sign(s)) => (attempt.session(SessionKind::Sign), self.sign(&s, &attempt).await.map(Completed::Sign)),

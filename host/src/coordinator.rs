@@ -373,7 +373,7 @@ impl Host {
             FromEnclave::Checked { call, .. } => {
                 tracing::warn!(call, "unexpected check answer from the enclave")
             }
-            FromEnclave::Attested { call, result } => self.link.attested(call, result),
+            answer @ (FromEnclave::Attested { call, .. } | FromEnclave::Governed { call, .. }) => self.link.answered(call, answer),
             FromEnclave::Admitted { peer, pcr0 } => {
                 self.attested_peers.lock().expect("attested lock").insert(peer, hex::encode(pcr0));
             }

@@ -17,13 +17,16 @@ pub struct LinkHandle {
     identity: watch::Sender<Option<NodeIdentity>>,
     /// Whether the link is up, for those who act on a change at once.
     up: watch::Sender<bool>,
-    /// Attestation requests waiting for the enclave's answer.
-    attesting: Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<AttestResult>>>,
+    /// Questions to the enclave (attestation, governance) waiting for its
+    /// answer, by call number.
+    asking: Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<FromEnclave>>>,
     next_call: std::sync::atomic::AtomicU64,
 }
 
 /// The enclave's answer to an attestation request.
 pub type AttestResult = Result<conclave_proto::attestation::Document, conclave_proto::RequestError>;
+/// The enclave's answer to a governance question.
+pub type GovernResult = Result<conclave_proto::govern::Said, conclave_proto::RequestError>;
 
 impl Default for LinkHandle {
     fn default() -> Self {
@@ -31,7 +34,7 @@ impl Default for LinkHandle {
             tx: Mutex::new(None),
             identity: watch::channel(None).0,
             up: watch::channel(false).0,
-            attesting: Mutex::default(),
+            asking: Mutex::default(),
             next_call: Default::default(),
         }
     }
@@ -41,21 +44,36 @@ impl LinkHandle {
     /// Asks the enclave for an attestation document answering `nonce`;
     /// `None` if the link is down or the enclave does not answer in time.
     pub async fn attest(&self, nonce: Vec<u8>) -> Option<AttestResult> {
+        match self.ask(|call| ToEnclave::Attest { call, nonce }).await? {
+            FromEnclave::Attested { result, .. } => Some(result),
+            _ => None,
+        }
+    }
+
+    /// Relays a governance question to the enclave; `None` as for `attest`.
+    pub async fn govern(&self, query: conclave_proto::govern::GovernQuery) -> Option<GovernResult> {
+        match self.ask(|call| ToEnclave::Govern { call, query }).await? {
+            FromEnclave::Governed { result, .. } => Some(result),
+            _ => None,
+        }
+    }
+
+    async fn ask(&self, make: impl FnOnce(u64) -> ToEnclave) -> Option<FromEnclave> {
         let call = self.next_call.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.attesting.lock().expect("link lock").insert(call, tx);
-        let answer = match self.send(ToEnclave::Attest { call, nonce }) {
+        self.asking.lock().expect("link lock").insert(call, tx);
+        let answer = match self.send(make(call)) {
             true => tokio::time::timeout(Duration::from_secs(10), rx).await.ok().and_then(Result::ok),
             false => None,
         };
-        self.attesting.lock().expect("link lock").remove(&call);
+        self.asking.lock().expect("link lock").remove(&call);
         answer
     }
 
-    /// The enclave answered attestation request `call`.
-    pub fn attested(&self, call: u64, result: AttestResult) {
-        if let Some(tx) = self.attesting.lock().expect("link lock").remove(&call) {
-            let _ = tx.send(result);
+    /// The enclave answered question `call`.
+    pub fn answered(&self, call: u64, answer: FromEnclave) {
+        if let Some(tx) = self.asking.lock().expect("link lock").remove(&call) {
+            let _ = tx.send(answer);
         }
     }
 

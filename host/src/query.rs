@@ -6,6 +6,7 @@
 use crate::coordinator::Host;
 use crate::registry::Bucket;
 use conclave_proto::attestation::{attest_subject, AskError, AttestAnswer, AttestQuery, Document};
+use conclave_proto::govern::{govern_subject, GovernAnswer, GovernQuery};
 use conclave_proto::registry::{Answer, Ask, NodeEntry, Query, MAX_ANSWER_BYTES};
 use conclave_proto::result::KeygenResult;
 use conclave_proto::statement::Endorsed;
@@ -42,6 +43,30 @@ impl Host {
                 }
             };
             Some(AttestAnswer { v: PROTOCOL_VERSION, node_id: host.me().clone(), result })
+        })
+        .await
+    }
+
+    /// Subscribes to governance questions for this node's signer.
+    pub async fn subscribe_governance(&self) -> Result<async_nats::Subscriber, async_nats::SubscribeError> {
+        self.nats.client.subscribe(govern_subject(self.me())).await
+    }
+
+    /// Relays governance questions (policy shown or set) to the enclave for
+    /// the life of the process; the signer signs its answers.
+    pub async fn answer_governance(self: Arc<Self>, sub: async_nats::Subscriber) {
+        self.serve(sub, "a governance question", |host, payload| async move {
+            let result = match GovernQuery::decode(&payload) {
+                Ok(query) => match host.link.govern(query).await {
+                    Some(result) => result,
+                    None => Err(RequestError::new(ErrorCode::PeerUnavailable, format!("{}'s signer did not answer", host.me()))),
+                },
+                Err(e) => {
+                    host.metrics.inc("conclave_rejected_total", e.code().as_str());
+                    Err(RequestError::new(e.code(), e.to_string()))
+                }
+            };
+            Some(GovernAnswer { v: PROTOCOL_VERSION, node_id: host.me().clone(), result })
         })
         .await
     }

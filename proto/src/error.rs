@@ -69,11 +69,20 @@ pub enum ErrorCode {
     /// left this signer, and the next attempt runs the full protocol.
     /// Between signers and hosts only: never a request's result.
     PresignatureUnavailable,
+    /// The wallet's policy refuses the request; `rule` names the rule that
+    /// denied it (absent: a rule's condition failed and no other allowed it).
+    PolicyDenied,
+    /// The request waits for approvals (`approvals` says how many, from
+    /// whom, until when). Between signers and hosts, and in the pending
+    /// status a client reads; never a request's final result.
+    ApprovalRequired,
+    /// The request's approval window passed before enough approvals came.
+    ApprovalExpired,
 }
 
 impl ErrorCode {
     /// Every code (metrics start each at zero).
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::Unauthorized,
         ErrorCode::Malformed,
         ErrorCode::TooLarge,
@@ -96,6 +105,9 @@ impl ErrorCode {
         ErrorCode::AuxInfoStale,
         ErrorCode::AuxInfoRenewed,
         ErrorCode::PresignatureUnavailable,
+        ErrorCode::PolicyDenied,
+        ErrorCode::ApprovalRequired,
+        ErrorCode::ApprovalExpired,
     ];
 
     /// The snake_case name used on the wire.
@@ -123,6 +135,9 @@ impl ErrorCode {
             ErrorCode::AuxInfoStale => "aux_info_stale",
             ErrorCode::AuxInfoRenewed => "aux_info_renewed",
             ErrorCode::PresignatureUnavailable => "presignature_unavailable",
+            ErrorCode::PolicyDenied => "policy_denied",
+            ErrorCode::ApprovalRequired => "approval_required",
+            ErrorCode::ApprovalExpired => "approval_expired",
         }
     }
 }
@@ -144,12 +159,38 @@ pub struct RequestError {
     /// Parties the protocol identified as misbehaving.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blamed: Vec<NodeId>,
+    /// The policy rule that decided (`policy_denied`, `approval_required`,
+    /// `approval_expired`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// What approvals the request waits for (`approval_required`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<Box<ApprovalStatus>>,
+}
+
+/// Where a request that waits for approvals stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalStatus {
+    /// The approver group.
+    pub group: String,
+    /// How many approvals the rule requires.
+    pub required: u16,
+    /// The approvers counted so far.
+    pub approved: Vec<crate::policy::Ed25519Key>,
+    /// Unix ms after which the request fails with `approval_expired`.
+    pub until_ms: u64,
 }
 
 impl RequestError {
     /// An error that blames nobody.
     pub fn new(code: ErrorCode, reason: impl fmt::Display) -> Self {
-        RequestError { code, reason: reason.to_string(), blamed: Vec::new() }
+        RequestError { code, reason: reason.to_string(), blamed: Vec::new(), rule: None, approvals: None }
+    }
+
+    /// Names the policy rule that decided.
+    pub fn by_rule(mut self, rule: impl Into<String>) -> Self {
+        self.rule = Some(rule.into());
+        self
     }
 
     /// Names the misbehaving parties.

@@ -214,11 +214,15 @@ pub enum SessionKind {
     Presign,
     /// A presignature's last step: every signer of the set says it stored it.
     PresignAck,
+    /// Before a sign request under a velocity limit: the signers pool what
+    /// each counted for the wallet, so that every signature is counted
+    /// whichever quorum signed it.
+    Tally,
 }
 
 impl SessionKind {
     /// Every kind (an attempt that ends ends its sessions of each).
-    pub const ALL: [SessionKind; 8] = [
+    pub const ALL: [SessionKind; 9] = [
         SessionKind::Keygen,
         SessionKind::AuxInfo,
         SessionKind::Sign,
@@ -227,6 +231,7 @@ impl SessionKind {
         SessionKind::AuxAck,
         SessionKind::Presign,
         SessionKind::PresignAck,
+        SessionKind::Tally,
     ];
 }
 
@@ -242,6 +247,7 @@ impl SessionId {
             SessionKind::AuxAck => b"aux-ack",
             SessionKind::Presign => b"presign",
             SessionKind::PresignAck => b"presign-ack",
+            SessionKind::Tally => b"tally",
         };
         SessionId(truncated_hash(&[b"conclave/session/v1", kind, request.as_str().as_bytes(), &attempt.to_be_bytes()]))
     }

@@ -18,10 +18,12 @@ pub mod codec;
 pub mod envelope;
 pub mod error;
 pub mod eth;
+pub mod govern;
 pub mod ids;
 pub mod link;
 #[cfg(feature = "nats")]
 pub mod nats_access;
+pub mod policy;
 pub mod presign;
 pub mod registry;
 pub mod request;

@@ -202,6 +202,16 @@ pub enum BlobSlot {
     },
     /// The enclave's pool of pre-generated Paillier primes.
     Primes,
+    /// The policy this signer enforces, as the admins signed it (not
+    /// sealed: the signer checks the admins' signatures again when it
+    /// loads it); version = the policy's version.
+    Policy,
+    /// What this signer counted for a wallet's policy: recent signatures
+    /// by rule (velocity) and the requests it let through.
+    Ledger {
+        /// The wallet.
+        wallet: WalletId,
+    },
     /// Nitro mode: the node's seal key as KMS wrapped it (`CiphertextBlob`),
     /// which only KMS opens, and only for this enclave image.
     SealKey,
@@ -218,6 +228,8 @@ impl BlobSlot {
             BlobSlot::AuxInfo { committee } => format!("aux/{committee}"),
             BlobSlot::Presignatures { wallet, pool } => format!("presig/{wallet}/{pool}"),
             BlobSlot::Primes => "primes".to_string(),
+            BlobSlot::Policy => "policy".to_string(),
+            BlobSlot::Ledger { wallet } => format!("ledger/{wallet}"),
             BlobSlot::SealKey => "custody/seal-key".to_string(),
             BlobSlot::Identity => "custody/identity".to_string(),
         }
@@ -358,6 +370,14 @@ pub enum ToEnclave {
         /// The asker's challenge.
         #[serde(with = "codec::hex_bytes")]
         nonce: Vec<u8>,
+    },
+    /// A question from a client about this signer's governance, or a
+    /// policy to take; the answer is [`FromEnclave::Governed`].
+    Govern {
+        /// Matches the answer.
+        call: u64,
+        /// The question.
+        query: crate::govern::GovernQuery,
     },
     /// Drop the session of this attempt (and refuse to start it later): it
     /// was superseded by a later attempt, or the request ended.
@@ -558,6 +578,13 @@ pub enum FromEnclave {
         call: u64,
         /// The document, or why there is none (hsm mode has no attestation).
         result: Result<crate::attestation::Document, crate::RequestError>,
+    },
+    /// Answer to [`ToEnclave::Govern`].
+    Governed {
+        /// The call this answers.
+        call: u64,
+        /// What the signer said, signed, or why it said nothing.
+        result: Result<crate::govern::Said, crate::RequestError>,
     },
     /// Nitro mode: the instance role's credentials, for the enclave's own
     /// TLS connection to KMS; the answer is [`ToEnclave::Credentials`].

@@ -172,6 +172,7 @@ impl Cluster {
         let access_lines = |user: &str| access.as_ref().map(|a| a.config_lines(user)).unwrap_or_default();
         let mut cluster = Cluster { dir, nats, proxies, _consul: consul, nodes: Vec::new(), mode };
         let initiator = cluster.initiator_public_hex();
+        let admins = governance_keys(cluster.dir.path());
         for i in 1..=n {
             let id = NodeId::new(format!("node-{i}")).unwrap();
             let http_port = crate::free_port();
@@ -180,7 +181,7 @@ impl Cluster {
                 None => cluster.nats_urls(),
             };
             let extra = format!("ready_ttl_ms = {}\npresign_pool = {}\n{}{registry}", topology.ready_ttl_ms, topology.presign_pool, access_lines(id.as_str()));
-            let node = NodeConfig { mode, id: &id, http_port, nats_urls: &urls, initiator: &initiator, presign_pool: topology.presign_pool };
+            let node = NodeConfig { mode, id: &id, http_port, nats_urls: &urls, initiator: &initiator, presign_pool: topology.presign_pool, admins: &admins };
             write_node_configs(cluster.dir.path(), &node, &extra);
             cluster.nodes.push(Node { id, http_port, enclave: None, host: None });
         }
@@ -479,6 +480,21 @@ impl Cluster {
         read_initiator(self.dir.path())
     }
 
+    /// Admin key `i` (1 to 3; any 2 set a policy).
+    pub fn admin(&self, i: usize) -> ed25519_dalek::SigningKey {
+        read_key(self.dir.path(), &format!("admin-{i}.key"))
+    }
+
+    /// The file of admin key `i`.
+    pub fn admin_key_file(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("admin-{i}.key"))
+    }
+
+    /// Approver key `i` (1 to 3).
+    pub fn approver(&self, i: usize) -> ed25519_dalek::SigningKey {
+        read_key(self.dir.path(), &format!("approver-{i}.key"))
+    }
+
     fn initiator_public_hex(&self) -> String {
         hex::encode(self.initiator().verifying_key().to_bytes())
     }
@@ -502,10 +518,29 @@ impl Drop for Cluster {
     }
 }
 
+/// Makes the cluster's three admin and three approver keys
+/// (`admin-N.key`, `approver-N.key`, as the local cluster does) unless
+/// they exist; returns the admins' public keys, hex.
+fn governance_keys(dir: &Path) -> Vec<String> {
+    for role in ["admin", "approver"] {
+        for i in 1..=3 {
+            let path = dir.join(format!("{role}-{i}.key"));
+            if !path.exists() {
+                std::fs::write(&path, hex::encode(ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng).to_bytes())).unwrap();
+            }
+        }
+    }
+    (1..=3).map(|i| hex::encode(read_key(dir, &format!("admin-{i}.key")).verifying_key().to_bytes())).collect()
+}
+
 fn read_initiator(dir: &Path) -> ed25519_dalek::SigningKey {
-    let text = std::fs::read_to_string(dir.join("initiator.key")).expect("initiator key");
+    read_key(dir, "initiator.key")
+}
+
+fn read_key(dir: &Path, name: &str) -> ed25519_dalek::SigningKey {
+    let text = std::fs::read_to_string(dir.join(name)).expect("key file");
     let mut seed = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut seed).expect("initiator key is hex");
+    hex::decode_to_slice(text.trim(), &mut seed).expect("key files are hex");
     ed25519_dalek::SigningKey::from_bytes(&seed)
 }
 
@@ -524,10 +559,12 @@ struct NodeConfig<'a> {
     /// The initiator's public key, hex.
     initiator: &'a str,
     presign_pool: u32,
+    /// The admins' public keys, hex (a quorum of 2).
+    admins: &'a [String],
 }
 
 fn write_node_configs(dir: &Path, node: &NodeConfig<'_>, extra: &str) {
-    let NodeConfig { mode, id, http_port, nats_urls, initiator, presign_pool } = *node;
+    let NodeConfig { mode, id, http_port, nats_urls, initiator, presign_pool, admins } = *node;
     let d = dir.join(id.as_str());
     std::fs::create_dir_all(&d).unwrap();
     let sock = d.join("enclave.sock");
@@ -539,6 +576,9 @@ fn write_node_configs(dir: &Path, node: &NodeConfig<'_>, extra: &str) {
     );
     if mode == Mode::Dev {
         enclave.push_str(&format!("dev_attestation_ca = \"{}\"\n", dev_attestation_ca(dir).display()));
+    }
+    if !admins.is_empty() {
+        enclave.push_str(&format!("\n[admins]\nthreshold = 2\nkeys = {}\n", toml_list(admins)));
     }
     if mode == Mode::Hsm {
         softhsm::write_conf(&d);
@@ -640,7 +680,8 @@ async fn make_template(dir: &Path, mode: Mode, n: usize) {
         if mode == Mode::Hsm {
             softhsm::create_token(&node_dir, &softhsm::token_label(id.as_str()));
         }
-        let node = NodeConfig { mode, id: &id, http_port: 0, nats_urls: &["nats://127.0.0.1:1".to_string()], initiator: &initiator_hex, presign_pool: 0 };
+        let node =
+            NodeConfig { mode, id: &id, http_port: 0, nats_urls: &["nats://127.0.0.1:1".to_string()], initiator: &initiator_hex, presign_pool: 0, admins: &[] };
         write_node_configs(dir, &node, "");
         let out = std::process::Command::new(bin("conclave-enclave"))
             .args(["init", "--config", node_dir.join("enclave.toml").to_str().unwrap()])

@@ -20,6 +20,13 @@ impl Enclave {
             ToEnclave::Attest { call, nonce } => {
                 self.host.send(FromEnclave::Attested { call, result: self.attest(&nonce) });
             }
+            ToEnclave::Govern { call, query } => {
+                let enclave = self.clone();
+                tokio::spawn(async move {
+                    let result = enclave.govern(query).await;
+                    enclave.host.send(FromEnclave::Governed { call, result });
+                });
+            }
             ToEnclave::Check { call, path, blob } => {
                 // The wrapped seal key is KMS's ciphertext, not a sealed blob:
                 // it checks out if it is the key this signer runs under.

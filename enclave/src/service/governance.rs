@@ -1,0 +1,286 @@
+//! Policies on this signer: the one it enforces (read once through the
+//! host and its admin signatures checked again, never below the version
+//! floor), a new one (admin quorum, a version above the one held), and the
+//! judgement of each sign request by it before any round runs.
+
+use super::*;
+use crate::policy::ledger::{self, Ledger};
+use crate::policy::rules::{self, Facts, Verdict};
+use conclave_proto::govern::{AdminQuorum, Fact, GovernAsk, GovernQuery, Said, Saying};
+use conclave_proto::policy::{Ed25519Key, PayloadKind, Policy, SignedPolicy};
+use conclave_proto::WalletId;
+
+/// A policy this signer checked.
+pub(crate) struct Active {
+    signed: SignedPolicy,
+    policy: Policy,
+}
+
+/// The policy state of a signer.
+#[derive(Default)]
+pub(crate) struct Governance {
+    /// `None` until read through the host; then the policy, if any. Held
+    /// while a policy is read or replaced, so that two never race.
+    active: tokio::sync::Mutex<Option<Option<Arc<Active>>>>,
+    /// One lock per wallet's ledger: its read, count and write are one step.
+    ledgers: Mutex<HashMap<WalletId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// What the policy decided for a request that may run.
+#[derive(Debug, Default)]
+pub(super) struct Judged {
+    /// The allowing rule, if a rule decided.
+    pub rule: Option<String>,
+    /// The request is in the wallet's ledger, which (not this run's memory)
+    /// keeps it from running twice across a restart.
+    pub recorded: bool,
+}
+
+impl Enclave {
+    /// Answers a governance question, signed over the asker's nonce.
+    pub(super) async fn govern(&self, query: GovernQuery) -> Result<Said, RequestError> {
+        let active = match query.ask {
+            GovernAsk::Policy => self.policy().await?,
+            GovernAsk::SetPolicy { policy } => Some(self.set_policy(policy).await?),
+        };
+        let admins =
+            self.config.admins.as_ref().map(|a| AdminQuorum { threshold: a.threshold, keys: a.keys.iter().map(|k| Ed25519Key(k.to_bytes())).collect() });
+        let fact = Fact::Policy { admins, policy: active.map(|a| a.signed.clone()) };
+        let saying = Saying { v: conclave_proto::PROTOCOL_VERSION, node: self.keys.node_id().clone(), nonce: query.nonce, fact };
+        let saying = serde_json::to_string(&saying).expect("sayings serialise");
+        let signature =
+            self.keys.sign(&Said::signing_bytes(&saying)).map_err(|e| RequestError::new(ErrorCode::Internal, format!("cannot sign the answer: {e}")))?;
+        Ok(Said { saying, signature })
+    }
+
+    /// The policy this signer enforces: read through the host the first
+    /// time, and refused if the host serves one below the floor, none
+    /// where the floor says there is one, or one the admins did not sign.
+    pub(super) async fn policy(&self) -> Result<Option<Arc<Active>>, RequestError> {
+        let mut active = self.governance.active.lock().await;
+        if let Some(known) = active.as_ref() {
+            return Ok(known.clone());
+        }
+        let floor = self.floor(&BlobSlot::Policy)?;
+        let loaded = match self.host.load(BlobSlot::Policy).await? {
+            None if floor == 0 => None,
+            None => return Err(RequestError::new(ErrorCode::Storage, format!("the host serves no policy; this signer holds version {floor}"))),
+            Some(blob) => {
+                self.above_floor(&BlobSlot::Policy, blob.version)?;
+                let signed: SignedPolicy = serde_json::from_slice(&blob.sealed)
+                    .map_err(|e| RequestError::new(ErrorCode::Storage, format!("the stored policy does not decode: {e}")))?;
+                let policy = signed.parse()?;
+                self.admins_signed(&signed)?;
+                if policy.version != blob.version {
+                    return Err(RequestError::new(ErrorCode::Storage, format!("policy version {} stored as version {}", policy.version, blob.version)));
+                }
+                Some(Arc::new(Active { signed, policy }))
+            }
+        };
+        *active = Some(loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Takes a new policy: signed by the admin quorum, of a version above
+    /// the one held; stored through the host, then the floor raised, so no
+    /// host serves the old one again. A refusal changes nothing.
+    async fn set_policy(&self, signed: SignedPolicy) -> Result<Arc<Active>, RequestError> {
+        conclave_proto::codec::check_version("signed policy", signed.v)?;
+        let policy = signed.parse()?;
+        let admins = self.admins_signed(&signed)?;
+        let held = self.policy().await?.map_or(0, |a| a.policy.version);
+        let mut active = self.governance.active.lock().await;
+        // Read again under the lock: another set may have won meanwhile.
+        let held = active.as_ref().and_then(|a| a.as_ref().map(|a| a.policy.version)).unwrap_or(held);
+        if policy.version <= held {
+            return Err(RequestError::new(
+                ErrorCode::VersionMismatch,
+                format!("policy version {} is not above version {held}, which this signer holds", policy.version),
+            ));
+        }
+        let blob = StoredBlob { version: policy.version, sealed: serde_json::to_vec(&signed).expect("policies serialise") };
+        // A version stored by an earlier try that never raised the floor
+        // is this signer's to replace.
+        self.host.replace(BlobSlot::Policy, blob).await?;
+        self.raise_floor(&BlobSlot::Policy, policy.version)?;
+        tracing::info!(from = held, to = policy.version, admins = admins.len(), "policy changed");
+        let new = Arc::new(Active { signed, policy });
+        *active = Some(Some(new.clone()));
+        Ok(new)
+    }
+
+    /// The admins whose signatures on `signed` verify, if they are at
+    /// least the configured quorum.
+    fn admins_signed(&self, signed: &SignedPolicy) -> Result<Vec<Ed25519Key>, RequestError> {
+        let Some(quorum) = &self.config.admins else {
+            return Err(RequestError::new(ErrorCode::Unsupported, format!("{} has no admin quorum configured, so it takes no policy", self.keys.node_id())));
+        };
+        let bytes = SignedPolicy::signing_bytes(&signed.document);
+        let mut counted: Vec<Ed25519Key> = Vec::new();
+        for s in &signed.signatures {
+            let key = quorum.keys.iter().find(|k| k.to_bytes() == s.admin.0);
+            let valid = key.is_some_and(|k| k.verify_strict(&bytes, &ed25519_dalek::Signature::from_bytes(&s.signature)).is_ok());
+            if valid && !counted.contains(&s.admin) {
+                counted.push(s.admin);
+            }
+        }
+        if counted.len() < usize::from(quorum.threshold) {
+            return Err(RequestError::new(
+                ErrorCode::Unauthorized,
+                format!("{} valid admin signatures on the policy; it takes {} of the {} configured admins", counted.len(), quorum.threshold, quorum.keys.len()),
+            ));
+        }
+        Ok(counted)
+    }
+
+    /// Judges a sign request by the policy, before any round: denied,
+    /// waiting for approvals, expired, or allowed (and then, under a rule
+    /// with requirements, recorded in the wallet's ledger first).
+    pub(super) async fn judge(
+        self: &Arc<Self>,
+        request: &SignedRequest,
+        req: &SignRequest,
+        attempt: &Attempt<'_>,
+        now_ms: u64,
+    ) -> Result<Judged, RequestError> {
+        let fresh = |max_age_ms: u64| {
+            if req.issued_at_ms.saturating_add(max_age_ms) < now_ms {
+                return Err(RequestError::new(ErrorCode::Expired, format!("request issued {} s ago", (now_ms - req.issued_at_ms) / 1000)));
+            }
+            Ok(())
+        };
+        let default_age = self.config.max_request_age.as_millis() as u64;
+        let Some(active) = self.policy().await? else {
+            fresh(default_age)?;
+            return Ok(Judged::default());
+        };
+        let facts = Facts {
+            wallet: &req.wallet,
+            initiator: Ed25519Key(request.initiator),
+            payload: match req.payload {
+                SignPayload::Digest(_) => PayloadKind::Digest,
+                SignPayload::Message(_) => PayloadKind::Message,
+            },
+            transfer: None,
+            now_ms,
+        };
+        let rule = match rules::evaluate(&active.policy, &facts) {
+            Verdict::Unruled => {
+                fresh(default_age)?;
+                return Ok(Judged::default());
+            }
+            Verdict::Denied { rule, why } => {
+                let denied = RequestError::new(ErrorCode::PolicyDenied, why);
+                return Err(match rule {
+                    Some(rule) => denied.by_rule(rule),
+                    None => denied,
+                });
+            }
+            Verdict::Allowed(rule) => rule,
+        };
+        fresh(default_age)?;
+        let require = &rule.require;
+        if require.velocity.is_none() && require.approvals.is_none() {
+            return Ok(Judged { rule: Some(rule.name.clone()), recorded: false });
+        }
+        let entry = ledger::Entry { request: attempt.body, rule: rule.name.clone(), at_ms: now_ms, amount: None, run: self.run };
+        self.record(&req.wallet, entry, require.velocity.as_ref(), active.policy.memory_ms(), attempt).await.map_err(|e| e.by_rule(rule.name.clone()))?;
+        Ok(Judged { rule: Some(rule.name.clone()), recorded: true })
+    }
+
+    /// A wallet's ledger as the host serves it, checked against the floor.
+    async fn load_ledger(&self, wallet: &WalletId) -> Result<(u32, Ledger), RequestError> {
+        let slot = BlobSlot::Ledger { wallet: wallet.clone() };
+        let floor = self.floor(&slot)?;
+        match self.host.load(slot.clone()).await? {
+            None if floor == 0 => Ok((0, Ledger::default())),
+            None => Err(RequestError::new(ErrorCode::Storage, format!("the host serves no ledger of {wallet}; this signer holds version {floor}"))),
+            Some(blob) => {
+                self.above_floor(&slot, blob.version)?;
+                let plain = self
+                    .sealer
+                    .open(&SealContext::blob(self.keys.node_id(), &slot, blob.version), &blob.sealed)
+                    .map_err(|e| RequestError::new(ErrorCode::Storage, format!("the ledger of {wallet} does not open: {e}")))?;
+                let ledger = serde_json::from_slice(&plain).map_err(|e| RequestError::new(ErrorCode::Storage, format!("the ledger of {wallet}: {e}")))?;
+                Ok((blob.version, ledger))
+            }
+        }
+    }
+
+    /// Pools this signer's recent entries of `entry`'s rule with the
+    /// other signers of the attempt (`policy::tally`), outside the ledger
+    /// lock: two signers each holding their lock while waiting for the
+    /// other's tally would wait for each other.
+    async fn tally(
+        self: &Arc<Self>,
+        wallet: &WalletId,
+        entry: &ledger::Entry,
+        window_s: u64,
+        attempt: &Attempt<'_>,
+    ) -> Result<Vec<ledger::Entry>, RequestError> {
+        let (_, ledger) = self.load_ledger(wallet).await?;
+        let since = entry.at_ms.saturating_sub(window_s * 1000);
+        let mine: Vec<_> = ledger.entries.into_iter().filter(|e| e.rule == entry.rule && e.at_ms > since && e.request != entry.request).collect();
+        let mut parties = attempt.plan.participants.clone();
+        parties.sort();
+        let spec = attempt.spec(SessionKind::Tally, parties, 0);
+        let (i, n) = (spec.index_of(self.keys.node_id()).expect("checked by the policy"), spec.parties.len() as u16);
+        let union = Seat::take(self, &spec)?
+            .run(move |party: session::Party<crate::policy::tally::Msg>| {
+                Ok::<_, std::convert::Infallible>(futures::executor::block_on(crate::policy::tally::run(party, i, n, mine)))
+            })
+            .await?
+            .map_err(|e| RequestError::new(ErrorCode::ProtocolAbort, format!("velocity tally: {e}")))?;
+        // The request itself is never taken from a peer: whether it ran
+        // here before is this signer's own record.
+        Ok(union.into_iter().filter(|e| e.request != entry.request).collect())
+    }
+
+    /// Records a request in its wallet's ledger, within the rule's
+    /// velocity: sealed, stored as the next version, floor raised, before
+    /// the request may run. A request this run recorded already (an
+    /// earlier attempt) passes as it is; one an earlier run recorded does
+    /// not run again here.
+    async fn record(
+        self: &Arc<Self>,
+        wallet: &WalletId,
+        entry: ledger::Entry,
+        velocity: Option<&conclave_proto::policy::Velocity>,
+        memory_ms: u64,
+        attempt: &Attempt<'_>,
+    ) -> Result<(), RequestError> {
+        let counted = match velocity {
+            Some(v) => self.tally(wallet, &entry, v.window_s, attempt).await?,
+            None => Vec::new(),
+        };
+        let lock = self.governance.ledgers.lock().expect("ledgers lock").entry(wallet.clone()).or_default().clone();
+        let _held = lock.lock().await;
+        let me = self.keys.node_id();
+        let (version, mut ledger) = self.load_ledger(wallet).await?;
+        match ledger.find(&entry.request) {
+            Some(found) if found.run == self.run => return Ok(()),
+            Some(_) => {
+                return Err(RequestError::new(ErrorCode::PeerUnavailable, format!("{me} let this request through before it restarted, and may have signed it"))
+                    .blaming(vec![me.clone()]))
+            }
+            None => {}
+        }
+        for e in counted {
+            if ledger.find(&e.request).is_none() {
+                ledger.entries.push(e);
+            }
+        }
+        ledger.entries.sort_by_key(|e| e.at_ms);
+        ledger.prune(entry.at_ms, memory_ms);
+        ledger.admit(entry, velocity).map_err(|refusal| RequestError::new(ErrorCode::PolicyDenied, refusal.to_string()))?;
+        let slot = BlobSlot::Ledger { wallet: wallet.clone() };
+        let next = version + 1;
+        let plain = Zeroizing::new(serde_json::to_vec(&ledger).expect("ledgers serialise"));
+        let sealed = self
+            .sealer
+            .seal(&SealContext::blob(me, &slot, next), &plain)
+            .map_err(|e| RequestError::new(ErrorCode::Storage, format!("cannot seal the ledger of {wallet}: {e}")))?;
+        self.host.replace(slot.clone(), StoredBlob { version: next, sealed }).await?;
+        self.raise_floor(&slot, next)
+    }
+}

@@ -1,0 +1,131 @@
+//! Approval policies, enforced inside each signer: set only by the admin
+//! quorum, never rolled back by a host, and deciding every sign request
+//! before any round (deny rules, conditions, velocity counted durably
+//! across restarts and quorums). Real node processes, dev mode (so that a
+//! test can play the host that serves an old policy).
+
+use conclave_proto::{Scheme, WalletId};
+use conclave_tests::Cluster;
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// Writes policy `version`: digests are refused everywhere; `hot-*`
+/// wallets sign at most `hot_limit` times an hour; `treasury-*` wallets
+/// sign only on a day that is not today (UTC), so never during the test;
+/// every other wallet signs as without a policy.
+fn policy_file(cluster: &Cluster, version: u32, hot_limit: u32) -> PathBuf {
+    let days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let today = ((conclave_tests::now_ms() / 86_400_000 + 3) % 7) as usize;
+    let path = cluster.dir().join(format!("policy-{version}.json"));
+    let text = format!(
+        r#"{{"v": 1, "version": {version}, "rules": [
+            {{"name": "no-digests", "wallets": ["*"], "effect": "deny", "when": {{"payloads": ["digest"]}}}},
+            {{"name": "hot-limit", "wallets": ["hot-*"], "effect": "allow", "require": {{"velocity": {{"window_s": 3600, "max_signatures": {hot_limit}}}}}}},
+            {{"name": "office", "wallets": ["treasury-*"], "effect": "allow", "when": {{"hours": {{"days": ["{}"], "from_hour": 0, "to_hour": 24}}}}}},
+            {{"name": "the-rest", "wallets": ["*"], "effect": "allow"}}
+        ]}}"#,
+        days[(today + 1) % 7]
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Each node's policy version from `conclave policy show`, or its error code.
+fn versions(cluster: &Cluster) -> Vec<Value> {
+    let (_, out, _) = cluster.cli(&["policy", "show"]);
+    out["nodes"]
+        .as_array()
+        .expect("a row per node")
+        .iter()
+        .map(|n| if n["error"].is_null() { n["version"].clone() } else { n["error"]["code"].clone() })
+        .collect()
+}
+
+fn sign(cluster: &Cluster, wallet: &str, payload: &str) -> (i32, Value) {
+    let (code, out, _) = cluster.cli(&["sign", "--wallet", wallet, "--scheme", "eddsa", payload, "00112233"]);
+    (code, out)
+}
+
+fn denied_by(out: &Value) -> (&str, &str) {
+    (out["error"]["code"].as_str().unwrap_or("none"), out["error"]["reason"].as_str().unwrap_or(""))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_take_an_admin_quorum_never_go_back_and_decide_before_any_round() {
+    let mut cluster = Cluster::start(3).await;
+    assert_eq!(versions(&cluster), [0, 0, 0], "no policy yet");
+
+    // One admin of a 2-of-3 quorum is not enough; nothing changes.
+    let v1 = policy_file(&cluster, 1, 2);
+    let one = cluster.admin_key_file(1);
+    let (code, out, _) = cluster.cli(&["policy", "set", "--file", v1.to_str().unwrap(), "--admin-key", one.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    for node in out["nodes"].as_array().unwrap() {
+        assert_eq!(node["error"]["code"], "unauthorized", "{node}");
+    }
+    assert_eq!(versions(&cluster), [0, 0, 0]);
+
+    // A second admin signs on "another machine", and the two signatures
+    // are joined.
+    let (code, sig, _) = cluster.cli(&["policy", "sign", "--file", v1.to_str().unwrap(), "--admin-key", cluster.admin_key_file(2).to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let sig_file = cluster.dir().join("admin-2.sig");
+    std::fs::write(&sig_file, sig.to_string()).unwrap();
+    let (code, out, err) =
+        cluster.cli(&["policy", "set", "--file", v1.to_str().unwrap(), "--admin-key", one.to_str().unwrap(), "--signature", sig_file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert_eq!(versions(&cluster), [1, 1, 1]);
+
+    let client = cluster.client().await;
+    for w in ["hot-1", "treasury-1", "cold"] {
+        client.keygen(&WalletId::new(w).unwrap(), Scheme::Eddsa, 2, None).await.unwrap();
+    }
+    // Deny wins over every allow rule; other wallets sign as before.
+    let (code, out) = sign(&cluster, "cold", "--digest-hex");
+    assert_eq!((code, denied_by(&out).0), (1, "policy_denied"));
+    assert_eq!(out["error"]["rule"], "no-digests", "{out}");
+    assert_eq!(sign(&cluster, "cold", "--message-hex").0, 0);
+    // A time window: treasury wallets sign only tomorrow.
+    let (_, out) = sign(&cluster, "treasury-1", "--message-hex");
+    assert_eq!((denied_by(&out).0, out["error"]["rule"].as_str()), ("policy_denied", Some("office")), "{out}");
+    assert!(denied_by(&out).1.contains("outside its hours"), "{out}");
+
+    // Velocity: two an hour, whichever pair of signers signs each (the
+    // quorum rotates), then the third is refused...
+    for _ in 0..2 {
+        let (code, out) = sign(&cluster, "hot-1", "--message-hex");
+        assert_eq!(code, 0, "{out}");
+    }
+    let (_, out) = sign(&cluster, "hot-1", "--message-hex");
+    assert_eq!((denied_by(&out).0, out["error"]["rule"].as_str()), ("policy_denied", Some("hot-limit")), "{out}");
+    // ...also after every signer restarts: the count is durable.
+    for i in 1..=3 {
+        cluster.restart_signer_with(i, &[]).await;
+    }
+    cluster.wait_ready(3).await;
+    let (_, out) = sign(&cluster, "hot-1", "--message-hex");
+    assert_eq!(denied_by(&out).0, "policy_denied", "{out}");
+    assert_eq!(versions(&cluster), [1, 1, 1], "the policy survives a restart");
+
+    // Version 2 raises the limit. Submitting version 1 again is refused.
+    let v2 = policy_file(&cluster, 2, 3);
+    let two = cluster.admin_key_file(2);
+    let set = |file: &PathBuf| {
+        cluster.cli(&["policy", "set", "--file", file.to_str().unwrap(), "--admin-key", one.to_str().unwrap(), "--admin-key", two.to_str().unwrap()])
+    };
+    assert_eq!(set(&v2).0, 0);
+    assert_eq!(sign(&cluster, "hot-1", "--message-hex").0, 0, "the third of three");
+    let (code, out, _) = set(&v1);
+    assert_eq!(code, 1);
+    assert!(out["nodes"].as_array().unwrap().iter().all(|n| n["error"]["code"] == "version_mismatch"), "{out}");
+
+    // Node 3's host serves version 1 again (it deletes version 2 from its
+    // store) to a restarted signer: the signer refuses it rather than
+    // enforce the old policy.
+    let stored = cluster.node_dir(3).join("store/blobs/policy");
+    let newest = std::fs::read_dir(&stored).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    std::fs::remove_file(&newest).unwrap();
+    cluster.restart_signer_with(3, &[]).await;
+    cluster.wait_ready(3).await;
+    assert_eq!(versions(&cluster), [Value::from(2), Value::from(2), Value::from("version_mismatch")]);
+}
