@@ -150,11 +150,16 @@ struct SignArgs {
     #[arg(long)]
     scheme: Scheme,
     /// A 32-byte digest, signed as is.
-    #[arg(long, conflicts_with = "message_hex", required_unless_present = "message_hex")]
+    #[arg(long, conflicts_with_all = ["message_hex", "eth_tx_hex"], required_unless_present_any = ["message_hex", "eth_tx_hex"])]
     digest_hex: Option<String>,
     /// A message: SHA-256 hashed for ECDSA, signed as is for EdDSA.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "eth_tx_hex")]
     message_hex: Option<String>,
+    /// An unsigned Ethereum EIP-1559 transaction (0x02 || rlp), ECDSA: the
+    /// signers decode it for their policy and hash it with Keccak-256;
+    /// `recovery_id` is its y-parity.
+    #[arg(long)]
+    eth_tx_hex: Option<String>,
     /// Non-hardened derivation path, e.g. m/0/7 (ECDSA).
     #[arg(long)]
     path: Option<String>,
@@ -293,17 +298,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Sign(a) => {
-            let payload = match (&a.digest_hex, &a.message_hex) {
-                (Some(d), _) => {
+            let payload = match (&a.digest_hex, &a.message_hex, &a.eth_tx_hex) {
+                (Some(d), _, _) => {
                     let d = hex_arg("digest-hex", d)?;
                     if a.scheme == Scheme::Ecdsa && d.len() != 32 {
                         return Err(Failure::Usage(format!("--digest-hex is {} bytes; an ECDSA digest is 32", d.len())));
                     }
                     SignPayload::Digest(d)
                 }
-                (None, Some(m)) => SignPayload::Message(hex_arg("message-hex", m)?),
-                (None, None) => return Err(Failure::Usage("give --digest-hex or --message-hex".into())),
+                (None, Some(m), _) => SignPayload::Message(hex_arg("message-hex", m)?),
+                (None, None, Some(tx)) => {
+                    let tx = hex_arg("eth-tx-hex", tx.strip_prefix("0x").unwrap_or(tx))?;
+                    conclave_proto::eth::decode_unsigned(&tx).map_err(|e| Failure::Usage(format!("--eth-tx-hex: {e}")))?;
+                    SignPayload::EthEip1559(tx)
+                }
+                (None, None, None) => return Err(Failure::Usage("give --digest-hex, --message-hex or --eth-tx-hex".into())),
             };
+            let eth = matches!(payload, SignPayload::EthEip1559(_));
             let path = match &a.path {
                 Some(p) => parse_path(p).map_err(Failure::Usage)?,
                 None => Vec::new(),
@@ -316,7 +327,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             value["path"] = serde_json::Value::String(path_text.clone());
             let mut human = vec![("signature", hex::encode(&s.signature))];
             if let Some(r) = s.recovery_id {
-                human.push(("recovery_id", r.to_string()));
+                human.push((if eth { "y_parity" } else { "recovery_id" }, r.to_string()));
             }
             human.extend([("public_key", hex::encode(&s.public_key)), ("path", path_text), ("signers", signers), ("verified", "yes".into())]);
             print(a.json, value, &human);

@@ -12,6 +12,7 @@ pub fn ecdsa_digest(payload: &SignPayload) -> [u8; 32] {
     match payload {
         SignPayload::Digest(d) => d.as_slice().try_into().unwrap_or([0; 32]),
         SignPayload::Message(m) => sha2::Sha256::digest(m).into(),
+        SignPayload::EthEip1559(tx) => sha3::Keccak256::digest(tx).into(),
     }
 }
 
@@ -64,6 +65,7 @@ pub fn check(wallet: &KeygenResult, payload: &SignPayload, path: &[u32], sig: &S
         Scheme::Eddsa => {
             let message = match payload {
                 SignPayload::Digest(m) | SignPayload::Message(m) => m,
+                SignPayload::EthEip1559(_) => return bad("an Ethereum transaction is not an EdDSA payload"),
             };
             let vk = ed25519_dalek::VerifyingKey::from_bytes(key.as_slice().try_into().map_err(|_| ClientError::BadSignature("key length".into()))?)
                 .map_err(|e| ClientError::BadSignature(e.to_string()))?;

@@ -20,6 +20,7 @@ use cggmp24::key_share::{AuxInfo, DirtyIncompleteKeyShare, IncompleteKeyShare, V
 use cggmp24::security_level::SecurityLevel128;
 use cggmp24::supported_curves::Secp256k1;
 use cggmp24::{ExecutionId, KeyShare, PrehashedDataToSign};
+use conclave_proto::request::SignPayload;
 use conclave_proto::{ErrorCode, RequestError};
 use zeroize::Zeroizing;
 
@@ -126,6 +127,43 @@ pub fn encode_core(core: &CoreShare) -> Zeroizing<Vec<u8>> {
 fn complete(core: CoreShare, aux: &[u8]) -> Result<KeyShare<Secp256k1>, RequestError> {
     let aux: AuxInfo<SecurityLevel128> = serde_json::from_slice(aux).map_err(|e| internal("stored aux info does not decode", e))?;
     KeyShare::from_parts((core.0, aux)).map_err(|e| internal("key share does not match the committee's aux info", e))
+}
+
+/// A message this signer hashes itself (never a digest a client handed
+/// over): what a presignature may sign. cggmp24's `DataToSign` is built
+/// only by hashing, which is what keeps a digest out.
+pub enum Hashed {
+    /// SHA-256 of a message.
+    Sha256(Vec<u8>),
+    /// Keccak-256 of an Ethereum transaction.
+    Keccak256(Vec<u8>),
+}
+
+impl Hashed {
+    /// The payload as the signer hashes it; none for a digest.
+    pub fn of(payload: &SignPayload) -> Option<Hashed> {
+        match payload {
+            SignPayload::Message(m) => Some(Hashed::Sha256(m.clone())),
+            SignPayload::EthEip1559(tx) => Some(Hashed::Keccak256(tx.clone())),
+            SignPayload::Digest(_) => None,
+        }
+    }
+
+    /// The 32 bytes signed.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha3::Digest as _;
+        match self {
+            Hashed::Sha256(m) => sha2::Sha256::digest(m).into(),
+            Hashed::Keccak256(m) => sha3::Keccak256::digest(m).into(),
+        }
+    }
+
+    fn data(&self) -> cggmp24::DataToSign<Secp256k1> {
+        match self {
+            Hashed::Sha256(m) => cggmp24::DataToSign::digest::<sha2::Sha256>(m),
+            Hashed::Keccak256(m) => cggmp24::DataToSign::digest::<sha3::Keccak256>(m),
+        }
+    }
 }
 
 /// A finished ECDSA signature.
@@ -295,7 +333,7 @@ pub enum PresignedError {
     Transport(String),
 }
 
-/// Signs `message` (hashed here, SHA-256: a presignature must never sign a
+/// Signs a message this signer hashed (a presignature must never sign a
 /// digest whose message the signer did not see) with a presignature, in
 /// one round: every signer sends its partial signature, checks every
 /// other against the presignature's public data (a bad one is blamed),
@@ -304,7 +342,7 @@ pub enum PresignedError {
 pub async fn sign_presigned(
     seat: Seat<'_>,
     record: Zeroizing<Vec<u8>>,
-    message: Vec<u8>,
+    message: Hashed,
     tamper: bool,
 ) -> Result<Result<SignOutput, PresignedError>, RequestError> {
     let (i, n) = (seat.index(), seat.parties());
@@ -315,7 +353,7 @@ pub async fn sign_presigned(
     .await
 }
 
-async fn presigned_round<M>(party: M, i: u16, n: u16, record: &[u8], message: &[u8], tamper: bool) -> Result<SignOutput, PresignedError>
+async fn presigned_round<M>(party: M, i: u16, n: u16, record: &[u8], message: &Hashed, tamper: bool) -> Result<SignOutput, PresignedError>
 where
     M: round_based::Mpc<ProtocolMessage = PresignedMsg>,
 {
@@ -326,7 +364,8 @@ where
     if record.commitments.len() != usize::from(n) {
         return Err(PresignedError::Unusable("made for another number of signers"));
     }
-    let data = cggmp24::DataToSign::<Secp256k1>::digest::<sha2::Sha256>(message);
+    let digest = message.digest();
+    let data = message.data();
     let round_based::MpcParty { delivery, .. } = party.into_party();
     let (incoming, mut outgoing) = round_based::Delivery::split(delivery);
     let mut router = RoundsRouter::<PresignedMsg>::builder();
@@ -359,7 +398,6 @@ where
     signature.verify(&public_key, &data).map_err(|_| PresignedError::Unusable("the combined signature does not verify"))?;
     let mut rs = vec![0u8; 64];
     signature.write_to_slice(&mut rs);
-    let digest: [u8; 32] = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(message)).into();
     let recovery_id = recovery_id(&record.public_key, &digest, &rs).map_err(|_| PresignedError::Unusable("recovery id"))?;
     Ok(SignOutput { signature: rs, recovery_id, public_key: record.public_key })
 }
@@ -415,7 +453,8 @@ pub fn presign_in_process(
 /// every signer's result, in session order.
 pub fn sign_presigned_in_process(records: &[Zeroizing<Vec<u8>>], message: &[u8]) -> Result<Vec<Result<SignOutput, PresignedError>>, RequestError> {
     let n = records.len() as u16;
-    Ok(round_based::sim::run(n, |i, party| async move { presigned_round(party, i, n, &records[usize::from(i)], message, false).await })
+    let hashed = &Hashed::Sha256(message.to_vec());
+    Ok(round_based::sim::run(n, |i, party| async move { presigned_round(party, i, n, &records[usize::from(i)], hashed, false).await })
         .map_err(|e| internal("simulation", e))?
         .into_vec())
 }

@@ -32,7 +32,7 @@ const TAKE_TRIES: usize = 3;
 /// payload (FROST binds its nonces to the message when it signs).
 pub(crate) fn eligible(body: &RequestBody, signers: &[NodeId]) -> Option<PoolId> {
     match body {
-        RequestBody::Sign(s) if s.path.is_empty() && (s.scheme == Scheme::Eddsa || matches!(s.payload, SignPayload::Message(_))) => {
+        RequestBody::Sign(s) if s.path.is_empty() && (s.scheme == Scheme::Eddsa || !matches!(s.payload, SignPayload::Digest(_))) => {
             Some(PoolId::of(&s.wallet, s.scheme, s.version, signers))
         }
         _ => None,

@@ -205,10 +205,10 @@ pub struct Conditions {
     /// Typed payloads only: only on these chains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_ids: Option<Vec<u64>>,
-    /// Typed payloads only: only to these destinations (lowercase or
-    /// checksummed `0x` addresses).
+    /// Typed payloads only: only to these destinations (`0x` addresses,
+    /// either case; a contract creation has none and never matches).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destinations: Option<Vec<String>>,
+    pub destinations: Option<Vec<crate::eth::Address>>,
     /// Typed payloads only: only transfers of at most this amount (in the
     /// chain's smallest unit, e.g. wei, as a decimal string).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -325,6 +325,8 @@ pub enum PayloadKind {
     Message,
     /// A digest signed as is: the signer cannot know what it signs.
     Digest,
+    /// An unsigned Ethereum EIP-1559 transaction, which rules can read.
+    EthEip1559,
 }
 
 /// An amount in a chain's smallest unit, a decimal string on the wire
@@ -420,9 +422,6 @@ impl Policy {
             if lists.into_iter().flatten().any(|n| n == 0 || n > MAX_LIST) {
                 return bad(format!("rule {r:?}: a condition's list holds 1 to {MAX_LIST} entries (leave it out to match anything)"));
             }
-            if let Some(d) = w.destinations.iter().flatten().find(|d| !is_address(d)) {
-                return bad(format!("rule {r:?}: destination {d:?} is not a 0x address of 20 bytes"));
-            }
             if let Some(h) = &w.hours {
                 if h.days.is_empty() || h.from_hour >= h.to_hour || h.to_hour > 24 {
                     return bad(format!("rule {r:?}: hours need at least one day and 0 <= from_hour < to_hour <= 24"));
@@ -480,11 +479,6 @@ fn name_ok(what: &str, name: &str) -> Result<(), PolicyError> {
     } else {
         Err(PolicyError::Invalid(format!("{what} name {name:?}: 1 to {MAX_NAME} of a-z, A-Z, 0-9, - and _")))
     }
-}
-
-/// Whether `s` is `0x` and 40 hex digits.
-fn is_address(s: &str) -> bool {
-    s.strip_prefix("0x").is_some_and(|h| h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// An approver's signature on one request: on the SHA-256 of the exact

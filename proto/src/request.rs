@@ -86,8 +86,14 @@ impl RequestBody {
                     (SignPayload::Digest(d), Scheme::Ecdsa) if d.len() != 32 => {
                         return Err(RequestError::new(Malformed, format!("digest of {} bytes, expected 32", d.len())));
                     }
-                    (SignPayload::Digest(m) | SignPayload::Message(m), _) if m.len() > MAX_MESSAGE_BYTES => {
+                    (SignPayload::Digest(m) | SignPayload::Message(m) | SignPayload::EthEip1559(m), _) if m.len() > MAX_MESSAGE_BYTES => {
                         return Err(RequestError::new(Malformed, format!("message of {} bytes exceeds {MAX_MESSAGE_BYTES}", m.len())));
+                    }
+                    (SignPayload::EthEip1559(_), Scheme::Eddsa) => {
+                        return Err(RequestError::new(crate::ErrorCode::Unsupported, "Ethereum transactions are signed by ECDSA wallets"));
+                    }
+                    (SignPayload::EthEip1559(tx), Scheme::Ecdsa) => {
+                        crate::eth::decode_unsigned(tx).map_err(|e| RequestError::new(e.code(), format!("eth_eip1559 payload: {e}")))?;
                     }
                     _ => {}
                 }
@@ -199,6 +205,23 @@ pub enum SignPayload {
     Digest(#[serde(with = "codec::hex_bytes")] Vec<u8>),
     /// A message: hashed with SHA-256 for ECDSA, signed as is for EdDSA.
     Message(#[serde(with = "codec::hex_bytes")] Vec<u8>),
+    /// An unsigned Ethereum EIP-1559 transaction (`0x02 || rlp(...)`,
+    /// [`crate::eth`]), ECDSA only: the signer decodes it (so that policy
+    /// rules see its chain, destination and value), hashes it with
+    /// Keccak-256 itself, and the result's `recovery_id` is its y-parity.
+    EthEip1559(#[serde(with = "codec::hex_bytes")] Vec<u8>),
+}
+
+impl SignPayload {
+    /// The payload's kind, as policy rules name it.
+    pub fn kind(&self) -> crate::policy::PayloadKind {
+        use crate::policy::PayloadKind;
+        match self {
+            SignPayload::Digest(_) => PayloadKind::Digest,
+            SignPayload::Message(_) => PayloadKind::Message,
+            SignPayload::EthEip1559(_) => PayloadKind::EthEip1559,
+        }
+    }
 }
 
 /// The shortest deadline a signing request may ask for.

@@ -3,6 +3,7 @@
 //! most specifically allows it, with its requirements; else it is denied
 //! (`conclave_proto::policy::Rule`). Pure, so that every case is a unit test.
 
+use conclave_proto::eth::{Address, Eip1559Tx};
 use conclave_proto::policy::{Conditions, Ed25519Key, Effect, PayloadKind, Policy, Rule};
 use conclave_proto::WalletId;
 
@@ -25,10 +26,16 @@ pub struct Facts<'a> {
 pub struct Transfer {
     /// The chain.
     pub chain_id: u64,
-    /// The destination, `0x` and lowercase hex (none: contract creation).
-    pub to: Option<String>,
+    /// The destination (none: contract creation).
+    pub to: Option<Address>,
     /// How much, in the chain's smallest unit.
     pub amount: u128,
+}
+
+impl From<&Eip1559Tx> for Transfer {
+    fn from(tx: &Eip1559Tx) -> Transfer {
+        Transfer { chain_id: tx.chain_id, to: tx.to, amount: tx.value }
+    }
 }
 
 /// The decision.
@@ -98,9 +105,10 @@ fn mismatch(when: &Conditions, facts: &Facts<'_>) -> Option<String> {
             }
         }
         if let Some(allowed) = &when.destinations {
-            let to = t.to.as_deref().unwrap_or("(contract creation)");
-            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(to)) {
-                return Some(format!("destination {to} is not on its list"));
+            match &t.to {
+                Some(to) if allowed.contains(to) => {}
+                Some(to) => return Some(format!("destination {to} is not on its list")),
+                None => return Some("a contract creation has no destination on its list".into()),
             }
         }
         if let Some(cap) = when.max_amount {
@@ -183,16 +191,18 @@ mod tests {
     fn destinations_chains_and_caps_need_a_typed_payload_and_hold_it_to_them() {
         let p = policy();
         let hot = WalletId::new("hot").unwrap();
-        let pay = |to: &str, amount: u128, chain_id: u64| Some(Transfer { chain_id, to: Some(to.into()), amount });
-        let good = "0x00000000000000000000000000000000000000AA".to_lowercase();
-        assert!(matches!(evaluate(&p, &facts(&hot, PayloadKind::Message, MONDAY_10, pay(&good, 100, 1))), Verdict::Allowed(_)));
+        let pay = |to: &str, amount: u128, chain_id: u64| Some(Transfer { chain_id, to: Some(to.parse().unwrap()), amount });
+        let good = "0x00000000000000000000000000000000000000AA";
+        assert!(matches!(evaluate(&p, &facts(&hot, PayloadKind::EthEip1559, MONDAY_10, pay(good, 100, 1))), Verdict::Allowed(_)));
+        let creation = Some(Transfer { chain_id: 1, to: None, amount: 0 });
         for (transfer, expect) in [
-            (pay(&good, 101, 1), "exceeds its cap"),
+            (pay(good, 101, 1), "exceeds its cap"),
             (pay("0x00000000000000000000000000000000000000bb", 1, 1), "is not on its list"),
-            (pay(&good, 1, 5), "chain 5"),
+            (creation, "contract creation"),
+            (pay(good, 1, 5), "chain 5"),
             (None, "only a typed payload shows"),
         ] {
-            match evaluate(&p, &facts(&hot, PayloadKind::Message, MONDAY_10, transfer)) {
+            match evaluate(&p, &facts(&hot, PayloadKind::EthEip1559, MONDAY_10, transfer)) {
                 Verdict::Denied { rule: Some("payouts"), why } => assert!(why.contains(expect), "{why}"),
                 other => panic!("{other:?}"),
             }

@@ -7,7 +7,7 @@ use super::*;
 use crate::policy::ledger::{self, Ledger};
 use crate::policy::rules::{self, Facts, Verdict};
 use conclave_proto::govern::{AdminQuorum, Fact, GovernAsk, GovernQuery, Said, Saying};
-use conclave_proto::policy::{Ed25519Key, PayloadKind, Policy, SignedPolicy};
+use conclave_proto::policy::{Ed25519Key, Policy, SignedPolicy};
 use conclave_proto::WalletId;
 
 /// A policy this signer checked.
@@ -154,14 +154,18 @@ impl Enclave {
             fresh(default_age)?;
             return Ok(Judged::default());
         };
+        // Checked by `RequestBody::validate`; decoded again for the rules.
+        let transfer = match &req.payload {
+            SignPayload::EthEip1559(tx) => {
+                Some(conclave_proto::eth::decode_unsigned(tx).map_err(|e| RequestError::new(e.code(), format!("eth_eip1559 payload: {e}")))?)
+            }
+            _ => None,
+        };
         let facts = Facts {
             wallet: &req.wallet,
             initiator: Ed25519Key(request.initiator),
-            payload: match req.payload {
-                SignPayload::Digest(_) => PayloadKind::Digest,
-                SignPayload::Message(_) => PayloadKind::Message,
-            },
-            transfer: None,
+            payload: req.payload.kind(),
+            transfer: transfer.as_ref().map(rules::Transfer::from),
             now_ms,
         };
         let rule = match rules::evaluate(&active.policy, &facts) {
@@ -183,7 +187,8 @@ impl Enclave {
         if require.velocity.is_none() && require.approvals.is_none() {
             return Ok(Judged { rule: Some(rule.name.clone()), recorded: false });
         }
-        let entry = ledger::Entry { request: attempt.body, rule: rule.name.clone(), at_ms: now_ms, amount: None, run: self.run };
+        let amount = transfer.as_ref().map(|tx| conclave_proto::policy::Amount(tx.value));
+        let entry = ledger::Entry { request: attempt.body, rule: rule.name.clone(), at_ms: now_ms, amount, run: self.run };
         self.record(&req.wallet, entry, require.velocity.as_ref(), active.policy.memory_ms(), attempt).await.map_err(|e| e.by_rule(rule.name.clone()))?;
         Ok(Judged { rule: Some(rule.name.clone()), recorded: true })
     }

@@ -115,9 +115,11 @@ impl Enclave {
     ) -> Result<Signed, RequestError> {
         let version = record.public.version;
         let unavailable = |why: &str| RequestError::new(ErrorCode::PresignatureUnavailable, format!("presignature {seq}: {why}"));
-        let message = match (&req.payload, req.scheme) {
-            (SignPayload::Message(m), _) | (SignPayload::Digest(m), Scheme::Eddsa) => m.clone(),
-            (SignPayload::Digest(_), Scheme::Ecdsa) => return Err(unavailable("a digest never signs with a presignature")),
+        // EdDSA signs the bytes themselves; ECDSA only what this signer hashed.
+        let to_sign = match (&req.payload, req.scheme) {
+            (SignPayload::Message(m) | SignPayload::Digest(m), Scheme::Eddsa) => Ok(m.clone()),
+            (SignPayload::EthEip1559(_), Scheme::Eddsa) => return Err(unavailable("an Ethereum transaction is not an EdDSA payload")),
+            (payload, Scheme::Ecdsa) => Err(ecdsa::Hashed::of(payload).ok_or_else(|| unavailable("a digest never signs with a presignature"))?),
         };
         if !req.path.is_empty() {
             return Err(unavailable("pools serve the root key only"));
@@ -143,12 +145,15 @@ impl Enclave {
             return Err(unavailable("made before this signer's last start"));
         }
         let presignature = Zeroizing::new(made.to_vec());
-        if req.scheme == Scheme::Eddsa {
-            let (signature, public_key) =
-                eddsa::sign_committed(Seat::take(self, spec)?, presignature, record.secret.expose(), message, self.tampers_partials).await?;
-            return Ok((signature, None, public_key));
-        }
-        match ecdsa::sign_presigned(Seat::take(self, spec)?, presignature, message, self.tampers_partials).await? {
+        let hashed = match to_sign {
+            Ok(message) => {
+                let (signature, public_key) =
+                    eddsa::sign_committed(Seat::take(self, spec)?, presignature, record.secret.expose(), message, self.tampers_partials).await?;
+                return Ok((signature, None, public_key));
+            }
+            Err(hashed) => hashed,
+        };
+        match ecdsa::sign_presigned(Seat::take(self, spec)?, presignature, hashed, self.tampers_partials).await? {
             Ok(out) => Ok((out.signature, Some(out.recovery_id), out.public_key)),
             Err(ecdsa::PresignedError::BadPartial(j)) => {
                 Err(RequestError::new(ErrorCode::ProtocolAbort, format!("{} sent a partial signature that does not match", signers[usize::from(j)]))

@@ -61,6 +61,7 @@ impl Enclave {
                 }
                 let message = match &req.payload {
                     SignPayload::Digest(m) | SignPayload::Message(m) => m.clone(),
+                    SignPayload::EthEip1559(_) => unreachable!("refused for EdDSA by RequestBody::validate"),
                 };
                 let (signature, public_key) = eddsa::sign(Seat::take(self, &spec)?, indexes, record.secret.expose(), message).await?;
                 (signature, None, public_key)
@@ -90,9 +91,10 @@ impl Enclave {
         indexes: Vec<u16>,
         spec: &SessionSpec,
     ) -> Result<ecdsa::SignOutput, RequestError> {
-        let digest: [u8; 32] = match &req.payload {
-            SignPayload::Digest(d) => d.as_slice().try_into().expect("validated to 32 bytes"),
-            SignPayload::Message(m) => sha2::Sha256::digest(m).into(),
+        let digest: [u8; 32] = match (ecdsa::Hashed::of(&req.payload), &req.payload) {
+            (Some(hashed), _) => hashed.digest(),
+            (None, SignPayload::Digest(d)) => d.as_slice().try_into().expect("validated to 32 bytes"),
+            (None, _) => unreachable!("only a digest is not hashed here"),
         };
         let aux = self.current_aux(&record.public.committee).await?.ok_or_else(|| {
             RequestError::new(ErrorCode::AuxInfoStale, format!("node {} holds no CGGMP24 aux info for the committee of {}", self.keys.node_id(), req.wallet))
