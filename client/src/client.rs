@@ -31,7 +31,12 @@ pub struct Client {
     nats: async_nats::Client,
     js: jetstream::Context,
     config: ClientConfig,
+    /// Told each time a request is found waiting for approvals.
+    on_pending: Option<Box<PendingHook>>,
 }
+
+/// What [`Client::on_pending`] calls.
+type PendingHook = dyn Fn(&RequestId, &RequestError) + Send + Sync;
 
 /// One node as the registry sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -104,7 +109,31 @@ impl Client {
         // Publishes are repeated on failure; a short wait per try gets past a
         // server that just died sooner than the default 5 s.
         js.set_timeout(std::time::Duration::from_millis(1500));
-        Ok(Client { nats, js, config })
+        Ok(Client { nats, js, config, on_pending: None })
+    }
+
+    /// Calls `f` each time a request this client waits for is found
+    /// waiting for approvals (`approval_required`, with what it needs): the
+    /// client keeps waiting, up to its timeout, for the final result.
+    pub fn on_pending(&mut self, f: impl Fn(&RequestId, &RequestError) + Send + Sync + 'static) {
+        self.on_pending = Some(Box::new(f));
+    }
+
+    /// A final result, or `None` (after telling `on_pending`) for a notice
+    /// that the request waits for approvals.
+    fn final_result(&self, result: RequestResult, told: &mut Option<RequestError>) -> Option<RequestResult> {
+        match &result.outcome {
+            Outcome::Error { error } if error.code == ErrorCode::ApprovalRequired => {
+                if told.as_ref() != Some(error) {
+                    if let Some(f) = &self.on_pending {
+                        f(&result.request_id, error);
+                    }
+                    *told = Some(error.clone());
+                }
+                None
+            }
+            _ => Some(result),
+        }
     }
 
     /// Signs a request body with the initiator key.
@@ -150,13 +179,19 @@ impl Client {
         // which also answers a request id that was answered before.
         let timeout = self.config.timeout;
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut told = None;
         loop {
-            if let Ok(Some(stored)) = self.stored_result(&id).await {
+            if let Some(stored) = self.stored_result(&id).await.ok().flatten().and_then(|r| self.final_result(r, &mut told)) {
                 return Ok(stored);
             }
             tokio::select! {
                 msg = results.next() => match msg {
-                    Some(msg) => return RequestResult::decode(&msg.payload).map_err(|e| ClientError::BadResult(e.to_string())),
+                    Some(msg) => {
+                        let result = RequestResult::decode(&msg.payload).map_err(|e| ClientError::BadResult(e.to_string()))?;
+                        if let Some(result) = self.final_result(result, &mut told) {
+                            return Ok(result);
+                        }
+                    }
                     // The subscription is gone: the stream alone tells.
                     None => tokio::time::sleep(RESULT_POLL).await,
                 },
@@ -191,7 +226,7 @@ impl Client {
     /// answer is taken (for questions whose answer steers nothing). Asked
     /// again, like [`Client::ask_all`], when the query is lost while the
     /// connection (or a host's) moves to another server.
-    async fn ask(&self, ask: Ask) -> Result<Answer, ClientError> {
+    pub(crate) async fn ask(&self, ask: Ask) -> Result<Answer, ClientError> {
         let query: bytes::Bytes = serde_json::to_vec(&Query { v: PROTOCOL_VERSION, ask }).expect("queries serialise").into();
         let mut lost = ClientError::Nats(format!("no node answered within {:?}", QUERY_TIMEOUT * QUERY_TRIES));
         for _ in 0..QUERY_TRIES {
@@ -451,6 +486,20 @@ impl Client {
         path: Vec<u32>,
         signers: Option<Vec<NodeId>>,
     ) -> Result<SignResult, ClientError> {
+        self.sign_as(new_request_id(), wallet, scheme, payload, path, signers).await
+    }
+
+    /// [`Client::sign`] under a request id the caller chose (one that
+    /// approvers are told in advance, say).
+    pub async fn sign_as(
+        &self,
+        request_id: RequestId,
+        wallet: &WalletId,
+        scheme: Scheme,
+        payload: SignPayload,
+        path: Vec<u32>,
+        signers: Option<Vec<NodeId>>,
+    ) -> Result<SignResult, ClientError> {
         // The key and version to sign with come from the committee's
         // signed record, checked before anything is sent.
         let record = self
@@ -458,7 +507,7 @@ impl Client {
             .await?
             .ok_or_else(|| ClientError::Request(RequestError::new(ErrorCode::UnknownWallet, format!("no {scheme} key for wallet {wallet}"))))?;
         let body = RequestBody::Sign(SignRequest {
-            request_id: new_request_id(),
+            request_id,
             wallet: wallet.clone(),
             scheme,
             version: record.version,

@@ -47,3 +47,70 @@ impl Client {
         Ok(fact)
     }
 }
+
+/// A request waiting for approvals, as an approver is shown it: the body
+/// is the exact string the initiator signed, and its hash is computed
+/// here, so what is approved is what is shown.
+#[derive(Debug, Clone)]
+pub struct PendingView {
+    /// The request as signed.
+    pub request: conclave_proto::request::SignedRequest,
+    /// Its body, parsed.
+    pub body: conclave_proto::request::RequestBody,
+    /// SHA-256 of the body: what an approval signs.
+    pub hash: [u8; 32],
+    /// Approvals the hosts hold for it.
+    pub approvals: usize,
+    /// What the signers last said it needs, while it waits.
+    pub status: Option<conclave_proto::error::ApprovalStatus>,
+}
+
+impl Client {
+    /// The request `request_id` that waits (or waited) for approvals.
+    pub async fn pending(&self, request_id: &conclave_proto::RequestId) -> Result<PendingView, ClientError> {
+        use conclave_proto::registry::{Answer, Ask};
+        match self.ask(Ask::Pending { request_id: request_id.clone() }).await? {
+            Answer::Pending { pending: Some(pending), status } => {
+                let body = pending.request.parse_body().map_err(|e| ClientError::BadResult(format!("the waiting request: {e}")))?;
+                if body.request_id() != request_id {
+                    return Err(ClientError::BadResult(format!("asked for {request_id}, shown {}", body.request_id())));
+                }
+                Ok(PendingView { hash: pending.request.body_hash(), request: pending.request, body, approvals: pending.approvals.len(), status })
+            }
+            Answer::Pending { pending: None, .. } => Err(ClientError::Request(conclave_proto::RequestError::new(
+                conclave_proto::ErrorCode::UnknownRequest,
+                format!("no request {request_id} waits for approvals"),
+            ))),
+            Answer::Error { error } => Err(ClientError::Request(error)),
+            other => Err(ClientError::BadResult(format!("a pending request answered with {other:?}"))),
+        }
+    }
+
+    /// Approves `pending` with `approver`'s key: signs the hash of the body
+    /// shown and hands the approval to the hosts. Returns how many
+    /// approvals the request holds now.
+    pub async fn approve(&self, pending: &PendingView, approver: &ed25519_dalek::SigningKey) -> Result<u16, ClientError> {
+        use conclave_proto::approvals::ApprovalSubmission;
+        use conclave_proto::policy::Approval;
+        let approval = Approval {
+            v: PROTOCOL_VERSION,
+            request: pending.hash,
+            approver: Ed25519Key(approver.verifying_key().to_bytes()),
+            signature: approver.sign(&Approval::signing_bytes(&pending.hash)).to_bytes(),
+        };
+        self.submit_approval(&ApprovalSubmission { v: PROTOCOL_VERSION, request_id: pending.body.request_id().clone(), approval }).await
+    }
+
+    /// Hands an approval to the hosts (the first to answer is taken).
+    pub async fn submit_approval(&self, submission: &conclave_proto::approvals::ApprovalSubmission) -> Result<u16, ClientError> {
+        use conclave_proto::approvals::{ApprovalReceipt, APPROVE_SUBJECT};
+        let bytes = serde_json::to_vec(submission).expect("serialises");
+        let reply = match tokio::time::timeout(GOVERN_TIMEOUT, self.nats().request(APPROVE_SUBJECT, bytes.into())).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => return Err(ClientError::Nats(e.to_string())),
+            Err(_) => return Err(ClientError::Nats(format!("no host answered within {GOVERN_TIMEOUT:?}"))),
+        };
+        let receipt = ApprovalReceipt::decode(&reply.payload).map_err(|e| ClientError::BadResult(e.to_string()))?;
+        receipt.result.map_err(ClientError::Request)
+    }
+}

@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use conclave_client::{config, Client, ClientConfig, ClientError};
 use conclave_proto::request::SignPayload;
-use conclave_proto::{NodeId, Scheme, WalletId};
+use conclave_proto::{NodeId, RequestId, Scheme, WalletId};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,6 +15,7 @@ macro_rules! out {
     };
 }
 
+mod approve;
 mod attestation;
 mod policy;
 
@@ -104,6 +105,17 @@ enum Command {
         #[command(subcommand)]
         command: AttestCommand,
     },
+    /// Show a request that waits for approvals and approve it.
+    Approve {
+        /// The request (as `conclave sign --request-id` named it).
+        #[arg(long)]
+        request_id: RequestId,
+        /// The approver's key file (as made by `conclave initiator new`).
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Approval policies: show, sign (one admin), set (admin quorum).
     Policy {
         #[command(subcommand)]
@@ -166,6 +178,9 @@ struct SignArgs {
     /// Exactly these committee members sign.
     #[arg(long, value_delimiter = ',')]
     signers: Option<Vec<NodeId>>,
+    /// The request's id (default: a random one), e.g. to tell approvers.
+    #[arg(long)]
+    request_id: Option<RequestId>,
     #[arg(long)]
     json: bool,
 }
@@ -222,7 +237,7 @@ impl From<ClientError> for Failure {
     }
 }
 
-fn print(json: bool, value: serde_json::Value, human: &[(&str, String)]) {
+pub(crate) fn print(json: bool, value: serde_json::Value, human: &[(&str, String)]) {
     if json {
         out!("{value}");
     } else {
@@ -249,6 +264,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 true => Ok(()),
                 false => Err(Failure::Refused),
             }
+        }
+        Command::Approve { request_id, key, json } => {
+            let client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
+            approve::approve(&client, &request_id, &key, json).await
         }
         Command::Policy { command: policy::PolicyCommand::Sign { file, admin_key, .. } } => policy::sign(&file, &admin_key),
         Command::Policy { command: policy::PolicyCommand::Show { json } } => {
@@ -319,8 +338,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 Some(p) => parse_path(p).map_err(Failure::Usage)?,
                 None => Vec::new(),
             };
-            let client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
-            let s = client.sign(&a.wallet, a.scheme, payload, path, a.signers).await?;
+            let mut client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
+            client.on_pending(|id, e| match &e.approvals {
+                Some(s) => eprintln!(
+                    "conclave: request {id} waits for approvals: {} of {} from group {} (rule {}); approve with `conclave approve --request-id {id} --key FILE`",
+                    s.approved.len(),
+                    s.required,
+                    s.group,
+                    s.rule
+                ),
+                None => eprintln!("conclave: request {id} waits for approvals: {}", e.reason),
+            });
+            let request_id = a.request_id.clone().unwrap_or_else(conclave_client::client::new_request_id);
+            let s = client.sign_as(request_id, &a.wallet, a.scheme, payload, path, a.signers).await?;
             let path_text = std::iter::once("m".to_string()).chain(s.path.iter().map(u32::to_string)).collect::<Vec<_>>().join("/");
             let signers = s.signers.iter().map(NodeId::to_string).collect::<Vec<_>>().join(",");
             let mut value = serde_json::to_value(&s).expect("serialises");
@@ -402,6 +432,7 @@ fn main() -> ExitCode {
         Command::Sign(a) => a.json,
         Command::Initiator { .. } => false,
         Command::Policy { command } => command.json(),
+        Command::Approve { json, .. } => *json,
         Command::Attest { command: AttestCommand::Verify(a) } => a.json,
         Command::Attest { command: AttestCommand::Node(a) } => a.json,
     };

@@ -3,6 +3,7 @@
 //! host's plan must fit the request; a sign request must also pass the
 //! admins' policy (`rules`), within what the signer counted (`ledger`).
 
+pub(crate) mod approvals;
 pub(crate) mod ledger;
 pub(crate) mod rules;
 pub(crate) mod tally;
@@ -194,6 +195,7 @@ mod tests {
             deadline_ms,
             round_timeout_ms: 10_000,
             purpose: Purpose::Request,
+            approvals: Vec::new(),
         }
     }
 

@@ -484,6 +484,7 @@ mod tests {
             deadline_ms: crate::now_ms() + 60_000,
             round_timeout_ms: 10_000,
             purpose: Purpose::Request,
+            approvals: Vec::new(),
         }
     }
 

@@ -283,6 +283,7 @@ impl Host {
                     deadline_ms: now + s.timeout_ms.unwrap_or(self.config.sign_deadline.as_millis() as u64),
                     round_timeout_ms: self.config.round_timeout.as_millis() as u64,
                     purpose: Purpose::Request,
+                    approvals: Vec::new(),
                 };
                 Ok(Some((plan, quorum)))
             }
@@ -518,6 +519,7 @@ fn everyone(request_id: &RequestId, participants: Vec<NodeId>, now: u64) -> (Ses
         deadline_ms: now + KEYGEN_SESSION.as_millis() as u64,
         round_timeout_ms: KEYGEN_ROUND_TIMEOUT.as_millis() as u64,
         purpose: Purpose::Request,
+        approvals: Vec::new(),
     };
     (plan, quorum)
 }

@@ -5,6 +5,7 @@
 //! readiness, and serves health and metrics. It never depends on an MPC
 //! crate, so it cannot hold a plaintext share (checked in CI).
 
+pub mod approvals;
 pub mod aws;
 pub mod backup;
 pub mod config;

@@ -52,6 +52,8 @@ pub enum Phase {
     Running,
     /// A later attempt, with another quorum, replaced the current one.
     Retried,
+    /// The signers want approvals; the request waits for them.
+    Pending,
     /// The request was answered with a result.
     Completed,
     /// The request was answered with an error.
@@ -64,7 +66,8 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase (metrics start each at zero).
-    pub const ALL: [Phase; 7] = [Phase::Created, Phase::Running, Phase::Retried, Phase::Completed, Phase::Failed, Phase::Aborted, Phase::Cleaned];
+    pub const ALL: [Phase; 8] =
+        [Phase::Created, Phase::Running, Phase::Retried, Phase::Pending, Phase::Completed, Phase::Failed, Phase::Aborted, Phase::Cleaned];
 
     /// The name in logs and in `conclave_session_transitions_total{to=...}`.
     pub fn as_str(self) -> &'static str {
@@ -72,6 +75,7 @@ impl Phase {
             Phase::Created => "created",
             Phase::Running => "running",
             Phase::Retried => "retried",
+            Phase::Pending => "pending",
             Phase::Completed => "completed",
             Phase::Failed => "failed",
             Phase::Aborted => "aborted",
@@ -163,6 +167,8 @@ impl Host {
                     continue;
                 }
                 SessionState::Planning => {}
+                // Waiting for approvals: a new attempt, or the deadline.
+                SessionState::Pending { .. } => {}
                 SessionState::Done | SessionState::Failed { .. } => {
                     self.abort_mine(id, &mut running, req, "the request was answered");
                     break;
@@ -176,13 +182,16 @@ impl Host {
                 started = plan.attempt;
                 running = Some((plan.attempt, self.start_signer(request, plan.clone(), req)));
             }
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(plan.deadline_ms.saturating_sub(crate::now_ms())) + DEADLINE_GRACE;
+            // Absolute: recomputed on every pass of the loop, a grace added to
+            // "now" would move the deadline with each heartbeat tick.
+            let due_ms = plan.deadline_ms + DEADLINE_GRACE.as_millis() as u64;
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(due_ms.saturating_sub(crate::now_ms()));
             tokio::select! {
                 outcome = async { (&mut running.as_mut().expect("guarded").1).await }, if running.is_some() => {
                     let attempt = running.take().expect("guarded").0;
                     match outcome {
                         Ok(outcome) => {
-                            if self.settle(id, revision, &record, quorum, outcome, req).await {
+                            if self.settle(id, revision, &record, quorum, request, outcome, req).await {
                                 break;
                             }
                         }
@@ -193,6 +202,10 @@ impl Host {
                 }
                 _ = watch.changed() => {}
                 _ = tick.tick() => {
+                    // Nobody runs anything while the request waits.
+                    if record.state != SessionState::Running {
+                        continue;
+                    }
                     // Missing at two checks a heartbeat period apart: one late
                     // heartbeat of a busy node is not a failure.
                     // A view that is not current says nothing about the peers.
@@ -207,7 +220,14 @@ impl Host {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    let error = RequestError::new(ErrorCode::Timeout, format!("no answer by the deadline (attempt {})", plan.attempt));
+                    let error = match &record.state {
+                        SessionState::Pending { approvals: a } => RequestError::new(
+                            ErrorCode::ApprovalExpired,
+                            format!("{} of {} approvals from {} by the approval deadline", a.approved.len(), a.required, a.group),
+                        )
+                        .by_rule(a.rule.clone()),
+                        _ => RequestError::new(ErrorCode::Timeout, format!("no answer by the deadline (attempt {})", plan.attempt)),
+                    };
                     self.fail(id, revision, &record, error, req).await;
                 }
             }
@@ -217,7 +237,17 @@ impl Host {
     }
 
     /// This host's signer reported. Returns whether the request is settled.
-    async fn settle(&self, id: &RequestId, revision: u64, record: &SessionRecord, quorum: &Quorum, outcome: Outcome, req: &Followed) -> bool {
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
+        &self,
+        id: &RequestId,
+        revision: u64,
+        record: &SessionRecord,
+        quorum: &Quorum,
+        request: &SignedRequest,
+        outcome: Outcome,
+        req: &Followed,
+    ) -> bool {
         match outcome {
             Outcome::Ok { result } => {
                 // A key (new, or moved) is usable only once every member
@@ -238,6 +268,10 @@ impl Host {
                 // record; if this loses a race, the record moved on already.
                 let _ = self.registry.update(Bucket::Sessions, id.as_str(), encode(&done), revision).await;
                 true
+            }
+            Outcome::Error { error } if error.code == ErrorCode::ApprovalRequired => {
+                self.await_approvals(id, revision, record, request, error, req).await;
+                false
             }
             Outcome::Error { error } if error.code == ErrorCode::AuxInfoStale && record.plan.purpose.is_request() => {
                 self.renew_aux(id, revision, record, quorum, error, req).await;
@@ -360,7 +394,7 @@ impl Host {
 
     /// Ends the request with `error`: the host that wins the compare-and-set
     /// publishes it, so exactly one error result goes out per request.
-    async fn fail(&self, id: &RequestId, revision: u64, record: &SessionRecord, error: RequestError, req: &Followed) {
+    pub(crate) async fn fail(&self, id: &RequestId, revision: u64, record: &SessionRecord, error: RequestError, req: &Followed) {
         let failed = SessionRecord { state: SessionState::Failed { error: error.clone() }, ..record.clone() };
         if self.registry.update(Bucket::Sessions, id.as_str(), encode(&failed), revision).await.is_ok() {
             self.transition(req, Phase::Failed, Some(&record.plan), format!("{}: {}", error.code, error.reason));
@@ -427,7 +461,7 @@ impl Host {
 
     /// Logs (with the request, wallet, attempt and session id) and counts a
     /// transition.
-    fn transition(&self, req: &Followed, to: Phase, plan: Option<&SessionPlan>, why: impl std::fmt::Display) {
+    pub(crate) fn transition(&self, req: &Followed, to: Phase, plan: Option<&SessionPlan>, why: impl std::fmt::Display) {
         match plan {
             Some(plan) => {
                 let session = SessionId::derive(req.kind, &plan.request_id, plan.attempt);
@@ -439,6 +473,6 @@ impl Host {
     }
 }
 
-fn encode(record: &SessionRecord) -> bytes::Bytes {
+pub(crate) fn encode(record: &SessionRecord) -> bytes::Bytes {
     serde_json::to_vec(record).expect("records serialise").into()
 }

@@ -120,6 +120,7 @@ async fn run(config: PathBuf) -> Result<(), String> {
     let queries = host.subscribe_queries().await.map_err(|e| format!("subscribe: {e}"))?;
     let attestation = host.subscribe_attestation().await.map_err(|e| format!("subscribe: {e}"))?;
     let governance = host.subscribe_governance().await.map_err(|e| format!("subscribe: {e}"))?;
+    let approvals = host.subscribe_approvals().await.map_err(|e| format!("subscribe: {e}"))?;
     host.nats.client.flush().await.map_err(|e| format!("nats: {e}"))?;
     tokio::spawn(host.clone().heartbeat());
     // These run for the life of the process; if one ends, the node is
@@ -129,6 +130,7 @@ async fn run(config: PathBuf) -> Result<(), String> {
     let queries = tokio::spawn(host.clone().answer_queries(queries));
     let attestation = tokio::spawn(host.clone().answer_attestation(attestation));
     let governance = tokio::spawn(host.clone().answer_governance(governance));
+    let approvals = tokio::spawn(host.clone().answer_approvals(approvals));
     let presign_plans = tokio::spawn(host.clone().carry_presign_plans(presign_plans));
     tokio::spawn(host.clone().keep_pools());
     let http = tokio::spawn(http::serve(host));
@@ -138,6 +140,7 @@ async fn run(config: PathBuf) -> Result<(), String> {
         r = queries => Err(format!("query subscription ended: {r:?}")),
         r = attestation => Err(format!("attestation subscription ended: {r:?}")),
         r = governance => Err(format!("governance subscription ended: {r:?}")),
+        r = approvals => Err(format!("approval subscription ended: {r:?}")),
         r = presign_plans => Err(format!("presignature plan subscription ended: {r:?}")),
         r = http => Err(format!("http server ended: {:?}", r.map(|r| r.map_err(|e| e.to_string())))),
     }

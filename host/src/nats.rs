@@ -90,10 +90,16 @@ impl Nats {
     /// Publishing again is harmless, so a publish that fails while the
     /// result stream elects a new leader is repeated.
     pub async fn publish_result(&self, result: &RequestResult) -> Result<(), jetstream::context::PublishError> {
-        let payload: bytes::Bytes = serde_json::to_vec(result).expect("results serialise").into();
-        retrying("publish a result", || async {
-            let publish = jetstream::message::PublishMessage::build().payload(payload.clone()).message_id(result_msg_id(&result.request_id));
-            self.js.send_publish(result_subject(&result.request_id), publish).await?.await?;
+        self.publish_once(result_subject(&result.request_id), result_msg_id(&result.request_id), result).await
+    }
+
+    /// Publishes `value` on a JetStream `subject` under `msg_id`, repeated
+    /// across a leader election (the stream keeps one copy per id).
+    pub async fn publish_once<T: serde::Serialize + ?Sized>(&self, subject: String, msg_id: String, value: &T) -> Result<(), jetstream::context::PublishError> {
+        let payload: bytes::Bytes = serde_json::to_vec(value).expect("serialises").into();
+        retrying("publish", || async {
+            let publish = jetstream::message::PublishMessage::build().payload(payload.clone()).message_id(msg_id.as_str());
+            self.js.send_publish(subject.clone(), publish).await?.await?;
             Ok(())
         })
         .await

@@ -74,7 +74,7 @@ impl Host {
     /// Answers each request of `sub` in a task of its own (a slow answer,
     /// an enclave call or a registry read, holds up no other), replying
     /// with what `answer` returns, or not at all for `None`.
-    async fn serve<A, F, Fut>(self: Arc<Self>, mut sub: async_nats::Subscriber, what: &'static str, answer: F)
+    pub(crate) async fn serve<A, F, Fut>(self: Arc<Self>, mut sub: async_nats::Subscriber, what: &'static str, answer: F)
     where
         A: serde::Serialize + Send + 'static,
         F: Fn(Arc<Host>, bytes::Bytes) -> Fut,
@@ -151,6 +151,7 @@ impl Host {
                     Err(e) => Answer::Error { error: RequestError::new(ErrorCode::Internal, format!("registry: {e}")) },
                 },
             },
+            Ask::Pending { request_id } => self.pending_answer(&request_id).await,
             Ask::Wallets { scheme, committee } => match self.registry.list(Bucket::Wallets).await {
                 Ok(entries) => {
                     let committee = committee.map(|mut c| {

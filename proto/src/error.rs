@@ -78,11 +78,13 @@ pub enum ErrorCode {
     ApprovalRequired,
     /// The request's approval window passed before enough approvals came.
     ApprovalExpired,
+    /// No request of that id waits (an approval handed in for it).
+    UnknownRequest,
 }
 
 impl ErrorCode {
     /// Every code (metrics start each at zero).
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::Unauthorized,
         ErrorCode::Malformed,
         ErrorCode::TooLarge,
@@ -108,6 +110,7 @@ impl ErrorCode {
         ErrorCode::PolicyDenied,
         ErrorCode::ApprovalRequired,
         ErrorCode::ApprovalExpired,
+        ErrorCode::UnknownRequest,
     ];
 
     /// The snake_case name used on the wire.
@@ -138,6 +141,7 @@ impl ErrorCode {
             ErrorCode::PolicyDenied => "policy_denied",
             ErrorCode::ApprovalRequired => "approval_required",
             ErrorCode::ApprovalExpired => "approval_expired",
+            ErrorCode::UnknownRequest => "unknown_request",
         }
     }
 }
@@ -171,6 +175,8 @@ pub struct RequestError {
 /// Where a request that waits for approvals stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalStatus {
+    /// The policy rule that wants them.
+    pub rule: String,
     /// The approver group.
     pub group: String,
     /// How many approvals the rule requires.

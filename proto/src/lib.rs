@@ -11,6 +11,7 @@
 //! crates on either side sign and verify them.
 #![forbid(unused_crate_dependencies)]
 
+pub mod approvals;
 pub mod attestation;
 pub mod audit;
 pub mod backup;

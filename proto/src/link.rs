@@ -271,6 +271,10 @@ pub struct SessionPlan {
     /// What the attempt does: the request itself, or first a step it needs.
     #[serde(default, skip_serializing_if = "Purpose::is_request")]
     pub purpose: Purpose,
+    /// Approvals gathered for the request (its policy rule may need them);
+    /// each signer checks each one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<crate::policy::Approval>,
 }
 
 /// One presignature to make: sent by the host of the pool's first signer

@@ -88,6 +88,13 @@ pub enum SessionState {
     /// The host that created the record is choosing the attempt's
     /// presignature; nobody starts until it is `Running`.
     Planning,
+    /// The signers want approvals (a policy rule); the request waits
+    /// until enough arrive (each moves it to a new attempt) or the plan's
+    /// deadline, the approval deadline, passes (`approval_expired`).
+    Pending {
+        /// What the signers counted and need.
+        approvals: crate::error::ApprovalStatus,
+    },
     /// A result was published.
     Done,
     /// The request failed for good; this is its answer.
@@ -134,6 +141,11 @@ pub enum Ask {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         committee: Option<Vec<crate::NodeId>>,
     },
+    /// A request that waits for approvals: what it asks and who approved.
+    Pending {
+        /// The request.
+        request_id: RequestId,
+    },
 }
 
 /// The largest query a host reads.
@@ -161,6 +173,15 @@ pub enum Answer {
     Wallets {
         /// Their records.
         records: Vec<crate::statement::Endorsed>,
+    },
+    /// The request and its approvals (the client shows the signed body it
+    /// hashes itself, never what a host says it contains), and where it
+    /// stands if it waits; none if no request of that id waits or waited.
+    Pending {
+        /// The request and the approvals gathered.
+        pending: Option<crate::approvals::PendingRequest>,
+        /// What the signers last counted and need, while it waits.
+        status: Option<crate::error::ApprovalStatus>,
     },
     /// The query could not be answered.
     Error {

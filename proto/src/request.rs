@@ -295,6 +295,13 @@ impl SignedRequest {
         Ok((req, body))
     }
 
+    /// SHA-256 of the signed body string: what statements answer and
+    /// approvals approve.
+    pub fn body_hash(&self) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(self.body.as_bytes()).into()
+    }
+
     /// Parses the signed body string.
     pub fn parse_body(&self) -> Result<RequestBody, DecodeError> {
         codec::decode_json("request body", self.body.as_bytes(), MAX_REQUEST_BYTES)

@@ -11,6 +11,10 @@ pub const KEYGEN_SUBJECT: &str = "conclave.req.keygen";
 pub const SIGN_SUBJECT: &str = "conclave.req.sign";
 /// Reshare requests.
 pub const RESHARE_SUBJECT: &str = "conclave.req.reshare";
+/// A request that waited for approvals, published again by the host that
+/// took an approval for it, so that every host follows it again (one that
+/// restarted meanwhile, too). Message id [`resume_msg_id`].
+pub const RESUME_SUBJECT: &str = "conclave.req.resume";
 /// Wildcard of all request subjects.
 pub const REQUEST_SUBJECTS: &str = "conclave.req.>";
 /// JetStream stream of results (`conclave.res.>`), one message per request.
@@ -54,6 +58,24 @@ pub fn result_subject(request: &RequestId) -> String {
 /// reported by several nodes).
 pub fn result_msg_id(request: &RequestId) -> String {
     format!("result-{request}")
+}
+
+/// The JetStream message id of the `n`th publication of `request` on
+/// [`RESUME_SUBJECT`].
+pub fn resume_msg_id(request: &RequestId, n: usize) -> String {
+    format!("resume-{request}-{n}")
+}
+
+/// The JetStream message id of a notice that `request` waits for
+/// approvals, after its attempt `attempt`.
+pub fn pending_msg_id(request: &RequestId, attempt: u32) -> String {
+    format!("pending-{request}-{attempt}")
+}
+
+/// The key of a waiting request ([`crate::approvals::PendingRequest`]) in
+/// [`SESSIONS_BUCKET`].
+pub fn pending_key(request: &RequestId) -> String {
+    format!("{request}.pending")
 }
 
 /// Where `sender` publishes envelopes for `recipient` (core NATS). The

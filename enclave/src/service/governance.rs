@@ -6,6 +6,7 @@
 use super::*;
 use crate::policy::ledger::{self, Ledger};
 use crate::policy::rules::{self, Facts, Verdict};
+use conclave_proto::error::ApprovalStatus;
 use conclave_proto::govern::{AdminQuorum, Fact, GovernAsk, GovernQuery, Said, Saying};
 use conclave_proto::policy::{Ed25519Key, Policy, SignedPolicy};
 use conclave_proto::WalletId;
@@ -182,8 +183,27 @@ impl Enclave {
             }
             Verdict::Allowed(rule) => rule,
         };
-        fresh(default_age)?;
         let require = &rule.require;
+        if let Some(needed) = &require.approvals {
+            // A request that waits for approvals lives as long as its window.
+            let until_ms = req.issued_at_ms.saturating_add(needed.window_s * 1000);
+            if now_ms > until_ms {
+                return Err(
+                    RequestError::new(ErrorCode::ApprovalExpired, format!("its approval window of {} s passed", needed.window_s)).by_rule(rule.name.clone())
+                );
+            }
+            let approved = crate::policy::approvals::count(&active.policy, needed, &attempt.body, &attempt.plan.approvals);
+            if approved.len() < usize::from(needed.count) {
+                let mut waiting =
+                    RequestError::new(ErrorCode::ApprovalRequired, format!("{} of {} approvals from group {:?}", approved.len(), needed.count, needed.group))
+                        .by_rule(rule.name.clone());
+                waiting.approvals =
+                    Some(Box::new(ApprovalStatus { rule: rule.name.clone(), group: needed.group.clone(), required: needed.count, approved, until_ms }));
+                return Err(waiting);
+            }
+        } else {
+            fresh(default_age)?;
+        }
         if require.velocity.is_none() && require.approvals.is_none() {
             return Ok(Judged { rule: Some(rule.name.clone()), recorded: false });
         }

@@ -70,6 +70,7 @@ impl Enclave {
             deadline_ms: plan.deadline_ms,
             round_timeout_ms: plan.round_timeout_ms,
             purpose: Purpose::Request,
+            approvals: Vec::new(),
         };
         let body = sha2::Sha256::digest(serde_json::to_vec(plan).expect("plans serialise")).into();
         let attempt = Attempt { plan: &session_plan, body, deadline: Instant::now() + Duration::from_millis(plan.deadline_ms - now) };
