@@ -114,3 +114,42 @@ impl Client {
         receipt.result.map_err(ClientError::Request)
     }
 }
+
+impl Client {
+    /// Every pinned node's audit trail: first a head signed over a fresh
+    /// nonce (so a host cannot pass off an older one), then the entries
+    /// its host stores, from the first; checked by [`crate::Roster::check_audit`].
+    pub async fn audit_export(&self) -> Result<conclave_proto::audit::AuditExport, ClientError> {
+        use conclave_proto::audit::{AuditExport, NodeLog};
+        let mut nodes = Vec::new();
+        for node in self.roster().nodes().cloned().collect::<Vec<_>>() {
+            let head = match self.govern(&node, GovernAsk::AuditHead).await? {
+                Fact::AuditHead { head } => head,
+                other => return Err(ClientError::BadResult(format!("{node} answered an audit head with {other:?}"))),
+            };
+            let mut entries = Vec::new();
+            loop {
+                let page = self.audit_page(&node, entries.len() as u64 + 1).await?;
+                if page.is_empty() {
+                    break;
+                }
+                entries.extend(page);
+            }
+            nodes.push(NodeLog { node, entries, head: Some(head) });
+        }
+        let exported_at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Ok(AuditExport { v: PROTOCOL_VERSION, exported_at_ms, nodes })
+    }
+
+    async fn audit_page(&self, node: &NodeId, from_seq: u64) -> Result<Vec<conclave_proto::audit::SignedAuditEntry>, ClientError> {
+        use conclave_proto::govern::AuditPage;
+        let query = serde_json::to_vec(&GovernQuery { v: PROTOCOL_VERSION, nonce: [0; 32], ask: GovernAsk::AuditLog { from_seq } }).expect("serialises");
+        let reply = match tokio::time::timeout(GOVERN_TIMEOUT, self.nats().request(govern_subject(node), query.into())).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => return Err(ClientError::Nats(format!("{node}: {e}"))),
+            Err(_) => return Err(ClientError::Nats(format!("{node}: no answer within {GOVERN_TIMEOUT:?}"))),
+        };
+        let page = AuditPage::decode(&reply.payload).map_err(|e| ClientError::BadResult(format!("{node}: {e}")))?;
+        page.result.map_err(ClientError::Request)
+    }
+}

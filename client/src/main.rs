@@ -17,6 +17,7 @@ macro_rules! out {
 
 mod approve;
 mod attestation;
+mod audit;
 mod policy;
 
 fn write_out(line: std::fmt::Arguments<'_>) {
@@ -115,6 +116,11 @@ enum Command {
         key: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// The signers' audit trails: export, verify offline.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
     },
     /// Approval policies: show, sign (one admin), set (admin quorum).
     Policy {
@@ -264,6 +270,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 true => Ok(()),
                 false => Err(Failure::Refused),
             }
+        }
+        Command::Audit { command: audit::AuditCommand::Export { out, json } } => {
+            let client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
+            audit::export(&client, &out, json).await
+        }
+        Command::Audit { command: audit::AuditCommand::Verify { file, roster, json } } => {
+            // Offline: only the pinned roster is read.
+            let roster = match roster {
+                Some(path) => conclave_client::Roster::load(&path)?,
+                None => ClientConfig::discover(cli.config.as_deref())?.roster,
+            };
+            audit::verify(&roster, &file, json)
         }
         Command::Approve { request_id, key, json } => {
             let client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
@@ -433,6 +451,7 @@ fn main() -> ExitCode {
         Command::Initiator { .. } => false,
         Command::Policy { command } => command.json(),
         Command::Approve { json, .. } => *json,
+        Command::Audit { command } => command.json(),
         Command::Attest { command: AttestCommand::Verify(a) } => a.json,
         Command::Attest { command: AttestCommand::Node(a) } => a.json,
     };

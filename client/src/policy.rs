@@ -116,6 +116,10 @@ pub async fn report(client: &Client, ask: GovernAsk, json: bool) -> Result<(), F
                     out!("{node:<12} {rules:<28} {quorum}");
                 }
             }
+            Ok(other) => {
+                failed = true;
+                eprintln!("conclave: {node}: answered a policy question with {other:?}");
+            }
             Err(e) => {
                 failed = true;
                 let code = crate::error_code(&e);

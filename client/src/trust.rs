@@ -69,6 +69,24 @@ impl Roster {
         self.0.keys()
     }
 
+    /// Checks an audit export offline against the pinned keys: every
+    /// entry's and head's signature, the chains, and that no entry is
+    /// missing, reordered or altered (the first bad entry of each node is
+    /// named). A pinned node missing from the export is a fault too.
+    pub fn check_audit(&self, export: &conclave_proto::audit::AuditExport) -> Vec<Result<conclave_proto::audit::LogSummary, String>> {
+        let verify = |node: &NodeId, bytes: &[u8], signature: &[u8; 64]| {
+            self.0.get(node).is_some_and(|key| key.verify_strict(bytes, &ed25519_dalek::Signature::from_bytes(signature)).is_ok())
+        };
+        let mut checked: Vec<Result<conclave_proto::audit::LogSummary, String>> =
+            conclave_proto::audit::check_export(export, verify).into_iter().map(|r| r.map_err(|fault| fault.to_string())).collect();
+        for node in self.nodes() {
+            if !export.nodes.iter().any(|log| log.node == *node) {
+                checked.push(Err(format!("{node}: its trail is not in the file")));
+            }
+        }
+        checked
+    }
+
     /// What `node` said, checked: signed by its pinned key.
     pub fn saying(&self, node: &NodeId, said: &conclave_proto::govern::Said) -> Result<conclave_proto::govern::Saying, ClientError> {
         let key = self.0.get(node).ok_or_else(|| refused(format!("{node} is not in the pinned roster")))?;
@@ -91,6 +109,15 @@ impl Roster {
                 .map_err(|_| refused(format!("{}'s signature does not verify", e.node)))?;
             if !signed.insert(&e.node) {
                 return Err(refused(format!("{} signed twice", e.node)));
+            }
+            if let Some(head) = &e.audit_head {
+                use conclave_proto::audit::SignedAuditHead;
+                key.verify_strict(&SignedAuditHead::signing_bytes(&head.head), &ed25519_dalek::Signature::from_bytes(&head.signature))
+                    .map_err(|_| refused(format!("{}'s audit head does not verify", e.node)))?;
+                let parsed = head.parse().map_err(|e| refused(format!("an audit head: {e}")))?;
+                if parsed.node != e.node || parsed.nonce != statement.request {
+                    return Err(refused(format!("{}'s audit head is not for this request", e.node)));
+                }
             }
         }
         for node in required(&statement)? {
@@ -218,8 +245,10 @@ mod tests {
 
     fn endorse(statement: &Statement, by: &[&Node]) -> Endorsed {
         let statement = serde_json::to_string(statement).unwrap();
-        let endorsements =
-            by.iter().map(|n| Endorsement { node: n.id.clone(), signature: n.key.sign(&Endorsed::signing_bytes(&statement)).to_bytes() }).collect();
+        let endorsements = by
+            .iter()
+            .map(|n| Endorsement { node: n.id.clone(), signature: n.key.sign(&Endorsed::signing_bytes(&statement)).to_bytes(), audit_head: None })
+            .collect();
         Endorsed { statement, endorsements }
     }
 
@@ -313,6 +342,7 @@ mod readme_example {
                 .map(|(n, k)| conclave_proto::statement::Endorsement {
                     node: NodeId::new(*n).unwrap(),
                     signature: ed25519_dalek::Signer::sign(k, &Endorsed::signing_bytes(&statement)).to_bytes(),
+                    audit_head: None,
                 })
                 .collect(),
         };

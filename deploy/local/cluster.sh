@@ -159,6 +159,13 @@ CONF
   if [ "$mode" = dev ]; then
     echo "dev_attestation_ca = \"$STATE/dev-attestation-ca\"" >>"$d/enclave.toml"
   fi
+  # Any 2 of the 3 admins set a policy (admin-N.key in the state directory).
+  cat >>"$d/enclave.toml" <<CONF
+
+[admins]
+threshold = 2
+keys = ["$(cat "$STATE/admin-1.pub")", "$(cat "$STATE/admin-2.pub")", "$(cat "$STATE/admin-3.pub")"]
+CONF
   if [ "$mode" = hsm ]; then
     init_token "$d" "conclave-node-$i"
     cat >>"$d/enclave.toml" <<CONF
@@ -185,6 +192,16 @@ init_state() {
   mkdir -p "$STATE/nats"
   init_nats "$nats"
   [ -f "$STATE/initiator.key" ] || "$BIN/conclave" initiator new --out "$STATE/initiator.key" >"$STATE/initiator.pub"
+  # Three admins (any two set a policy) and three approvers, in the
+  # initiator key's format; the approvers' keys fill in the shipped policy.
+  local role i
+  for role in admin approver; do
+    for i in 1 2 3; do
+      [ -f "$STATE/$role-$i.key" ] || "$BIN/conclave" initiator new --out "$STATE/$role-$i.key" >"$STATE/$role-$i.pub"
+    done
+  done
+  sed -e "s/<approver-1>/$(cat "$STATE/approver-1.pub")/" -e "s/<approver-2>/$(cat "$STATE/approver-2.pub")/" -e "s/<approver-3>/$(cat "$STATE/approver-3.pub")/" \
+    "$ROOT/deploy/policy/two-approvers.json" >"$STATE/two-approvers.json"
   local initiator; initiator=$(cat "$STATE/initiator.pub")
   cat >"$STATE/client.toml" <<CONF
 nats_urls = $(nats_urls)

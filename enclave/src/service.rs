@@ -26,6 +26,7 @@ use zeroize::Zeroizing;
 
 // Frames from the host, and request handling by kind; fencing, floors and
 // endorsements stay here.
+mod audit;
 mod frames;
 mod governance;
 mod keygen;
@@ -109,6 +110,8 @@ pub struct Enclave {
     presign_run: Option<[u8; 16]>,
     /// The policy and the wallets' ledgers.
     governance: governance::Governance,
+    /// The tail of this signer's audit trail.
+    audit_log: audit::AuditLog,
 }
 
 /// Why the configured roster cannot be used.
@@ -177,6 +180,7 @@ impl Enclave {
             run,
             presign_run,
             governance: Default::default(),
+            audit_log: Default::default(),
         })
     }
 
@@ -285,8 +289,9 @@ impl Enclave {
             Ok(RequestBody::Reshare(r)) => (attempt.session(SessionKind::Reshare), self.reshare(&r, &attempt).await.map(Completed::Reshare)),
             Err(e) => (attempt.session(SessionKind::Sign), Err(e)),
         };
-        if result.is_ok() {
+        if let Ok(completed) = &result {
             self.completed(&request_id);
+            self.audit_after(audit_event(attempt.body, &request_id, completed)).await;
         }
         match &result {
             Ok(_) => tracing::info!(request = %request_id, %session, "session completed"),
@@ -294,8 +299,11 @@ impl Enclave {
                 tracing::warn!(request = %request_id, %session, code = %e.code, reason = %e.reason, "session failed")
             }
         }
-        let outcome = match result.and_then(|completed| self.endorse(&request, completed)) {
-            Ok(result) => Outcome::Ok { result },
+        let outcome = match result {
+            Ok(completed) => match self.endorse(&request, completed).await {
+                Ok(result) => Outcome::Ok { result },
+                Err(error) => Outcome::Error { error },
+            },
             Err(error) => Outcome::Error { error },
         };
         self.host.send(FromEnclave::Finished { request_id, attempt: plan.attempt, session, outcome });
@@ -303,12 +311,15 @@ impl Enclave {
 
     /// States what came of `request` and signs the statement with this
     /// node's identity key, so that no host can change what it says.
-    fn endorse(&self, request: &SignedRequest, result: Completed) -> Result<Endorsed, RequestError> {
-        let statement = Statement { v: conclave_proto::PROTOCOL_VERSION, request: sha2::Sha256::digest(request.body.as_bytes()).into(), result };
+    /// The endorsement carries the head of this signer's audit trail,
+    /// signed over the request's hash.
+    async fn endorse(&self, request: &SignedRequest, result: Completed) -> Result<Endorsed, RequestError> {
+        let statement = Statement { v: conclave_proto::PROTOCOL_VERSION, request: request.body_hash(), result };
         let statement = serde_json::to_string(&statement).expect("statements serialise");
         let signature =
             self.keys.sign(&Endorsed::signing_bytes(&statement)).map_err(|e| RequestError::new(ErrorCode::Internal, format!("cannot sign the result: {e}")))?;
-        Ok(Endorsed { statement, endorsements: vec![Endorsement { node: self.keys.node_id().clone(), signature }] })
+        let audit_head = Some(self.audit_head(request.body_hash()).await?);
+        Ok(Endorsed { statement, endorsements: vec![Endorsement { node: self.keys.node_id().clone(), signature, audit_head }] })
     }
 
     /// Fencing: a request runs here at most one attempt at a time, in
@@ -405,6 +416,31 @@ impl Enclave {
 
     fn raise_floor(&self, slot: &BlobSlot, version: u32) -> Result<(), RequestError> {
         self.floors.raise(&slot.path(), version).map_err(|e| RequestError::new(ErrorCode::Storage, format!("version floor: {e}")))
+    }
+}
+
+/// What the audit trail records of a completed request.
+fn audit_event(request: [u8; 32], request_id: &RequestId, completed: &Completed) -> conclave_proto::audit::AuditEvent {
+    use conclave_proto::audit::AuditEvent;
+    let key = |k: &KeygenResult| (k.wallet.clone(), k.scheme, k.version);
+    match completed {
+        Completed::Sign(s) => AuditEvent::Signed {
+            request,
+            request_id: request_id.clone(),
+            wallet: s.wallet.clone(),
+            scheme: s.scheme,
+            version: s.version,
+            path: s.path.clone(),
+            signature: s.signature.clone(),
+        },
+        Completed::Keygen(k) => {
+            let (wallet, scheme, version) = key(k);
+            AuditEvent::KeyCreated { request, request_id: request_id.clone(), wallet, scheme, version, public_key: k.public_key.clone() }
+        }
+        Completed::Reshare(k) => {
+            let (wallet, scheme, version) = key(k);
+            AuditEvent::Reshared { request, request_id: request_id.clone(), wallet, scheme, version }
+        }
     }
 }
 

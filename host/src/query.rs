@@ -6,7 +6,9 @@
 use crate::coordinator::Host;
 use crate::registry::Bucket;
 use conclave_proto::attestation::{attest_subject, AskError, AttestAnswer, AttestQuery, Document};
-use conclave_proto::govern::{govern_subject, GovernAnswer, GovernQuery};
+use conclave_proto::audit::SignedAuditEntry;
+use conclave_proto::govern::{govern_subject, AuditPage, GovernAnswer, GovernAsk, GovernQuery, MAX_GOVERN_BYTES};
+use conclave_proto::link::BlobSlot;
 use conclave_proto::registry::{Answer, Ask, NodeEntry, Query, MAX_ANSWER_BYTES};
 use conclave_proto::result::KeygenResult;
 use conclave_proto::statement::Endorsed;
@@ -15,6 +17,9 @@ use conclave_proto::{ErrorCode, RequestError, PROTOCOL_VERSION};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Most bytes of entries in one audit page (room left for the envelope).
+const AUDIT_PAGE_BYTES: usize = MAX_GOVERN_BYTES / 2;
 
 impl Host {
     /// Subscribes to queries. Not as a queue group: a query that NATS
@@ -57,6 +62,11 @@ impl Host {
     pub async fn answer_governance(self: Arc<Self>, sub: async_nats::Subscriber) {
         self.serve(sub, "a governance question", |host, payload| async move {
             let result = match GovernQuery::decode(&payload) {
+                // The trail is in this host's store: its entries are signed.
+                Ok(GovernQuery { ask: GovernAsk::AuditLog { from_seq }, .. }) => {
+                    let page = AuditPage { v: PROTOCOL_VERSION, node_id: host.me().clone(), result: host.audit_page(from_seq) };
+                    return Some(serde_json::to_value(page).expect("serialises"));
+                }
                 Ok(query) => match host.link.govern(query).await {
                     Some(result) => result,
                     None => Err(RequestError::new(ErrorCode::PeerUnavailable, format!("{}'s signer did not answer", host.me()))),
@@ -66,9 +76,33 @@ impl Host {
                     Err(RequestError::new(e.code(), e.to_string()))
                 }
             };
-            Some(GovernAnswer { v: PROTOCOL_VERSION, node_id: host.me().clone(), result })
+            Some(serde_json::to_value(GovernAnswer { v: PROTOCOL_VERSION, node_id: host.me().clone(), result }).expect("serialises"))
         })
         .await
+    }
+
+    /// Consecutive entries of this node's audit trail from `from_seq`, as
+    /// many as fit in one answer.
+    fn audit_page(&self, from_seq: u64) -> Result<Vec<SignedAuditEntry>, RequestError> {
+        let mut entries = Vec::new();
+        let mut size = 0;
+        let mut seq = from_seq.max(1);
+        while let Ok(version) = u32::try_from(seq) {
+            let blob = match self.store.load_version(&BlobSlot::Audit, version) {
+                Ok(Some(blob)) => blob,
+                Ok(None) => break,
+                Err(e) => return Err(RequestError::new(ErrorCode::Storage, format!("audit trail: {e}"))),
+            };
+            // Whatever the file holds goes out as it is: the asker checks it.
+            let Ok(entry) = serde_json::from_slice::<SignedAuditEntry>(&blob.sealed) else { break };
+            size += blob.sealed.len() + 64;
+            if size > AUDIT_PAGE_BYTES {
+                break;
+            }
+            entries.push(entry);
+            seq += 1;
+        }
+        Ok(entries)
     }
 
     /// Answers each request of `sub` in a task of its own (a slow answer,

@@ -44,6 +44,36 @@ pub enum GovernAsk {
         /// The policy.
         policy: SignedPolicy,
     },
+    /// The head of the signer's audit trail, signed over the nonce.
+    AuditHead,
+    /// Entries of the node's audit trail from `from_seq` on, as its host
+    /// stores them (answered by the host with an [`AuditPage`]; each entry
+    /// is signed by the signer).
+    AuditLog {
+        /// The first entry wanted (from 1).
+        from_seq: u64,
+    },
+}
+
+/// A page of a node's audit trail, from its host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// Must be [`crate::PROTOCOL_VERSION`].
+    pub v: u16,
+    /// The node whose trail it is.
+    pub node_id: NodeId,
+    /// Consecutive entries from the one asked for (empty: none stored);
+    /// a short page is not the end, an empty one is.
+    pub result: Result<Vec<crate::audit::SignedAuditEntry>, RequestError>,
+}
+
+impl AuditPage {
+    /// Decodes a page from untrusted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<AuditPage, DecodeError> {
+        let page: AuditPage = codec::decode_json("audit page", bytes, MAX_GOVERN_BYTES)?;
+        codec::check_version("audit page", page.v)?;
+        Ok(page)
+    }
 }
 
 impl GovernQuery {
@@ -125,6 +155,12 @@ pub enum Fact {
         admins: Option<AdminQuorum>,
         /// The policy, as the admins signed it.
         policy: Option<SignedPolicy>,
+    },
+    /// The head of the signer's audit trail (itself signed, over the same
+    /// nonce, so that it can be kept with an export).
+    AuditHead {
+        /// The head.
+        head: crate::audit::SignedAuditHead,
     },
 }
 

@@ -206,6 +206,9 @@ pub enum BlobSlot {
     /// sealed: the signer checks the admins' signatures again when it
     /// loads it); version = the policy's version.
     Policy,
+    /// This signer's audit trail: one signed entry per version, numbered
+    /// as the entries are (not sealed: signed, and public).
+    Audit,
     /// What this signer counted for a wallet's policy: recent signatures
     /// by rule (velocity) and the requests it let through.
     Ledger {
@@ -229,6 +232,7 @@ impl BlobSlot {
             BlobSlot::Presignatures { wallet, pool } => format!("presig/{wallet}/{pool}"),
             BlobSlot::Primes => "primes".to_string(),
             BlobSlot::Policy => "policy".to_string(),
+            BlobSlot::Audit => "audit".to_string(),
             BlobSlot::Ledger { wallet } => format!("ledger/{wallet}"),
             BlobSlot::SealKey => "custody/seal-key".to_string(),
             BlobSlot::Identity => "custody/identity".to_string(),

@@ -56,6 +56,10 @@ pub struct Endorsement {
     /// The signature.
     #[serde(with = "codec::hex_array")]
     pub signature: [u8; 64],
+    /// The head of the signer's audit trail once it recorded this request,
+    /// signed over the request body's hash: how far its trail must reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_head: Option<crate::audit::SignedAuditHead>,
 }
 
 /// A statement and its signatures: every successful result, and every
@@ -130,7 +134,7 @@ mod tests {
         assert!(matches!(big.parse(), Err(DecodeError::TooLarge { .. })));
         let crowded = Endorsed {
             statement: e.statement.clone(),
-            endorsements: vec![Endorsement { node: NodeId::new("a").unwrap(), signature: [0; 64] }; MAX_ENDORSEMENTS + 1],
+            endorsements: vec![Endorsement { node: NodeId::new("a").unwrap(), signature: [0; 64], audit_head: None }; MAX_ENDORSEMENTS + 1],
         };
         assert!(matches!(crowded.parse(), Err(DecodeError::TooLarge { .. })));
     }

@@ -18,19 +18,48 @@ impl NatsServer {
     /// Starts a server whose state lives in `dir`, and waits until it accepts
     /// clients.
     pub async fn start(dir: &Path) -> NatsServer {
-        let server = Self::spawn(dir, crate::free_port(), "");
-        server.wait_for_clients().await;
-        server
+        Self::start_own(dir, "", &[], None).await
     }
 
     /// Starts a server that requires TLS and the users of `access`.
     pub async fn start_secured(dir: &Path, access: &crate::natsaccess::NatsAccess) -> NatsServer {
         let env = access.server_env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let mut server = Self::spawn_with(dir, crate::free_port(), &access.server_conf(dir), &env);
-        server.secured = Some((access.ca_file(), access.seed_file("client")));
-        server.wait_for_clients().await;
-        server
+        Self::start_own(dir, &access.server_conf(dir), &env, Some((access.ca_file(), access.seed_file("client")))).await
+    }
+
+    /// Starts a server on a free port and makes sure the server that
+    /// answers there is this one (by its unique name): a port found free can
+    /// be taken by another test's server before this one binds it, and then
+    /// this cluster would talk to that test's nodes. Tried on another port.
+    async fn start_own(dir: &Path, extra: &str, env: &[(&str, &str)], secured: Option<(PathBuf, PathBuf)>) -> NatsServer {
+        for _ in 0..5 {
+            let name = format!("conclave-test-{}", hex::encode(rand_core::RngCore::next_u64(&mut rand_core::OsRng).to_be_bytes()));
+            let mut server = Self::spawn_with(dir, crate::free_port(), &format!("server_name: {name}\n{extra}"), env);
+            server.secured = secured.clone();
+            if server.answers_as(&name).await {
+                return server;
+            }
+            server.kill();
+        }
+        panic!("no nats-server of this test came up on a free port in 5 tries; see {}", dir.join("nats.log").display());
+    }
+
+    /// Whether the server on this port is the one named `name` (until this
+    /// one's process exits or 20 s pass).
+    async fn answers_as(&mut self, name: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::time::Instant::now() < deadline && self.proc.is_running() {
+            let options = match &self.secured {
+                Some((ca, seed)) => conclave_proto::nats_access::connect_options(Some(ca), Some(seed)).expect("client options"),
+                None => async_nats::ConnectOptions::new(),
+            };
+            if let Ok(client) = options.connect(self.url()).await {
+                return client.server_info().server_name == name;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
     }
 
     /// Starts `size` servers routed into one JetStream cluster (each in

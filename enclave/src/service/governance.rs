@@ -6,6 +6,7 @@
 use super::*;
 use crate::policy::ledger::{self, Ledger};
 use crate::policy::rules::{self, Facts, Verdict};
+use conclave_proto::audit::AuditEvent;
 use conclave_proto::error::ApprovalStatus;
 use conclave_proto::govern::{AdminQuorum, Fact, GovernAsk, GovernQuery, Said, Saying};
 use conclave_proto::policy::{Ed25519Key, Policy, SignedPolicy};
@@ -40,18 +41,24 @@ pub(super) struct Judged {
 impl Enclave {
     /// Answers a governance question, signed over the asker's nonce.
     pub(super) async fn govern(&self, query: GovernQuery) -> Result<Said, RequestError> {
-        let active = match query.ask {
-            GovernAsk::Policy => self.policy().await?,
-            GovernAsk::SetPolicy { policy } => Some(self.set_policy(policy).await?),
+        let fact = match query.ask {
+            GovernAsk::Policy => self.policy_fact(self.policy().await?),
+            GovernAsk::SetPolicy { policy } => self.policy_fact(Some(self.set_policy(policy).await?)),
+            GovernAsk::AuditHead => Fact::AuditHead { head: self.audit_head(query.nonce).await? },
+            // The host answers this from its store.
+            GovernAsk::AuditLog { .. } => return Err(RequestError::new(ErrorCode::Unsupported, "audit entries are read from the host's store")),
         };
-        let admins =
-            self.config.admins.as_ref().map(|a| AdminQuorum { threshold: a.threshold, keys: a.keys.iter().map(|k| Ed25519Key(k.to_bytes())).collect() });
-        let fact = Fact::Policy { admins, policy: active.map(|a| a.signed.clone()) };
         let saying = Saying { v: conclave_proto::PROTOCOL_VERSION, node: self.keys.node_id().clone(), nonce: query.nonce, fact };
         let saying = serde_json::to_string(&saying).expect("sayings serialise");
         let signature =
             self.keys.sign(&Said::signing_bytes(&saying)).map_err(|e| RequestError::new(ErrorCode::Internal, format!("cannot sign the answer: {e}")))?;
         Ok(Said { saying, signature })
+    }
+
+    fn policy_fact(&self, active: Option<Arc<Active>>) -> Fact {
+        let admins =
+            self.config.admins.as_ref().map(|a| AdminQuorum { threshold: a.threshold, keys: a.keys.iter().map(|k| Ed25519Key(k.to_bytes())).collect() });
+        Fact::Policy { admins, policy: active.map(|a| a.signed.clone()) }
     }
 
     /// The policy this signer enforces: read through the host the first
@@ -86,6 +93,18 @@ impl Enclave {
     /// the one held; stored through the host, then the floor raised, so no
     /// host serves the old one again. A refusal changes nothing.
     async fn set_policy(&self, signed: SignedPolicy) -> Result<Arc<Active>, RequestError> {
+        let set = self.take_policy(signed.clone()).await;
+        if let Err(e) = &set {
+            // Refusals of a document that parses are decisions worth a record.
+            if let Ok(policy) = signed.parse() {
+                let digest = sha2::Sha256::digest(signed.document.as_bytes()).into();
+                self.audit_after(AuditEvent::PolicyRefused { version: u64::from(policy.version), digest, reason: e.code.as_str().to_string() }).await;
+            }
+        }
+        set
+    }
+
+    async fn take_policy(&self, signed: SignedPolicy) -> Result<Arc<Active>, RequestError> {
         conclave_proto::codec::check_version("signed policy", signed.v)?;
         let policy = signed.parse()?;
         let admins = self.admins_signed(&signed)?;
@@ -105,6 +124,14 @@ impl Enclave {
         self.host.replace(BlobSlot::Policy, blob).await?;
         self.raise_floor(&BlobSlot::Policy, policy.version)?;
         tracing::info!(from = held, to = policy.version, admins = admins.len(), "policy changed");
+        let digest = sha2::Sha256::digest(signed.document.as_bytes()).into();
+        let changed = AuditEvent::PolicyChanged {
+            from_version: u64::from(held),
+            to_version: u64::from(policy.version),
+            digest,
+            admins: admins.iter().map(|k| k.0).collect(),
+        };
+        self.audit_after(changed).await;
         let new = Arc::new(Active { signed, policy });
         *active = Some(Some(new.clone()));
         Ok(new)
@@ -137,6 +164,8 @@ impl Enclave {
     /// Judges a sign request by the policy, before any round: denied,
     /// waiting for approvals, expired, or allowed (and then, under a rule
     /// with requirements, recorded in the wallet's ledger first).
+    /// The decision goes to the audit trail first: a request accepted
+    /// without its entry stored does not run.
     pub(super) async fn judge(
         self: &Arc<Self>,
         request: &SignedRequest,
@@ -144,6 +173,41 @@ impl Enclave {
         attempt: &Attempt<'_>,
         now_ms: u64,
     ) -> Result<Judged, RequestError> {
+        let decided = self.decide(request, req, attempt, now_ms).await;
+        let policy_version = self.policy().await.ok().flatten().map_or(0, |a| u64::from(a.policy.version));
+        let (request_hash, initiator) = (attempt.body, request.initiator);
+        match &decided {
+            Ok(judged) => {
+                let event = AuditEvent::Accepted {
+                    request: request_hash,
+                    request_id: req.request_id.clone(),
+                    wallet: req.wallet.clone(),
+                    scheme: req.scheme,
+                    initiator,
+                    rule: judged.rule.clone(),
+                    policy_version,
+                };
+                self.audit(event).await?;
+            }
+            Err(e) if matches!(e.code, ErrorCode::PolicyDenied | ErrorCode::ApprovalExpired) => {
+                let event = AuditEvent::Denied {
+                    request: request_hash,
+                    request_id: req.request_id.clone(),
+                    wallet: req.wallet.clone(),
+                    scheme: req.scheme,
+                    initiator,
+                    rule: e.rule.clone(),
+                    code: e.code,
+                    policy_version,
+                };
+                self.audit_after(event).await;
+            }
+            Err(_) => {}
+        }
+        decided
+    }
+
+    async fn decide(self: &Arc<Self>, request: &SignedRequest, req: &SignRequest, attempt: &Attempt<'_>, now_ms: u64) -> Result<Judged, RequestError> {
         let fresh = |max_age_ms: u64| {
             if req.issued_at_ms.saturating_add(max_age_ms) < now_ms {
                 return Err(RequestError::new(ErrorCode::Expired, format!("request issued {} s ago", (now_ms - req.issued_at_ms) / 1000)));
@@ -193,6 +257,17 @@ impl Enclave {
                 );
             }
             let approved = crate::policy::approvals::count(&active.policy, needed, &attempt.body, &attempt.plan.approvals);
+            if !approved.is_empty() {
+                let event = AuditEvent::ApprovalsCounted {
+                    request: attempt.body,
+                    request_id: req.request_id.clone(),
+                    rule: rule.name.clone(),
+                    group: needed.group.clone(),
+                    approvers: approved.iter().map(|k| k.0).collect(),
+                    required: needed.count,
+                };
+                self.audit(event).await?;
+            }
             if approved.len() < usize::from(needed.count) {
                 let mut waiting =
                     RequestError::new(ErrorCode::ApprovalRequired, format!("{} of {} approvals from group {:?}", approved.len(), needed.count, needed.group))

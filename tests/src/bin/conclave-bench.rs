@@ -385,7 +385,7 @@ fn bench_statements(count: usize, token: &Token) {
         statement: statement.to_string(),
         endorsements: by
             .iter()
-            .map(|&i| Endorsement { node: nodes[i].clone(), signature: keys[i].sign(&Endorsed::signing_bytes(statement)).to_bytes() })
+            .map(|&i| Endorsement { node: nodes[i].clone(), signature: keys[i].sign(&Endorsed::signing_bytes(statement)).to_bytes(), audit_head: None })
             .collect(),
     };
     let roster = conclave_client::Roster::new(

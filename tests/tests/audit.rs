@@ -1,0 +1,106 @@
+//! The audit trail: each signer appends every decision (policy changes,
+//! requests accepted and denied, signatures, keys made), chained and
+//! signed; `conclave audit export` collects the trails with a fresh head
+//! from each signer, and `conclave audit verify` checks them offline,
+//! naming the first entry that was altered, dropped or moved, and a trail
+//! a host cut short. Real node processes.
+
+use conclave_proto::audit::AuditExport;
+use conclave_tests::Cluster;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn verify(cluster: &Cluster, file: &Path) -> (i32, Value) {
+    let (code, out, _) = cluster.cli(&["audit", "verify", "--file", file.to_str().unwrap()]);
+    (code, out)
+}
+
+fn export_trails(cluster: &Cluster, name: &str) -> (PathBuf, AuditExport) {
+    let file = cluster.dir().join(name);
+    let (code, out, err) = cluster.cli(&["audit", "export", "--out", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out} {err}");
+    let export = AuditExport::decode(&std::fs::read(&file).unwrap()).unwrap();
+    (file, export)
+}
+
+fn faults(out: &Value) -> Vec<String> {
+    out["nodes"].as_array().unwrap().iter().filter_map(|n| n["fault"].as_str().map(str::to_string)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trails_record_every_decision_and_verify_names_the_first_bad_entry() {
+    let cluster = Cluster::start(3).await;
+    let policy = cluster.dir().join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"v": 1, "version": 1, "rules": [
+            {"name": "no-digests", "wallets": ["*"], "effect": "deny", "when": {"payloads": ["digest"]}},
+            {"name": "the-rest", "wallets": ["*"], "effect": "allow"}]}"#,
+    )
+    .unwrap();
+    let (one, two) = (cluster.admin_key_file(1), cluster.admin_key_file(2));
+    assert_eq!(
+        cluster.cli(&["policy", "set", "--file", policy.to_str().unwrap(), "--admin-key", one.to_str().unwrap(), "--admin-key", two.to_str().unwrap()]).0,
+        0
+    );
+    assert_eq!(cluster.cli(&["keygen", "--wallet", "w", "--scheme", "eddsa", "--threshold", "2"]).0, 0);
+    for _ in 0..2 {
+        assert_eq!(cluster.cli(&["sign", "--wallet", "w", "--scheme", "eddsa", "--message-hex", "aa"]).0, 0);
+    }
+    assert_eq!(cluster.cli(&["sign", "--wallet", "w", "--scheme", "eddsa", "--digest-hex", "aa"]).1["error"]["code"], "policy_denied");
+
+    let (file, export) = export_trails(&cluster, "audit-1.json");
+    let (code, out) = verify(&cluster, &file);
+    assert_eq!(code, 0, "{out}");
+    let rows = out["nodes"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    // Two signatures and a denial, each by two of the three signers.
+    let sum = |field: &str| rows.iter().map(|r| r[field].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((sum("signatures"), sum("denials")), (4, 2), "{out}");
+    for r in rows {
+        assert_eq!(r["head_seq"], r["last_seq"], "each trail reaches its signer's head: {out}");
+    }
+    let kinds: Vec<String> = export.nodes[0]
+        .entries
+        .iter()
+        .map(|e| e.parse().unwrap().event)
+        .map(|ev| serde_json::to_value(ev).unwrap()["kind"].as_str().unwrap().to_string())
+        .collect();
+    // The policy change, then the wallet's key (after whatever the harness did).
+    assert!(kinds.windows(2).any(|w| w == ["policy_changed", "key_created"]), "{kinds:?}");
+
+    // Offline tampering with the file: each is named.
+    let busiest = export.nodes.iter().position(|n| n.entries.len() >= 4).expect("a signer of both signatures");
+    let node = export.nodes[busiest].node.clone();
+    let tampered = |name: &str, change: &dyn Fn(&mut AuditExport)| {
+        let mut copy = export.clone();
+        change(&mut copy);
+        let path = cluster.dir().join(name);
+        std::fs::write(&path, copy.encode()).unwrap();
+        let (code, out) = verify(&cluster, &path);
+        assert_eq!(code, 1, "{out}");
+        faults(&out).join("; ")
+    };
+    let altered = tampered("altered.json", &|e| {
+        let entry = &mut e.nodes[busiest].entries[2];
+        entry.entry = entry.entry.replacen("\"w\"", "\"x\"", 1);
+    });
+    assert!(altered.contains(&format!("entry 3 (seq 3) of {node}")), "{altered}");
+    let dropped = tampered("dropped.json", &|e| {
+        e.nodes[busiest].entries.remove(1);
+    });
+    assert!(dropped.contains(&node.to_string()) && dropped.contains("missing"), "{dropped}");
+    let reordered = tampered("reordered.json", &|e| e.nodes[busiest].entries.swap(1, 2));
+    assert!(reordered.contains(&node.to_string()), "{reordered}");
+    assert_ne!(reordered, dropped);
+
+    // A host that cuts its node's trail short is caught by the signer's
+    // fresh head.
+    let host_copy = cluster.node_dir(busiest + 1).join("store/blobs/audit");
+    let newest = std::fs::read_dir(&host_copy).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    std::fs::remove_file(&newest).unwrap();
+    let (cut, _) = export_trails(&cluster, "audit-cut.json");
+    let (code, out) = verify(&cluster, &cut);
+    assert_eq!(code, 1, "{out}");
+    assert!(faults(&out).join("; ").contains("cut short"), "{out}");
+}
