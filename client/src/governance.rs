@@ -127,9 +127,18 @@ impl Client {
                 Fact::AuditHead { head } => head,
                 other => return Err(ClientError::BadResult(format!("{node} answered an audit head with {other:?}"))),
             };
-            let mut entries = Vec::new();
+            let mut entries: Vec<conclave_proto::audit::SignedAuditEntry> = Vec::new();
             loop {
-                let page = self.audit_page(&node, entries.len() as u64 + 1).await?;
+                // Paging by the last entry's number (unchecked here: the
+                // whole trail is checked by `audit verify`).
+                let next = match entries.last() {
+                    None => 1,
+                    Some(last) => match last.parse() {
+                        Ok(entry) => entry.seq.get() + 1,
+                        Err(_) => break,
+                    },
+                };
+                let page = self.audit_page(&node, next).await?;
                 if page.is_empty() {
                     break;
                 }

@@ -12,6 +12,7 @@
 
 use crate::identity::{channel_key_path, CHANNEL_KEY_NAME};
 use crate::seal::{key_id_of, SealContext, SealError, Sealer};
+use conclave_proto::link::BlobSlot;
 use conclave_proto::store::list_blobs;
 use conclave_proto::NodeId;
 use std::io::Write;
@@ -76,7 +77,9 @@ pub fn reseal(sealer: &dyn Sealer, node: &NodeId, store_dir: &Path, state_dir: &
         }
     };
     let listed = list_blobs(&blob_root, &mut clean).map_err(|source| ResealError::Io { path: blob_root.clone(), source })?;
-    let mut items: Vec<Item> = listed.into_iter().map(|f| Item { file: f.file, bound_to: Bound::Stored { path: f.path, version: f.version } }).collect();
+    // The policy and the audit trail are signed, not sealed.
+    let sealed = listed.into_iter().filter(|f| !BlobSlot::is_signed_path(&f.path));
+    let mut items: Vec<Item> = sealed.map(|f| Item { file: f.file, bound_to: Bound::Stored { path: f.path, version: f.version } }).collect();
     let channel_key = channel_key_path(state_dir);
     if channel_key.exists() {
         items.push(Item { file: channel_key, bound_to: Bound::ChannelKey });

@@ -81,18 +81,14 @@ impl Host {
         .await
     }
 
-    /// Consecutive entries of this node's audit trail from `from_seq`, as
-    /// many as fit in one answer.
+    /// Entries of this node's audit trail from `from_seq` on, in order, as
+    /// many as fit in one answer (a gap the signer declared is skipped).
     fn audit_page(&self, from_seq: u64) -> Result<Vec<SignedAuditEntry>, RequestError> {
+        let storage = |e: std::io::Error| RequestError::new(ErrorCode::Storage, format!("audit trail: {e}"));
         let mut entries = Vec::new();
         let mut size = 0;
-        let mut seq = from_seq.max(1);
-        while let Ok(version) = u32::try_from(seq) {
-            let blob = match self.store.load_version(&BlobSlot::Audit, version) {
-                Ok(Some(blob)) => blob,
-                Ok(None) => break,
-                Err(e) => return Err(RequestError::new(ErrorCode::Storage, format!("audit trail: {e}"))),
-            };
+        for version in self.store.versions(&BlobSlot::Audit).map_err(storage)?.into_iter().filter(|v| u64::from(*v) >= from_seq) {
+            let Some(blob) = self.store.load_version(&BlobSlot::Audit, version).map_err(storage)? else { break };
             // Whatever the file holds goes out as it is: the asker checks it.
             let Ok(entry) = serde_json::from_slice::<SignedAuditEntry>(&blob.sealed) else { break };
             size += blob.sealed.len() + 64;
@@ -100,7 +96,6 @@ impl Host {
                 break;
             }
             entries.push(entry);
-            seq += 1;
         }
         Ok(entries)
     }

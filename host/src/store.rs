@@ -33,6 +33,11 @@ impl BlobStore {
         latest(&self.root.join(slot.path()), store::parse_blob_file_name, store::blob_file_name)
     }
 
+    /// The versions stored in `slot`, ascending.
+    pub fn versions(&self, slot: &BlobSlot) -> std::io::Result<Vec<u32>> {
+        versions(&self.root.join(slot.path()), store::parse_blob_file_name)
+    }
+
     /// Version `version` of `slot`, if stored.
     pub fn load_version(&self, slot: &BlobSlot, version: u32) -> std::io::Result<Option<StoredBlob>> {
         match std::fs::read(self.root.join(slot.path()).join(store::blob_file_name(version))) {
@@ -93,26 +98,30 @@ fn parse_record_file_name(name: &str) -> Option<u32> {
 
 /// The highest version in a slot's directory, by its files' names.
 fn latest(dir: &Path, parse: fn(&str) -> Option<u32>, name: fn(u32) -> String) -> std::io::Result<Option<StoredBlob>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let mut best: Option<u32> = None;
-    for entry in entries {
-        let file = entry?.file_name();
-        let version = file.to_str().and_then(parse);
-        if let Some(v) = version {
-            best = best.max(Some(v));
-        }
-    }
-    match best {
+    match versions(dir, parse)?.last().copied() {
         None => Ok(None),
         Some(version) => {
             let sealed = std::fs::read(dir.join(name(version)))?;
             Ok(Some(StoredBlob { version, sealed }))
         }
     }
+}
+
+/// The versions stored in `dir`, ascending.
+fn versions(dir: &Path, parse: fn(&str) -> Option<u32>) -> std::io::Result<Vec<u32>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        if let Some(v) = entry?.file_name().to_str().and_then(parse) {
+            found.push(v);
+        }
+    }
+    found.sort_unstable();
+    Ok(found)
 }
 
 fn io(e: std::io::Error) -> StoreError {

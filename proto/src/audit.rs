@@ -212,6 +212,16 @@ pub enum AuditEvent {
         /// text from the document.
         reason: String,
     },
+    /// The signer found its trail cut short by its host (entries after
+    /// `after_seq` up to `lost_through`, which it had written, were gone:
+    /// a disk restored from an older backup, or a host that cut them) and
+    /// went on after it. The entries are lost; the checker names the gap.
+    Resumed {
+        /// The last entry the host still served (0: none).
+        after_seq: u64,
+        /// The last entry the signer had written.
+        lost_through: u64,
+    },
 }
 
 /// An entry as the host stores it and an export carries it.
@@ -388,6 +398,10 @@ pub struct LogSummary {
     pub signatures: u64,
     /// How many `denied` entries.
     pub denials: u64,
+    /// Ranges of entries (first, last) the signer found gone and declared
+    /// lost (a [`AuditEvent::Resumed`] entry): the trail checks around
+    /// them, but they are missing.
+    pub lost: Vec<(u64, u64)>,
 }
 
 /// The first thing wrong with a node's log.
@@ -549,8 +563,10 @@ pub fn check_log(node: &NodeId, log: &NodeLog, verify: impl Fn(&[u8], &[u8; 64])
     if log.node != *node {
         return Err(fault(0, None, FaultKind::Mislabelled { label: log.node.clone() }));
     }
-    let mut summary = LogSummary { node: node.clone(), entries: 0, last_seq: 0, head_seq: None, signatures: 0, denials: 0 };
+    let mut summary = LogSummary { node: node.clone(), entries: 0, last_seq: 0, head_seq: None, signatures: 0, denials: 0, lost: Vec::new() };
     let mut prev = [0u8; 32];
+    // (seq, index in the file) of every entry that passed, seqs ascending.
+    let mut seen: Vec<(u64, usize)> = Vec::new();
     for (index, signed) in log.entries.iter().enumerate() {
         if !verify(&SignedAuditEntry::signing_bytes(&signed.entry), &signed.signature) {
             let claimed = signed.parse().ok().map(|e| e.seq.get());
@@ -563,7 +579,11 @@ pub fn check_log(node: &NodeId, log: &NodeLog, verify: impl Fn(&[u8], &[u8; 64])
             return Err(fault(FaultKind::WrongNode { found: entry.node }));
         }
         let expected = summary.last_seq + 1;
-        if seq > expected {
+        let declared = matches!(entry.event, AuditEvent::Resumed { after_seq, lost_through } if after_seq == summary.last_seq && lost_through + 1 == seq);
+        if seq > expected && declared && entry.prev == prev {
+            // The signer itself says these are gone: a gap, named, not a forgery.
+            summary.lost.push((expected, seq - 1));
+        } else if seq > expected {
             // Missing, or only moved: the next seq may come later.
             let moved = log.entries[index + 1..].iter().any(|later| {
                 verify(&SignedAuditEntry::signing_bytes(&later.entry), &later.signature)
@@ -573,10 +593,20 @@ pub fn check_log(node: &NodeId, log: &NodeLog, verify: impl Fn(&[u8], &[u8; 64])
             return Err(fault(kind));
         }
         if seq < expected {
-            // Every entry before this one passed, so seqs 1.. sit at indexes 0..
-            let first_index = usize::try_from(seq - 1).expect("seq below an index");
-            let kind =
-                if log.entries[first_index].entry == signed.entry { FaultKind::Replayed { seq, first_index } } else { FaultKind::Forked { seq, first_index } };
+            // Every entry before this one passed, each at a higher seq than
+            // the one before (a declared gap skips some).
+            let kind = match seen.binary_search_by_key(&seq, |&(s, _)| s) {
+                Ok(at) => {
+                    let first_index = seen[at].1;
+                    if log.entries[first_index].entry == signed.entry {
+                        FaultKind::Replayed { seq, first_index }
+                    } else {
+                        FaultKind::Forked { seq, first_index }
+                    }
+                }
+                // A seq the signer declared lost, showing up again.
+                Err(_) => FaultKind::OutOfOrder { expected, found: seq },
+            };
             return Err(fault(kind));
         }
         if entry.prev != prev {
@@ -589,6 +619,7 @@ pub fn check_log(node: &NodeId, log: &NodeLog, verify: impl Fn(&[u8], &[u8; 64])
         }
         summary.entries += 1;
         summary.last_seq = seq;
+        seen.push((seq, index));
         prev = entry_hash(&signed.entry);
     }
 
@@ -605,11 +636,13 @@ pub fn check_log(node: &NodeId, log: &NodeLog, verify: impl Fn(&[u8], &[u8; 64])
         if head.seq > summary.last_seq {
             return Err(fault(FaultKind::Truncated { head_seq: head.seq, last_seq: summary.last_seq }));
         }
-        let reached = match head.seq.checked_sub(1) {
-            None => [0; 32],
-            Some(i) => entry_hash(&log.entries[usize::try_from(i).expect("seq below an index")].entry),
+        let reached = match (head.seq, seen.binary_search_by_key(&head.seq, |&(s, _)| s)) {
+            (0, _) => Some([0; 32]),
+            (_, Ok(at)) => Some(entry_hash(&log.entries[seen[at].1].entry)),
+            // A seq the signer declared lost: no head can vouch for it.
+            (_, Err(_)) => None,
         };
-        if head.hash != reached {
+        if reached != Some(head.hash) {
             return Err(fault(FaultKind::HeadMismatch));
         }
         summary.head_seq = Some(head.seq);
@@ -775,17 +808,41 @@ mod tests {
     }
 
     #[test]
+    fn a_gap_the_signer_declared_is_named_and_the_rest_checks() {
+        // Entries 4 and 5 are gone; the signer resumed after 3 at 6.
+        let mut cut = log("node-2", 3);
+        let id = node("node-2");
+        let found = Some((NonZeroU64::new(3).unwrap(), entry_hash(&cut.entries[2].entry)));
+        let as_if_five = found.map(|(_, hash)| (NonZeroU64::new(5).unwrap(), hash));
+        let (resumed, json) = next_entry(&id, as_if_five, 1, AuditEvent::Resumed { after_seq: 3, lost_through: 5 });
+        assert_eq!(resumed.seq.get(), 6);
+        cut.entries.push(sign_entry("node-2", json.clone()));
+        let (_, head) = head_for(&id, Some((resumed.seq, entry_hash(&json))), [8; 32], 2);
+        cut.head = Some(sign_head("node-2", head));
+        let summary = check(&cut).unwrap();
+        assert_eq!((summary.lost, summary.last_seq, summary.head_seq), (vec![(4, 5)], 6, Some(6)));
+
+        // A declaration that does not fit what precedes it is no excuse.
+        let mut wrong = cut.clone();
+        resign(&mut wrong, 3, |e| e.replacen("\"after_seq\":3", "\"after_seq\":2", 1));
+        assert!(matches!(fault(&wrong).2, FaultKind::Missing { expected: 4, found: 6 }));
+    }
+
+    #[test]
     fn a_whole_log_passes_with_its_counts() {
         let log = log("node-2", 5);
         let summary = check(&log).unwrap();
-        assert_eq!(summary, LogSummary { node: node("node-2"), entries: 5, last_seq: 5, head_seq: Some(5), signatures: 1, denials: 1 });
+        assert_eq!(summary, LogSummary { node: node("node-2"), entries: 5, last_seq: 5, head_seq: Some(5), signatures: 1, denials: 1, lost: vec![] });
 
         let mut headless = log.clone();
         headless.head = None;
         assert_eq!(check(&headless).unwrap().head_seq, None);
 
         let empty = self::log("node-2", 0);
-        assert_eq!(check(&empty).unwrap(), LogSummary { node: node("node-2"), entries: 0, last_seq: 0, head_seq: Some(0), signatures: 0, denials: 0 });
+        assert_eq!(
+            check(&empty).unwrap(),
+            LogSummary { node: node("node-2"), entries: 0, last_seq: 0, head_seq: Some(0), signatures: 0, denials: 0, lost: vec![] }
+        );
     }
 
     #[test]

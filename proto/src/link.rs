@@ -223,6 +223,13 @@ pub enum BlobSlot {
 }
 
 impl BlobSlot {
+    /// Whether blobs at `path` are signed by their signer rather than
+    /// sealed (the policy, the audit trail): nothing to reseal, and
+    /// checked by their signatures.
+    pub fn is_signed_path(path: &str) -> bool {
+        path == BlobSlot::Policy.path() || path == BlobSlot::Audit.path()
+    }
+
     /// A relative path for the slot, safe by construction (ids exclude `/`
     /// and `.`).
     pub fn path(&self) -> String {

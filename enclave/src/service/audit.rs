@@ -29,8 +29,13 @@ impl Enclave {
             Some(tail) => tail,
             None => self.audit_tail().await?,
         };
-        let me = self.keys.node_id();
-        let (entry, text) = audit::next_entry(me, last, crate::now_ms(), event);
+        *held = Some(self.append(last, event).await?);
+        Ok(())
+    }
+
+    /// Writes the entry after `last`; returns the new tail.
+    async fn append(&self, last: Tail, event: AuditEvent) -> Result<Tail, RequestError> {
+        let (entry, text) = audit::next_entry(self.keys.node_id(), last, crate::now_ms(), event);
         let version = u32::try_from(entry.seq.get()).map_err(|_| RequestError::new(ErrorCode::Storage, "the audit trail holds 2^32 entries"))?;
         let signature = self
             .keys
@@ -42,8 +47,7 @@ impl Enclave {
         // try that never got that far is this signer's to replace.
         self.host.replace(BlobSlot::Audit, blob).await?;
         self.raise_floor(&BlobSlot::Audit, version)?;
-        *held = Some(Some((entry.seq, audit::entry_hash(&signed.entry))));
-        Ok(())
+        Ok(Some((entry.seq, audit::entry_hash(&signed.entry))))
     }
 
     /// Appends `event`, logging instead of failing: for entries recorded
@@ -73,27 +77,40 @@ impl Enclave {
         Ok(SignedAuditHead { head: text, signature })
     }
 
-    /// The last entry as the host serves it: this signer's own, signed,
-    /// and not below the floor (else the host cut the trail).
+    /// The last entry as the host serves it: this signer's own, signed. If
+    /// the host serves an older tail than this signer wrote (its floor: a
+    /// disk restored from a backup, or a host that cut entries), the signer
+    /// goes on after the floor, never reusing a number, with an entry that
+    /// declares the gap (`conclave audit verify` names it).
     async fn audit_tail(&self) -> Result<Tail, RequestError> {
         let floor = self.floor(&BlobSlot::Audit)?;
-        let bad = |why: String| RequestError::new(ErrorCode::Storage, format!("audit trail: {why}"));
-        let Some(blob) = self.host.load(BlobSlot::Audit).await? else {
-            return match floor {
-                0 => Ok(None),
-                _ => Err(bad(format!("the host serves no entry; this signer wrote {floor}"))),
-            };
+        let found = match self.host.load(BlobSlot::Audit).await? {
+            Some(blob) => Some(self.own_entry(&blob)?),
+            None => None,
         };
-        self.above_floor(&BlobSlot::Audit, blob.version)?;
-        let signed: SignedAuditEntry = serde_json::from_slice(&blob.sealed).map_err(|e| bad(format!("the last entry does not decode: {e}")))?;
+        let found_seq = found.map_or(0, |(seq, _)| seq.get());
+        let Some(written) = NonZeroU64::new(u64::from(floor)).filter(|w| w.get() > found_seq) else {
+            return Ok(found);
+        };
+        tracing::warn!(served = found_seq, written = floor, "the host serves a shorter audit trail than this signer wrote; the gap is declared in the trail");
+        let gap = AuditEvent::Resumed { after_seq: found_seq, lost_through: written.get() };
+        self.append(Some((written, found.map_or([0; 32], |(_, hash)| hash))), gap).await
+    }
+
+    /// A stored entry of this signer's trail, checked: its own, signed, and
+    /// stored as the version it numbers. (`conclave-host restore` checks
+    /// every entry of a backup with this.)
+    pub(super) fn own_entry(&self, blob: &StoredBlob) -> Result<(NonZeroU64, [u8; 32]), RequestError> {
+        let bad = |why: String| RequestError::new(ErrorCode::Storage, format!("audit trail: {why}"));
+        let signed: SignedAuditEntry = serde_json::from_slice(&blob.sealed).map_err(|e| bad(format!("entry {} does not decode: {e}", blob.version)))?;
         let mine = self.keys.identity().sign_key;
         let key = ed25519_dalek::VerifyingKey::from_bytes(&mine).map_err(|_| bad("this signer's key".into()))?;
         key.verify_strict(&SignedAuditEntry::signing_bytes(&signed.entry), &ed25519_dalek::Signature::from_bytes(&signed.signature))
-            .map_err(|_| bad("the last entry is not signed by this signer".into()))?;
+            .map_err(|_| bad(format!("entry {} is not signed by this signer", blob.version)))?;
         let entry = signed.parse().map_err(|e| bad(e.to_string()))?;
         if entry.node != *self.keys.node_id() || entry.seq.get() != u64::from(blob.version) {
             return Err(bad(format!("the entry stored as {} is entry {} of {}", blob.version, entry.seq, entry.node)));
         }
-        Ok(Some((entry.seq, audit::entry_hash(&signed.entry))))
+        Ok((entry.seq, audit::entry_hash(&signed.entry)))
     }
 }

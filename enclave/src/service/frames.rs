@@ -33,6 +33,11 @@ impl Enclave {
                 let error = if path == BlobSlot::SealKey.path() {
                     (crate::seal::kms_key_id(&blob.sealed) != self.sealer.key_id())
                         .then(|| RequestError::new(ErrorCode::Storage, "custody/seal-key is not the wrapped key this signer runs under"))
+                } else if path == BlobSlot::Audit.path() {
+                    // Signed, not sealed: this signer's own entries.
+                    self.own_entry(&blob).err()
+                } else if path == BlobSlot::Policy.path() {
+                    self.stored_policy(&blob).err()
                 } else {
                     let ctx = SealContext::stored(self.keys.node_id(), &path, blob.version);
                     self.sealer.open(&ctx, &blob.sealed).err().map(crate::share::storage)

@@ -75,18 +75,24 @@ impl Enclave {
             None => return Err(RequestError::new(ErrorCode::Storage, format!("the host serves no policy; this signer holds version {floor}"))),
             Some(blob) => {
                 self.above_floor(&BlobSlot::Policy, blob.version)?;
-                let signed: SignedPolicy = serde_json::from_slice(&blob.sealed)
-                    .map_err(|e| RequestError::new(ErrorCode::Storage, format!("the stored policy does not decode: {e}")))?;
-                let policy = signed.parse()?;
-                self.admins_signed(&signed)?;
-                if policy.version != blob.version {
-                    return Err(RequestError::new(ErrorCode::Storage, format!("policy version {} stored as version {}", policy.version, blob.version)));
-                }
-                Some(Arc::new(Active { signed, policy }))
+                Some(Arc::new(self.stored_policy(&blob)?))
             }
         };
         *active = Some(loaded.clone());
         Ok(loaded)
+    }
+
+    /// A stored policy, checked: the admins signed it, and it is stored as
+    /// its version. (`conclave-host restore` checks a backup's with this.)
+    pub(super) fn stored_policy(&self, blob: &StoredBlob) -> Result<Active, RequestError> {
+        let signed: SignedPolicy =
+            serde_json::from_slice(&blob.sealed).map_err(|e| RequestError::new(ErrorCode::Storage, format!("the stored policy does not decode: {e}")))?;
+        let policy = signed.parse()?;
+        self.admins_signed(&signed)?;
+        if policy.version != blob.version {
+            return Err(RequestError::new(ErrorCode::Storage, format!("policy version {} stored as version {}", policy.version, blob.version)));
+        }
+        Ok(Active { signed, policy })
     }
 
     /// Takes a new policy: signed by the admin quorum, of a version above

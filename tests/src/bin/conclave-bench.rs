@@ -33,7 +33,15 @@
 //!    signatures that each take one (p50, p99); for ECDSA, N digest
 //!    signatures (the full protocol) beside them.
 //!
-//! Usage: `cargo run -p conclave-tests --bin conclave-bench -- [--count N] [--only sealing|statements|signing|registry|reshare|throughput|presigned] [--concurrency N,N...]`,
+//! 7. Policy (`--only policy`): EdDSA signatures (the cheapest protocol,
+//!    where the policy's work shows most) on a 2-of-3 hsm cluster, the
+//!    same signers throughout: without a policy, under an allow rule (the
+//!    evaluation), and under a velocity rule (the wallet's ledger sealed and
+//!    stored, and the tally broadcast); every signature also appends two
+//!    audit entries per signer (accepted, signed). Then the audit trail's
+//!    size per signature, from an export.
+//!
+//! Usage: `cargo run -p conclave-tests --bin conclave-bench -- [--count N] [--only sealing|statements|signing|registry|reshare|throughput|presigned|policy] [--concurrency N,N...]`,
 //! after `deploy/setup.sh` has built the node binaries. Both sides run the
 //! same build profile (the workspace optimises dependencies even in dev
 //! builds).
@@ -93,6 +101,54 @@ fn main() {
     if only.as_deref() == Some("presigned") {
         runtime.block_on(bench_presigned(count));
     }
+    if only.as_deref() == Some("policy") {
+        runtime.block_on(bench_policy(count));
+    }
+}
+
+/// What a policy and the audit trail add to a signature (section 7).
+async fn bench_policy(count: usize) {
+    println!("policy and audit, {count} EdDSA signatures per case, 2-of-3 hsm cluster, signers node-1 and node-2, sequential");
+    println!("{:<7} {:<28} {:>9} {:>9} {:>8}", "scheme", "case", "p50 ms", "p99 ms", "sig/s");
+    let cluster = Cluster::start_in(Mode::Hsm, 3).await;
+    let client = cluster.client().await;
+    let signers: Vec<NodeId> = SIGNERS.iter().map(|i| cluster.node_ids()[i - 1].clone()).collect();
+    let wallet = WalletId::new("bench-policy").expect("wallet id");
+    client.keygen(&wallet, Scheme::Eddsa, 2, None).await.expect("keygen");
+    let measure = |case: &'static str| {
+        let (client, wallet, signers) = (&client, &wallet, &signers);
+        async move {
+            client.sign(wallet, Scheme::Eddsa, SignPayload::Message(b"warm-up".to_vec()), vec![], Some(signers.clone())).await.expect("warm-up");
+            let mut times = Vec::with_capacity(count);
+            for k in 0..count {
+                let t = Instant::now();
+                let message = format!("{case} {k}").into_bytes();
+                client.sign(wallet, Scheme::Eddsa, SignPayload::Message(message), vec![], Some(signers.clone())).await.expect("signs");
+                times.push(t.elapsed());
+            }
+            Stats::of(times).print(Scheme::Eddsa, case);
+        }
+    };
+    measure("no policy").await;
+    let set = |version: u32, rule: &str| {
+        let path = cluster.dir().join(format!("bench-policy-{version}.json"));
+        std::fs::write(&path, format!(r#"{{"v": 1, "version": {version}, "rules": [{rule}]}}"#)).expect("policy file");
+        let (one, two) = (cluster.admin_key_file(1), cluster.admin_key_file(2));
+        let (code, out, err) =
+            cluster.cli(&["policy", "set", "--file", path.to_str().unwrap(), "--admin-key", one.to_str().unwrap(), "--admin-key", two.to_str().unwrap()]);
+        assert_eq!(code, 0, "policy set: {out} {err}");
+    };
+    set(1, r#"{"name": "all", "wallets": ["*"], "effect": "allow", "when": {"payloads": ["message"]}}"#);
+    measure("allow rule").await;
+    set(2, r#"{"name": "all", "wallets": ["*"], "effect": "allow", "require": {"velocity": {"window_s": 3600, "max_signatures": 1000000}}}"#);
+    measure("velocity rule").await;
+    let export = client.audit_export().await.expect("audit export");
+    let node1 = &export.nodes[0];
+    let stored = cluster.node_dir(1).join("store/blobs/audit");
+    let bytes: u64 = std::fs::read_dir(&stored).expect("node-1's audit trail").map(|f| f.expect("entry").metadata().expect("size").len()).sum();
+    let signed = node1.entries.iter().filter(|e| e.entry.contains(r#""kind":"signed""#)).count().max(1);
+    println!();
+    println!("audit trail of node-1: {} entries, {} signatures; {} bytes of stored entries per signature", node1.entries.len(), signed, bytes / signed as u64);
 }
 
 /// Sum of one counter over the three nodes of a cluster.
@@ -279,7 +335,7 @@ struct Args {
     concurrency: Vec<usize>,
 }
 
-const SECTIONS: [&str; 7] = ["sealing", "statements", "signing", "registry", "reshare", "throughput", "presigned"];
+const SECTIONS: [&str; 8] = ["sealing", "statements", "signing", "registry", "reshare", "throughput", "presigned", "policy"];
 
 fn parse_args() -> Args {
     let args: Vec<String> = std::env::args().skip(1).collect();
