@@ -159,13 +159,6 @@ CONF
   if [ "$mode" = dev ]; then
     echo "dev_attestation_ca = \"$STATE/dev-attestation-ca\"" >>"$d/enclave.toml"
   fi
-  # Any 2 of the 3 admins set a policy (admin-N.key in the state directory).
-  cat >>"$d/enclave.toml" <<CONF
-
-[admins]
-threshold = 2
-keys = ["$(cat "$STATE/admin-1.pub")", "$(cat "$STATE/admin-2.pub")", "$(cat "$STATE/admin-3.pub")"]
-CONF
   if [ "$mode" = hsm ]; then
     init_token "$d" "conclave-node-$i"
     cat >>"$d/enclave.toml" <<CONF
@@ -187,21 +180,34 @@ CONF
   SOFTHSM2_CONF=$d/softhsm/softhsm2.conf "$BIN/conclave-enclave" init --config "$d/enclave.toml"
 }
 
-init_state() {
-  local n=$1 mode=$2 nats=$3
-  mkdir -p "$STATE/nats"
-  init_nats "$nats"
-  [ -f "$STATE/initiator.key" ] || "$BIN/conclave" initiator new --out "$STATE/initiator.key" >"$STATE/initiator.pub"
+governance() { # admin and approver keys, each node's admin quorum, the shipped policy with the approvers' keys
   # Three admins (any two set a policy) and three approvers, in the
-  # initiator key's format; the approvers' keys fill in the shipped policy.
-  local role i
+  # initiator key's format. Idempotent: a state made before these existed
+  # gets them at its next `up`.
+  local role i d
   for role in admin approver; do
     for i in 1 2 3; do
       [ -f "$STATE/$role-$i.key" ] || "$BIN/conclave" initiator new --out "$STATE/$role-$i.key" >"$STATE/$role-$i.pub"
     done
   done
+  for d in "$STATE"/node-*; do
+    # A TOML table may follow [hsm]: appended at the end.
+    grep -q '^\[admins\]' "$d/enclave.toml" || cat >>"$d/enclave.toml" <<CONF
+
+[admins]
+threshold = 2
+keys = ["$(cat "$STATE/admin-1.pub")", "$(cat "$STATE/admin-2.pub")", "$(cat "$STATE/admin-3.pub")"]
+CONF
+  done
   sed -e "s/<approver-1>/$(cat "$STATE/approver-1.pub")/" -e "s/<approver-2>/$(cat "$STATE/approver-2.pub")/" -e "s/<approver-3>/$(cat "$STATE/approver-3.pub")/" \
     "$ROOT/deploy/policy/two-approvers.json" >"$STATE/two-approvers.json"
+}
+
+init_state() {
+  local n=$1 mode=$2 nats=$3
+  mkdir -p "$STATE/nats"
+  init_nats "$nats"
+  [ -f "$STATE/initiator.key" ] || "$BIN/conclave" initiator new --out "$STATE/initiator.key" >"$STATE/initiator.pub"
   local initiator; initiator=$(cat "$STATE/initiator.pub")
   cat >"$STATE/client.toml" <<CONF
 nats_urls = $(nats_urls)
@@ -285,6 +291,7 @@ case "$cmd" in
     fi
     # Clients pin the signers' identity keys (older states lack the line).
     grep -q '^roster' "$STATE/client.toml" || echo 'roster = "roster.json"' >>"$STATE/client.toml"
+    governance
     export CONCLAVE_CONFIG=$STATE/client.toml
     for i in $(seq 1 "$(nats_count)"); do start_nats "$i"; done
     for i in $(seq 1 "$n"); do start_node "$i"; done
@@ -331,6 +338,7 @@ case "$cmd" in
     [ -f "$STATE/nodes" ] || die "no cluster; run: $0 up"
     n=$(node_count); i=$((n + 1)); mode=$(cat "$STATE/mode")
     identity=$(init_node "$i" "$mode" "$(nats_count)")
+    governance
     python3 - "$STATE/roster.json" "$identity" <<'PY'
 import json, sys
 path, identity = sys.argv[1], json.loads(sys.argv[2])
