@@ -60,6 +60,24 @@ async fn a_treasury_signature_waits_for_two_approvers_even_across_a_restart() {
 
     // An approval of anything else is refused by the hosts; one by an
     // approver counts, and the request still waits.
+    // Hostile input: an approval of anything else, one of an unknown
+    // request, and bytes that are no approval get typed refusals.
+    let raw = async_nats::connect(cluster.nats_url()).await.unwrap();
+    let answer = raw.request(conclave_proto::approvals::APPROVE_SUBJECT, "{\"v\":1,\"request_id\":".into()).await.unwrap();
+    let receipt = conclave_proto::approvals::ApprovalReceipt::decode(&answer.payload).unwrap();
+    assert_eq!(receipt.result.unwrap_err().code, ErrorCode::Malformed);
+    let unknown = conclave_client::governance::PendingView {
+        body: {
+            let mut b = pending.body.clone();
+            if let conclave_proto::request::RequestBody::Sign(s) = &mut b {
+                s.request_id = RequestId::new("nobody").unwrap();
+            }
+            b
+        },
+        ..pending.clone()
+    };
+    let refused = approvers.approve(&unknown, &cluster.approver(1)).await;
+    assert!(matches!(refused, Err(ClientError::Request(ref e)) if e.code == ErrorCode::UnknownRequest), "{refused:?}");
     let elsewhere = conclave_client::governance::PendingView { hash: [9; 32], ..pending.clone() };
     let refused = approvers.approve(&elsewhere, &cluster.approver(1)).await;
     assert!(matches!(refused, Err(ClientError::Request(ref e)) if e.code == ErrorCode::Unauthorized), "{refused:?}");

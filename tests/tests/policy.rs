@@ -76,7 +76,26 @@ async fn policies_take_an_admin_quorum_never_go_back_and_decide_before_any_round
     assert_eq!(code, 0, "{out} {err}");
     assert_eq!(versions(&cluster), [1, 1, 1]);
 
+    // Hostile input, past the CLI's own checks: a document that does not
+    // parse, and one whose rule names an approver group it lacks, signed by
+    // the quorum, are refused with a typed error by every signer; nothing
+    // changes.
     let client = cluster.client().await;
+    for document in [
+        "{\"v\": 1, \"version\": 9, \"rules\": [",
+        r#"{"v": 1, "version": 9, "rules": [{"name": "r", "wallets": ["*"], "effect": "allow", "require": {"approvals": {"group": "nobody", "count": 1, "window_s": 60}}}]}"#,
+    ] {
+        let signatures = (1..=2).map(|i| conclave_client::governance::sign_policy(document, &cluster.admin(i))).collect();
+        let policy = conclave_proto::policy::SignedPolicy { v: 1, document: document.to_string(), signatures };
+        for (node, answer) in client.govern_all(conclave_proto::govern::GovernAsk::SetPolicy { policy }).await {
+            assert!(
+                matches!(answer, Err(conclave_client::ClientError::Request(ref e)) if e.code == conclave_proto::ErrorCode::Malformed),
+                "{node}: {answer:?}"
+            );
+        }
+    }
+    assert_eq!(versions(&cluster), [1, 1, 1]);
+
     for w in ["hot-1", "treasury-1", "cold"] {
         client.keygen(&WalletId::new(w).unwrap(), Scheme::Eddsa, 2, None).await.unwrap();
     }
