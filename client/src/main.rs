@@ -200,20 +200,6 @@ enum InitiatorCommand {
     },
 }
 
-/// Parses `m/0/7`; hardened indexes cannot be derived on a shared key.
-fn parse_path(s: &str) -> Result<Vec<u32>, String> {
-    let rest = s.strip_prefix('m').ok_or_else(|| format!("path {s:?} must start with m"))?;
-    rest.split('/')
-        .skip(1)
-        .map(|part| {
-            if part.ends_with('\'') || part.ends_with('h') || part.ends_with('H') {
-                return Err(format!("hardened index {part:?}: only non-hardened derivation works on a threshold key"));
-            }
-            part.parse::<u32>().ok().filter(|i| *i < 1 << 31).ok_or_else(|| format!("bad path index {part:?}"))
-        })
-        .collect()
-}
-
 pub(crate) enum Failure {
     Usage(String),
     Client(ClientError),
@@ -353,7 +339,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             };
             let eth = matches!(payload, SignPayload::EthEip1559(_));
             let path = match &a.path {
-                Some(p) => parse_path(p).map_err(Failure::Usage)?,
+                Some(p) => conclave_proto::request::parse_path(p).map_err(Failure::Usage)?,
                 None => Vec::new(),
             };
             let mut client = Client::connect(ClientConfig::discover(cli.config.as_deref())?).await?;
@@ -493,19 +479,4 @@ pub(crate) fn error_code(e: &ClientError) -> &'static str {
         ClientError::Nats(_) => "unavailable",
         _ => "client_error",
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_path;
-
-    #[test]
-    fn paths_parse_and_hardened_indexes_are_refused() {
-        assert_eq!(parse_path("m").unwrap(), Vec::<u32>::new());
-        assert_eq!(parse_path("m/0/7").unwrap(), vec![0, 7]);
-        assert!(parse_path("m/0'/7").is_err());
-        assert!(parse_path("m/1h").is_err());
-        assert!(parse_path("0/1").is_err());
-        assert!(parse_path("m/2147483648").is_err());
-    }
 }

@@ -65,7 +65,7 @@ fn main() {
     row("presignature, 2 signers", samples);
     row(
         "signing with a presignature, 2 signers",
-        timed(count, || ecdsa::sign_presigned_in_process(&records, b"bench").expect("signs").into_iter().all(|r| r.is_ok())).0,
+        timed(count, || ecdsa::sign_presigned_in_process(&records, b"bench", &[]).expect("signs").into_iter().all(|r| r.is_ok())).0,
     );
     println!();
     println!("sealed sizes (plaintext JSON): aux info {} B per party, presignature {} B per signer", aux[0].len(), records[0].len());

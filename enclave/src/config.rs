@@ -64,6 +64,8 @@ struct RawConfig {
     presign_pool: u32,
     #[serde(default)]
     presign_pools: std::collections::BTreeMap<conclave_proto::WalletId, u32>,
+    #[serde(default)]
+    presign_paths: std::collections::BTreeMap<conclave_proto::WalletId, Vec<String>>,
     admins: Option<RawAdmins>,
     hsm: Option<RawHsm>,
     nitro: Option<RawNitro>,
@@ -239,6 +241,7 @@ impl EnclaveConfig {
             return Err(ConfigError::Field { field: "max_request_age_secs", reason: "must be 1 to 86400".into() });
         }
         let presign_pools = conclave_proto::presign::PoolSizes::new(raw.presign_pool, raw.presign_pools)
+            .and_then(|sizes| sizes.with_paths(raw.presign_paths))
             .map_err(|e| ConfigError::Field { field: "presign_pool", reason: e.to_string() })?;
         Ok(EnclaveConfig {
             node_id: raw.node_id,

@@ -343,17 +343,18 @@ pub async fn sign_presigned(
     seat: Seat<'_>,
     record: Zeroizing<Vec<u8>>,
     message: Hashed,
+    path: Vec<u32>,
     tamper: bool,
 ) -> Result<Result<SignOutput, PresignedError>, RequestError> {
     let (i, n) = (seat.index(), seat.parties());
     let releases: fn(&PresignedMsg) -> bool = |m| matches!(m, PresignedMsg::Partial(_));
     seat.run_signing(releases, move |party: Party<PresignedMsg>| {
-        Ok::<_, std::convert::Infallible>(futures::executor::block_on(presigned_round(party, i, n, &record, &message, tamper)))
+        Ok::<_, std::convert::Infallible>(futures::executor::block_on(presigned_round(party, i, n, &record, &message, &path, tamper)))
     })
     .await
 }
 
-async fn presigned_round<M>(party: M, i: u16, n: u16, record: &[u8], message: &Hashed, tamper: bool) -> Result<SignOutput, PresignedError>
+async fn presigned_round<M>(party: M, i: u16, n: u16, record: &[u8], message: &Hashed, path: &[u32], tamper: bool) -> Result<SignOutput, PresignedError>
 where
     M: round_based::Mpc<ProtocolMessage = PresignedMsg>,
 {
@@ -363,6 +364,9 @@ where
     let record: PresignatureRecord = serde_json::from_slice(record).map_err(|_| PresignedError::Unusable("does not decode"))?;
     if record.commitments.len() != usize::from(n) {
         return Err(PresignedError::Unusable("made for another number of signers"));
+    }
+    if record.path != path {
+        return Err(PresignedError::Unusable("made for another derivation path"));
     }
     let digest = message.digest();
     let data = message.data();
@@ -451,10 +455,14 @@ pub fn presign_in_process(
 
 /// Signs `message` with one presignature per signer in this one process;
 /// every signer's result, in session order.
-pub fn sign_presigned_in_process(records: &[Zeroizing<Vec<u8>>], message: &[u8]) -> Result<Vec<Result<SignOutput, PresignedError>>, RequestError> {
+pub fn sign_presigned_in_process(
+    records: &[Zeroizing<Vec<u8>>],
+    message: &[u8],
+    path: &[u32],
+) -> Result<Vec<Result<SignOutput, PresignedError>>, RequestError> {
     let n = records.len() as u16;
     let hashed = &Hashed::Sha256(message.to_vec());
-    Ok(round_based::sim::run(n, |i, party| async move { presigned_round(party, i, n, &records[usize::from(i)], hashed, false).await })
+    Ok(round_based::sim::run(n, |i, party| async move { presigned_round(party, i, n, &records[usize::from(i)], hashed, path, false).await })
         .map_err(|e| internal("simulation", e))?
         .into_vec())
 }
@@ -561,7 +569,11 @@ pub(crate) mod testing {
         let signers = [1, 3];
         for path in [vec![], vec![7, 1_000]] {
             let records = presign_in_process(&pick(&shares, &signers), &pick(&aux, &signers), &signers, &path).unwrap();
-            let out = sign_presigned_in_process(&records, b"pay 1 BTC").unwrap();
+            // A presignature serves only the path it was made for.
+            let other: &[u32] = if path.is_empty() { &[3] } else { &[] };
+            let refused = sign_presigned_in_process(&records, b"pay 1 BTC", other).unwrap();
+            assert!(refused.iter().all(|r| matches!(r, Err(PresignedError::Unusable(_)))), "{path:?}");
+            let out = sign_presigned_in_process(&records, b"pay 1 BTC", &path).unwrap();
             let (CoreShare(core), _) = core_share(&shares[0]).unwrap();
             let expected = if path.is_empty() {
                 core.shared_public_key.to_bytes(true).to_vec()
@@ -587,7 +599,7 @@ pub(crate) mod testing {
         let mut k = *cheat.presignature.tilde_k.as_ref() + Scalar::one();
         cheat.presignature.tilde_k = cggmp24::generic_ec::SecretScalar::new(&mut k);
         records[1] = Zeroizing::new(serde_json::to_vec(&cheat).unwrap());
-        let out = sign_presigned_in_process(&records, b"m").unwrap();
+        let out = sign_presigned_in_process(&records, b"m", &[]).unwrap();
         assert!(matches!(out[0], Err(PresignedError::BadPartial(1))), "{:?}", out[0].as_ref().err());
     }
 }

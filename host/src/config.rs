@@ -64,6 +64,8 @@ struct Raw {
     #[serde(default)]
     presign_pools: std::collections::BTreeMap<conclave_proto::WalletId, u32>,
     #[serde(default)]
+    presign_paths: std::collections::BTreeMap<conclave_proto::WalletId, Vec<String>>,
+    #[serde(default)]
     registry: RegistryKind,
     consul: Option<ConsulConfig>,
     #[serde(default = "default_imds_addr")]
@@ -203,6 +205,7 @@ impl HostConfig {
             ready_ttl: Duration::from_millis(raw.ready_ttl_ms),
             sign_deadline: Duration::from_millis(raw.sign_deadline_ms),
             presign_pools: conclave_proto::presign::PoolSizes::new(raw.presign_pool, raw.presign_pools)
+                .and_then(|sizes| sizes.with_paths(raw.presign_paths))
                 .map_err(|e| ConfigError::Field { field: "presign_pool", reason: e.to_string() })?,
             round_timeout: Duration::from_millis(raw.round_timeout_ms),
         })

@@ -106,9 +106,7 @@ impl Host {
         };
         let followed = Followed { span: tracing::info_span!("request", request = %id, wallet = %wallet), kind };
         self.metrics.following.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let pool = (self.config.presign_pools.of(body.wallet().0) > 0 && proposal.purpose.is_request())
-            .then(|| crate::pools::eligible(&body, &proposal.participants))
-            .flatten();
+        let pool = proposal.purpose.is_request().then(|| crate::pools::eligible(&self.config.presign_pools, &body, &proposal.participants)).flatten();
         self.clone().drive(&id, &request, proposal, &quorum, pool, &followed).await;
         self.following.lock().expect("following lock").remove(&id);
         self.metrics.following.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

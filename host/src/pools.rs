@@ -9,6 +9,7 @@ use crate::coordinator::Host;
 use crate::quorum;
 use crate::registry::Bucket;
 use conclave_proto::link::{PresignPlan, ToEnclave};
+use conclave_proto::presign::PoolSizes;
 use conclave_proto::registry::PoolRecord;
 use conclave_proto::request::{RequestBody, SignPayload};
 use conclave_proto::statement::Endorsed;
@@ -27,21 +28,22 @@ const PRESIGN_DEADLINE: Duration = Duration::from_secs(60);
 /// Compare-and-set tries before a request signs without a presignature.
 const TAKE_TRIES: usize = 3;
 
-/// The pool a sign request may take from: the root key; ECDSA only for a
-/// message the signers hash themselves (never a digest); EdDSA for any
-/// payload (FROST binds its nonces to the message when it signs).
-pub(crate) fn eligible(body: &RequestBody, signers: &[NodeId]) -> Option<PoolId> {
+/// The pool a sign request may take from, if any: a wallet with pools, the
+/// root key or a path declared for it (ECDSA), for a message the signers
+/// hash themselves (never a digest); EdDSA for any payload (FROST binds its
+/// nonces to the message when it signs).
+pub(crate) fn eligible(sizes: &PoolSizes, body: &RequestBody, signers: &[NodeId]) -> Option<PoolId> {
     match body {
-        RequestBody::Sign(s) if s.path.is_empty() && (s.scheme == Scheme::Eddsa || !matches!(s.payload, SignPayload::Digest(_))) => {
-            Some(PoolId::of(&s.wallet, s.scheme, s.version, signers))
+        RequestBody::Sign(s) if sizes.serves(&s.wallet, &s.path) && (s.scheme == Scheme::Eddsa || !matches!(s.payload, SignPayload::Digest(_))) => {
+            Some(PoolId::of(&s.wallet, s.scheme, s.version, signers, &s.path))
         }
         _ => None,
     }
 }
 
 /// The emptiest pool below its target: level, pool, wallet, scheme, key
-/// version, signer set, counters.
-type Refill = (u32, PoolId, conclave_proto::WalletId, Scheme, u32, Vec<NodeId>, PoolRecord);
+/// version, signer set, path, counters.
+type Refill = (u32, PoolId, conclave_proto::WalletId, Scheme, u32, Vec<NodeId>, Vec<u32>, PoolRecord);
 
 fn encode(record: &PoolRecord) -> bytes::Bytes {
     serde_json::to_vec(record).expect("pool records serialise").into()
@@ -160,21 +162,39 @@ impl Host {
             if !wallet.committee.contains(self.me()) {
                 continue;
             }
+            // The root key's pools, and (ECDSA) those of each declared path.
+            let mut paths = vec![Vec::new()];
+            if wallet.scheme == Scheme::Ecdsa {
+                paths.extend(self.config.presign_pools.paths_of(&wallet.wallet).iter().cloned());
+            }
             for set in quorum::rotation_sets(&wallet.committee, usize::from(wallet.threshold), &ready) {
                 if set.first() != Some(self.me()) {
                     continue;
                 }
-                let pool = PoolId::of(&wallet.wallet, wallet.scheme, wallet.version, &set);
-                let Some((record, _)) = self.pool_record(pool).await else { return false };
-                let level = record.made.saturating_sub(record.used);
-                let names: Vec<&str> = set.iter().map(NodeId::as_str).collect();
-                self.metrics.set_pool_level(format!("{}/{}/v{}/{}", wallet.wallet, wallet.scheme, wallet.version, names.join("+")), level);
-                if level < self.config.presign_pools.of(&wallet.wallet) && lowest.as_ref().is_none_or(|l| level < l.0) {
-                    lowest = Some((level, pool, wallet.wallet.clone(), wallet.scheme, wallet.version, set, record));
+                for path in &paths {
+                    let pool = PoolId::of(&wallet.wallet, wallet.scheme, wallet.version, &set, path);
+                    let Some((record, _)) = self.pool_record(pool).await else { return false };
+                    let level = record.made.saturating_sub(record.used);
+                    let names: Vec<&str> = set.iter().map(NodeId::as_str).collect();
+                    let at: String = path.iter().map(|i| format!("/{i}")).collect();
+                    self.metrics.set_pool_level(
+                        format!(
+                            "{}/{}/v{}/{}{}",
+                            wallet.wallet,
+                            wallet.scheme,
+                            wallet.version,
+                            names.join("+"),
+                            if at.is_empty() { String::new() } else { format!("/m{at}") }
+                        ),
+                        level,
+                    );
+                    if level < self.config.presign_pools.of(&wallet.wallet) && lowest.as_ref().is_none_or(|l| level < l.0) {
+                        lowest = Some((level, pool, wallet.wallet.clone(), wallet.scheme, wallet.version, set.clone(), path.clone(), record));
+                    }
                 }
             }
         }
-        let Some((_, pool, wallet, scheme, version, signers, record)) = lowest else { return false };
+        let Some((_, pool, wallet, scheme, version, signers, path, record)) = lowest else { return false };
         // The next number: a try that failed is made again under the same
         // number (signers replace what they hold of an unused one).
         let seq = record.made.max(record.used) + 1;
@@ -188,6 +208,7 @@ impl Host {
             version,
             signers: signers.clone(),
             seq,
+            path,
             deadline_ms: now + PRESIGN_DEADLINE.as_millis() as u64,
             round_timeout_ms: self.config.round_timeout.as_millis() as u64,
         };

@@ -172,11 +172,17 @@ digest_id!(
 
 impl PoolId {
     /// The pool of `wallet`'s `scheme` key at `version` for `signers` (in
-    /// committee order).
-    pub fn of(wallet: &WalletId, scheme: Scheme, version: u32, signers: &[NodeId]) -> Self {
+    /// committee order), derived along `path` (empty: the root key, whose
+    /// pool ids are those of before paths could be declared).
+    pub fn of(wallet: &WalletId, scheme: Scheme, version: u32, signers: &[NodeId], path: &[u32]) -> Self {
         let version = version.to_be_bytes();
         let mut parts: Vec<&[u8]> = vec![b"conclave/presignature-pool/v1", wallet.as_str().as_bytes(), scheme.as_str().as_bytes(), &version];
         parts.extend(signers.iter().map(|m| m.as_str().as_bytes()));
+        let path: Vec<u8> = path.iter().flat_map(|i| i.to_be_bytes()).collect();
+        if !path.is_empty() {
+            parts.push(b"path");
+            parts.push(&path);
+        }
         PoolId(truncated_hash(&parts))
     }
 }

@@ -306,6 +306,11 @@ pub struct PresignPlan {
     pub signers: Vec<NodeId>,
     /// The presignature's number in the pool.
     pub seq: u32,
+    /// The derivation path it is made for (ECDSA; empty: the root key). A
+    /// signer makes one only for a path declared for the wallet in its own
+    /// configuration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<u32>,
     /// Unix milliseconds by which it must be made.
     pub deadline_ms: u64,
     /// As [`SessionPlan::round_timeout_ms`].

@@ -143,6 +143,30 @@ fn committee(nodes: &[NodeId], threshold: u16, scheme: Scheme) -> Result<(), cra
     Ok(())
 }
 
+/// Parses a BIP-32 path such as `m/0/7`: non-hardened indexes only (a
+/// hardened child cannot be derived from a shared key), at most
+/// [`MAX_PATH_DEPTH`] deep; `m` is the root.
+pub fn parse_path(s: &str) -> Result<Vec<u32>, String> {
+    let rest = s.strip_prefix('m').ok_or_else(|| format!("path {s:?} must start with m"))?;
+    let path = rest
+        .split('/')
+        .skip(1)
+        .map(|part| {
+            if part.ends_with('\'') || part.ends_with('h') || part.ends_with('H') {
+                return Err(format!("hardened index {part:?}: only non-hardened derivation works on a threshold key"));
+            }
+            part.parse::<u32>().ok().filter(|i| *i < 1 << 31).ok_or_else(|| format!("bad path index {part:?}"))
+        })
+        .collect::<Result<Vec<u32>, String>>()?;
+    if !rest.is_empty() && !rest.starts_with('/') {
+        return Err(format!("path {s:?}: indexes follow m/"));
+    }
+    if path.len() > MAX_PATH_DEPTH {
+        return Err(format!("path {s:?} is deeper than {MAX_PATH_DEPTH}"));
+    }
+    Ok(path)
+}
+
 /// Move a wallet's key to a new committee or threshold (resharing). It
 /// names the key as the initiator knows it (public key, committee,
 /// threshold, version, from the wallet record): a node that holds no share
@@ -344,6 +368,15 @@ mod tests {
         assert!(matches!(SignedRequest::decode(&bytes), Err(DecodeError::Version { got: 9, .. })));
         let extra = br#"{"kind":"sign","surprise":1}"#;
         assert!(serde_json::from_slice::<RequestBody>(extra).is_err());
+    }
+
+    #[test]
+    fn paths_parse_and_hardened_indexes_are_refused() {
+        assert_eq!(parse_path("m").unwrap(), Vec::<u32>::new());
+        assert_eq!(parse_path("m/0/7").unwrap(), vec![0, 7]);
+        for bad in ["m/0'/7", "m/1h", "0/1", "m/2147483648", "m0", "m/1/2/3/4/5/6/7/8/9/10/11/12/13/14/15/16/17"] {
+            assert!(parse_path(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -33,11 +33,14 @@ struct Topology {
     /// 0 in most tests, so that no background presigning competes with
     /// what a test measures.
     presign_pool: u32,
+    /// Derivation paths with pools of their own, as a `[presign_paths]`
+    /// table for signers and hosts (empty: none).
+    presign_paths: &'static str,
 }
 
 impl Default for Topology {
     fn default() -> Self {
-        Topology { nats_servers: 1, proxied: false, consul: false, secured: false, ready_ttl_ms: READY_TTL_MS, presign_pool: 0 }
+        Topology { nats_servers: 1, proxied: false, consul: false, secured: false, ready_ttl_ms: READY_TTL_MS, presign_pool: 0, presign_paths: "" }
     }
 }
 
@@ -114,6 +117,12 @@ impl Cluster {
         Self::start_with(Mode::Dev, n, Topology { presign_pool: pool, ..Topology::default() }).await
     }
 
+    /// As [`Cluster::start_with_pools`], with pools also for the paths that
+    /// `paths` (a `[presign_paths]` TOML table) declares.
+    pub async fn start_with_path_pools(n: usize, pool: u32, paths: &'static str) -> Cluster {
+        Self::start_with(Mode::Dev, n, Topology { presign_pool: pool, presign_paths: paths, ..Topology::default() }).await
+    }
+
     /// Starts an `n`-node dev cluster from a state saved by
     /// [`Cluster::save_state`] (possibly by an earlier release): its
     /// roster, initiator key, dev CA and every node's signer state and
@@ -180,8 +189,23 @@ impl Cluster {
                 Some(proxy) => vec![proxy.url()],
                 None => cluster.nats_urls(),
             };
-            let extra = format!("ready_ttl_ms = {}\npresign_pool = {}\n{}{registry}", topology.ready_ttl_ms, topology.presign_pool, access_lines(id.as_str()));
-            let node = NodeConfig { mode, id: &id, http_port, nats_urls: &urls, initiator: &initiator, presign_pool: topology.presign_pool, admins: &admins };
+            let extra = format!(
+                "ready_ttl_ms = {}\npresign_pool = {}\n{}{registry}\n{}",
+                topology.ready_ttl_ms,
+                topology.presign_pool,
+                access_lines(id.as_str()),
+                topology.presign_paths
+            );
+            let node = NodeConfig {
+                mode,
+                id: &id,
+                http_port,
+                nats_urls: &urls,
+                initiator: &initiator,
+                presign_pool: topology.presign_pool,
+                presign_paths: topology.presign_paths,
+                admins: &admins,
+            };
             write_node_configs(cluster.dir.path(), &node, &extra);
             cluster.nodes.push(Node { id, http_port, enclave: None, host: None });
         }
@@ -559,12 +583,14 @@ struct NodeConfig<'a> {
     /// The initiator's public key, hex.
     initiator: &'a str,
     presign_pool: u32,
+    /// A `[presign_paths]` table, or nothing.
+    presign_paths: &'a str,
     /// The admins' public keys, hex (a quorum of 2).
     admins: &'a [String],
 }
 
 fn write_node_configs(dir: &Path, node: &NodeConfig<'_>, extra: &str) {
-    let NodeConfig { mode, id, http_port, nats_urls, initiator, presign_pool, admins } = *node;
+    let NodeConfig { mode, id, http_port, nats_urls, initiator, presign_pool, presign_paths, admins } = *node;
     let d = dir.join(id.as_str());
     std::fs::create_dir_all(&d).unwrap();
     let sock = d.join("enclave.sock");
@@ -580,6 +606,7 @@ fn write_node_configs(dir: &Path, node: &NodeConfig<'_>, extra: &str) {
     if !admins.is_empty() {
         enclave.push_str(&format!("\n[admins]\nthreshold = 2\nkeys = {}\n", toml_list(admins)));
     }
+    enclave.push_str(&format!("\n{presign_paths}"));
     if mode == Mode::Hsm {
         softhsm::write_conf(&d);
         enclave.push_str(&format!(
@@ -680,8 +707,16 @@ async fn make_template(dir: &Path, mode: Mode, n: usize) {
         if mode == Mode::Hsm {
             softhsm::create_token(&node_dir, &softhsm::token_label(id.as_str()));
         }
-        let node =
-            NodeConfig { mode, id: &id, http_port: 0, nats_urls: &["nats://127.0.0.1:1".to_string()], initiator: &initiator_hex, presign_pool: 0, admins: &[] };
+        let node = NodeConfig {
+            mode,
+            id: &id,
+            http_port: 0,
+            nats_urls: &["nats://127.0.0.1:1".to_string()],
+            initiator: &initiator_hex,
+            presign_pool: 0,
+            presign_paths: "",
+            admins: &[],
+        };
         write_node_configs(dir, &node, "");
         let out = std::process::Command::new(bin("conclave-enclave"))
             .args(["init", "--config", node_dir.join("enclave.toml").to_str().unwrap()])

@@ -100,6 +100,27 @@ async fn pools_fill_serve_messages_in_one_round_never_digests_and_refill() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_path_has_pools_of_its_own_and_other_paths_sign_in_full() {
+    let cluster = Cluster::start_with_path_pools(3, 1, "[presign_paths]\npaths = [\"m/0/7\"]\n").await;
+    let client = cluster.client().await;
+    let w = WalletId::new("paths").unwrap();
+    let key = client.keygen(&w, Scheme::Ecdsa, 2, None).await.unwrap();
+    // One presignature per pair for the root key and one for m/0/7.
+    wait_made(&cluster, (2 * PAIRS) as f64).await;
+    let presigned = "conclave_pool_plans_total{protocol=\"presigned\"}";
+    let pair = ids(&cluster, &[1, 2]);
+    let before = total(&cluster, presigned).await;
+    // The client checks each signature under the child key of the path.
+    let child = client.sign(&w, Scheme::Ecdsa, SignPayload::Message(b"to m/0/7".to_vec()), vec![0, 7], Some(pair.clone())).await.unwrap();
+    assert_ne!(child.public_key, key.public_key);
+    assert_eq!(total(&cluster, presigned).await, before + 1.0, "the declared path's pool served it");
+    client.sign(&w, Scheme::Ecdsa, SignPayload::Message(b"to m/0/8".to_vec()), vec![0, 8], Some(pair.clone())).await.unwrap();
+    assert_eq!(total(&cluster, presigned).await, before + 1.0, "an undeclared path runs the full protocol");
+    client.sign(&w, Scheme::Ecdsa, SignPayload::Message(b"to m".to_vec()), vec![], Some(pair)).await.unwrap();
+    assert_eq!(total(&cluster, presigned).await, before + 2.0, "the root key's pool is its own");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_presignature_serves_once_whatever_the_registry_or_a_crash_does() {
     let mut cluster = Cluster::start_with_pools(3, 1).await;
     let client = cluster.client().await;
@@ -108,7 +129,7 @@ async fn a_presignature_serves_once_whatever_the_registry_or_a_crash_does() {
     let key = client.keygen(&w, Scheme::Ecdsa, 2, None).await.unwrap();
     wait_made(&cluster, PAIRS as f64).await;
     let pair = ids(&cluster, &[1, 2]);
-    let pool = PoolId::of(&w, Scheme::Ecdsa, 1, &pair);
+    let pool = PoolId::of(&w, Scheme::Ecdsa, 1, &pair, &[]);
     let sign = |m: &'static [u8]| client.sign(&w, Scheme::Ecdsa, SignPayload::Message(m.to_vec()), vec![], Some(pair.clone()));
 
     let sig = sign(b"first").await.unwrap();
@@ -190,7 +211,7 @@ async fn eddsa_signs_in_one_round_with_pooled_nonces_each_used_once() {
     let key = client.keygen(&w, Scheme::Eddsa, 2, None).await.unwrap();
     wait_made(&cluster, PAIRS as f64).await;
     let pair = ids(&cluster, &[2, 3]);
-    let pool = PoolId::of(&w, Scheme::Eddsa, 1, &pair);
+    let pool = PoolId::of(&w, Scheme::Eddsa, 1, &pair, &[]);
     let presigned = "conclave_pool_plans_total{protocol=\"presigned\"}";
     let verify = |message: &[u8], signature: &[u8]| {
         let vk = ed25519_dalek::VerifyingKey::from_bytes(key.public_key.as_slice().try_into().unwrap()).unwrap();

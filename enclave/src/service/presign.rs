@@ -15,7 +15,7 @@ pub(super) type Signed = (Vec<u8>, Option<u8>, Vec<u8>);
 impl Enclave {
     /// Handles `Presign` to its end, reporting `Presigned` to the host.
     pub(super) async fn presign(self: Arc<Self>, plan: PresignPlan) {
-        let pool = PoolId::of(&plan.wallet, plan.scheme, plan.version, &plan.signers);
+        let pool = PoolId::of(&plan.wallet, plan.scheme, plan.version, &plan.signers, &plan.path);
         let made = self.make_presignature(&plan, pool).await;
         match &made {
             Ok(()) => tracing::info!(request = %plan.request_id, %pool, seq = plan.seq, "presignature made"),
@@ -34,8 +34,8 @@ impl Enclave {
             return Err(bad("round timeout out of range".into()));
         }
         let size = self.config.presign_pools.of(&plan.wallet);
-        if size == 0 {
-            return Err(RequestError::new(ErrorCode::Unsupported, format!("this signer keeps no presignatures for {}", plan.wallet)));
+        if !self.config.presign_pools.serves(&plan.wallet, &plan.path) || (plan.scheme == Scheme::Eddsa && !plan.path.is_empty()) {
+            return Err(RequestError::new(ErrorCode::Unsupported, format!("this signer keeps no presignatures for {} at {:?}", plan.wallet, plan.path)));
         }
         let me = self.keys.node_id();
         if !plan.signers.contains(me) {
@@ -81,7 +81,7 @@ impl Enclave {
                     RequestError::new(ErrorCode::AuxInfoStale, format!("node {me} holds no CGGMP24 aux info for the committee of {}", plan.wallet))
                 })?;
                 let (core, _) = ecdsa::core_share(record.secret.expose())?;
-                ecdsa::presign(Seat::take(self, &spec)?, indexes, core, &aux, Vec::new()).await?
+                ecdsa::presign(Seat::take(self, &spec)?, indexes, core, &aux, plan.path.clone()).await?
             }
             Scheme::Eddsa => eddsa::commit_nonces(Seat::take(self, &spec)?, indexes, record.secret.expose()).await?,
         };
@@ -122,11 +122,11 @@ impl Enclave {
             (SignPayload::EthEip1559(_), Scheme::Eddsa) => return Err(unavailable("an Ethereum transaction is not an EdDSA payload")),
             (payload, Scheme::Ecdsa) => Err(ecdsa::Hashed::of(payload).ok_or_else(|| unavailable("a digest never signs with a presignature"))?),
         };
-        if !req.path.is_empty() {
-            return Err(unavailable("pools serve the root key only"));
+        if !self.config.presign_pools.serves(&req.wallet, &req.path) {
+            return Err(unavailable("no pool is declared for this path"));
         }
         let me = self.keys.node_id();
-        let slot = BlobSlot::Presignatures { wallet: req.wallet.clone(), pool: PoolId::of(&req.wallet, req.scheme, version, signers) };
+        let slot = BlobSlot::Presignatures { wallet: req.wallet.clone(), pool: PoolId::of(&req.wallet, req.scheme, version, signers, &req.path) };
         let Some(blob) = self.host.load_version(slot.clone(), seq).await? else {
             return Err(unavailable("not held here"));
         };
@@ -154,7 +154,7 @@ impl Enclave {
             }
             Err(hashed) => hashed,
         };
-        match ecdsa::sign_presigned(Seat::take(self, spec)?, presignature, hashed, self.tampers_partials).await? {
+        match ecdsa::sign_presigned(Seat::take(self, spec)?, presignature, hashed, req.path.clone(), self.tampers_partials).await? {
             Ok(out) => Ok((out.signature, Some(out.recovery_id), out.public_key)),
             Err(ecdsa::PresignedError::BadPartial(j)) => {
                 Err(RequestError::new(ErrorCode::ProtocolAbort, format!("{} sent a partial signature that does not match", signers[usize::from(j)]))
