@@ -49,15 +49,24 @@ async fn trails_record_every_decision_and_verify_names_the_first_bad_entry() {
     }
     assert_eq!(cluster.cli(&["sign", "--wallet", "w", "--scheme", "eddsa", "--digest-hex", "aa"]).1["error"]["code"], "policy_denied");
 
-    let (file, export) = export_trails(&cluster, "audit-1.json");
-    let (code, out) = verify(&cluster, &file);
-    assert_eq!(code, 0, "{out}");
+    // Each signer of a signature records it before it answers, but the
+    // client has its result from the first: exported until both are in.
+    let mut tries = 0;
+    let (export, out) = conclave_tests::eventually("both signers' entries of both signatures", std::time::Duration::from_secs(30), || {
+        tries += 1;
+        let (file, export) = export_trails(&cluster, &format!("audit-{tries}.json"));
+        let (code, out) = verify(&cluster, &file);
+        assert_eq!(code, 0, "{out}");
+        let signatures: u64 = out["nodes"].as_array().unwrap().iter().map(|r| r["signatures"].as_u64().unwrap()).sum();
+        std::future::ready((signatures >= 4).then_some((export, out)))
+    })
+    .await;
     let rows = out["nodes"].as_array().unwrap();
     assert_eq!(rows.len(), 3);
-    // Two signatures and a denial, each by (at least, after a failover)
-    // two of the three signers.
-    let sum = |field: &str| rows.iter().map(|r| r[field].as_u64().unwrap()).sum::<u64>();
-    assert!(sum("signatures") >= 4 && sum("denials") >= 2, "{out}");
+    // The denial is recorded by each signer that judged it before the
+    // first refusal ended the request (one or both).
+    let denials: u64 = rows.iter().map(|r| r["denials"].as_u64().unwrap()).sum();
+    assert!(denials >= 1, "{out}");
     for r in rows {
         assert_eq!(r["head_seq"], r["last_seq"], "each trail reaches its signer's head: {out}");
     }

@@ -13,41 +13,82 @@ use std::num::NonZeroU64;
 /// The last entry appended: its sequence number and hash.
 type Tail = Option<(NonZeroU64, [u8; 32])>;
 
+/// An entry waiting to be written, and who waits for it.
+type Waiting = (AuditEvent, tokio::sync::oneshot::Sender<Result<(), RequestError>>);
+
 /// The audit state of a signer.
 #[derive(Default)]
 pub(crate) struct AuditLog {
-    /// `None` until read through the host; held while an entry is appended.
+    /// `None` until read through the host; held by the one task writing.
     tail: tokio::sync::Mutex<Option<Tail>>,
+    /// Entries waiting for the writer: whoever holds `tail` next writes
+    /// them all, with one floor raise (group commit), so that concurrent
+    /// sessions do not queue one token write each.
+    waiting: Mutex<Vec<Waiting>>,
+    /// The tail as last committed, for heads: read without waiting for a
+    /// writer's store and floor.
+    committed: Mutex<Option<Tail>>,
 }
 
 impl Enclave {
     /// Appends `event` to this signer's audit trail: stored, and the floor
     /// raised, before this returns.
     pub(super) async fn audit(&self, event: AuditEvent) -> Result<(), RequestError> {
-        let mut held = self.audit_log.tail.lock().await;
-        let last = match *held {
-            Some(tail) => tail,
-            None => self.audit_tail().await?,
-        };
-        *held = Some(self.append(last, event).await?);
-        Ok(())
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.audit_log.waiting.lock().expect("audit queue").push((event, tx));
+        {
+            let mut held = self.audit_log.tail.lock().await;
+            // Empty if the writer before took this entry along.
+            let batch = std::mem::take(&mut *self.audit_log.waiting.lock().expect("audit queue"));
+            if !batch.is_empty() {
+                let last = match *held {
+                    Some(tail) => Ok(tail),
+                    None => self.audit_tail().await,
+                };
+                let (events, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                let written = match last {
+                    Ok(last) => self.append(last, events).await,
+                    Err(e) => Err(e),
+                };
+                let answer = match written {
+                    Ok(tail) => {
+                        *held = Some(tail);
+                        *self.audit_log.committed.lock().expect("audit tail") = Some(tail);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
+                for waiter in waiters {
+                    let _ = waiter.send(answer.clone());
+                }
+            }
+        }
+        rx.await.unwrap_or_else(|_| Err(RequestError::new(ErrorCode::Internal, "the audit writer went away")))
     }
 
-    /// Writes the entry after `last`; returns the new tail.
-    async fn append(&self, last: Tail, event: AuditEvent) -> Result<Tail, RequestError> {
-        let (entry, text) = audit::next_entry(self.keys.node_id(), last, crate::now_ms(), event);
-        let version = u32::try_from(entry.seq.get()).map_err(|_| RequestError::new(ErrorCode::Storage, "the audit trail holds 2^32 entries"))?;
-        let signature = self
-            .keys
-            .sign(&SignedAuditEntry::signing_bytes(&text))
-            .map_err(|e| RequestError::new(ErrorCode::Internal, format!("cannot sign an audit entry: {e}")))?;
-        let signed = SignedAuditEntry { entry: text, signature };
-        let blob = StoredBlob { version, sealed: serde_json::to_vec(&signed).expect("entries serialise") };
-        // Not committed until the floor rises: an entry a host kept from a
-        // try that never got that far is this signer's to replace.
-        self.host.replace(BlobSlot::Audit, blob).await?;
-        self.raise_floor(&BlobSlot::Audit, version)?;
-        Ok(Some((entry.seq, audit::entry_hash(&signed.entry))))
+    /// Writes `events` after `last`, stored concurrently, then raises the
+    /// floor once to the last; returns the new tail.
+    async fn append(&self, last: Tail, events: Vec<AuditEvent>) -> Result<Tail, RequestError> {
+        let mut tail = last;
+        let mut blobs = Vec::with_capacity(events.len());
+        for event in events {
+            let (entry, text) = audit::next_entry(self.keys.node_id(), tail, crate::now_ms(), event);
+            let version = u32::try_from(entry.seq.get()).map_err(|_| RequestError::new(ErrorCode::Storage, "the audit trail holds 2^32 entries"))?;
+            let signature = self
+                .keys
+                .sign(&SignedAuditEntry::signing_bytes(&text))
+                .map_err(|e| RequestError::new(ErrorCode::Internal, format!("cannot sign an audit entry: {e}")))?;
+            tail = Some((entry.seq, audit::entry_hash(&text)));
+            let signed = SignedAuditEntry { entry: text, signature };
+            blobs.push(StoredBlob { version, sealed: serde_json::to_vec(&signed).expect("entries serialise") });
+        }
+        let Some((last_seq, _)) = tail else { return Ok(tail) };
+        // Not committed until the floor rises: entries a host kept from a
+        // try that never got that far are this signer's to replace.
+        let stored = futures::future::join_all(blobs.into_iter().map(|blob| self.host.replace(BlobSlot::Audit, blob))).await;
+        stored.into_iter().collect::<Result<Vec<()>, _>>()?;
+        self.raise_floor(&BlobSlot::Audit, last_seq.get() as u32)?;
+        Ok(tail)
     }
 
     /// Appends `event`, logging instead of failing: for entries recorded
@@ -58,14 +99,20 @@ impl Enclave {
         }
     }
 
-    /// A head of this signer's trail answering `nonce`.
+    /// A head of this signer's trail answering `nonce`: the last committed
+    /// entry (read through the host the first time).
     pub(super) async fn audit_head(&self, nonce: [u8; 32]) -> Result<SignedAuditHead, RequestError> {
-        let mut held = self.audit_log.tail.lock().await;
-        let last = match *held {
+        let committed = *self.audit_log.committed.lock().expect("audit tail");
+        let last = match committed {
             Some(tail) => tail,
             None => {
-                let tail = self.audit_tail().await?;
+                let mut held = self.audit_log.tail.lock().await;
+                let tail = match *held {
+                    Some(tail) => tail,
+                    None => self.audit_tail().await?,
+                };
                 *held = Some(tail);
+                *self.audit_log.committed.lock().expect("audit tail") = Some(tail);
                 tail
             }
         };
@@ -94,7 +141,7 @@ impl Enclave {
         };
         tracing::warn!(served = found_seq, written = floor, "the host serves a shorter audit trail than this signer wrote; the gap is declared in the trail");
         let gap = AuditEvent::Resumed { after_seq: found_seq, lost_through: written.get() };
-        self.append(Some((written, found.map_or([0; 32], |(_, hash)| hash))), gap).await
+        self.append(Some((written, found.map_or([0; 32], |(_, hash)| hash))), vec![gap]).await
     }
 
     /// A stored entry of this signer's trail, checked: its own, signed, and
