@@ -88,7 +88,7 @@ fn nats_err(e: impl std::fmt::Display) -> ClientError {
     ClientError::Nats(e.to_string())
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 

@@ -31,20 +31,31 @@ impl Client {
     pub async fn govern(&self, node: &NodeId, ask: GovernAsk) -> Result<Fact, ClientError> {
         let mut nonce = [0u8; 32];
         rand_core::OsRng.fill_bytes(&mut nonce);
-        let query = serde_json::to_vec(&GovernQuery { v: PROTOCOL_VERSION, nonce, ask }).expect("queries serialise");
-        let reply = match tokio::time::timeout(GOVERN_TIMEOUT, self.nats().request(govern_subject(node), query.into())).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => return Err(ClientError::Nats(format!("{node} is not running"))),
-            Ok(Err(e)) => return Err(ClientError::Nats(format!("{node}: {e}"))),
-            Err(_) => return Err(ClientError::Nats(format!("{node}: no answer within {GOVERN_TIMEOUT:?}"))),
-        };
-        let answer = GovernAnswer::decode(&reply.payload).map_err(|e| ClientError::BadResult(format!("{node}: {e}")))?;
+        let reply = self.ask_node(node, GovernQuery { v: PROTOCOL_VERSION, nonce, ask }).await?;
+        let answer = GovernAnswer::decode(&reply).map_err(|e| ClientError::BadResult(format!("{node}: {e}")))?;
         let said = answer.result.map_err(ClientError::Request)?;
         let Saying { node: said_by, nonce: answered, fact, .. } = self.roster().saying(node, &said)?;
         if said_by != *node || answered != nonce {
             return Err(ClientError::Unauthenticated(format!("{node}'s answer is not to this question (a replay)")));
         }
         Ok(fact)
+    }
+
+    /// One question on `node`'s governance subject; the answer's bytes.
+    async fn ask_node(&self, node: &NodeId, query: GovernQuery) -> Result<bytes::Bytes, ClientError> {
+        let query = serde_json::to_vec(&query).expect("queries serialise");
+        self.request_once(govern_subject(node), query, &node.to_string()).await
+    }
+
+    /// A core NATS request and its answer's bytes, within [`GOVERN_TIMEOUT`]
+    /// (`who` names the asked in errors).
+    async fn request_once(&self, subject: String, payload: Vec<u8>, who: &str) -> Result<bytes::Bytes, ClientError> {
+        match tokio::time::timeout(GOVERN_TIMEOUT, self.nats().request(subject, payload.into())).await {
+            Ok(Ok(reply)) => Ok(reply.payload),
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => Err(ClientError::Nats(format!("{who} is not running"))),
+            Ok(Err(e)) => Err(ClientError::Nats(format!("{who}: {e}"))),
+            Err(_) => Err(ClientError::Nats(format!("{who}: no answer within {GOVERN_TIMEOUT:?}"))),
+        }
     }
 }
 
@@ -104,13 +115,8 @@ impl Client {
     /// Hands an approval to the hosts (the first to answer is taken).
     pub async fn submit_approval(&self, submission: &conclave_proto::approvals::ApprovalSubmission) -> Result<u16, ClientError> {
         use conclave_proto::approvals::{ApprovalReceipt, APPROVE_SUBJECT};
-        let bytes = serde_json::to_vec(submission).expect("serialises");
-        let reply = match tokio::time::timeout(GOVERN_TIMEOUT, self.nats().request(APPROVE_SUBJECT, bytes.into())).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => return Err(ClientError::Nats(e.to_string())),
-            Err(_) => return Err(ClientError::Nats(format!("no host answered within {GOVERN_TIMEOUT:?}"))),
-        };
-        let receipt = ApprovalReceipt::decode(&reply.payload).map_err(|e| ClientError::BadResult(e.to_string()))?;
+        let reply = self.request_once(APPROVE_SUBJECT.to_string(), serde_json::to_vec(submission).expect("serialises"), "the hosts").await?;
+        let receipt = ApprovalReceipt::decode(&reply).map_err(|e| ClientError::BadResult(e.to_string()))?;
         receipt.result.map_err(ClientError::Request)
     }
 }
@@ -146,19 +152,14 @@ impl Client {
             }
             nodes.push(NodeLog { node, entries, head: Some(head) });
         }
-        let exported_at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        Ok(AuditExport { v: PROTOCOL_VERSION, exported_at_ms, nodes })
+        Ok(AuditExport { v: PROTOCOL_VERSION, exported_at_ms: crate::client::now_ms(), nodes })
     }
 
     async fn audit_page(&self, node: &NodeId, from_seq: u64) -> Result<Vec<conclave_proto::audit::SignedAuditEntry>, ClientError> {
         use conclave_proto::govern::AuditPage;
-        let query = serde_json::to_vec(&GovernQuery { v: PROTOCOL_VERSION, nonce: [0; 32], ask: GovernAsk::AuditLog { from_seq } }).expect("serialises");
-        let reply = match tokio::time::timeout(GOVERN_TIMEOUT, self.nats().request(govern_subject(node), query.into())).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => return Err(ClientError::Nats(format!("{node}: {e}"))),
-            Err(_) => return Err(ClientError::Nats(format!("{node}: no answer within {GOVERN_TIMEOUT:?}"))),
-        };
-        let page = AuditPage::decode(&reply.payload).map_err(|e| ClientError::BadResult(format!("{node}: {e}")))?;
+        // The host answers from its store: no nonce to sign over.
+        let reply = self.ask_node(node, GovernQuery { v: PROTOCOL_VERSION, nonce: [0; 32], ask: GovernAsk::AuditLog { from_seq } }).await?;
+        let page = AuditPage::decode(&reply).map_err(|e| ClientError::BadResult(format!("{node}: {e}")))?;
         page.result.map_err(ClientError::Request)
     }
 }

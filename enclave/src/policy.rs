@@ -49,9 +49,9 @@ pub fn authorise(
     Ok(body)
 }
 
-/// Refuses a request issued more than `max_age` before `now_ms`.
-pub fn fresh(body: &RequestBody, max_age: std::time::Duration, now_ms: u64) -> Result<(), RequestError> {
-    let issued = body.issued_at_ms();
+/// Refuses a request issued (at `issued`, Unix ms) more than `max_age`
+/// before `now_ms`.
+pub fn fresh(issued: u64, max_age: std::time::Duration, now_ms: u64) -> Result<(), RequestError> {
     if issued.saturating_add(max_age.as_millis() as u64) < now_ms {
         return Err(RequestError::new(ErrorCode::Expired, format!("request issued {} s ago", (now_ms - issued) / 1000)));
     }
@@ -216,8 +216,8 @@ mod tests {
         assert_eq!(authorise(&cfg, &known, &tampered, &p, now).unwrap_err().code, ErrorCode::Unauthorized);
         let stale = signed(&good, now - 301_000);
         let body = authorise(&cfg, &known, &stale, &p, now).expect("age is judged after the policy");
-        assert_eq!(fresh(&body, cfg.max_request_age, now).unwrap_err().code, ErrorCode::Expired);
-        assert!(fresh(&body, cfg.max_request_age * 2, now).is_ok());
+        assert_eq!(fresh(body.issued_at_ms(), cfg.max_request_age, now).unwrap_err().code, ErrorCode::Expired);
+        assert!(fresh(body.issued_at_ms(), cfg.max_request_age * 2, now).is_ok());
         let future = signed(&good, now + MAX_SKEW_MS + 1);
         assert_eq!(authorise(&cfg, &known, &future, &p, now).unwrap_err().code, ErrorCode::Expired);
     }

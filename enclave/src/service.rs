@@ -257,12 +257,12 @@ impl Enclave {
         let now = crate::now_ms();
         let authorised = policy::authorise(&self.config, &known, &request, &plan, now);
         let deadline = Instant::now() + Duration::from_millis(plan.deadline_ms.saturating_sub(now));
-        let attempt = Attempt { plan: &plan, body: sha2::Sha256::digest(request.body.as_bytes()).into(), deadline };
+        let attempt = Attempt { plan: &plan, body: request.body_hash(), deadline };
         // A sign request is judged by the policy (which also says how old
         // it may be); the others by the configured age.
         let judged = match authorised {
             Ok(RequestBody::Sign(s)) => self.judge(&request, &s, &attempt, now).await.map(|judged| (RequestBody::Sign(s), judged)),
-            Ok(body) => policy::fresh(&body, self.config.max_request_age, now).map(|()| (body, governance::Judged::default())),
+            Ok(body) => policy::fresh(body.issued_at_ms(), self.config.max_request_age, now).map(|()| (body, governance::Judged::default())),
             Err(e) => Err(e),
         };
         let authorised = match judged {

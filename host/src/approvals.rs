@@ -65,16 +65,10 @@ impl Host {
     /// Starts a new attempt of a waiting request with every approval
     /// gathered, if it has approvals its last attempt did not.
     async fn resume(&self, id: &RequestId) -> Result<(), RegistryError> {
-        let Some(pending) = self.registry.get(Bucket::Sessions, &pending_key(id)).await? else {
+        let Some((_, pending)) = self.pending_record(id).await? else {
             return Ok(());
         };
-        let Ok(pending) = serde_json::from_slice::<PendingRequest>(&pending.value) else {
-            return Ok(());
-        };
-        let Some(entry) = self.registry.get(Bucket::Sessions, id.as_str()).await? else {
-            return Ok(());
-        };
-        let Ok(record) = serde_json::from_slice::<SessionRecord>(&entry.value) else {
+        let Some((revision, record)) = self.session_record(id).await? else {
             return Ok(());
         };
         let SessionState::Pending { .. } = record.state else {
@@ -92,7 +86,7 @@ impl Host {
         let attempt = plan.attempt;
         let next = SessionRecord { coordinator: self.me().clone(), plan, state: SessionState::Running, ..record };
         // Lost: another host moved it first, with what it read.
-        if self.registry.update(Bucket::Sessions, id.as_str(), encode(&next), entry.revision).await.is_err() {
+        if self.registry.update(Bucket::Sessions, id.as_str(), encode(&next), revision).await.is_err() {
             return Ok(());
         }
         tracing::info!(request = %id, attempt, approvals = pending.approvals.len(), "a waiting request resumes with new approvals");
@@ -107,17 +101,15 @@ impl Host {
         let id = &submission.request_id;
         let storage = |e: RegistryError| RequestError::new(ErrorCode::Storage, e.to_string());
         for _ in 0..CAS_TRIES {
-            let Some(entry) = self.registry.get(Bucket::Sessions, &pending_key(id)).await.map_err(storage)? else {
+            let Some((revision, mut pending)) = self.pending_record(id).await.map_err(storage)? else {
                 return Err(RequestError::new(ErrorCode::UnknownRequest, format!("no request {id} waits for approvals")));
             };
-            let mut pending: PendingRequest =
-                serde_json::from_slice(&entry.value).map_err(|e| RequestError::new(ErrorCode::Storage, format!("the pending record of {id}: {e}")))?;
             if submission.approval.request != pending.request.body_hash() {
                 return Err(RequestError::new(ErrorCode::Unauthorized, format!("the approval is for another request than {id}")));
             }
             pending.add(submission.approval.clone())?;
             let value = serde_json::to_vec(&pending).expect("serialises").into();
-            match self.registry.update(Bucket::Sessions, &pending_key(id), value, entry.revision).await {
+            match self.registry.update(Bucket::Sessions, &pending_key(id), value, revision).await {
                 Ok(_) => {
                     self.resume(id).await.map_err(storage)?;
                     return Ok(pending.approvals.len() as u16);
@@ -152,15 +144,28 @@ impl Host {
 
     /// A waiting request, its approvals and where it stands (`Ask::Pending`).
     pub(crate) async fn pending_answer(&self, id: &RequestId) -> Answer {
-        let pending = match self.registry.get(Bucket::Sessions, &pending_key(id)).await {
-            Ok(entry) => entry.and_then(|e| serde_json::from_slice::<PendingRequest>(&e.value).ok()),
+        let pending = match self.pending_record(id).await {
+            Ok(pending) => pending.map(|(_, p)| p),
             Err(e) => return Answer::Error { error: RequestError::new(ErrorCode::Storage, e.to_string()) },
         };
-        let record = self.registry.get(Bucket::Sessions, id.as_str()).await.ok().flatten().and_then(|e| serde_json::from_slice::<SessionRecord>(&e.value).ok());
-        let status: Option<ApprovalStatus> = match record.map(|r| r.state) {
-            Some(SessionState::Pending { approvals }) => Some(approvals),
+        let status: Option<ApprovalStatus> = match self.session_record(id).await.ok().flatten() {
+            Some((_, SessionRecord { state: SessionState::Pending { approvals }, .. })) => Some(approvals),
             _ => None,
         };
         Answer::Pending { pending, status }
+    }
+
+    /// The waiting request `id` with its approvals, and the revision to
+    /// replace it at (none: no request of that id waits, or the record
+    /// does not read).
+    async fn pending_record(&self, id: &RequestId) -> Result<Option<(u64, PendingRequest)>, RegistryError> {
+        let entry = self.registry.get(Bucket::Sessions, &pending_key(id)).await?;
+        Ok(entry.and_then(|e| Some((e.revision, serde_json::from_slice(&e.value).ok()?))))
+    }
+
+    /// The request's session record and its revision, as stored now.
+    async fn session_record(&self, id: &RequestId) -> Result<Option<(u64, SessionRecord)>, RegistryError> {
+        let entry = self.registry.get(Bucket::Sessions, id.as_str()).await?;
+        Ok(entry.and_then(|e| Some((e.revision, serde_json::from_slice(&e.value).ok()?))))
     }
 }

@@ -99,7 +99,7 @@ impl Metrics {
         *self.labelled.lock().expect("metrics lock").entry((name, label.into())).or_default() += 1;
     }
 
-    /// Sets a pool's level gauge (`pool`: `<wallet>/v<version>/<signers>`).
+    /// Sets a pool's level gauge (`pool`: `<wallet>/<scheme>/v<version>/<signers>[/m/<path>]`).
     pub fn set_pool_level(&self, pool: String, level: u32) {
         self.pool_levels.lock().expect("metrics lock").insert(pool, level);
     }

@@ -89,7 +89,8 @@ impl Host {
         let mut size = 0;
         for version in self.store.versions(&BlobSlot::Audit).map_err(storage)?.into_iter().filter(|v| u64::from(*v) >= from_seq) {
             let Some(blob) = self.store.load_version(&BlobSlot::Audit, version).map_err(storage)? else { break };
-            // Whatever the file holds goes out as it is: the asker checks it.
+            // Entries go out unchecked (the asker checks them); a file that is
+            // no entry ends the page, and the asker's check names the gap.
             let Ok(entry) = serde_json::from_slice::<SignedAuditEntry>(&blob.sealed) else { break };
             size += blob.sealed.len() + 64;
             if size > AUDIT_PAGE_BYTES {

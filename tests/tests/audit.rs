@@ -101,8 +101,7 @@ async fn trails_record_every_decision_and_verify_names_the_first_bad_entry() {
     });
     assert!(dropped.contains(&node.to_string()) && dropped.contains("missing"), "{dropped}");
     let reordered = tampered("reordered.json", &|e| e.nodes[busiest].entries.swap(1, 2));
-    assert!(reordered.contains(&node.to_string()), "{reordered}");
-    assert_ne!(reordered, dropped);
+    assert!(reordered.contains(&node.to_string()) && reordered.contains("reordered"), "{reordered}");
 
     // A host that cuts its node's trail short is caught by the signer's
     // fresh head.

@@ -66,6 +66,11 @@ impl Enclave {
     /// where the floor says there is one, or one the admins did not sign.
     pub(super) async fn policy(&self) -> Result<Option<Arc<Active>>, RequestError> {
         let mut active = self.governance.active.lock().await;
+        self.known_policy(&mut active).await
+    }
+
+    /// The policy held under the lock `active`, read the first time.
+    async fn known_policy(&self, active: &mut Option<Option<Arc<Active>>>) -> Result<Option<Arc<Active>>, RequestError> {
         if let Some(known) = active.as_ref() {
             return Ok(known.clone());
         }
@@ -114,10 +119,8 @@ impl Enclave {
         conclave_proto::codec::check_version("signed policy", signed.v)?;
         let policy = signed.parse()?;
         let admins = self.admins_signed(&signed)?;
-        let held = self.policy().await?.map_or(0, |a| a.policy.version);
         let mut active = self.governance.active.lock().await;
-        // Read again under the lock: another set may have won meanwhile.
-        let held = active.as_ref().and_then(|a| a.as_ref().map(|a| a.policy.version)).unwrap_or(held);
+        let held = self.known_policy(&mut active).await?.map_or(0, |a| a.policy.version);
         if policy.version <= held {
             return Err(RequestError::new(
                 ErrorCode::VersionMismatch,
@@ -179,8 +182,12 @@ impl Enclave {
         attempt: &Attempt<'_>,
         now_ms: u64,
     ) -> Result<Judged, RequestError> {
-        let decided = self.decide(request, req, attempt, now_ms).await;
-        let policy_version = self.policy().await.ok().flatten().map_or(0, |a| u64::from(a.policy.version));
+        let active = self.policy().await?;
+        let policy_version = active.as_ref().map_or(0, |a| u64::from(a.policy.version));
+        let decided = match active {
+            Some(active) => self.decide(&active, request, req, attempt, now_ms).await,
+            None => policy::fresh(req.issued_at_ms, self.config.max_request_age, now_ms).map(|()| Judged::default()),
+        };
         let (request_hash, initiator) = (attempt.body, request.initiator);
         match &decided {
             Ok(judged) => {
@@ -213,18 +220,16 @@ impl Enclave {
         decided
     }
 
-    async fn decide(self: &Arc<Self>, request: &SignedRequest, req: &SignRequest, attempt: &Attempt<'_>, now_ms: u64) -> Result<Judged, RequestError> {
-        let fresh = |max_age_ms: u64| {
-            if req.issued_at_ms.saturating_add(max_age_ms) < now_ms {
-                return Err(RequestError::new(ErrorCode::Expired, format!("request issued {} s ago", (now_ms - req.issued_at_ms) / 1000)));
-            }
-            Ok(())
-        };
-        let default_age = self.config.max_request_age.as_millis() as u64;
-        let Some(active) = self.policy().await? else {
-            fresh(default_age)?;
-            return Ok(Judged::default());
-        };
+    /// What `active` says of a sign request (see [`Enclave::judge`]).
+    async fn decide(
+        self: &Arc<Self>,
+        active: &Active,
+        request: &SignedRequest,
+        req: &SignRequest,
+        attempt: &Attempt<'_>,
+        now_ms: u64,
+    ) -> Result<Judged, RequestError> {
+        let fresh = || policy::fresh(req.issued_at_ms, self.config.max_request_age, now_ms);
         // Checked by `RequestBody::validate`; decoded again for the rules.
         let transfer = match &req.payload {
             SignPayload::EthEip1559(tx) => {
@@ -241,7 +246,7 @@ impl Enclave {
         };
         let rule = match rules::evaluate(&active.policy, &facts) {
             Verdict::Unruled => {
-                fresh(default_age)?;
+                fresh()?;
                 return Ok(Judged::default());
             }
             Verdict::Denied { rule, why } => {
@@ -283,7 +288,7 @@ impl Enclave {
                 return Err(waiting);
             }
         } else {
-            fresh(default_age)?;
+            fresh()?;
         }
         if require.velocity.is_none() && require.approvals.is_none() {
             return Ok(Judged { rule: Some(rule.name.clone()), recorded: false });

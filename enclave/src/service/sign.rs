@@ -46,16 +46,13 @@ impl Enclave {
         }
         let signers: Vec<NodeId> = indexes.iter().map(|&i| committee[usize::from(i)].clone()).collect();
         let spec = attempt.spec(SessionKind::Sign, signers.clone(), record.public.version);
-        let (signature, recovery_id, public_key) = match req.scheme {
-            _ if matches!(attempt.plan.purpose, Purpose::Presigned { .. }) => {
-                let Purpose::Presigned { seq } = attempt.plan.purpose else { unreachable!("matched above") };
-                self.sign_presigned(req, &record, &signers, seq, &spec).await?
-            }
-            Scheme::Ecdsa => {
+        let (signature, recovery_id, public_key) = match (&attempt.plan.purpose, req.scheme) {
+            (Purpose::Presigned { seq }, _) => self.sign_presigned(req, &record, &signers, *seq, &spec).await?,
+            (_, Scheme::Ecdsa) => {
                 let out = self.sign_full(req, &slot, &record, indexes, &spec).await?;
                 (out.signature, Some(out.recovery_id), out.public_key)
             }
-            Scheme::Eddsa => {
+            (_, Scheme::Eddsa) => {
                 if !req.path.is_empty() {
                     return Err(RequestError::new(ErrorCode::Unsupported, "derivation paths are available for ECDSA wallets only"));
                 }
