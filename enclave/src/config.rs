@@ -66,6 +66,7 @@ struct RawConfig {
     presign_pools: std::collections::BTreeMap<conclave_proto::WalletId, u32>,
     #[serde(default)]
     presign_paths: std::collections::BTreeMap<conclave_proto::WalletId, Vec<String>>,
+    heavy_sessions: Option<usize>,
     admins: Option<RawAdmins>,
     hsm: Option<RawHsm>,
     nitro: Option<RawNitro>,
@@ -192,6 +193,10 @@ pub struct EnclaveConfig {
     /// pool (wallet key version and signer set, root key), by wallet; 0
     /// makes none, so every signature runs the full protocol.
     pub presign_pools: conclave_proto::presign::PoolSizes,
+    /// Heavy sessions (ECDSA signing, presigning, aux info) this signer
+    /// runs at once; the others wait for their turn, earliest deadline
+    /// first. Default: twice the cores it has.
+    pub heavy_sessions: usize,
     /// The admin quorum that sets policies (none: policies cannot be set,
     /// and every authorised request signs).
     pub admins: Option<AdminQuorum>,
@@ -243,6 +248,11 @@ impl EnclaveConfig {
         let presign_pools = conclave_proto::presign::PoolSizes::new(raw.presign_pool, raw.presign_pools)
             .and_then(|sizes| sizes.with_paths(raw.presign_paths))
             .map_err(|e| ConfigError::Field { field: "presign_pool", reason: e.to_string() })?;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let heavy_sessions = raw.heavy_sessions.unwrap_or(2 * cores);
+        if !(1..=1024).contains(&heavy_sessions) {
+            return Err(field("heavy_sessions", "must be 1 to 1024"));
+        }
         Ok(EnclaveConfig {
             node_id: raw.node_id,
             mode: raw.mode,
@@ -252,6 +262,7 @@ impl EnclaveConfig {
             initiators,
             max_request_age: Duration::from_secs(raw.max_request_age_secs),
             presign_pools,
+            heavy_sessions,
             admins,
             hsm,
             nitro,

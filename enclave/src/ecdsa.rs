@@ -56,11 +56,12 @@ fn internal(what: &str, e: impl std::fmt::Display) -> RequestError {
 /// serialised aux info.
 pub async fn aux_info(seat: Seat<'_>, inbox: session::Inbox, primes: Primes) -> Result<Zeroizing<Vec<u8>>, RequestError> {
     let (i, n, eid) = (seat.index(), seat.parties(), seat.execution());
-    seat.run_in(inbox, move |party: Party<cggmp24::key_refresh::Msg<sha2::Sha256, SecurityLevel128>>| {
-        futures::executor::block_on(cggmp24::aux_info_gen(ExecutionId::new(&eid), i, n, primes.0).start(&mut rand_core::OsRng, party))
-            .map(|aux| Zeroizing::new(serde_json::to_vec(&aux).expect("aux info serialises")))
-    })
-    .await
+    seat.heavy()
+        .run_in(inbox, move |party: Party<cggmp24::key_refresh::Msg<sha2::Sha256, SecurityLevel128>>| {
+            futures::executor::block_on(cggmp24::aux_info_gen(ExecutionId::new(&eid), i, n, primes.0).start(&mut rand_core::OsRng, party))
+                .map(|aux| Zeroizing::new(serde_json::to_vec(&aux).expect("aux info serialises")))
+        })
+        .await
 }
 
 /// Whether `aux` is aux info of this release for a committee of `n`.
@@ -196,6 +197,7 @@ pub async fn sign(
     // Round 4 carries this signer's partial signature.
     let releases: fn(&cggmp24::signing::msg::Msg<Secp256k1, sha2::Sha256>) -> bool = |m| matches!(m, cggmp24::signing::msg::Msg::Round4(_));
     let signature = seat
+        .heavy()
         .run_signing(releases, move |party: Party<cggmp24::signing::msg::Msg<Secp256k1, sha2::Sha256>>| {
             let builder = cggmp24::signing(ExecutionId::new(&eid), i, &indexes_at_keygen, &share);
             let builder = if path.is_empty() { builder } else { builder.set_derivation_path(path.iter().copied()).map_err(|e| e.to_string())? };
@@ -277,6 +279,7 @@ pub async fn presign(seat: Seat<'_>, indexes_at_keygen: Vec<u16>, core: CoreShar
     let public_key = derived_key(&share, &path)?;
     let (i, eid) = (seat.index(), seat.execution());
     let made = seat
+        .heavy()
         .run(move |party: Party<cggmp24::signing::msg::Msg<Secp256k1, sha2::Sha256>>| {
             let builder = cggmp24::signing(ExecutionId::new(&eid), i, &indexes_at_keygen, &share);
             let builder = if path.is_empty() { builder } else { builder.set_derivation_path(path.iter().copied()).map_err(|e| e.to_string())? };
@@ -318,11 +321,12 @@ pub enum PresignedMsg {
     Partial(cggmp24::signing::PartialSignature<Secp256k1>),
 }
 
-/// Why a presigned signature was not made.
+/// Why a signature from pooled work (an ECDSA presignature, FROST nonces)
+/// was not made.
 #[derive(Debug, thiserror::Error)]
 pub enum PresignedError {
-    /// The partial signature of this session party does not check against
-    /// the presignature's public data.
+    /// The partial signature (signature share) of this session party does
+    /// not check against the pooled public data.
     #[error("party {0}'s partial signature does not match the presignature")]
     BadPartial(u16),
     /// The presignature record does not fit this session or does not decode.

@@ -2,6 +2,7 @@
 //! `cggmp24-keygen`'s DKG (the one givre would re-export). The only module
 //! that names either.
 
+use crate::ecdsa::PresignedError;
 use crate::reshare::{self, ReshareError};
 use crate::session::{Party, Seat};
 use cggmp24_keygen::security_level::SecurityLevel128;
@@ -129,7 +130,7 @@ pub async fn sign_committed(
     share: &[u8],
     message: Vec<u8>,
     tamper: bool,
-) -> Result<(Vec<u8>, Vec<u8>), RequestError> {
+) -> Result<Result<(Vec<u8>, Vec<u8>), PresignedError>, RequestError> {
     use futures::SinkExt;
     use round_based::rounds_router::{simple_store::RoundInput, RoundsRouter};
     let share: givre::KeyShare<Curve> = serde_json::from_slice(share).map_err(|e| internal("sealed share does not decode", e))?;
@@ -143,8 +144,10 @@ pub async fn sign_committed(
     let releases: fn(&ShareMsg) -> bool = |m| matches!(m, ShareMsg::Share(_));
     let signature = seat
         .run_signing(releases, move |party: Party<ShareMsg>| {
-            futures::executor::block_on(async {
-                let mut mine = givre::signing::round2::sign::<Ed25519>(&share, record.secret, &msg, &record.commitments).map_err(|e| e.to_string())?;
+            Ok::<_, std::convert::Infallible>(futures::executor::block_on(async {
+                let unusable = |_| PresignedError::Unusable("the nonces do not fit this key share");
+                let transport = |e: &dyn std::fmt::Display| PresignedError::Transport(e.to_string());
+                let mut mine = givre::signing::round2::sign::<Ed25519>(&share, record.secret, &msg, &record.commitments).map_err(unusable)?;
                 if tamper {
                     mine.0 += givre::generic_ec::Scalar::one();
                 }
@@ -153,14 +156,63 @@ pub async fn sign_committed(
                 let mut router = RoundsRouter::<ShareMsg>::builder();
                 let round = router.add_round(RoundInput::<givre::signing::round2::SigShare<Curve>>::broadcast(i, n));
                 let mut router = router.listen(incoming);
-                outgoing.send(round_based::Outgoing::broadcast(ShareMsg::Share(mine))).await.map_err(|e| e.to_string())?;
-                let shares = router.complete(round).await.map_err(|e| e.to_string())?.into_vec_including_me(mine);
+                outgoing.send(round_based::Outgoing::broadcast(ShareMsg::Share(mine))).await.map_err(|e| transport(&e))?;
+                let shares = router.complete(round).await.map_err(|e| transport(&e))?.into_vec_including_me(mine);
                 let signers: Vec<_> = record.commitments.iter().zip(shares).map(|((j, c), s)| (*j, *c, s)).collect();
-                givre::signing::aggregate::aggregate::<Ed25519>(share.as_ref(), &signers, &msg).map_err(|e| e.to_string())
-            })
+                givre::signing::aggregate::aggregate::<Ed25519>(share.as_ref(), &signers, &msg).map_err(|_| match unfit_share(&share, &signers, &msg) {
+                    Some(party) => PresignedError::BadPartial(party as u16),
+                    None => PresignedError::Unusable("the signature shares fit but do not aggregate"),
+                })
+            }))
         })
         .await?;
-    Ok((verified(&signature, &public_key, &message)?, public_key))
+    Ok(match signature {
+        Ok(signature) => Ok((verified(&signature, &public_key, &message)?, public_key)),
+        Err(e) => Err(e),
+    })
+}
+
+/// The session party whose signature share does not fit, checked one by
+/// one as RFC 9591 (FROST), section 5.4 `verify_signature_share` does:
+/// `z_i * B == R_i + (c * lambda_i) * Y_i`, with the commitment share
+/// `R_i = D_i + rho_i * E_i`, the binding factors `rho` of section 4.4,
+/// the challenge `c` over the group commitment and the Lagrange
+/// coefficient `lambda_i` of the signer's evaluation point. givre checks
+/// the aggregate alone; this runs only when that fails, to name the cheat.
+fn unfit_share(
+    key: &givre::KeyShare<Curve>,
+    signers: &[(u16, givre::signing::round1::PublicCommitments<Curve>, givre::signing::round2::SigShare<Curve>)],
+    msg: &[u8],
+) -> Option<usize> {
+    use givre::generic_ec::{NonZero, Point, Scalar};
+    use sha2::digest::{FixedOutput, Update};
+    let key = &key.key_info;
+    let point = |j: u16| match &key.vss_setup {
+        Some(vss) => vss.I.get(usize::from(j)).copied(),
+        None => NonZero::from_scalar(Scalar::from(j + 1)),
+    };
+    let ids: Vec<NonZero<Scalar<Curve>>> = signers.iter().map(|(j, ..)| point(*j)).collect::<Option<_>>()?;
+    let mut sorted: Vec<_> = ids.iter().zip(signers).map(|(id, (_, c, _))| (*id, *c)).collect();
+    sorted.sort_by_key(|(id, _)| *id);
+    let pk_bytes = Ed25519::serialize_point(&key.shared_public_key);
+    let msg_hash = Ed25519::h4().chain(msg).finalize_fixed();
+    let commitments_hash = sorted
+        .iter()
+        .fold(Ed25519::h5(), |h, (id, c)| {
+            h.chain(Ed25519::serialize_scalar(id)).chain(Ed25519::serialize_point(&c.hiding_comm)).chain(Ed25519::serialize_point(&c.binding_comm))
+        })
+        .finalize_fixed();
+    let rho = |id: &NonZero<Scalar<Curve>>| Ed25519::h1(&[pk_bytes.as_ref(), &msg_hash, &commitments_hash, Ed25519::serialize_scalar(id).as_ref()]);
+    let share_commitment = |id, c: &givre::signing::round1::PublicCommitments<Curve>| c.hiding_comm + c.binding_comm * rho(id);
+    let group: Point<Curve> = sorted.iter().map(|(id, c)| share_commitment(id, c)).sum();
+    let challenge = Ed25519::compute_challenge(&Ed25519::normalize_point(group), &Ed25519::normalize_point(key.shared_public_key), msg);
+    let lagrange = |me: &NonZero<Scalar<Curve>>| {
+        ids.iter().filter(|x| *x != me).fold(Scalar::<Curve>::one(), |acc, x| acc * **x * (**x - **me).invert().unwrap_or(Scalar::zero()))
+    };
+    signers.iter().zip(&ids).position(|((j, c, z), id)| match key.public_shares.get(usize::from(*j)) {
+        Some(y) => Point::generator() * z.0 != share_commitment(id, c) + **y * (challenge * lagrange(id)),
+        None => true,
+    })
 }
 
 /// Signs `message` with the given parties' serialised shares in this one
@@ -220,5 +272,41 @@ pub(crate) mod testing {
     pub fn public_key(stored: &[u8]) -> Vec<u8> {
         let share: givre::KeyShare<Curve> = serde_json::from_slice(stored).unwrap();
         Ed25519::serialize_normalized_point(&Ed25519::normalize_point(share.shared_public_key)).as_ref().to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Signature shares of signers `set` (keygen indexes) of a dealt key
+    /// over `msg`, with their commitments, the way `sign_committed` makes
+    /// them.
+    #[allow(clippy::type_complexity)]
+    fn shares(
+        keys: &[givre::KeyShare<Curve>],
+        set: &[u16],
+        msg: &[u8],
+    ) -> Vec<(u16, givre::signing::round1::PublicCommitments<Curve>, givre::signing::round2::SigShare<Curve>)> {
+        let nonces: Vec<_> = set.iter().map(|&j| givre::signing::round1::commit::<Ed25519>(&mut rand_core::OsRng, &keys[usize::from(j)])).collect();
+        let commitments: Vec<_> = set.iter().zip(&nonces).map(|(j, (_, c))| (*j, *c)).collect();
+        set.iter()
+            .zip(nonces)
+            .map(|(&j, (secret, c))| (j, c, givre::signing::round2::sign::<Ed25519>(&keys[usize::from(j)], secret, msg, &commitments).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_signature_share_that_does_not_fit_names_its_signer_and_honest_shares_name_none() {
+        for random_points in [false, true] {
+            let keys: Vec<givre::KeyShare<Curve>> = testing::dealt(3, 2, random_points).iter().map(|s| serde_json::from_slice(s).unwrap()).collect();
+            let msg = b"pay 1 to bob";
+            let mut signers = shares(&keys, &[0, 2], msg);
+            assert!(givre::signing::aggregate::aggregate::<Ed25519>(keys[0].as_ref(), &signers, msg).is_ok());
+            assert_eq!(unfit_share(&keys[0], &signers, msg), None, "every honest share fits (points at random: {random_points})");
+            signers[1].2 .0 += givre::generic_ec::Scalar::one();
+            assert!(givre::signing::aggregate::aggregate::<Ed25519>(keys[0].as_ref(), &signers, msg).is_err());
+            assert_eq!(unfit_share(&keys[0], &signers, msg), Some(1), "the second party's share is named (points at random: {random_points})");
+        }
     }
 }

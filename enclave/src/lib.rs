@@ -35,6 +35,7 @@ pub mod seal;
 pub mod service;
 pub mod session;
 pub mod share;
+pub mod turns;
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {

@@ -149,6 +149,7 @@ mod tests {
             initiators: vec![initiator.verifying_key()],
             max_request_age: std::time::Duration::from_secs(300),
             presign_pools: conclave_proto::presign::PoolSizes::new(4, Default::default()).unwrap(),
+            heavy_sessions: 4,
             admins: None,
             hsm: None,
             nitro: None,

@@ -79,6 +79,8 @@ pub struct Enclave {
     pub router: Arc<Router>,
     /// Paillier primes.
     pub primes: PrimePool,
+    /// Heavy sessions' turns at this signer's CPU.
+    pub turns: Arc<crate::turns::Turns>,
     /// Attestation documents about this signer (nitro, or dev with a
     /// simulated NSM); none in hsm mode.
     pub nsm: Option<Nsm>,
@@ -158,6 +160,7 @@ impl Enclave {
         let mut run = [0u8; 16];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut run);
         let presign_run = matches!(floors, Floors::Memory(_)).then_some(run);
+        let heavy_sessions = config.heavy_sessions;
         Ok(Enclave {
             config,
             keys,
@@ -166,6 +169,7 @@ impl Enclave {
             host: HostLink::default(),
             router: Arc::default(),
             primes: PrimePool::default(),
+            turns: crate::turns::Turns::new(heavy_sessions),
             admission: nsm.as_ref().map(Nsm::admission),
             tampers_sub_shares,
             crashes_before_ack,
@@ -482,6 +486,7 @@ impl Attempt<'_> {
             execution: h.finalize().into(),
             parties,
             deadline: self.deadline,
+            deadline_ms: self.plan.deadline_ms,
             round_timeout: Duration::from_millis(self.plan.round_timeout_ms),
         }
     }

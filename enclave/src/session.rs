@@ -19,7 +19,7 @@ use futures::channel::mpsc as fmpsc;
 use futures::StreamExt;
 use round_based::{Incoming, MessageDestination, MessageType, MpcParty, Outgoing, ProtocolMessage};
 use serde::{de::DeserializeOwned, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -65,6 +65,9 @@ pub struct SessionSpec {
     pub parties: Vec<NodeId>,
     /// When the session is abandoned.
     pub deadline: Instant,
+    /// The same deadline as the plan states it (Unix ms): where a heavy
+    /// session stands in line at every party ([`crate::turns`]).
+    pub deadline_ms: u64,
     /// How long this party waits for a peer before it blames it.
     pub round_timeout: Duration,
 }
@@ -241,6 +244,17 @@ pub struct Seat<'a> {
     enclave: &'a Arc<Enclave>,
     spec: &'a SessionSpec,
     index: u16,
+    cost: Cost,
+}
+
+/// What a session's rounds cost this signer's CPU.
+#[derive(Clone, Copy)]
+enum Cost {
+    /// Milliseconds: runs at once.
+    Light,
+    /// Paillier arithmetic, tenths of a second and more per round: runs in
+    /// its turn ([`crate::turns`]).
+    Heavy,
 }
 
 impl<'a> Seat<'a> {
@@ -248,7 +262,14 @@ impl<'a> Seat<'a> {
     /// (the policy checked that before).
     pub fn take(enclave: &'a Arc<Enclave>, spec: &'a SessionSpec) -> Result<Seat<'a>, RequestError> {
         let index = spec.index_of(enclave.keys.node_id()).ok_or_else(|| RequestError::new(ErrorCode::Internal, "this node is not a party of the session"))?;
-        Ok(Seat { enclave, spec, index })
+        Ok(Seat { enclave, spec, index, cost: Cost::Light })
+    }
+
+    /// This seat for a protocol whose rounds are heavy (ECDSA's Paillier
+    /// proofs): it runs when its turn comes, earliest deadline first, so
+    /// that an overloaded signer finishes sessions instead of slowing all.
+    pub fn heavy(self) -> Self {
+        Seat { cost: Cost::Heavy, ..self }
     }
 
     /// This party's index in the session.
@@ -275,7 +296,7 @@ impl<'a> Seat<'a> {
         E: std::fmt::Display + Send + 'static,
         F: FnOnce(Party<M>) -> Result<T, E> + Send + 'static,
     {
-        run_releasing(self.enclave, self.spec, self.enclave.inbox(self.spec)?, None, protocol).await
+        run_releasing(&self, self.enclave.inbox(self.spec)?, None, protocol).await
     }
 
     /// [`Seat::run`] for a signing protocol: before a message that
@@ -291,7 +312,7 @@ impl<'a> Seat<'a> {
         E: std::fmt::Display + Send + 'static,
         F: FnOnce(Party<M>) -> Result<T, E> + Send + 'static,
     {
-        run_releasing(self.enclave, self.spec, self.enclave.inbox(self.spec)?, Some(releases), protocol).await
+        run_releasing(&self, self.enclave.inbox(self.spec)?, Some(releases), protocol).await
     }
 
     /// [`Seat::run`] with an inbox opened earlier: a party that must wait
@@ -305,23 +326,24 @@ impl<'a> Seat<'a> {
         E: std::fmt::Display + Send + 'static,
         F: FnOnce(Party<M>) -> Result<T, E> + Send + 'static,
     {
-        run_releasing(self.enclave, self.spec, inbox, None, protocol).await
+        run_releasing(&self, inbox, None, protocol).await
     }
 }
 
-async fn run_releasing<M, T, E, F>(
-    enclave: &Arc<Enclave>,
-    spec: &SessionSpec,
-    mut inbox: Inbox,
-    releases: Option<fn(&M) -> bool>,
-    protocol: F,
-) -> Result<T, RequestError>
+async fn run_releasing<M, T, E, F>(seat: &Seat<'_>, mut inbox: Inbox, releases: Option<fn(&M) -> bool>, protocol: F) -> Result<T, RequestError>
 where
     M: ProtocolMessage + Serialize + DeserializeOwned + Send + 'static,
     T: Send + 'static,
     E: std::fmt::Display + Send + 'static,
     F: FnOnce(Party<M>) -> Result<T, E> + Send + 'static,
 {
+    let (enclave, spec) = (seat.enclave, seat.spec);
+    // Peers' messages that arrive while this party waits for its turn.
+    let mut held = VecDeque::new();
+    let turn = match seat.cost {
+        Cost::Light => None,
+        Cost::Heavy => Some(wait_turn(enclave, spec, &mut inbox, &mut held).await?),
+    };
     let release = |msg: &M| match releases {
         Some(releases) if releases(msg) => enclave.release(&spec.request, spec.attempt),
         _ => Ok(()),
@@ -333,6 +355,8 @@ where
     std::thread::Builder::new()
         .name(format!("session-{}", spec.id))
         .spawn(move || {
+            // The turn ends with the thread, when the protocol's CPU is spent.
+            let _turn = turn;
             let party = MpcParty::connected((in_rx, out_tx));
             let _ = done_tx.send(protocol(party).map_err(|e| e.to_string()));
         })
@@ -370,7 +394,7 @@ where
                     Err(_) => Err(RequestError::new(ErrorCode::Internal, "session thread panicked")),
                 };
             }
-            opened = inbox.rx.recv() => {
+            opened = next_opened(&mut held, &mut inbox) => {
                 let Some(opened) = opened else {
                     in_tx.take();
                     return Err(RequestError::new(ErrorCode::ProtocolAbort, format!("session {} was aborted", spec.id)));
@@ -499,6 +523,41 @@ enum Refusal {
     Replayed,
     /// Not a message of this session.
     Bad(RequestError),
+}
+
+/// Waits for a heavy session's turn, keeping (up to a running session's
+/// queue) what its peers send meanwhile; ends it if it is aborted or its
+/// deadline passes first.
+async fn wait_turn(enclave: &Arc<Enclave>, spec: &SessionSpec, inbox: &mut Inbox, held: &mut VecDeque<Opened>) -> Result<crate::turns::Turn, RequestError> {
+    let take = enclave.turns.take(crate::turns::Place { deadline_ms: spec.deadline_ms, session: spec.id });
+    tokio::pin!(take);
+    let deadline = tokio::time::Instant::from_std(spec.deadline);
+    loop {
+        tokio::select! {
+            turn = &mut take => {
+                if let Some(waited) = turn.waited() {
+                    enclave.host.send(FromEnclave::Waited { ms: waited.as_millis() as u64 });
+                }
+                return Ok(turn);
+            }
+            opened = inbox.rx.recv(), if held.len() < LIVE_QUEUE => match opened {
+                Some(opened) => held.push_back(opened),
+                None => return Err(RequestError::new(ErrorCode::ProtocolAbort, format!("session {} was aborted while it waited for its turn", spec.id))),
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(RequestError::new(ErrorCode::Timeout, format!("session {} waited for its turn past its deadline", spec.id)));
+            }
+        }
+    }
+}
+
+/// The next message for a running session: those held while it waited
+/// first.
+async fn next_opened(held: &mut VecDeque<Opened>, inbox: &mut Inbox) -> Option<Opened> {
+    match held.pop_front() {
+        Some(opened) => Some(opened),
+        None => inbox.rx.recv().await,
+    }
 }
 
 fn accept_incoming<M: ProtocolMessage + DeserializeOwned>(

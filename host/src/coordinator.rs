@@ -386,6 +386,10 @@ impl Host {
                 });
             }
             FromEnclave::Primes { ready } => self.metrics.primes_ready.store(ready, Ordering::Relaxed),
+            FromEnclave::Waited { ms } => {
+                self.metrics.heavy_waited.fetch_add(1, Ordering::Relaxed);
+                self.metrics.heavy_wait_ms.fetch_add(ms, Ordering::Relaxed);
+            }
             FromEnclave::Dropped { reason, peer } => {
                 tracing::debug!(reason = reason.as_str(), %peer, "the enclave dropped an envelope");
                 self.metrics.inc("conclave_envelopes_dropped_total", reason.as_str());

@@ -53,6 +53,11 @@ pub struct Metrics {
     pub failovers: AtomicU64,
     /// Requests this host follows (not yet answered, deadline not passed).
     pub following: AtomicU64,
+    /// Heavy sessions (ECDSA's Paillier rounds) that waited for their turn
+    /// at the signer's CPU...
+    pub heavy_waited: AtomicU64,
+    /// ...and how long, in all (ms).
+    pub heavy_wait_ms: AtomicU64,
 }
 
 impl Metrics {
@@ -135,6 +140,8 @@ impl Metrics {
             ("conclave_primes_ready", u64::from(self.primes_ready.load(Ordering::Relaxed))),
             ("conclave_failovers_total", self.failovers.load(Ordering::Relaxed)),
             ("conclave_requests_following", self.following.load(Ordering::Relaxed)),
+            ("conclave_heavy_sessions_waited_total", self.heavy_waited.load(Ordering::Relaxed)),
+            ("conclave_heavy_sessions_wait_ms_total", self.heavy_wait_ms.load(Ordering::Relaxed)),
         ];
         for (name, v) in gauges {
             let _ = writeln!(out, "{name} {v}");

@@ -619,6 +619,13 @@ pub enum FromEnclave {
         /// A set is ready.
         ready: bool,
     },
+    /// A heavy session waited `ms` for its turn at the signer's CPU
+    /// (counted by the host in `conclave_heavy_sessions_waited_total` and
+    /// `conclave_heavy_sessions_wait_ms_total`).
+    Waited {
+        /// How long.
+        ms: u64,
+    },
     /// An authenticated envelope from `peer` was dropped unread (counted
     /// by the host in `conclave_envelopes_dropped_total{reason}`).
     Dropped {

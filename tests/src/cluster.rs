@@ -36,11 +36,23 @@ struct Topology {
     /// Derivation paths with pools of their own, as a `[presign_paths]`
     /// table for signers and hosts (empty: none).
     presign_paths: &'static str,
+    /// Heavy sessions each signer runs at once (`heavy_sessions`; none:
+    /// the signer's default).
+    heavy_sessions: Option<usize>,
 }
 
 impl Default for Topology {
     fn default() -> Self {
-        Topology { nats_servers: 1, proxied: false, consul: false, secured: false, ready_ttl_ms: READY_TTL_MS, presign_pool: 0, presign_paths: "" }
+        Topology {
+            nats_servers: 1,
+            proxied: false,
+            consul: false,
+            secured: false,
+            ready_ttl_ms: READY_TTL_MS,
+            presign_pool: 0,
+            presign_paths: "",
+            heavy_sessions: None,
+        }
     }
 }
 
@@ -121,6 +133,12 @@ impl Cluster {
     /// `paths` (a `[presign_paths]` TOML table) declares.
     pub async fn start_with_path_pools(n: usize, pool: u32, paths: &'static str) -> Cluster {
         Self::start_with(Mode::Dev, n, Topology { presign_pool: pool, presign_paths: paths, ..Topology::default() }).await
+    }
+
+    /// Starts an `n`-node cluster in `mode` whose signers run at most
+    /// `limit` heavy sessions at once.
+    pub async fn start_with_heavy_sessions(mode: Mode, n: usize, limit: usize) -> Cluster {
+        Self::start_with(mode, n, Topology { heavy_sessions: Some(limit), ..Topology::default() }).await
     }
 
     /// Starts an `n`-node dev cluster from a state saved by
@@ -204,6 +222,7 @@ impl Cluster {
                 initiator: &initiator,
                 presign_pool: topology.presign_pool,
                 presign_paths: topology.presign_paths,
+                heavy_sessions: topology.heavy_sessions,
                 admins: &admins,
             };
             write_node_configs(cluster.dir.path(), &node, &extra);
@@ -585,12 +604,14 @@ struct NodeConfig<'a> {
     presign_pool: u32,
     /// A `[presign_paths]` table, or nothing.
     presign_paths: &'a str,
+    /// `heavy_sessions`, if set.
+    heavy_sessions: Option<usize>,
     /// The admins' public keys, hex (a quorum of 2).
     admins: &'a [String],
 }
 
 fn write_node_configs(dir: &Path, node: &NodeConfig<'_>, extra: &str) {
-    let NodeConfig { mode, id, http_port, nats_urls, initiator, presign_pool, presign_paths, admins } = *node;
+    let NodeConfig { mode, id, http_port, nats_urls, initiator, presign_pool, presign_paths, heavy_sessions, admins } = *node;
     let d = dir.join(id.as_str());
     std::fs::create_dir_all(&d).unwrap();
     let sock = d.join("enclave.sock");
@@ -600,6 +621,9 @@ fn write_node_configs(dir: &Path, node: &NodeConfig<'_>, extra: &str) {
         d.join("enclave").display(),
         dir.join("roster.json").display()
     );
+    if let Some(limit) = heavy_sessions {
+        enclave.push_str(&format!("heavy_sessions = {limit}\n"));
+    }
     if mode == Mode::Dev {
         enclave.push_str(&format!("dev_attestation_ca = \"{}\"\n", dev_attestation_ca(dir).display()));
     }
@@ -715,6 +739,7 @@ async fn make_template(dir: &Path, mode: Mode, n: usize) {
             initiator: &initiator_hex,
             presign_pool: 0,
             presign_paths: "",
+            heavy_sessions: None,
             admins: &[],
         };
         write_node_configs(dir, &node, "");

@@ -203,8 +203,8 @@ async fn racing_requests_share_out_the_last_presignature_and_a_bad_partial_is_bl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn eddsa_signs_in_one_round_with_pooled_nonces_each_used_once() {
-    let cluster = Cluster::start_with_pools(3, 1).await;
+async fn eddsa_signs_in_one_round_with_pooled_nonces_each_used_once_and_a_bad_share_is_blamed() {
+    let mut cluster = Cluster::start_with_pools(3, 1).await;
     let client = cluster.client().await;
     let adversary = Adversary::connect(&cluster.nats_url()).await;
     let w = WalletId::new("frost").unwrap();
@@ -232,4 +232,24 @@ async fn eddsa_signs_in_one_round_with_pooled_nonces_each_used_once() {
     let sig = client.sign(&w, Scheme::Eddsa, SignPayload::Message(b"again".to_vec()), vec![], Some(pair.clone())).await.unwrap();
     verify(b"again", &sig.signature);
     assert_eq!(total(&cluster, unavailable).await, refused_before + 1.0, "the nonces serve once");
+
+    // node-3 sends signature shares that do not fit its nonces: checked
+    // one by one (RFC 9591's verify_signature_share), it is named.
+    eventually("an unused presignature of (2, 3)", Duration::from_secs(300), || async {
+        let record = adversary.pool_record(&pool).await;
+        (record.made > record.used).then_some(())
+    })
+    .await;
+    cluster.restart_signer_with(3, &[(conclave_enclave::fault::Hook::PresignTamper.env(), "1")]).await;
+    cluster.wait_ready(3).await;
+    let before = total(&cluster, presigned).await;
+    let refused = client.sign(&w, Scheme::Eddsa, SignPayload::Message(b"tampered".to_vec()), vec![], Some(pair.clone())).await.expect_err("a bad share");
+    assert_eq!(total(&cluster, presigned).await, before + 1.0, "it was a pooled signature");
+    match refused {
+        ClientError::Request(e) => {
+            assert_eq!(e.code, ErrorCode::ProtocolAbort, "{e}");
+            assert_eq!(e.blamed, ids(&cluster, &[3]), "{e}");
+        }
+        other => panic!("{other}"),
+    }
 }

@@ -146,16 +146,16 @@ impl Enclave {
             return Err(unavailable("made before this signer's last start"));
         }
         let presignature = Zeroizing::new(made.to_vec());
-        let hashed = match to_sign {
-            Ok(message) => {
-                let (signature, public_key) =
-                    eddsa::sign_committed(Seat::take(self, spec)?, presignature, record.secret.expose(), message, self.tampers_partials).await?;
-                return Ok((signature, None, public_key));
-            }
-            Err(hashed) => hashed,
+        let signed = match to_sign {
+            Ok(message) => eddsa::sign_committed(Seat::take(self, spec)?, presignature, record.secret.expose(), message, self.tampers_partials)
+                .await?
+                .map(|(signature, public_key)| (signature, None, public_key)),
+            Err(hashed) => ecdsa::sign_presigned(Seat::take(self, spec)?, presignature, hashed, req.path.clone(), self.tampers_partials)
+                .await?
+                .map(|out| (out.signature, Some(out.recovery_id), out.public_key)),
         };
-        match ecdsa::sign_presigned(Seat::take(self, spec)?, presignature, hashed, req.path.clone(), self.tampers_partials).await? {
-            Ok(out) => Ok((out.signature, Some(out.recovery_id), out.public_key)),
+        match signed {
+            Ok(signed) => Ok(signed),
             Err(ecdsa::PresignedError::BadPartial(j)) => {
                 Err(RequestError::new(ErrorCode::ProtocolAbort, format!("{} sent a partial signature that does not match", signers[usize::from(j)]))
                     .blaming(vec![signers[usize::from(j)].clone()]))

@@ -26,6 +26,8 @@
 //!    of wall time, and CPU seconds per signature of each node's signer and
 //!    host (from `/proc`); requests that failed (past their deadline in a
 //!    queue longer than the CPU can sign) are counted by error code.
+//!    `--heavy-sessions N` sets the signers' `heavy_sessions` (default:
+//!    theirs, twice the cores).
 //!
 //! 6. Pools (`--only presigned`), per scheme: a 2-of-3 dev cluster with
 //!    pools of N/3 per pair (ECDSA presignatures, EdDSA FROST nonces): how
@@ -41,7 +43,7 @@
 //!    audit entries per signer (accepted, signed). Then the audit trail's
 //!    size per signature, from an export.
 //!
-//! Usage: `cargo run -p conclave-tests --bin conclave-bench -- [--count N] [--only sealing|statements|signing|registry|reshare|throughput|presigned|policy] [--concurrency N,N...]`,
+//! Usage: `cargo run -p conclave-tests --bin conclave-bench -- [--count N] [--only sealing|statements|signing|registry|reshare|throughput|presigned|policy] [--concurrency N,N...] [--heavy-sessions N]`,
 //! after `deploy/setup.sh` has built the node binaries. Both sides run the
 //! same build profile (the workspace optimises dependencies even in dev
 //! builds).
@@ -59,7 +61,7 @@ use zeroize::Zeroizing;
 const SIGNERS: [usize; 2] = [1, 2];
 
 fn main() {
-    let Args { count, only, concurrency } = parse_args();
+    let Args { count, only, concurrency, heavy_sessions } = parse_args();
     let runs = |section: &str| only.as_deref().is_none_or(|o| o == section);
     // SoftHSM2 reads its configuration from the environment: set it before
     // any thread exists.
@@ -96,7 +98,7 @@ fn main() {
     }
     // Not in the default run: it takes minutes at high concurrency.
     if only.as_deref() == Some("throughput") {
-        runtime.block_on(bench_throughput(count, &concurrency));
+        runtime.block_on(bench_throughput(count, &concurrency, heavy_sessions));
     }
     if only.as_deref() == Some("presigned") {
         runtime.block_on(bench_presigned(count));
@@ -225,10 +227,13 @@ async fn bench_presigned(count: usize) {
     }
 }
 
-async fn bench_throughput(count: usize, levels: &[usize]) {
+async fn bench_throughput(count: usize, levels: &[usize], heavy_sessions: Option<usize>) {
     use futures::StreamExt;
     eprintln!("starting a 3-node hsm cluster (the first run of a build makes its template: primes and aux info, minutes)");
-    let cluster = Cluster::start(3).await;
+    let cluster = match heavy_sessions {
+        Some(limit) => Cluster::start_with_heavy_sessions(Mode::Hsm, 3, limit).await,
+        None => Cluster::start(3).await,
+    };
     let client = Arc::new(cluster.client().await);
     println!("throughput, 2-of-3 hsm cluster, quorum chosen by the cluster; at least {count} signatures (and twice the concurrency) per row");
     println!(
@@ -333,13 +338,14 @@ struct Args {
     count: usize,
     only: Option<String>,
     concurrency: Vec<usize>,
+    heavy_sessions: Option<usize>,
 }
 
 const SECTIONS: [&str; 8] = ["sealing", "statements", "signing", "registry", "reshare", "throughput", "presigned", "policy"];
 
 fn parse_args() -> Args {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut parsed = Args { count: 20, only: None, concurrency: vec![1, 4, 16, 64] };
+    let mut parsed = Args { count: 20, only: None, concurrency: vec![1, 4, 16, 64], heavy_sessions: None };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         match (flag.as_str(), args.next()) {
@@ -348,6 +354,7 @@ fn parse_args() -> Args {
             ("--concurrency", Some(list)) => {
                 parsed.concurrency = list.split(',').map(|c| c.parse().ok().filter(|c| *c > 0).unwrap_or_else(|| usage())).collect()
             }
+            ("--heavy-sessions", Some(n)) => parsed.heavy_sessions = Some(n.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| usage())),
             _ => usage(),
         }
     }
@@ -355,7 +362,7 @@ fn parse_args() -> Args {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: conclave-bench [--count N] [--only {}] [--concurrency N,N...]   (N > 0 signatures per scheme)", SECTIONS.join("|"));
+    eprintln!("usage: conclave-bench [--count N] [--only {}] [--concurrency N,N...] [--heavy-sessions N]   (N > 0 signatures per scheme)", SECTIONS.join("|"));
     std::process::exit(2)
 }
 
