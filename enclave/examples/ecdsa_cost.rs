@@ -61,6 +61,7 @@ fn main() {
     let (shares, aux) = (pick(&shares), pick(&aux));
 
     row("full signing, 2 signers", timed(count, || ecdsa::sign_in_process(&shares, &aux, &signers, [7; 32]).expect("signs")).0);
+    row("full signing, 2 signers, a thread each", timed(count, || ecdsa::sign_threaded(&shares, &aux, &signers, [7; 32]).expect("signs")).0);
     let (samples, records) = timed(count, || ecdsa::presign_in_process(&shares, &aux, &signers, &[]).expect("presigns"));
     row("presignature, 2 signers", samples);
     row(

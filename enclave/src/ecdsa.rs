@@ -254,6 +254,28 @@ pub fn sign_in_process(
     Ok(rs)
 }
 
+/// [`sign_in_process`] with each party on its own thread
+/// ([`session::run_threaded`]): the same protocol with the cluster's
+/// parallelism and none of its transport.
+pub fn sign_threaded(
+    shares: &[Zeroizing<Vec<u8>>],
+    auxes: &[Zeroizing<Vec<u8>>],
+    indexes_at_keygen: &[u16],
+    digest: [u8; 32],
+) -> Result<Vec<u8>, RequestError> {
+    let shares: Vec<KeyShare<Secp256k1>> = shares.iter().zip(auxes).map(|(s, a)| complete(core_share(s)?.0, a)).collect::<Result<_, _>>()?;
+    let data = PrehashedDataToSign::from_scalar(Scalar::<Secp256k1>::from_be_bytes_mod_order(digest));
+    let eid_bytes = rand_eid();
+    let signatures = session::run_threaded(shares.len() as u16, |i, party: Party<cggmp24::signing::msg::Msg<Secp256k1, sha2::Sha256>>| {
+        let builder = cggmp24::signing(ExecutionId::new(&eid_bytes), i, indexes_at_keygen, &shares[usize::from(i)]);
+        futures::executor::block_on(builder.sign(&mut rand_core::OsRng, party, &data)).map_err(|e| internal("signing", e))
+    });
+    let signature = signatures.into_iter().next().expect("two or more parties")?.normalize_s();
+    let mut rs = vec![0u8; 64];
+    signature.write_to_slice(&mut rs);
+    Ok(rs)
+}
+
 /// A presignature as this signer seals it: its secret part (single use:
 /// two partial signatures from one presignature give the key away) and
 /// the public data every signer of its set checks partial signatures
@@ -363,8 +385,6 @@ where
     M: round_based::Mpc<ProtocolMessage = PresignedMsg>,
 {
     use cggmp24::generic_ec::coords::AlwaysHasAffineX;
-    use futures::SinkExt;
-    use round_based::rounds_router::{simple_store::RoundInput, RoundsRouter};
     let record: PresignatureRecord = serde_json::from_slice(record).map_err(|_| PresignedError::Unusable("does not decode"))?;
     if record.commitments.len() != usize::from(n) {
         return Err(PresignedError::Unusable("made for another number of signers"));
@@ -374,19 +394,13 @@ where
     }
     let digest = message.digest();
     let data = message.data();
-    let round_based::MpcParty { delivery, .. } = party.into_party();
-    let (incoming, mut outgoing) = round_based::Delivery::split(delivery);
-    let mut router = RoundsRouter::<PresignedMsg>::builder();
-    let round = router.add_round(RoundInput::<cggmp24::signing::PartialSignature<Secp256k1>>::broadcast(i, n));
-    let mut router = router.listen(incoming);
     let gamma = record.gamma;
     let commitments = record.commitments.clone();
     let mut mine = record.presignature.issue_partial_signature(data);
     if tamper {
         mine.sigma += Scalar::one();
     }
-    outgoing.send(round_based::Outgoing::broadcast(PresignedMsg::Partial(mine))).await.map_err(|e| PresignedError::Transport(e.to_string()))?;
-    let others = router.complete(round).await.map_err(|e| PresignedError::Transport(e.to_string()))?;
+    let others = crate::broadcast::exchange(party, i, n, mine).await.map_err(|e| PresignedError::Transport(e.to_string()))?;
     let partials = others.into_vec_including_me(mine);
     // sigma_j * Gamma = m * tilde_Delta_j + r * tilde_S_j for each signer j
     // (what cggmp24's `combine` checks, here one by one to name the cheat).

@@ -98,20 +98,12 @@ pub enum ShareMsg {
 /// `indexes_at_keygen` ascending): each signer draws nonces and broadcasts
 /// their commitments. Returns the record to seal.
 pub async fn commit_nonces(seat: Seat<'_>, indexes_at_keygen: Vec<u16>, share: &[u8]) -> Result<Zeroizing<Vec<u8>>, RequestError> {
-    use futures::SinkExt;
-    use round_based::rounds_router::{simple_store::RoundInput, RoundsRouter};
     let share: givre::KeyShare<Curve> = serde_json::from_slice(share).map_err(|e| internal("sealed share does not decode", e))?;
     let (i, n) = (seat.index(), seat.parties());
     seat.run(move |party: Party<CommitMsg>| {
         futures::executor::block_on(async {
             let (secret, mine) = givre::signing::round1::commit::<Ed25519>(&mut rand_core::OsRng, &share);
-            let round_based::MpcParty { delivery, .. } = round_based::Mpc::into_party(party);
-            let (incoming, mut outgoing) = round_based::Delivery::split(delivery);
-            let mut router = RoundsRouter::<CommitMsg>::builder();
-            let round = router.add_round(RoundInput::<givre::signing::round1::PublicCommitments<Curve>>::broadcast(i, n));
-            let mut router = router.listen(incoming);
-            outgoing.send(round_based::Outgoing::broadcast(CommitMsg::Commitments(mine))).await.map_err(|e| e.to_string())?;
-            let all = router.complete(round).await.map_err(|e| e.to_string())?.into_vec_including_me(mine);
+            let all = crate::broadcast::exchange(party, i, n, mine).await.map_err(|e| e.to_string())?.into_vec_including_me(mine);
             let record = NoncesRecord { secret, commitments: indexes_at_keygen.iter().copied().zip(all).collect() };
             Ok::<_, String>(Zeroizing::new(serde_json::to_vec(&record).expect("nonces serialise")))
         })
@@ -131,8 +123,6 @@ pub async fn sign_committed(
     message: Vec<u8>,
     tamper: bool,
 ) -> Result<Result<(Vec<u8>, Vec<u8>), PresignedError>, RequestError> {
-    use futures::SinkExt;
-    use round_based::rounds_router::{simple_store::RoundInput, RoundsRouter};
     let share: givre::KeyShare<Curve> = serde_json::from_slice(share).map_err(|e| internal("sealed share does not decode", e))?;
     let record: NoncesRecord = serde_json::from_slice(&record).map_err(|e| internal("sealed nonces do not decode", e))?;
     let (i, n) = (seat.index(), seat.parties());
@@ -146,18 +136,12 @@ pub async fn sign_committed(
         .run_signing(releases, move |party: Party<ShareMsg>| {
             Ok::<_, std::convert::Infallible>(futures::executor::block_on(async {
                 let unusable = |_| PresignedError::Unusable("the nonces do not fit this key share");
-                let transport = |e: &dyn std::fmt::Display| PresignedError::Transport(e.to_string());
                 let mut mine = givre::signing::round2::sign::<Ed25519>(&share, record.secret, &msg, &record.commitments).map_err(unusable)?;
                 if tamper {
                     mine.0 += givre::generic_ec::Scalar::one();
                 }
-                let round_based::MpcParty { delivery, .. } = round_based::Mpc::into_party(party);
-                let (incoming, mut outgoing) = round_based::Delivery::split(delivery);
-                let mut router = RoundsRouter::<ShareMsg>::builder();
-                let round = router.add_round(RoundInput::<givre::signing::round2::SigShare<Curve>>::broadcast(i, n));
-                let mut router = router.listen(incoming);
-                outgoing.send(round_based::Outgoing::broadcast(ShareMsg::Share(mine))).await.map_err(|e| transport(&e))?;
-                let shares = router.complete(round).await.map_err(|e| transport(&e))?.into_vec_including_me(mine);
+                let shares =
+                    crate::broadcast::exchange(party, i, n, mine).await.map_err(|e| PresignedError::Transport(e.to_string()))?.into_vec_including_me(mine);
                 let signers: Vec<_> = record.commitments.iter().zip(shares).map(|((j, c), s)| (*j, *c, s)).collect();
                 givre::signing::aggregate::aggregate::<Ed25519>(share.as_ref(), &signers, &msg).map_err(|_| match unfit_share(&share, &signers, &msg) {
                     Some(party) => PresignedError::BadPartial(party as u16),

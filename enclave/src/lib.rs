@@ -15,6 +15,7 @@
 //!   [`hsm`]: the PKCS#11 token that roots them in `hsm` mode.
 
 pub mod attestation;
+pub mod broadcast;
 pub mod channel;
 pub mod config;
 pub mod custody;

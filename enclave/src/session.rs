@@ -525,6 +525,46 @@ enum Refusal {
     Bad(RequestError),
 }
 
+/// Runs `protocol` for `n` parties in this process, each on its own
+/// thread, passing messages in memory: the same protocol code and threads
+/// a cluster runs, without the channel, the link and NATS. The benchmark's
+/// baseline of what a cluster adds (`examples/ecdsa_cost.rs`).
+pub fn run_threaded<M, T>(n: u16, protocol: impl Fn(u16, Party<M>) -> T + Sync) -> Vec<T>
+where
+    M: ProtocolMessage + Clone + Send + 'static,
+    T: Send,
+{
+    let ids = std::sync::atomic::AtomicU64::new(0);
+    let (inboxes, incoming): (Vec<_>, Vec<_>) = (0..n).map(|_| fmpsc::unbounded::<Result<Incoming<M>, Infallible>>()).unzip();
+    std::thread::scope(|scope| {
+        let running: Vec<_> = incoming
+            .into_iter()
+            .enumerate()
+            .map(|(i, in_rx)| {
+                let (out_tx, mut out_rx) = fmpsc::unbounded::<Outgoing<M>>();
+                let (inboxes, ids) = (&inboxes, &ids);
+                // Forwards this party's messages until its protocol ends.
+                scope.spawn(move || {
+                    while let Some(out) = futures::executor::block_on(out_rx.next()) {
+                        let sender = i as u16;
+                        let deliver = |to: u16, msg_type| {
+                            let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let _ = inboxes[usize::from(to)].unbounded_send(Ok(Incoming { id, sender, msg_type, msg: out.msg.clone() }));
+                        };
+                        match out.recipient {
+                            MessageDestination::AllParties => (0..n).filter(|&j| j != sender).for_each(|j| deliver(j, MessageType::Broadcast)),
+                            MessageDestination::OneParty(j) => deliver(j, MessageType::P2P),
+                        }
+                    }
+                });
+                let protocol = &protocol;
+                scope.spawn(move || protocol(i as u16, MpcParty::connected((in_rx, out_tx))))
+            })
+            .collect();
+        running.into_iter().map(|party| party.join().expect("a party's thread panicked")).collect()
+    })
+}
+
 /// Waits for a heavy session's turn, keeping (up to a running session's
 /// queue) what its peers send meanwhile; ends it if it is aborted or its
 /// deadline passes first.

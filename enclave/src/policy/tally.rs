@@ -11,10 +11,7 @@
 //! so a host can drop a tally (the session times out) but not change one.
 
 use crate::policy::ledger::{self, Entry};
-use futures::SinkExt;
-use round_based::rounds_router::simple_store::RoundInput;
-use round_based::rounds_router::RoundsRouter;
-use round_based::{Delivery, Mpc, MpcParty, Outgoing, ProtocolMessage};
+use round_based::{Mpc, ProtocolMessage};
 use serde::{Deserialize, Serialize};
 
 /// The step's one message.
@@ -53,14 +50,7 @@ pub async fn run<M>(party: M, i: u16, n: u16, mine: Vec<Entry>) -> Result<Vec<En
 where
     M: Mpc<ProtocolMessage = Msg>,
 {
-    let transport = |e: &dyn std::fmt::Display| TallyError::Transport(e.to_string());
-    let MpcParty { delivery, .. } = party.into_party();
-    let (incoming, mut outgoing) = delivery.split();
-    let mut router = RoundsRouter::<Msg>::builder();
-    let round = router.add_round(RoundInput::<Counted>::broadcast(i, n));
-    let mut router = router.listen(incoming);
-    outgoing.send(Outgoing::broadcast(Msg::Counted(Counted { entries: mine.clone() }))).await.map_err(|e| transport(&e))?;
-    let theirs = router.complete(round).await.map_err(|e| transport(&e))?;
+    let theirs = crate::broadcast::exchange(party, i, n, Counted { entries: mine.clone() }).await.map_err(|e| TallyError::Transport(e.to_string()))?;
     let mut all = mine;
     for (party, _, counted) in theirs.into_iter_indexed() {
         if counted.entries.len() > ledger::MAX_ENTRIES {

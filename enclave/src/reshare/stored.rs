@@ -12,10 +12,7 @@
 //! never from the messages; a sender is known by the index the channel
 //! authenticated.
 
-use futures::SinkExt;
-use round_based::rounds_router::simple_store::RoundInput;
-use round_based::rounds_router::RoundsRouter;
-use round_based::{Delivery, Mpc, MpcParty, Outgoing, ProtocolMessage};
+use round_based::{Mpc, ProtocolMessage};
 use serde::{Deserialize, Serialize};
 
 /// The step's one message.
@@ -61,15 +58,8 @@ where
     M: Mpc<ProtocolMessage = Msg>,
 {
     let n = joining.len() as u16;
-    let transport = |e: &dyn std::fmt::Display| AckError::Transport(e.to_string());
-    let MpcParty { delivery, .. } = party.into_party();
-    let (incoming, mut outgoing) = delivery.split();
-    let mut router = RoundsRouter::<Msg>::builder();
-    let round = router.add_round(RoundInput::<Stored>::broadcast(i, n));
-    let mut router = router.listen(incoming);
     let mine = Stored { version: joining[usize::from(i)].then_some(version) };
-    outgoing.send(Outgoing::broadcast(Msg::Stored(mine))).await.map_err(|e| transport(&e))?;
-    let acks = router.complete(round).await.map_err(|e| transport(&e))?;
+    let acks = crate::broadcast::exchange(party, i, n, mine).await.map_err(|e| AckError::Transport(e.to_string()))?;
     for (party, _, ack) in acks.into_iter_indexed() {
         match (joining[usize::from(party)], ack.version) {
             (true, Some(v)) if v == version => {}
