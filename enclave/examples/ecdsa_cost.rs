@@ -60,8 +60,9 @@ fn main() {
     let pick = |all: &[Zeroizing<Vec<u8>>]| -> Vec<Zeroizing<Vec<u8>>> { signers.iter().map(|&i| all[usize::from(i)].clone()).collect() };
     let (shares, aux) = (pick(&shares), pick(&aux));
 
-    row("full signing, 2 signers", timed(count, || ecdsa::sign_in_process(&shares, &aux, &signers, [7; 32]).expect("signs")).0);
-    row("full signing, 2 signers, a thread each", timed(count, || ecdsa::sign_threaded(&shares, &aux, &signers, [7; 32]).expect("signs")).0);
+    let sign = |threads| timed(count, || ecdsa::sign_in_process(&shares, &aux, &signers, [7; 32], threads).expect("signs")).0;
+    row("full signing, 2 signers", sign(ecdsa::Threads::One));
+    row("full signing, 2 signers, a thread each", sign(ecdsa::Threads::Each));
     let (samples, records) = timed(count, || ecdsa::presign_in_process(&shares, &aux, &signers, &[]).expect("presigns"));
     row("presignature, 2 signers", samples);
     row(

@@ -226,51 +226,46 @@ fn recovery_id(public_key: &[u8], digest: &[u8; 32], rs: &[u8]) -> Result<u8, Re
     RecoveryId::trial_recovery_from_prehash(&vk, digest, &sig).map(|id| id.to_byte()).map_err(|e| internal("recovery id", e))
 }
 
+/// How an in-process baseline runs its parties.
+#[derive(Clone, Copy)]
+pub enum Threads {
+    /// All on this thread (round-based's simulator).
+    One,
+    /// Each on a thread of its own ([`session::run_threaded`]): the
+    /// cluster's parallelism without its transport.
+    Each,
+}
+
 /// Signs `digest` with the given parties' stored shares and aux info in
-/// this one process (round-based's simulator, no network, no link): the
-/// baseline the benchmark compares the cluster against.
-/// `indexes_at_keygen` are the signers' keygen indexes, ascending, one per
-/// share.
+/// this one process (no network, no link): the baselines the benchmark
+/// compares the cluster against. `indexes_at_keygen` are the signers'
+/// keygen indexes, ascending, one per share.
 pub fn sign_in_process(
     shares: &[Zeroizing<Vec<u8>>],
     auxes: &[Zeroizing<Vec<u8>>],
     indexes_at_keygen: &[u16],
     digest: [u8; 32],
+    threads: Threads,
 ) -> Result<Vec<u8>, RequestError> {
     let shares: Vec<KeyShare<Secp256k1>> = shares.iter().zip(auxes).map(|(s, a)| complete(core_share(s)?.0, a)).collect::<Result<_, _>>()?;
-    let data = PrehashedDataToSign::from_scalar(Scalar::<Secp256k1>::from_be_bytes_mod_order(digest));
+    let data = &PrehashedDataToSign::from_scalar(Scalar::<Secp256k1>::from_be_bytes_mod_order(digest));
     let eid_bytes = rand_eid();
-    let signature = round_based::sim::run(shares.len() as u16, |i, party| {
-        let share = &shares[usize::from(i)];
-        let eid = ExecutionId::new(&eid_bytes);
-        async move { cggmp24::signing(eid, i, indexes_at_keygen, share).sign(&mut rand_core::OsRng, party, &data).await }
-    })
-    .map_err(|e| internal("simulation", e))?
-    .expect_ok()
-    .expect_eq()
+    let n = shares.len() as u16;
+    let builder = |i: u16| cggmp24::signing(ExecutionId::new(&eid_bytes), i, indexes_at_keygen, &shares[usize::from(i)]);
+    let signature = match threads {
+        Threads::One => round_based::sim::run(n, |i, party| async move { builder(i).sign(&mut rand_core::OsRng, party, data).await })
+            .map_err(|e| internal("simulation", e))?
+            .expect_ok()
+            .expect_eq(),
+        Threads::Each => session::run_threaded(n, |i, party: Party<cggmp24::signing::msg::Msg<Secp256k1, sha2::Sha256>>| {
+            futures::executor::block_on(builder(i).sign(&mut rand_core::OsRng, party, data))
+        })
+        .into_iter()
+        .next()
+        .expect("two or more parties")
+        .map_err(|e| internal("signing", e))?,
+    }
     .normalize_s();
-    let mut rs = vec![0u8; 64];
-    signature.write_to_slice(&mut rs);
-    Ok(rs)
-}
-
-/// [`sign_in_process`] with each party on its own thread
-/// ([`session::run_threaded`]): the same protocol with the cluster's
-/// parallelism and none of its transport.
-pub fn sign_threaded(
-    shares: &[Zeroizing<Vec<u8>>],
-    auxes: &[Zeroizing<Vec<u8>>],
-    indexes_at_keygen: &[u16],
-    digest: [u8; 32],
-) -> Result<Vec<u8>, RequestError> {
-    let shares: Vec<KeyShare<Secp256k1>> = shares.iter().zip(auxes).map(|(s, a)| complete(core_share(s)?.0, a)).collect::<Result<_, _>>()?;
-    let data = PrehashedDataToSign::from_scalar(Scalar::<Secp256k1>::from_be_bytes_mod_order(digest));
-    let eid_bytes = rand_eid();
-    let signatures = session::run_threaded(shares.len() as u16, |i, party: Party<cggmp24::signing::msg::Msg<Secp256k1, sha2::Sha256>>| {
-        let builder = cggmp24::signing(ExecutionId::new(&eid_bytes), i, indexes_at_keygen, &shares[usize::from(i)]);
-        futures::executor::block_on(builder.sign(&mut rand_core::OsRng, party, &data)).map_err(|e| internal("signing", e))
-    });
-    let signature = signatures.into_iter().next().expect("two or more parties")?.normalize_s();
     let mut rs = vec![0u8; 64];
     signature.write_to_slice(&mut rs);
     Ok(rs)

@@ -69,7 +69,7 @@ fn ecdsa_sign_and_verify(stored: &[Zeroizing<Vec<u8>>], aux: &[Zeroizing<Vec<u8>
     use k256::ecdsa::signature::hazmat::PrehashVerifier;
     let digest = [0x5a; 32];
     let pick = |all: &[Zeroizing<Vec<u8>>]| -> Vec<Zeroizing<Vec<u8>>> { signers.iter().map(|&i| all[usize::from(i)].clone()).collect() };
-    let rs = ecdsa::sign_in_process(&pick(stored), &pick(aux), signers, digest).unwrap();
+    let rs = ecdsa::sign_in_process(&pick(stored), &pick(aux), signers, digest, ecdsa::Threads::Each).unwrap();
     let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(public_key).unwrap();
     vk.verify_prehash(&digest, &k256::ecdsa::Signature::from_slice(&rs).unwrap()).expect("verifies under the old key");
 }

@@ -592,7 +592,9 @@ async fn in_process(cluster: &Cluster, wallet: &WalletId, scheme: Scheme, count:
             .map(|_| {
                 let t = Instant::now();
                 match scheme {
-                    Scheme::Ecdsa => conclave_enclave::ecdsa::sign_in_process(&shares, &auxes, &indexes, [7u8; 32]).map(drop),
+                    Scheme::Ecdsa => {
+                        conclave_enclave::ecdsa::sign_in_process(&shares, &auxes, &indexes, [7u8; 32], conclave_enclave::ecdsa::Threads::One).map(drop)
+                    }
                     Scheme::Eddsa => conclave_enclave::eddsa::sign_in_process(&shares, &indexes, b"bench").map(drop),
                 }
                 .expect("in-process signature");
