@@ -190,12 +190,11 @@ fn unfit_share(
     let share_commitment = |id, c: &givre::signing::round1::PublicCommitments<Curve>| c.hiding_comm + c.binding_comm * rho(id);
     let group: Point<Curve> = sorted.iter().map(|(id, c)| share_commitment(id, c)).sum();
     let challenge = Ed25519::compute_challenge(&Ed25519::normalize_point(group), &Ed25519::normalize_point(key.shared_public_key), msg);
-    let lagrange = |me: &NonZero<Scalar<Curve>>| {
-        ids.iter().filter(|x| *x != me).fold(Scalar::<Curve>::one(), |acc, x| acc * **x * (**x - **me).invert().unwrap_or(Scalar::zero()))
-    };
-    signers.iter().zip(&ids).position(|((j, c, z), id)| match key.public_shares.get(usize::from(*j)) {
-        Some(y) => Point::generator() * z.0 != share_commitment(id, c) + **y * (challenge * lagrange(id)),
-        None => true,
+    signers.iter().zip(&ids).enumerate().position(|(k, ((j, c, z), id))| {
+        match (key.public_shares.get(usize::from(*j)), generic_ec_zkp::polynomial::lagrange_coefficient_at_zero(k, &ids)) {
+            (Some(y), Some(lambda)) => Point::generator() * z.0 != share_commitment(id, c) + **y * (challenge * *lambda),
+            _ => true,
+        }
     })
 }
 

@@ -544,9 +544,9 @@ where
                 let (out_tx, mut out_rx) = fmpsc::unbounded::<Outgoing<M>>();
                 let (inboxes, ids) = (&inboxes, &ids);
                 // Forwards this party's messages until its protocol ends.
+                let sender = i as u16;
                 scope.spawn(move || {
                     while let Some(out) = futures::executor::block_on(out_rx.next()) {
-                        let sender = i as u16;
                         let deliver = |to: u16, msg_type| {
                             let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let _ = inboxes[usize::from(to)].unbounded_send(Ok(Incoming { id, sender, msg_type, msg: out.msg.clone() }));
@@ -558,7 +558,7 @@ where
                     }
                 });
                 let protocol = &protocol;
-                scope.spawn(move || protocol(i as u16, MpcParty::connected((in_rx, out_tx))))
+                scope.spawn(move || protocol(sender, MpcParty::connected((in_rx, out_tx))))
             })
             .collect();
         running.into_iter().map(|party| party.join().expect("a party's thread panicked")).collect()

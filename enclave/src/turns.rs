@@ -56,7 +56,8 @@ impl Turn {
     }
 }
 
-/// How many run and wait (for status and tests).
+/// How many run and wait (what the tests check).
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Load {
     /// Heavy sessions running.
@@ -94,6 +95,7 @@ impl Turns {
     }
 
     /// How many run and wait now.
+    #[cfg(test)]
     pub fn load(&self) -> Load {
         let state = self.state.lock().expect("turns lock");
         Load { running: state.running.len(), waiting: state.waiting.len() }
