@@ -57,4 +57,12 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 echo "setup: building"
-cargo build -q --workspace --bins
+if [ "${1:-}" = "--with-tests" ]; then
+  # tests/run.sh: the binaries and every test target in one build. The
+  # tests' dev-dependencies turn on features of the MPC crates (cggmp24's
+  # and givre's trusted dealers for resharing tests), so binaries built on
+  # their own would compile those crates and the signer a second time.
+  cargo build -q --workspace --all-targets
+else
+  cargo build -q --workspace --bins
+fi

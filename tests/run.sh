@@ -5,7 +5,7 @@
 # are checked on the way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-deploy/setup.sh
+deploy/setup.sh --with-tests
 
 echo "== trust boundary: what the host may depend on"
 tests/trust-boundary.sh

@@ -12,6 +12,7 @@ use ed25519_dalek::Signer;
 use futures::StreamExt;
 use rand_core::RngCore;
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// Publishing a request is tried this many times, 1 s apart: longer than a
 /// reconnect to another server plus a JetStream leader election.
@@ -33,6 +34,10 @@ pub struct Client {
     config: ClientConfig,
     /// Told each time a request is found waiting for approvals.
     on_pending: Option<Box<PendingHook>>,
+    /// The wallet records this client read and checked, by wallet and
+    /// scheme: [`Client::sign`] takes the key and version from here instead
+    /// of asking every host again for each signature.
+    records: std::sync::Mutex<HashMap<(WalletId, Scheme), KeygenResult>>,
 }
 
 /// What [`Client::on_pending`] calls.
@@ -109,7 +114,7 @@ impl Client {
         // Publishes are repeated on failure; a short wait per try gets past a
         // server that just died sooner than the default 5 s.
         js.set_timeout(std::time::Duration::from_millis(1500));
-        Ok(Client { nats, js, config, on_pending: None })
+        Ok(Client { nats, js, config, on_pending: None, records: Default::default() })
     }
 
     /// Calls `f` each time a request this client waits for is found
@@ -159,31 +164,37 @@ impl Client {
         // keeps one copy), so a publish that fails while the connection moves
         // to another server is simply repeated.
         let mut tries = 0;
-        loop {
+        let duplicate = loop {
             let publish = jetstream::message::PublishMessage::build().payload(payload.clone()).message_id(id.as_str());
             let acked = match self.js.send_publish(subject, publish).await {
-                Ok(ack) => ack.await.map(drop).map_err(nats_err),
+                Ok(ack) => ack.await.map_err(nats_err),
                 Err(e) => Err(nats_err(e)),
             };
             match acked {
-                Ok(()) => break,
+                Ok(ack) => break ack.duplicate,
                 Err(e) if tries + 1 >= PUBLISH_TRIES => return Err(e),
                 Err(_) => {
                     tries += 1;
                     tokio::time::sleep(PUBLISH_RETRY).await;
                 }
             }
-        }
-        // The result arrives on the subscription; a result published while
-        // this client was reconnecting is read back from the result stream,
-        // which also answers a request id that was answered before.
+        };
+        // The result arrives on the subscription, opened before the publish.
+        // The result stream is read as well when the stream already held the
+        // request (it may have been answered before), and after each quiet
+        // poll period (a result published while this client was reconnecting
+        // never reaches the subscription).
         let timeout = self.config.timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut told = None;
+        let mut look = duplicate;
         loop {
-            if let Some(stored) = self.stored_result(&id).await.ok().flatten().and_then(|r| self.final_result(r, &mut told)) {
-                return Ok(stored);
+            if look {
+                if let Some(stored) = self.stored_result(&id).await.ok().flatten().and_then(|r| self.final_result(r, &mut told)) {
+                    return Ok(stored);
+                }
             }
+            look = true;
             tokio::select! {
                 msg = results.next() => match msg {
                     Some(msg) => {
@@ -191,6 +202,9 @@ impl Client {
                         if let Some(result) = self.final_result(result, &mut told) {
                             return Ok(result);
                         }
+                        // A notice (waiting for approvals): the next result
+                        // comes on the subscription too.
+                        look = false;
                     }
                     // The subscription is gone: the stream alone tells.
                     None => tokio::time::sleep(RESULT_POLL).await,
@@ -204,7 +218,7 @@ impl Client {
     }
 
     async fn stored_result(&self, id: &RequestId) -> Result<Option<RequestResult>, ClientError> {
-        let stream = self.js.get_stream(RESULT_STREAM).await.map_err(nats_err)?;
+        let stream = self.js.get_stream_no_info(RESULT_STREAM).await.map_err(nats_err)?;
         match stream.get_last_raw_message_by_subject(&result_subject(id)).await {
             Ok(m) => RequestResult::decode(&m.payload).map(Some).map_err(|e| ClientError::BadResult(e.to_string())),
             Err(_) => Ok(None),
@@ -342,7 +356,7 @@ impl Client {
             RequestBody::Keygen(KeygenRequest { request_id: new_request_id(), wallet: wallet.clone(), scheme, threshold, committee, issued_at_ms: now_ms() });
         let (body, endorsed) = self.submit(body).await?;
         match self.config.roster.key_result(&endorsed, &body, wallet, scheme)? {
-            (Completed::Keygen(_), k) if k.committee == expected && k.threshold == threshold && k.version == 1 => Ok(k),
+            (Completed::Keygen(_), k) if k.committee == expected && k.threshold == threshold && k.version == 1 => Ok(self.remember(k)),
             (other, _) => Err(ClientError::Unauthenticated(format!("a keygen request answered with {other:?}"))),
         }
     }
@@ -392,7 +406,7 @@ impl Client {
                     && k.threshold == new_threshold
                     && k.version == record.version + 1 =>
             {
-                Ok(k)
+                Ok(self.remember(k))
             }
             (other, _) => Err(ClientError::Unauthenticated(format!("a reshare request answered with {other:?}"))),
         }
@@ -470,14 +484,27 @@ impl Client {
             }
         }
         match (best, refused, error) {
-            (Some(record), _, _) => Ok(Some(record)),
+            (Some(record), _, _) => Ok(Some(self.remember(record))),
             (None, Some(e), _) | (None, None, Some(e)) => Err(e),
-            (None, None, None) => Ok(None),
+            (None, None, None) => {
+                self.records.lock().expect("records").remove(&(wallet.clone(), scheme));
+                Ok(None)
+            }
         }
     }
 
+    /// Keeps `record` (checked) as the wallet's current one for signing.
+    fn remember(&self, record: KeygenResult) -> KeygenResult {
+        self.records.lock().expect("records").insert((record.wallet.clone(), record.scheme), record.clone());
+        record
+    }
+
     /// Signs with `wallet`'s key and verifies the signature before
-    /// returning it.
+    /// returning it. The key and its version come from the wallet's record
+    /// as this client last read it; if a reshare has moved the key to
+    /// another version since, the cluster answers `version_mismatch`, and
+    /// the record is read again and the signature asked for again under a
+    /// new request id.
     pub async fn sign(
         &self,
         wallet: &WalletId,
@@ -486,11 +513,22 @@ impl Client {
         path: Vec<u32>,
         signers: Option<Vec<NodeId>>,
     ) -> Result<SignResult, ClientError> {
-        self.sign_as(new_request_id(), wallet, scheme, payload, path, signers).await
+        let known = self.records.lock().expect("records").get(&(wallet.clone(), scheme)).cloned();
+        if let Some(record) = known {
+            match self.sign_with(&record, new_request_id(), payload.clone(), path.clone(), signers.clone()).await {
+                // The key moved on: read its record again, below.
+                Err(ClientError::Request(e)) if e.code == ErrorCode::VersionMismatch => {}
+                signed => return signed,
+            }
+        }
+        let record = self.current_record(wallet, scheme).await?;
+        self.sign_with(&record, new_request_id(), payload, path, signers).await
     }
 
     /// [`Client::sign`] under a request id the caller chose (one that
-    /// approvers are told in advance, say).
+    /// approvers are told in advance, say), with the wallet's record read
+    /// from the hosts first: a request id is answered once, so it is not
+    /// asked again.
     pub async fn sign_as(
         &self,
         request_id: RequestId,
@@ -500,12 +538,29 @@ impl Client {
         path: Vec<u32>,
         signers: Option<Vec<NodeId>>,
     ) -> Result<SignResult, ClientError> {
-        // The key and version to sign with come from the committee's
-        // signed record, checked before anything is sent.
-        let record = self
-            .wallet(wallet, scheme)
+        let record = self.current_record(wallet, scheme).await?;
+        self.sign_with(&record, request_id, payload, path, signers).await
+    }
+
+    /// The committee's signed record of `wallet`, read from the hosts now.
+    async fn current_record(&self, wallet: &WalletId, scheme: Scheme) -> Result<KeygenResult, ClientError> {
+        self.wallet(wallet, scheme)
             .await?
-            .ok_or_else(|| ClientError::Request(RequestError::new(ErrorCode::UnknownWallet, format!("no {scheme} key for wallet {wallet}"))))?;
+            .ok_or_else(|| ClientError::Request(RequestError::new(ErrorCode::UnknownWallet, format!("no {scheme} key for wallet {wallet}"))))
+    }
+
+    /// Asks for a signature with the key and version of `record`, a
+    /// record checked against the roster, and checks the result.
+    async fn sign_with(
+        &self,
+        record: &KeygenResult,
+        request_id: RequestId,
+        payload: SignPayload,
+        path: Vec<u32>,
+        signers: Option<Vec<NodeId>>,
+    ) -> Result<SignResult, ClientError> {
+        let wallet = &record.wallet;
+        let scheme = record.scheme;
         let body = RequestBody::Sign(SignRequest {
             request_id,
             wallet: wallet.clone(),
@@ -522,7 +577,7 @@ impl Client {
         if sig.wallet != *wallet || sig.scheme != scheme || sig.path != path {
             return Err(ClientError::Unauthenticated(format!("a sign request for {wallet} answered for {} at {:?}", sig.wallet, sig.path)));
         }
-        verify::check(&record, &payload, &path, &sig)?;
+        verify::check(record, &payload, &path, &sig)?;
         Ok(sig)
     }
 

@@ -194,8 +194,8 @@ pub struct EnclaveConfig {
     /// makes none, so every signature runs the full protocol.
     pub presign_pools: conclave_proto::presign::PoolSizes,
     /// Heavy sessions (ECDSA signing, presigning, aux info) this signer
-    /// runs at once; the others wait for their turn, earliest deadline
-    /// first. Default: twice the cores it has.
+    /// runs at once; the others wait for their turn, first planned first.
+    /// Default: twice the cores it has.
     pub heavy_sessions: usize,
     /// The admin quorum that sets policies (none: policies cannot be set,
     /// and every authorised request signs).

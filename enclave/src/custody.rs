@@ -88,7 +88,7 @@ impl Custody {
                     token.create_seal_key(&hsm.seal_key_label)?;
                 }
                 let sealer = TokenSealer::new(token.clone(), &hsm.seal_key_label)?;
-                let floors = Floors::Token(token.clone());
+                let floors = Floors::token(token.clone());
                 let keys = NodeKeys::load_or_create_hsm(&config.state_dir, config.node_id.clone(), token, &hsm.identity_key_label, &sealer, create)?;
                 Ok(Custody { keys, sealer: Box::new(sealer), nsm: None, floors })
             }

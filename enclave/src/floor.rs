@@ -10,9 +10,14 @@
 //! - nitro: in the enclave's memory only, so a restart forgets it: an
 //!   enclave has no storage of its own that the host cannot replace (see
 //!   SECURITY.md, "Rollback", for what still holds).
+//!
+//! This process is the one writer of its floors, so each floor is read
+//! from where it is kept once and then answered from memory: a signature
+//! checks several floors, and a token read costs a search of the token's
+//! objects. Every raise is written through before it returns.
 
 use crate::hsm::{HsmError, Token};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -32,89 +37,109 @@ pub enum FloorError {
     },
 }
 
-/// Where this signer keeps its floors.
-pub enum Floors {
+/// Where a signer keeps its floors.
+enum Kept {
     /// In the PKCS#11 token.
     Token(Arc<Token>),
     /// In a file of the state directory (dev).
-    File(PathBuf, Mutex<()>),
-    /// In memory (nitro).
-    Memory(Mutex<BTreeMap<String, u32>>),
+    File(PathBuf),
+    /// Nowhere but memory (nitro).
+    Memory,
+}
+
+/// This signer's floors: where they are kept, and those read or raised so
+/// far. The lock is held across a read or write of the kept copy, so a
+/// check and a raise ([`Floors::take`]) have nothing between them.
+pub struct Floors {
+    kept: Kept,
+    known: Mutex<HashMap<String, u32>>,
 }
 
 impl Floors {
+    /// Floors in the token.
+    pub fn token(token: Arc<Token>) -> Floors {
+        Floors::kept(Kept::Token(token))
+    }
+
     /// Floors in a dev signer's state directory.
     pub fn file(state_dir: &std::path::Path) -> Floors {
-        Floors::File(state_dir.join("version-floors.json"), Mutex::new(()))
+        Floors::kept(Kept::File(state_dir.join("version-floors.json")))
     }
 
     /// Floors in memory.
     pub fn memory() -> Floors {
-        Floors::Memory(Mutex::default())
+        Floors::kept(Kept::Memory)
+    }
+
+    fn kept(kept: Kept) -> Floors {
+        Floors { kept, known: Mutex::default() }
+    }
+
+    /// Whether the floors are forgotten when this process ends (nitro).
+    pub fn volatile(&self) -> bool {
+        matches!(self.kept, Kept::Memory)
     }
 
     /// The floor of `slot` (a slot path): 0 if never raised.
     pub fn get(&self, slot: &str) -> Result<u32, FloorError> {
-        match self {
-            Floors::Token(token) => Ok(token.floor(&label(slot))?),
-            Floors::File(path, lock) => {
-                let _guard = lock.lock().expect("floor lock");
-                Ok(read(path)?.get(slot).copied().unwrap_or(0))
-            }
-            Floors::Memory(map) => Ok(map.lock().expect("floor lock").get(slot).copied().unwrap_or(0)),
-        }
+        self.known_floor(&mut self.known.lock().expect("floor lock"), slot)
     }
 
     /// Raises the floor of `slot` to `version`; never lowers it.
     pub fn raise(&self, slot: &str, version: u32) -> Result<(), FloorError> {
-        match self {
-            Floors::Token(token) => {
-                let label = label(slot);
-                if token.floor(&label)? < version {
-                    token.set_floor(&label, version)?;
-                }
-                Ok(())
-            }
-            Floors::File(path, lock) => {
-                let _guard = lock.lock().expect("floor lock");
-                let mut all = read(path)?;
-                let floor = all.entry(slot.to_string()).or_default();
-                if *floor < version {
-                    *floor = version;
-                    let file_error = |e: std::io::Error| FloorError::File { path: path.clone(), detail: e.to_string() };
-                    let tmp = path.with_extension("tmp");
-                    std::fs::write(&tmp, serde_json::to_vec(&all).expect("floors serialise")).map_err(file_error)?;
-                    std::fs::rename(&tmp, path).map_err(file_error)?;
-                }
-                Ok(())
-            }
-            Floors::Memory(map) => {
-                let mut map = map.lock().expect("floor lock");
-                let floor = map.entry(slot.to_string()).or_default();
-                *floor = (*floor).max(version);
-                Ok(())
-            }
-        }
+        self.raise_known(&mut self.known.lock().expect("floor lock"), slot, version)
     }
-}
 
-/// Serialises [`Floors::take`]: a check and a raise that no other take
-/// may come between (one `Floors` per signer process).
-static TAKING: Mutex<()> = Mutex::new(());
-
-impl Floors {
     /// Takes version `seq` of `slot` for one use: refused (`false`) if the
     /// floor is past it already, else the floor rises past it, durably,
     /// before this returns. Two takes of one version never both succeed,
     /// whatever the host serves or however often the signer restarts
     /// (nitro: within one run; see SECURITY.md).
     pub fn take(&self, slot: &str, seq: u32) -> Result<bool, FloorError> {
-        let _serial = TAKING.lock().expect("take lock");
-        if self.get(slot)? > seq {
+        let mut known = self.known.lock().expect("floor lock");
+        if self.known_floor(&mut known, slot)? > seq {
             return Ok(false);
         }
-        self.raise(slot, seq + 1)?;
+        self.raise_known(&mut known, slot, seq + 1)?;
         Ok(true)
+    }
+
+    /// [`Floors::raise`] under the lock the caller holds.
+    fn raise_known(&self, known: &mut HashMap<String, u32>, slot: &str, version: u32) -> Result<(), FloorError> {
+        if self.known_floor(known, slot)? < version {
+            self.write(slot, version)?;
+            known.insert(slot.to_string(), version);
+        }
+        Ok(())
+    }
+
+    fn known_floor(&self, known: &mut HashMap<String, u32>, slot: &str) -> Result<u32, FloorError> {
+        if let Some(&floor) = known.get(slot) {
+            return Ok(floor);
+        }
+        let floor = match &self.kept {
+            Kept::Token(token) => token.floor(&label(slot))?,
+            Kept::File(path) => read(path)?.get(slot).copied().unwrap_or(0),
+            Kept::Memory => 0,
+        };
+        known.insert(slot.to_string(), floor);
+        Ok(floor)
+    }
+
+    /// Writes `version` as the floor of `slot` where the floors are kept.
+    fn write(&self, slot: &str, version: u32) -> Result<(), FloorError> {
+        match &self.kept {
+            Kept::Token(token) => Ok(token.set_floor(&label(slot), version)?),
+            Kept::File(path) => {
+                let mut all = read(path)?;
+                all.insert(slot.to_string(), version);
+                let file_error = |e: std::io::Error| FloorError::File { path: path.clone(), detail: e.to_string() };
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, serde_json::to_vec(&all).expect("floors serialise")).map_err(file_error)?;
+                std::fs::rename(&tmp, path).map_err(file_error)
+            }
+            Kept::Memory => Ok(()),
+        }
     }
 }
 

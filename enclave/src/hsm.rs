@@ -15,7 +15,9 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use zeroize::Zeroizing;
 
@@ -23,6 +25,8 @@ use zeroize::Zeroizing;
 const ED25519_PARAMS: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
 /// AES-GCM tag length.
 const TAG_BITS: u64 = 128;
+/// Sessions a token is opened with at most (one per core below that).
+const MAX_SESSIONS: usize = 8;
 /// A PIN longer than this is not a PIN but a misconfigured file.
 const MAX_PIN_BYTES: usize = 256;
 
@@ -177,12 +181,18 @@ impl PinSource {
     }
 }
 
-/// A logged-in session with the token. One session serves the whole
-/// process: PKCS#11 sessions are not safe to share between threads, so
-/// calls take turns (each is a fraction of a millisecond on SoftHSM2).
+/// Logged-in sessions with the token, one per core: a PKCS#11 session is
+/// not safe to share between threads, so each call takes a free one, and
+/// concurrent sessions of the signer (an Ed25519 signature here is half a
+/// millisecond of SoftHSM2's CPU) do not queue behind a single one.
 pub struct Token {
-    // Declared before the context so that it closes before C_Finalize.
-    session: Mutex<Session>,
+    // Declared before the context so that they close before C_Finalize.
+    sessions: Vec<Mutex<Session>>,
+    /// Where the next call starts looking for a free session.
+    next: AtomicUsize,
+    /// The objects holding each floor, as last found or written by this
+    /// process (its one writer), so that raising a floor needs no search.
+    floor_objects: Mutex<HashMap<String, Vec<ObjectHandle>>>,
     _context: Pkcs11,
 }
 
@@ -216,13 +226,29 @@ impl Token {
             Err(CkError::Pkcs11(RvError::PinLocked, _)) => return Err(HsmError::PinLocked { label }),
             Err(e) => return Err(pkcs11("C_Login")(e)),
         }
-        Ok(Token { session: Mutex::new(session), _context: context })
+        // Logging in once logs in every session of this process with the token.
+        let mut sessions = vec![Mutex::new(session)];
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_SESSIONS);
+        for _ in 1..cores {
+            sessions.push(Mutex::new(context.open_rw_session(slot).map_err(pkcs11("C_OpenSession"))?));
+        }
+        Ok(Token { sessions, next: AtomicUsize::new(0), floor_objects: Mutex::default(), _context: context })
     }
 
+    /// A free session, or if none is free, the next in turn once it is.
     fn session(&self) -> std::sync::MutexGuard<'_, Session> {
-        // A panic while holding the lock leaves the session usable: PKCS#11
+        // A panic while holding a lock leaves its session usable: PKCS#11
         // operations are single calls, none is left half-done.
-        self.session.lock().unwrap_or_else(|p| p.into_inner())
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.sessions.len();
+        for i in 0..n {
+            match self.sessions[(start + i) % n].try_lock() {
+                Ok(session) => return session,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        self.sessions[start % n].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn find_one(&self, kind: &'static str, template: &[Attribute]) -> Result<Option<ObjectHandle>, HsmError> {
@@ -293,20 +319,28 @@ impl Token {
     /// (If a raise was cut between writing the new value and deleting the
     /// old one, both exist: the highest counts.)
     pub fn floor(&self, label: &str) -> Result<u32, HsmError> {
-        Ok(self.floors(label)?.into_iter().map(|(_, v)| v).max().unwrap_or(0))
+        let found = self.floors(label)?;
+        let floor = found.iter().map(|(_, v)| *v).max().unwrap_or(0);
+        self.floor_objects.lock().expect("floor objects").insert(label.to_string(), found.into_iter().map(|(o, _)| o).collect());
+        Ok(floor)
     }
 
     /// Sets the version floor labelled `label` to `version` (the caller
     /// raises it only). Tokens do not let a data object's value change, so
     /// the new value is written as a new object before the old ones go.
     pub fn set_floor(&self, label: &str, version: u32) -> Result<(), HsmError> {
-        let old = self.floors(label)?;
+        let mut objects = self.floor_objects.lock().expect("floor objects");
+        let old = match objects.remove(label) {
+            Some(old) => old,
+            None => self.floors(label)?.into_iter().map(|(o, _)| o).collect(),
+        };
         let mut template = floor_template(label).to_vec();
         template.extend([Attribute::Token(true), Attribute::Private(true), Attribute::Value(version.to_be_bytes().to_vec())]);
-        self.session().create_object(&template).map_err(pkcs11("C_CreateObject"))?;
-        for (object, _) in old {
+        let new = self.session().create_object(&template).map_err(pkcs11("C_CreateObject"))?;
+        for object in old {
             self.session().destroy_object(object).map_err(pkcs11("C_DestroyObject"))?;
         }
+        objects.insert(label.to_string(), vec![new]);
         Ok(())
     }
 

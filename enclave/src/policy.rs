@@ -58,6 +58,17 @@ pub fn fresh(issued: u64, max_age: std::time::Duration, now_ms: u64) -> Result<(
     Ok(())
 }
 
+/// A plan's `planned_ms` (its place in line for the CPU) must not lie
+/// ahead of this signer's clock by more than clocks drift apart. An old one
+/// is a retry's, or a request's that waited for approvals: any host may put
+/// its sessions first in line, which only decides whose turn comes first.
+pub(crate) fn planned_in_the_past(planned_ms: u64, now_ms: u64) -> Result<(), String> {
+    if planned_ms > now_ms + MAX_SKEW_MS {
+        return Err(format!("planned {} ms in the future", planned_ms - now_ms));
+    }
+    Ok(())
+}
+
 fn check_plan(config: &EnclaveConfig, known: &HashSet<&NodeId>, body: &RequestBody, plan: &SessionPlan, now_ms: u64) -> Result<(), RequestError> {
     let bad = |reason: String| RequestError::new(ErrorCode::Malformed, format!("session plan: {reason}"));
     if plan.request_id != *body.request_id() {
@@ -87,6 +98,7 @@ fn check_plan(config: &EnclaveConfig, known: &HashSet<&NodeId>, body: &RequestBo
     if plan.round_timeout_ms < MIN_ROUND_TIMEOUT_MS || plan.round_timeout_ms > MAX_SESSION_MS {
         return Err(bad(format!("round timeout {} ms out of range", plan.round_timeout_ms)));
     }
+    planned_in_the_past(plan.planned_ms, now_ms).map_err(bad)?;
     if !plan.purpose.is_request() && !matches!(body, RequestBody::Sign(_)) {
         return Err(bad("only a sign request renews aux info or uses a presignature".into()));
     }
@@ -194,6 +206,7 @@ mod tests {
             attempt: 1,
             participants: participants.iter().map(|p| node(p)).collect(),
             deadline_ms,
+            planned_ms: deadline_ms.saturating_sub(10_000),
             round_timeout_ms: 10_000,
             purpose: Purpose::Request,
             approvals: Vec::new(),
@@ -237,6 +250,12 @@ mod tests {
         // Only a sign request renews aux info.
         let renew = SessionPlan { purpose: Purpose::RenewAux { then: vec![a.clone(), b.clone()] }, ..plan(&["a", "b"], now + 1000) };
         assert_eq!(authorise(&cfg, &known, &signed(&good, now), &renew, now).unwrap_err().code, ErrorCode::Malformed);
+        // A place in line from the future; one from long ago (a retry's) is
+        // a place like any other.
+        let ahead = SessionPlan { planned_ms: now + MAX_SKEW_MS + 1, ..plan(&["a", "b"], now + 1000) };
+        assert_eq!(authorise(&cfg, &known, &signed(&good, now), &ahead, now).unwrap_err().code, ErrorCode::Malformed);
+        let old = SessionPlan { planned_ms: 0, ..plan(&["a", "b"], now + 1000) };
+        assert!(authorise(&cfg, &known, &signed(&good, now), &old, now).is_ok());
         // Late, not malformed: the deadline passed on the way here.
         let late = authorise(&cfg, &known, &signed(&good, now), &plan(&["a", "b"], now), now).unwrap_err();
         assert_eq!(late.code, ErrorCode::Timeout, "{late}");

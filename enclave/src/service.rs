@@ -159,7 +159,7 @@ impl Enclave {
         let tampers_partials = dev && crate::fault::armed(crate::fault::Hook::PresignTamper).is_some();
         let mut run = [0u8; 16];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut run);
-        let presign_run = matches!(floors, Floors::Memory(_)).then_some(run);
+        let presign_run = floors.volatile().then_some(run);
         let heavy_sessions = config.heavy_sessions;
         Ok(Enclave {
             config,
@@ -295,7 +295,7 @@ impl Enclave {
         };
         if let Ok(completed) = &result {
             self.completed(&request_id);
-            self.audit_after(audit_event(attempt.body, &request_id, completed)).await;
+            self.audit_after(audit_event(attempt.body, &request_id, completed));
         }
         match &result {
             Ok(_) => tracing::info!(request = %request_id, %session, "session completed"),
@@ -316,13 +316,15 @@ impl Enclave {
     /// States what came of `request` and signs the statement with this
     /// node's identity key, so that no host can change what it says.
     /// The endorsement carries the head of this signer's audit trail,
-    /// signed over the request's hash.
+    /// signed over the request's hash: as committed, so through the entry
+    /// that allowed the request (the entry of its result is written in the
+    /// background, see [`Enclave::audit_after`]).
     async fn endorse(&self, request: &SignedRequest, result: Completed) -> Result<Endorsed, RequestError> {
         let statement = Statement { v: conclave_proto::PROTOCOL_VERSION, request: request.body_hash(), result };
         let statement = serde_json::to_string(&statement).expect("statements serialise");
         let signature =
             self.keys.sign(&Endorsed::signing_bytes(&statement)).map_err(|e| RequestError::new(ErrorCode::Internal, format!("cannot sign the result: {e}")))?;
-        let audit_head = Some(self.audit_head(request.body_hash()).await?);
+        let audit_head = Some(self.committed_head(request.body_hash()).await?);
         Ok(Endorsed { statement, endorsements: vec![Endorsement { node: self.keys.node_id().clone(), signature, audit_head }] })
     }
 
@@ -487,6 +489,7 @@ impl Attempt<'_> {
             parties,
             deadline: self.deadline,
             deadline_ms: self.plan.deadline_ms,
+            planned_ms: self.plan.planned_ms,
             round_timeout: Duration::from_millis(self.plan.round_timeout_ms),
         }
     }
@@ -523,6 +526,7 @@ mod tests {
             attempt,
             participants: vec![NodeId::new("node-1").unwrap()],
             deadline_ms: crate::now_ms() + 60_000,
+            planned_ms: crate::now_ms(),
             round_timeout_ms: 10_000,
             purpose: Purpose::Request,
             approvals: Vec::new(),

@@ -65,9 +65,12 @@ pub struct SessionSpec {
     pub parties: Vec<NodeId>,
     /// When the session is abandoned.
     pub deadline: Instant,
-    /// The same deadline as the plan states it (Unix ms): where a heavy
-    /// session stands in line at every party ([`crate::turns`]).
+    /// The same deadline as the plan states it (Unix ms): how long a heavy
+    /// session may wait for its turn ([`crate::turns`]).
     pub deadline_ms: u64,
+    /// When the plan says its request was first planned (Unix ms): where a
+    /// heavy session stands in line at every party.
+    pub planned_ms: u64,
     /// How long this party waits for a peer before it blames it.
     pub round_timeout: Duration,
 }
@@ -266,7 +269,7 @@ impl<'a> Seat<'a> {
     }
 
     /// This seat for a protocol whose rounds are heavy (ECDSA's Paillier
-    /// proofs): it runs when its turn comes, earliest deadline first, so
+    /// proofs): it runs when its turn comes, first planned first, so
     /// that an overloaded signer finishes sessions instead of slowing all.
     pub fn heavy(self) -> Self {
         Seat { cost: Cost::Heavy, ..self }
@@ -567,9 +570,22 @@ where
 
 /// Waits for a heavy session's turn, keeping (up to a running session's
 /// queue) what its peers send meanwhile; ends it if it is aborted or its
-/// deadline passes first.
+/// deadline passes first, and refuses it at once (`overloaded`) if the
+/// line ahead would keep it past its deadline.
 async fn wait_turn(enclave: &Arc<Enclave>, spec: &SessionSpec, inbox: &mut Inbox, held: &mut VecDeque<Opened>) -> Result<crate::turns::Turn, RequestError> {
-    let take = enclave.turns.take(crate::turns::Place { deadline_ms: spec.deadline_ms, session: spec.id });
+    let place = crate::turns::Place { planned_ms: spec.planned_ms, session: spec.id };
+    if let Err(overloaded) = enclave.turns.admit(&place, spec.deadline_ms, crate::now_ms()) {
+        return Err(RequestError::new(
+            ErrorCode::Overloaded,
+            format!(
+                "session {}: the heavy sessions queued at {} would end it about {} ms past its deadline",
+                spec.id,
+                enclave.keys.node_id(),
+                overloaded.expected_end_ms.saturating_sub(spec.deadline_ms)
+            ),
+        ));
+    }
+    let take = enclave.turns.take(place);
     tokio::pin!(take);
     let deadline = tokio::time::Instant::from_std(spec.deadline);
     loop {

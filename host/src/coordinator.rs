@@ -259,6 +259,17 @@ impl Host {
                 if !wallet.committee.contains(self.me()) {
                     return Ok(None);
                 }
+                // A request for a version a reshare replaced (a client's
+                // record was older) is refused before the signers judge it
+                // (and count it against a velocity limit); the signers would
+                // refuse it too. A newer version than the registry's is left
+                // to them: the registry may lag.
+                if s.version < wallet.version {
+                    return Err(RequestError::new(
+                        ErrorCode::VersionMismatch,
+                        format!("the request names version {} of {}, whose key is at version {}", s.version, s.wallet, wallet.version),
+                    ));
+                }
                 let t = usize::from(wallet.threshold);
                 // Named signers need no view of who is ready (nor a wait
                 // for one).
@@ -281,6 +292,7 @@ impl Host {
                     attempt: 1,
                     participants,
                     deadline_ms: now + s.timeout_ms.unwrap_or(self.config.sign_deadline.as_millis() as u64),
+                    planned_ms: now,
                     round_timeout_ms: self.config.round_timeout.as_millis() as u64,
                     purpose: Purpose::Request,
                     approvals: Vec::new(),
@@ -521,6 +533,7 @@ fn everyone(request_id: &RequestId, participants: Vec<NodeId>, now: u64) -> (Ses
         attempt: 1,
         participants,
         deadline_ms: now + KEYGEN_SESSION.as_millis() as u64,
+        planned_ms: now,
         round_timeout_ms: KEYGEN_ROUND_TIMEOUT.as_millis() as u64,
         purpose: Purpose::Request,
         approvals: Vec::new(),

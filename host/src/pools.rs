@@ -210,6 +210,7 @@ impl Host {
             seq,
             path,
             deadline_ms: now + PRESIGN_DEADLINE.as_millis() as u64,
+            planned_ms: now,
             round_timeout_ms: self.config.round_timeout.as_millis() as u64,
         };
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -80,11 +80,15 @@ pub enum ErrorCode {
     ApprovalExpired,
     /// No request of that id waits (an approval handed in for it).
     UnknownRequest,
+    /// A signer has more ECDSA work queued than it can finish before the
+    /// request's deadline: nothing ran; ask again later, or with a longer
+    /// `timeout_ms`.
+    Overloaded,
 }
 
 impl ErrorCode {
     /// Every code (metrics start each at zero).
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::Unauthorized,
         ErrorCode::Malformed,
         ErrorCode::TooLarge,
@@ -111,6 +115,7 @@ impl ErrorCode {
         ErrorCode::ApprovalRequired,
         ErrorCode::ApprovalExpired,
         ErrorCode::UnknownRequest,
+        ErrorCode::Overloaded,
     ];
 
     /// The snake_case name used on the wire.
@@ -142,6 +147,7 @@ impl ErrorCode {
             ErrorCode::ApprovalRequired => "approval_required",
             ErrorCode::ApprovalExpired => "approval_expired",
             ErrorCode::UnknownRequest => "unknown_request",
+            ErrorCode::Overloaded => "overloaded",
         }
     }
 }

@@ -276,6 +276,11 @@ pub struct SessionPlan {
     /// Unix milliseconds by which the request must end, whatever the
     /// attempt: a retry keeps the first attempt's deadline.
     pub deadline_ms: u64,
+    /// Unix milliseconds when the request was first planned; a retry keeps
+    /// it. Heavy sessions take turns at every signer in this order, first
+    /// planned first (0 in a plan stored by an older release: first).
+    #[serde(default)]
+    pub planned_ms: u64,
     /// A party that hears nothing from a peer it waits for during this long
     /// gives up on the attempt and blames that peer (`peer_unavailable`).
     pub round_timeout_ms: u64,
@@ -313,6 +318,9 @@ pub struct PresignPlan {
     pub path: Vec<u32>,
     /// Unix milliseconds by which it must be made.
     pub deadline_ms: u64,
+    /// As [`SessionPlan::planned_ms`].
+    #[serde(default)]
+    pub planned_ms: u64,
     /// As [`SessionPlan::round_timeout_ms`].
     pub round_timeout_ms: u64,
 }

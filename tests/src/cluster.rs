@@ -39,6 +39,8 @@ struct Topology {
     /// Heavy sessions each signer runs at once (`heavy_sessions`; none:
     /// the signer's default).
     heavy_sessions: Option<usize>,
+    /// The hosts' `round_timeout_ms` (none: the default, 10 s).
+    round_timeout_ms: Option<u64>,
 }
 
 impl Default for Topology {
@@ -52,6 +54,7 @@ impl Default for Topology {
             presign_pool: 0,
             presign_paths: "",
             heavy_sessions: None,
+            round_timeout_ms: None,
         }
     }
 }
@@ -141,6 +144,15 @@ impl Cluster {
         Self::start_with(mode, n, Topology { heavy_sessions: Some(limit), ..Topology::default() }).await
     }
 
+    /// [`Cluster::start_with_heavy_sessions`] with a round timeout of 30 s:
+    /// a peer gives up on a party still queued for its turn after one
+    /// round timeout (then the request fails over, docs/flows.md), and a
+    /// test machine running other tests' ECDSA sessions beside these can
+    /// hold a short queue longer than the default 10 s.
+    pub async fn start_with_long_queues(mode: Mode, n: usize, limit: usize) -> Cluster {
+        Self::start_with(mode, n, Topology { heavy_sessions: Some(limit), round_timeout_ms: Some(30_000), ..Topology::default() }).await
+    }
+
     /// Starts an `n`-node dev cluster from a state saved by
     /// [`Cluster::save_state`] (possibly by an earlier release): its
     /// roster, initiator key, dev CA and every node's signer state and
@@ -207,8 +219,9 @@ impl Cluster {
                 Some(proxy) => vec![proxy.url()],
                 None => cluster.nats_urls(),
             };
+            let round_timeout = topology.round_timeout_ms.map(|ms| format!("round_timeout_ms = {ms}\n")).unwrap_or_default();
             let extra = format!(
-                "ready_ttl_ms = {}\npresign_pool = {}\n{}{registry}\n{}",
+                "ready_ttl_ms = {}\npresign_pool = {}\n{round_timeout}{}{registry}\n{}",
                 topology.ready_ttl_ms,
                 topology.presign_pool,
                 access_lines(id.as_str()),

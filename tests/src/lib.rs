@@ -35,11 +35,15 @@ pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
 }
 
-/// Where cargo put the binaries (tests/run.sh builds them first).
+/// Where cargo put the binaries (tests/run.sh builds them first): built
+/// with the profile this program was, so that a benchmark run with
+/// `--release` measures release nodes, as deployments run them.
 pub fn bin(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
-    let path = target.join("debug").join(name);
-    assert!(path.exists(), "{} is missing: build the workspace binaries first (tests/run.sh does)", path.display());
+    let (profile, build) =
+        if cfg!(debug_assertions) { ("debug", "cargo build --workspace --bins") } else { ("release", "cargo build --release --workspace --bins") };
+    let path = target.join(profile).join(name);
+    assert!(path.exists(), "{} is missing: build the workspace binaries first ({build}; tests/run.sh does)", path.display());
     path
 }
 

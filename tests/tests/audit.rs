@@ -126,3 +126,32 @@ async fn trails_record_every_decision_and_verify_names_the_first_bad_entry() {
     assert_eq!(row["lost"], serde_json::json!([[last - 1, last - 1]]), "{out}");
     assert!(faults(&out).is_empty(), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signer_that_cannot_write_its_decision_to_the_trail_gives_no_share() {
+    use conclave_proto::request::SignPayload;
+    use conclave_proto::{ErrorCode, Scheme, WalletId};
+    let cluster = Cluster::start_in(conclave_tests::Mode::Dev, 3).await;
+    let client = cluster.client().await;
+    let w = WalletId::new("unwritten").unwrap();
+    client.keygen(&w, Scheme::Eddsa, 2, None).await.unwrap();
+    let signers = cluster.node_ids()[..2].to_vec();
+    let sign = |m: &'static [u8]| client.sign(&w, Scheme::Eddsa, SignPayload::Message(m.to_vec()), vec![], Some(signers.clone()));
+    sign(b"first").await.expect("signs while the trail can be written");
+
+    // Node-1's host can no longer store audit entries (a file where the
+    // trail's directory was): node-1 writes its decision to the trail
+    // before anything runs, that fails, and it gives no share; node-2's
+    // share alone makes no signature.
+    let trail = cluster.node_dir(1).join("store/blobs/audit");
+    let aside = trail.with_extension("aside");
+    std::fs::rename(&trail, &aside).unwrap();
+    std::fs::write(&trail, b"not a directory").unwrap();
+    let refused = sign(b"unrecorded").await.expect_err("no signature without node-1's decision in its trail");
+    assert_eq!(refused.code(), Some(ErrorCode::Storage), "{refused}");
+
+    // Once the trail can be written again, the next request signs.
+    std::fs::remove_file(&trail).unwrap();
+    std::fs::rename(&aside, &trail).unwrap();
+    sign(b"again").await.expect("signs once the trail can be written");
+}

@@ -204,18 +204,51 @@ fn a_version_floor_in_the_token_only_rises_and_outlives_the_session() {
     let pin = softhsm::create_token(dir.path(), "floors");
     std::env::set_var(softhsm::CONF_ENV, softhsm::conf(dir.path()));
     let open = || Arc::new(Token::open(&hsm_config("floors", pin.clone())).unwrap());
-    let floors = Floors::Token(open());
+    let floors = Floors::token(open());
     assert_eq!(floors.get("share/w/ecdsa").unwrap(), 0);
     floors.raise("share/w/ecdsa", 2).unwrap();
     floors.raise("share/w/ecdsa", 1).unwrap();
     assert_eq!(floors.get("share/w/ecdsa").unwrap(), 2, "never lowered");
     floors.raise("share/w/ecdsa", 3).unwrap();
     assert_eq!(floors.get("share/w/ecdsa").unwrap(), 3, "raised again");
+    assert!(floors.take("presig/w/p", 4).unwrap());
+    assert!(!floors.take("presig/w/p", 4).unwrap(), "taken once");
     drop(floors);
-    // A new session (a restarted signer) reads it back from the token.
-    let floors = Floors::Token(open());
+    // A new session (a restarted signer) reads them back from the token.
+    let floors = Floors::token(open());
     assert_eq!(floors.get("share/w/ecdsa").unwrap(), 3);
+    assert!(!floors.take("presig/w/p", 4).unwrap(), "a restart remembers a take");
     assert_eq!(floors.get("primes").unwrap(), 0, "one floor per slot");
+}
+
+#[test]
+fn threads_that_use_the_token_at_once_each_get_their_own_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let pin = softhsm::create_token(dir.path(), "busy");
+    std::env::set_var(softhsm::CONF_ENV, softhsm::conf(dir.path()));
+    let token = Token::open(&hsm_config("busy", pin)).unwrap();
+    token.create_identity_key("conclave-identity").unwrap();
+    let (key, public) = token.identity_key("conclave-identity").unwrap().unwrap();
+    let seal = token.create_seal_key("conclave-seal-1").unwrap();
+    let verifying = ed25519_dalek::VerifyingKey::from_bytes(&public).unwrap();
+    // Signatures and seals from four threads at once (the signer's sessions
+    // do that): each thread's answers are for its own messages.
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let (token, verifying) = (&token, &verifying);
+            s.spawn(move || {
+                for i in 0..40u8 {
+                    let message = [t, i];
+                    let signature = token.sign_ed25519(key, &message).unwrap();
+                    verifying.verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&signature)).expect("a signature over this thread's message");
+                    let mut iv = [0u8; 12];
+                    iv[..2].copy_from_slice(&message);
+                    let sealed = token.encrypt_gcm(seal, &iv, &message, &message).unwrap();
+                    assert_eq!(*token.decrypt_gcm(seal, &iv, &message, &sealed).unwrap(), message);
+                }
+            });
+        }
+    });
 }
 
 /// Every blob file under `dir` and the key that sealed it.

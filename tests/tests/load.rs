@@ -1,5 +1,5 @@
 //! A signer under more heavy sessions (ECDSA's Paillier rounds) than it
-//! runs at once: sessions take turns, earliest deadline first, and no two
+//! runs at once: sessions take turns, first planned first, and no two
 //! signers hold each other's sessions back. Real node processes (dev mode).
 
 use conclave_proto::request::SignPayload;
@@ -17,7 +17,7 @@ async fn total(cluster: &Cluster, sample: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_heavy_session_at_a_time_and_concurrent_requests_over_every_pair_all_sign() {
-    let cluster = Cluster::start_with_heavy_sessions(Mode::Dev, 3, 1).await;
+    let cluster = Cluster::start_with_long_queues(Mode::Dev, 3, 1).await;
     let client = cluster.client().await;
     let w = WalletId::new("busy").unwrap();
     let key = client.keygen(&w, Scheme::Ecdsa, 2, None).await.unwrap();
@@ -38,4 +38,67 @@ async fn one_heavy_session_at_a_time_and_concurrent_requests_over_every_pair_all
     }
     assert!(total(&cluster, "conclave_heavy_sessions_waited_total").await >= 1.0, "sessions waited for their turn");
     assert_eq!(total(&cluster, "conclave_failovers_total").await, failovers, "no session was given up for a peer that seemed silent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_cannot_get_a_turn_before_their_deadline_are_refused_at_once() {
+    use conclave_proto::request::{RequestBody, SignRequest};
+    use conclave_proto::result::Outcome;
+    use conclave_proto::ErrorCode;
+    let cluster = Cluster::start_with_long_queues(Mode::Dev, 3, 1).await;
+    let client = cluster.client().await;
+    let w = WalletId::new("crowded").unwrap();
+    let key = client.keygen(&w, Scheme::Ecdsa, 2, None).await.unwrap();
+    let signers = cluster.node_ids()[..2].to_vec();
+    let failovers = total(&cluster, "conclave_failovers_total").await;
+    // One signature first, so that both signers know how long a turn lasts.
+    let started = std::time::Instant::now();
+    client.sign(&w, Scheme::Ecdsa, SignPayload::Digest(vec![9; 32]), vec![], Some(signers.clone())).await.expect("signs alone");
+    let turn = started.elapsed();
+
+    // One request with a deadline far away, then ten at once, one turn at
+    // a time, each with room for about two and a half turns: the first
+    // ones run, those further back would end past their deadline and are
+    // told so when they arrive. The far deadline lets no one jump the line
+    // past the limit (as the earliest deadline first would: all eleven ran
+    // at once and none met its deadline). Ten, not fewer: how many wait
+    // ahead of a request depends on the order the signers see them in, and
+    // how long a turn lasts on a busy machine changes from turn to turn.
+    let sign = |digest: u8, timeout_ms: u64| {
+        client.sign_request(&RequestBody::Sign(SignRequest {
+            request_id: conclave_client::client::new_request_id(),
+            wallet: w.clone(),
+            scheme: Scheme::Ecdsa,
+            version: key.version,
+            payload: SignPayload::Digest(vec![digest; 32]),
+            path: vec![],
+            signers: Some(signers.clone()),
+            timeout_ms: Some(timeout_ms),
+            issued_at_ms: conclave_tests::wire::now_ms(),
+        }))
+    };
+    let patient = sign(100, 120_000);
+    let timeout_ms = (turn.as_millis() as u64 * 5 / 2).max(1);
+    let hurried: Vec<_> = (0..10u8).map(|i| sign(i + 1, timeout_ms)).collect();
+    let client = &client;
+    let timed = |r| async move {
+        let t = std::time::Instant::now();
+        let result = client.send(r).await.expect("answered");
+        (t.elapsed(), result.outcome)
+    };
+    let (patient, answered) = futures::future::join(timed(&patient), futures::future::join_all(hurried.iter().map(timed))).await;
+    assert!(matches!(patient.1, Outcome::Ok { .. }), "a request whose deadline leaves room for the queue waits its turn and signs: {patient:?}");
+    let mut refused = 0;
+    for (took, outcome) in &answered {
+        match outcome {
+            Outcome::Error { error } if error.code == ErrorCode::Overloaded => {
+                refused += 1;
+                assert!(took.as_millis() < u128::from(timeout_ms), "refused after {took:?}, not before its deadline ({timeout_ms} ms): {error}");
+            }
+            Outcome::Ok { .. } => {}
+            Outcome::Error { error } => assert_eq!(error.code, ErrorCode::Timeout, "{error}"),
+        }
+    }
+    assert!(refused >= 1, "some requests were refused as overloaded: {answered:?}");
+    assert_eq!(total(&cluster, "conclave_failovers_total").await, failovers, "a refusal is final, no other quorum is tried");
 }

@@ -15,7 +15,7 @@ fn ids(cluster: &Cluster, which: &[usize]) -> Vec<NodeId> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_of_three_moves_to_three_of_four_with_a_node_joining_and_signs_under_the_same_key() {
     let cluster = Cluster::start_in(Mode::Dev, 4).await;
-    let client = cluster.client().await;
+    let (client, other) = (cluster.client().await, cluster.client().await);
     for scheme in [Scheme::Eddsa, Scheme::Ecdsa] {
         let w = WalletId::new(format!("join-{scheme}")).unwrap();
         let old = client.keygen(&w, scheme, 2, Some(ids(&cluster, &[1, 2, 3]))).await.expect("keygen");
@@ -36,12 +36,15 @@ async fn two_of_three_moves_to_three_of_four_with_a_node_joining_and_signs_under
             issued_at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64,
         }));
 
-        let new = client.reshare(&w, scheme, 3, ids(&cluster, &[1, 2, 3, 4])).await.expect("reshare");
+        // Another client reshares: `client` still holds version 1's record.
+        let new = other.reshare(&w, scheme, 3, ids(&cluster, &[1, 2, 3, 4])).await.expect("reshare");
         assert_eq!((new.public_key.as_slice(), new.xpub.as_ref()), (old.public_key.as_slice(), old.xpub.as_ref()), "same key, same xpub");
         assert_eq!((new.version, new.threshold, new.committee.clone()), (2, 3, ids(&cluster, &[1, 2, 3, 4])));
-        assert_eq!(client.wallet(&w, scheme).await.unwrap().as_ref(), Some(&new), "the wallet record names the new version");
-        // It names version 1, which no signer holds any more: refused, so
-        // that no share a reshare replaced ever signs again.
+        assert_eq!(other.wallet(&w, scheme).await.unwrap().as_ref(), Some(&new), "the wallet record names the new version");
+        // It names version 1, which no signer holds any more: refused (by
+        // the hosts, whose registry names version 2, and by every signer's
+        // floor, which tests/hsm.rs reaches with lying hosts), so that no
+        // share a reshare replaced ever signs again.
         match client.send(&early).await.expect("the early request is answered").outcome {
             Outcome::Error { error } => {
                 assert_eq!(error.code, ErrorCode::VersionMismatch, "{error}")
@@ -49,7 +52,9 @@ async fn two_of_three_moves_to_three_of_four_with_a_node_joining_and_signs_under
             other => panic!("a request for version 1 after the reshare got {other:?}"),
         }
         // The joining node signs with two old members; the SDK verifies
-        // against the wallet record, and the derived key is the same.
+        // against the wallet record, and the derived key is the same. The
+        // client's first request names version 1 (refused), so it reads the
+        // record again and asks again.
         let after = client.sign(&w, scheme, message.clone(), path.clone(), Some(ids(&cluster, &[2, 3, 4]))).await.expect("the new committee signs");
         assert_eq!(after.version, 2);
         assert_eq!(after.public_key, before.public_key, "the same (derived) public key signs");

@@ -10,6 +10,10 @@ use super::*;
 use conclave_proto::audit::{self, AuditEvent, SignedAuditEntry, SignedAuditHead};
 use std::num::NonZeroU64;
 
+/// How long an entry recorded after the fact ([`Enclave::audit_after`])
+/// waits for another entry to be written with.
+const AFTER_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The last entry appended: its sequence number and hash.
 type Tail = Option<(NonZeroU64, [u8; 32])>;
 
@@ -34,36 +38,70 @@ impl Enclave {
     /// Appends `event` to this signer's audit trail: stored, and the floor
     /// raised, before this returns.
     pub(super) async fn audit(&self, event: AuditEvent) -> Result<(), RequestError> {
+        let written = self.queue(event);
+        self.flush().await;
+        written.await.unwrap_or_else(|_| Err(RequestError::new(ErrorCode::Internal, "the audit writer went away")))
+    }
+
+    /// Appends `event`, logging instead of failing, for entries recorded
+    /// after the decision took effect (a signature already given away): it
+    /// is queued before this returns, so that it comes before any entry
+    /// queued later, and written off the path of the result, with the next
+    /// decision's entry if one comes within [`AFTER_WINDOW`] (one store
+    /// round and one floor raise for both), else alone. A signer that dies
+    /// before writing it leaves the trail at the entry before: the decision
+    /// itself was written before it took effect.
+    pub(super) fn audit_after(self: &Arc<Self>, event: AuditEvent) {
+        let mut written = self.queue(event);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let answer = match tokio::time::timeout(AFTER_WINDOW, &mut written).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    me.flush().await;
+                    written.await
+                }
+            };
+            if let Ok(Err(e)) = answer {
+                tracing::error!(code = %e.code, reason = %e.reason, "could not append to the audit trail");
+            }
+        });
+    }
+
+    fn queue(&self, event: AuditEvent) -> tokio::sync::oneshot::Receiver<Result<(), RequestError>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.audit_log.waiting.lock().expect("audit queue").push((event, tx));
-        {
-            let mut held = self.audit_log.tail.lock().await;
-            // Empty if the writer before took this entry along.
-            let batch = std::mem::take(&mut *self.audit_log.waiting.lock().expect("audit queue"));
-            if !batch.is_empty() {
-                let last = match *held {
-                    Some(tail) => Ok(tail),
-                    None => self.audit_tail().await,
-                };
-                let (events, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                let written = match last {
-                    Ok(last) => self.append(last, events).await,
-                    Err(e) => Err(e),
-                };
-                let answer = match written {
-                    Ok(tail) => {
-                        *held = Some(tail);
-                        *self.audit_log.committed.lock().expect("audit tail") = Some(tail);
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                };
-                for waiter in waiters {
-                    let _ = waiter.send(answer.clone());
-                }
-            }
+        rx
+    }
+
+    /// Writes every queued entry (none if the writer before took them
+    /// along) and tells each waiter.
+    async fn flush(&self) {
+        let mut held = self.audit_log.tail.lock().await;
+        let batch = std::mem::take(&mut *self.audit_log.waiting.lock().expect("audit queue"));
+        if batch.is_empty() {
+            return;
         }
-        rx.await.unwrap_or_else(|_| Err(RequestError::new(ErrorCode::Internal, "the audit writer went away")))
+        let last = match *held {
+            Some(tail) => Ok(tail),
+            None => self.audit_tail().await,
+        };
+        let (events, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let written = match last {
+            Ok(last) => self.append(last, events).await,
+            Err(e) => Err(e),
+        };
+        let answer = match written {
+            Ok(tail) => {
+                *held = Some(tail);
+                *self.audit_log.committed.lock().expect("audit tail") = Some(tail);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        for waiter in waiters {
+            let _ = waiter.send(answer.clone());
+        }
     }
 
     /// Writes `events` after `last`, stored concurrently, then raises the
@@ -91,17 +129,18 @@ impl Enclave {
         Ok(tail)
     }
 
-    /// Appends `event`, logging instead of failing: for entries recorded
-    /// after the decision took effect (a signature already given away).
-    pub(super) async fn audit_after(&self, event: AuditEvent) {
-        if let Err(e) = self.audit(event).await {
-            tracing::error!(code = %e.code, reason = %e.reason, "could not append to the audit trail");
-        }
+    /// A head of this signer's trail answering `nonce`, once every entry
+    /// queued before the question is written: what an export asks.
+    pub(super) async fn audit_head(&self, nonce: [u8; 32]) -> Result<SignedAuditHead, RequestError> {
+        self.flush().await;
+        self.committed_head(nonce).await
     }
 
-    /// A head of this signer's trail answering `nonce`: the last committed
-    /// entry (read through the host the first time).
-    pub(super) async fn audit_head(&self, nonce: [u8; 32]) -> Result<SignedAuditHead, RequestError> {
+    /// A head of this signer's trail over `nonce` as last committed (read
+    /// through the host the first time), without waiting for entries
+    /// queued meanwhile: what a result's endorsement carries, after the
+    /// entry that allowed the request.
+    pub(super) async fn committed_head(&self, nonce: [u8; 32]) -> Result<SignedAuditHead, RequestError> {
         let committed = *self.audit_log.committed.lock().expect("audit tail");
         let last = match committed {
             Some(tail) => tail,

@@ -40,7 +40,7 @@ pub(super) struct Judged {
 
 impl Enclave {
     /// Answers a governance question, signed over the asker's nonce.
-    pub(super) async fn govern(&self, query: GovernQuery) -> Result<Said, RequestError> {
+    pub(super) async fn govern(self: &Arc<Self>, query: GovernQuery) -> Result<Said, RequestError> {
         let fact = match query.ask {
             GovernAsk::Policy => self.policy_fact(self.policy().await?),
             GovernAsk::SetPolicy { policy } => self.policy_fact(Some(self.set_policy(policy).await?)),
@@ -103,19 +103,19 @@ impl Enclave {
     /// Takes a new policy: signed by the admin quorum, of a version above
     /// the one held; stored through the host, then the floor raised, so no
     /// host serves the old one again. A refusal changes nothing.
-    async fn set_policy(&self, signed: SignedPolicy) -> Result<Arc<Active>, RequestError> {
+    async fn set_policy(self: &Arc<Self>, signed: SignedPolicy) -> Result<Arc<Active>, RequestError> {
         let set = self.take_policy(signed.clone()).await;
         if let Err(e) = &set {
             // Refusals of a document that parses are decisions worth a record.
             if let Ok(policy) = signed.parse() {
                 let digest = sha2::Sha256::digest(signed.document.as_bytes()).into();
-                self.audit_after(AuditEvent::PolicyRefused { version: u64::from(policy.version), digest, reason: e.code.as_str().to_string() }).await;
+                self.audit_after(AuditEvent::PolicyRefused { version: u64::from(policy.version), digest, reason: e.code.as_str().to_string() });
             }
         }
         set
     }
 
-    async fn take_policy(&self, signed: SignedPolicy) -> Result<Arc<Active>, RequestError> {
+    async fn take_policy(self: &Arc<Self>, signed: SignedPolicy) -> Result<Arc<Active>, RequestError> {
         conclave_proto::codec::check_version("signed policy", signed.v)?;
         let policy = signed.parse()?;
         let admins = self.admins_signed(&signed)?;
@@ -140,7 +140,7 @@ impl Enclave {
             digest,
             admins: admins.iter().map(|k| k.0).collect(),
         };
-        self.audit_after(changed).await;
+        self.audit_after(changed);
         let new = Arc::new(Active { signed, policy });
         *active = Some(Some(new.clone()));
         Ok(new)
@@ -213,7 +213,7 @@ impl Enclave {
                     code: e.code,
                     policy_version,
                 };
-                self.audit_after(event).await;
+                self.audit_after(event);
             }
             Err(_) => {}
         }

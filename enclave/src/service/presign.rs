@@ -33,6 +33,7 @@ impl Enclave {
         if !(policy::MIN_ROUND_TIMEOUT_MS..=policy::MAX_SESSION_MS).contains(&plan.round_timeout_ms) {
             return Err(bad("round timeout out of range".into()));
         }
+        policy::planned_in_the_past(plan.planned_ms, now).map_err(bad)?;
         let size = self.config.presign_pools.of(&plan.wallet);
         if !self.config.presign_pools.serves(&plan.wallet, &plan.path) || (plan.scheme == Scheme::Eddsa && !plan.path.is_empty()) {
             return Err(RequestError::new(ErrorCode::Unsupported, format!("this signer keeps no presignatures for {} at {:?}", plan.wallet, plan.path)));
@@ -68,6 +69,7 @@ impl Enclave {
             attempt: 1,
             participants: plan.signers.clone(),
             deadline_ms: plan.deadline_ms,
+            planned_ms: plan.planned_ms,
             round_timeout_ms: plan.round_timeout_ms,
             purpose: Purpose::Request,
             approvals: Vec::new(),

@@ -407,7 +407,7 @@ async fn bench_registry(count: usize) {
 
 /// Signing a statement (as a signer does for every result) and checking
 /// one (as a client does for every result and record).
-fn bench_statements(count: usize, token: &Token) {
+fn bench_statements(count: usize, token: &Arc<Token>) {
     use conclave_proto::link::{Mode, NodeIdentity};
     use conclave_proto::result::{Completed, KeygenResult, SignResult};
     use conclave_proto::statement::{Endorsed, Endorsement, Statement};
@@ -485,6 +485,14 @@ fn bench_statements(count: usize, token: &Token) {
                 std::hint::black_box(token.sign_ed25519(handle, &Endorsed::signing_bytes(&keygen)).expect("token signs"));
             }),
         ),
+        ("raise a version floor in the token", {
+            let floors = conclave_enclave::floor::Floors::token(token.clone());
+            let mut version = 0;
+            time(&mut || {
+                version += 1;
+                floors.raise("bench", version).expect("token raises");
+            })
+        }),
         (
             "client: check a wallet record (3 endorsements)",
             time(&mut || {
