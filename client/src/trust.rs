@@ -11,6 +11,7 @@
 use crate::ClientError;
 use conclave_proto::link::NodeIdentity;
 use conclave_proto::result::{Completed, KeygenResult, SignResult};
+use conclave_proto::run_key::NodeSignature;
 use conclave_proto::statement::{Endorsed, Statement};
 use conclave_proto::{NodeId, Scheme, WalletId};
 use sha2::Digest;
@@ -74,8 +75,8 @@ impl Roster {
     /// missing, reordered or altered (the first bad entry of each node is
     /// named). A pinned node missing from the export is a fault too.
     pub fn check_audit(&self, export: &conclave_proto::audit::AuditExport) -> Vec<Result<conclave_proto::audit::LogSummary, String>> {
-        let verify = |node: &NodeId, bytes: &[u8], signature: &[u8; 64]| {
-            self.0.get(node).is_some_and(|key| key.verify_strict(bytes, &ed25519_dalek::Signature::from_bytes(signature)).is_ok())
+        let verify = |node: &NodeId, run_key: Option<&[u8; 32]>, bytes: &[u8], signature: &[u8; 64]| {
+            self.0.get(node).is_some_and(|key| pinned(key)(run_key, bytes, signature))
         };
         let mut checked: Vec<Result<conclave_proto::audit::LogSummary, String>> =
             conclave_proto::audit::check_export(export, verify).into_iter().map(|r| r.map_err(|fault| fault.to_string())).collect();
@@ -90,8 +91,10 @@ impl Roster {
     /// What `node` said, checked: signed by its pinned key.
     pub fn saying(&self, node: &NodeId, said: &conclave_proto::govern::Said) -> Result<conclave_proto::govern::Saying, ClientError> {
         let key = self.0.get(node).ok_or_else(|| refused(format!("{node} is not in the pinned roster")))?;
-        key.verify_strict(&conclave_proto::govern::Said::signing_bytes(&said.saying), &ed25519_dalek::Signature::from_bytes(&said.signature))
-            .map_err(|_| refused(format!("{node}'s signature on its answer does not verify")))?;
+        let signed = NodeSignature { signature: said.signature, run_key: said.run_key };
+        if !signed.holds(node, &conclave_proto::govern::Said::signing_bytes(&said.saying), crate::client::now_ms(), pinned(key)) {
+            return Err(refused(format!("{node}'s signature on its answer does not verify")));
+        }
         said.parse().map_err(|e| refused(format!("{node}'s answer: {e}")))
     }
 
@@ -105,15 +108,16 @@ impl Roster {
         let mut signed = HashSet::new();
         for e in &endorsed.endorsements {
             let key = self.0.get(&e.node).ok_or_else(|| refused(format!("signed by {}, which is not in the pinned roster", e.node)))?;
-            key.verify_strict(&bytes, &ed25519_dalek::Signature::from_bytes(&e.signature))
-                .map_err(|_| refused(format!("{}'s signature does not verify", e.node)))?;
+            if !(NodeSignature { signature: e.signature, run_key: e.run_key }).holds(&e.node, &bytes, crate::client::now_ms(), pinned(key)) {
+                return Err(refused(format!("{}'s signature does not verify", e.node)));
+            }
             if !signed.insert(&e.node) {
                 return Err(refused(format!("{} signed twice", e.node)));
             }
             if let Some(head) = &e.audit_head {
-                use conclave_proto::audit::SignedAuditHead;
-                key.verify_strict(&SignedAuditHead::signing_bytes(&head.head), &ed25519_dalek::Signature::from_bytes(&head.signature))
-                    .map_err(|_| refused(format!("{}'s audit head does not verify", e.node)))?;
+                if !head.holds(&e.node, pinned(key)) {
+                    return Err(refused(format!("{}'s audit head does not verify", e.node)));
+                }
                 let parsed = head.parse().map_err(|e| refused(format!("an audit head: {e}")))?;
                 if parsed.node != e.node || parsed.nonce != statement.request {
                     return Err(refused(format!("{}'s audit head is not for this request", e.node)));
@@ -190,6 +194,18 @@ fn answers(statement: &Statement, body: &str) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// The verifier [`NodeSignature::holds`] takes, for a node whose pinned
+/// identity key is `identity`: that key, or a run key it certified.
+fn pinned(identity: &ed25519_dalek::VerifyingKey) -> impl Fn(Option<&[u8; 32]>, &[u8], &[u8; 64]) -> bool + '_ {
+    move |run_key, bytes, signature| {
+        let signature = ed25519_dalek::Signature::from_bytes(signature);
+        match run_key {
+            None => identity.verify_strict(bytes, &signature).is_ok(),
+            Some(key) => ed25519_dalek::VerifyingKey::from_bytes(key).is_ok_and(|key| key.verify_strict(bytes, &signature).is_ok()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,9 +263,45 @@ mod tests {
         let statement = serde_json::to_string(statement).unwrap();
         let endorsements = by
             .iter()
-            .map(|n| Endorsement { node: n.id.clone(), signature: n.key.sign(&Endorsed::signing_bytes(&statement)).to_bytes(), audit_head: None })
+            .map(|n| Endorsement {
+                node: n.id.clone(),
+                signature: n.key.sign(&Endorsed::signing_bytes(&statement)).to_bytes(),
+                run_key: None,
+                audit_head: None,
+            })
             .collect();
         Endorsed { statement, endorsements }
+    }
+
+    /// `endorsed`'s endorsement by `by` made again by a run key that `by`'s
+    /// identity key certified until `not_after_ms`.
+    fn by_run_key(endorsed: &mut Endorsed, by: &Node, not_after_ms: u64) {
+        let run = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
+        let key = run.verifying_key().to_bytes();
+        let signature = by.key.sign(&conclave_proto::run_key::RunKey::signing_bytes(&by.id, &key, not_after_ms)).to_bytes();
+        let e = endorsed.endorsements.iter_mut().find(|e| e.node == by.id).unwrap();
+        e.signature = run.sign(&Endorsed::signing_bytes(&endorsed.statement)).to_bytes();
+        e.run_key = Some(conclave_proto::run_key::RunKey { key, not_after_ms, signature });
+    }
+
+    #[test]
+    fn a_signature_by_a_run_key_counts_while_its_certificate_by_the_pinned_key_holds() {
+        let n = nodes(3);
+        let r = roster(&n);
+        let (w, s) = (WalletId::new("treasury").unwrap(), Scheme::Eddsa);
+        let mut good = endorse(&keygen(record(&n)), &[&n[0], &n[1], &n[2]]);
+        by_run_key(&mut good, &n[1], crate::client::now_ms() + 60_000);
+        assert_eq!(r.record(&good, &w, s).unwrap(), record(&n));
+
+        let mut expired = good.clone();
+        by_run_key(&mut expired, &n[1], crate::client::now_ms() - 2 * conclave_proto::run_key::RUN_KEY_SKEW_MS);
+        assert!(matches!(r.record(&expired, &w, s), Err(ClientError::Unauthenticated(m)) if m.contains("node-2's signature does not verify")));
+
+        // A run key certified by another node's key does not speak for node-2.
+        let mut borrowed = good.clone();
+        let impostor = Node { id: n[1].id.clone(), key: n[0].key.clone() };
+        by_run_key(&mut borrowed, &impostor, crate::client::now_ms() + 60_000);
+        assert!(matches!(r.record(&borrowed, &w, s), Err(ClientError::Unauthenticated(m)) if m.contains("node-2's signature does not verify")));
     }
 
     fn keygen(result: KeygenResult) -> Statement {
@@ -342,6 +394,7 @@ mod readme_example {
                 .map(|(n, k)| conclave_proto::statement::Endorsement {
                     node: NodeId::new(*n).unwrap(),
                     signature: ed25519_dalek::Signer::sign(k, &Endorsed::signing_bytes(&statement)).to_bytes(),
+                    run_key: None,
                     audit_head: None,
                 })
                 .collect(),

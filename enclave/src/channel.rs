@@ -9,14 +9,17 @@
 //! number seen per sender and session ([`ReplayGuard`]), which refuses
 //! replays and reorders.
 //!
-//! Plaintext: one flag byte (1 = broadcast), the sender's Ed25519 signature
-//! over [`EnvelopeHeader::broadcast_signing_bytes`] for a broadcast, then the
-//! protocol message.
+//! Plaintext: one flag byte, then for a broadcast the sender's Ed25519
+//! signature over [`EnvelopeHeader::broadcast_signing_bytes`], then the
+//! protocol message. Flags: 0 = to this recipient only; 1 = broadcast
+//! signed by the identity key (64 bytes); 2 = broadcast signed by a run key
+//! (its certificate, [`RunKey::to_bytes`], then 64 bytes).
 
 use crate::identity::{ChannelKem, IdentityError, KxPublic, NodeKeys};
 use conclave_proto::envelope::{Envelope, EnvelopeHeader};
+use conclave_proto::run_key::{NodeSignature, RunKey, RUN_KEY_BYTES};
 use conclave_proto::NodeId;
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use hpke::{aead::ChaCha20Poly1305, kdf::HkdfSha256, Deserializable, OpModeR, OpModeS, Serializable};
 use std::collections::HashMap;
 use zeroize::Zeroizing;
@@ -42,29 +45,40 @@ pub enum ChannelError {
         last: u64,
     },
     /// The broadcast flag or signature does not match.
-    #[error("broadcast from {0} is not signed by its identity key")]
+    #[error("broadcast from {0} is not signed by its identity key or a run key it certified")]
     BadBroadcast(NodeId),
 }
 
 /// Seals `message` for `recipient`. For a broadcast the sender signs the
-/// message with its identity key inside the ciphertext.
+/// message ([`NodeKeys::sign`]) inside the ciphertext.
 pub fn seal(me: &NodeKeys, header: EnvelopeHeader, recipient: &KxPublic, message: &[u8]) -> Result<Envelope, IdentityError> {
-    let mut plaintext = Zeroizing::new(Vec::with_capacity(65 + message.len()));
-    if header.broadcast {
-        plaintext.push(1);
-        plaintext.extend_from_slice(&me.sign(&header.broadcast_signing_bytes(message))?);
-    } else {
-        plaintext.push(0);
+    let mut plaintext = Zeroizing::new(Vec::with_capacity(1 + RUN_KEY_BYTES + 64 + message.len()));
+    match header.broadcast.then(|| me.sign(&header.broadcast_signing_bytes(message))).transpose()? {
+        None => plaintext.push(0),
+        Some(NodeSignature { signature, run_key: None }) => {
+            plaintext.push(1);
+            plaintext.extend_from_slice(&signature);
+        }
+        Some(NodeSignature { signature, run_key: Some(run_key) }) => {
+            plaintext.push(2);
+            plaintext.extend_from_slice(&run_key.to_bytes());
+            plaintext.extend_from_slice(&signature);
+        }
     }
     plaintext.extend_from_slice(message);
+    Ok(seal_plaintext(me, header, recipient, &plaintext))
+}
+
+/// Seals a plaintext as [`seal`] lays it out.
+fn seal_plaintext(me: &NodeKeys, header: EnvelopeHeader, recipient: &KxPublic, plaintext: &[u8]) -> Envelope {
     let (sk, pk) = me.kx_pair();
     let mode = OpModeS::<ChannelKem>::Auth((sk.clone(), pk.clone()));
     let (encapped, ciphertext) =
-        hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, ChannelKem, _>(&mode, recipient, INFO, &plaintext, &header.aad(), &mut rand_core::OsRng)
+        hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, ChannelKem, _>(&mode, recipient, INFO, plaintext, &header.aad(), &mut rand_core::OsRng)
             .expect("HPKE seal cannot fail for a valid recipient key");
     let mut sealed = encapped.to_bytes().to_vec();
     sealed.extend_from_slice(&ciphertext);
-    Ok(Envelope { header, sealed })
+    Envelope { header, sealed }
 }
 
 /// Opens an envelope addressed to `me` from a sender with keys
@@ -83,16 +97,24 @@ pub fn open(me: &NodeKeys, envelope: &Envelope, sender_kx: &KxPublic, sender_sig
         hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, ChannelKem>(&mode, sk, &encapped, INFO, ciphertext, &h.aad()).map_err(|_| unauthentic())?,
     );
     let bad = || ChannelError::BadBroadcast(h.sender.clone());
-    match (plaintext.first(), h.broadcast) {
-        (Some(0), false) => Ok(Zeroizing::new(plaintext[1..].to_vec())),
+    let (signed, rest) = match (plaintext.first(), h.broadcast) {
+        (Some(0), false) => return Ok(Zeroizing::new(plaintext[1..].to_vec())),
         (Some(1), true) if plaintext.len() >= 65 => {
-            let sig = Signature::from_bytes(plaintext[1..65].try_into().expect("64 bytes"));
-            let message = &plaintext[65..];
-            sender_sign.verify_strict(&h.broadcast_signing_bytes(message), &sig).map_err(|_| bad())?;
-            Ok(Zeroizing::new(message.to_vec()))
+            let (signature, rest) = plaintext[1..].split_at(64);
+            (NodeSignature { signature: signature.try_into().expect("64 bytes"), run_key: None }, rest)
         }
-        _ => Err(bad()),
+        (Some(2), true) if plaintext.len() >= 1 + RUN_KEY_BYTES + 64 => {
+            let (run_key, rest) = plaintext[1..].split_at(RUN_KEY_BYTES);
+            let (signature, rest) = rest.split_at(64);
+            let run_key = Some(RunKey::from_bytes(run_key.try_into().expect("a run key's length")));
+            (NodeSignature { signature: signature.try_into().expect("64 bytes"), run_key }, rest)
+        }
+        _ => return Err(bad()),
+    };
+    if !signed.holds(&h.sender, &h.broadcast_signing_bytes(rest), crate::now_ms(), crate::identity::pinned(sender_sign)) {
+        return Err(bad());
     }
+    Ok(Zeroizing::new(rest.to_vec()))
 }
 
 /// Highest sequence number seen per sender within one session.
@@ -169,6 +191,36 @@ mod tests {
         let mut forged = seal(&a, header("a", "b", false), &b_kx, b"x").unwrap();
         forged.header.sender = NodeId::new("c").unwrap();
         assert!(open(&b, &forged, &c_kx, &c_sign).is_err());
+    }
+
+    #[test]
+    fn a_broadcast_by_a_run_key_opens_only_while_the_senders_certificate_holds() {
+        use ed25519_dalek::Signer as _;
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (keys(d.path(), "a"), keys(d.path(), "b"));
+        let (a_kx, a_sign) = pubs(&a);
+        let (b_kx, _) = pubs(&b);
+        let run = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let key = run.verifying_key().to_bytes();
+        // A broadcast from `a` by the run key, certified by `certifier`.
+        let broadcast = |certifier: &NodeKeys, not_after_ms: u64| {
+            let header = header("a", "b", true);
+            let cert = certifier.sign(&RunKey::signing_bytes(&NodeId::new("a").unwrap(), &key, not_after_ms)).unwrap().signature;
+            let mut plaintext = vec![2];
+            plaintext.extend_from_slice(&RunKey { key, not_after_ms, signature: cert }.to_bytes());
+            plaintext.extend_from_slice(&run.sign(&header.broadcast_signing_bytes(b"round one")).to_bytes());
+            plaintext.extend_from_slice(b"round one");
+            seal_plaintext(&a, header, &b_kx, &plaintext)
+        };
+        let later = crate::now_ms() + 60_000;
+        assert_eq!(&**open(&b, &broadcast(&a, later), &a_kx, &a_sign).unwrap(), b"round one");
+        let bad = ChannelError::BadBroadcast(NodeId::new("a").unwrap());
+        let past = crate::now_ms() - 2 * conclave_proto::run_key::RUN_KEY_SKEW_MS;
+        assert_eq!(open(&b, &broadcast(&a, past), &a_kx, &a_sign).unwrap_err(), bad, "its certificate ended");
+        assert_eq!(open(&b, &broadcast(&b, later), &a_kx, &a_sign).unwrap_err(), bad, "certified by another node's key");
+        let mut cut = vec![2];
+        cut.extend_from_slice(&[0; RUN_KEY_BYTES]);
+        assert_eq!(open(&b, &seal_plaintext(&a, header("a", "b", true), &b_kx, &cut), &a_kx, &a_sign).unwrap_err(), bad, "too short to hold a signature");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The node's long-term identity: an Ed25519 key that signs its broadcasts
 //! and an X25519 key that peers encrypt to. Neither leaves the enclave.
+//! In hsm mode the Ed25519 key signs only a certificate of a run key that
+//! signs everything else ([`conclave_proto::run_key`] says why).
 //!
 //! Dev mode keeps both in a file; nitro mode keeps them sealed under its
 //! KMS data key in the host's store (an enclave has no disk). HSM mode keeps the Ed25519 key in the
@@ -13,12 +15,13 @@
 use crate::hsm::{HsmError, Token};
 use crate::seal::{SealContext, SealError, Sealer};
 use conclave_proto::link::{Mode, NodeIdentity};
+use conclave_proto::run_key::{NodeSignature, RunKey, RUN_KEY_LIFETIME_MS};
 use conclave_proto::NodeId;
 use ed25519_dalek::{Signer as _, SigningKey};
 use hpke::{kem::X25519HkdfSha256, Deserializable, Kem, Serializable};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// The KEM of the end-to-end channel.
@@ -68,7 +71,31 @@ pub enum IdentityError {
 /// Where the Ed25519 identity key is and how it signs.
 enum IdentityKey {
     File(SigningKey),
-    Token { token: Arc<Token>, key: cryptoki::object::ObjectHandle, public: [u8; 32] },
+    /// In the token, which certifies the run key that signs.
+    Token {
+        token: Arc<Token>,
+        key: cryptoki::object::ObjectHandle,
+        public: [u8; 32],
+        run: Mutex<Arc<RunSigner>>,
+    },
+}
+
+/// A run key and its certificate by the token's identity key.
+struct RunSigner {
+    key: SigningKey,
+    cert: RunKey,
+}
+
+impl RunSigner {
+    /// A new run key, certified by the identity key `key` in `token` for
+    /// [`RUN_KEY_LIFETIME_MS`] from now.
+    fn certify(token: &Token, key: cryptoki::object::ObjectHandle, node_id: &NodeId) -> Result<RunSigner, IdentityError> {
+        let run = SigningKey::generate(&mut rand_core::OsRng);
+        let public = run.verifying_key().to_bytes();
+        let not_after_ms = crate::now_ms() + RUN_KEY_LIFETIME_MS;
+        let signature = token.sign_ed25519(key, &RunKey::signing_bytes(node_id, &public, not_after_ms))?;
+        Ok(RunSigner { key: run, cert: RunKey { key: public, not_after_ms, signature } })
+    }
 }
 
 /// The node's secret identity keys. Not `Debug`, not `Clone`, not
@@ -172,7 +199,8 @@ impl NodeKeys {
         let kx_secret = KxSecret::from_bytes(&plaintext).map_err(|_| IdentityError::Corrupt { path: path.clone() })?;
         let kx_public = ChannelKem::sk_to_pk(&kx_secret);
         let (key, public) = identity;
-        Ok(NodeKeys { node_id, mode: Mode::Hsm, sign: IdentityKey::Token { token, key, public }, kx_secret, kx_public })
+        let run = Mutex::new(Arc::new(RunSigner::certify(&token, key, &node_id)?));
+        Ok(NodeKeys { node_id, mode: Mode::Hsm, sign: IdentityKey::Token { token, key, public, run }, kx_secret, kx_public })
     }
 
     /// This node's id.
@@ -193,16 +221,38 @@ impl NodeKeys {
         }
     }
 
-    /// Signs `bytes` with the identity key.
-    pub fn sign(&self, bytes: &[u8]) -> Result<[u8; 64], IdentityError> {
+    /// Signs `bytes` with the identity key, or in hsm mode with the run key
+    /// it certified; a run key past half its life is replaced first.
+    pub fn sign(&self, bytes: &[u8]) -> Result<NodeSignature, IdentityError> {
         match &self.sign {
-            IdentityKey::File(key) => Ok(key.sign(bytes).to_bytes()),
-            IdentityKey::Token { token, key, .. } => Ok(token.sign_ed25519(*key, bytes)?),
+            IdentityKey::File(key) => Ok(NodeSignature { signature: key.sign(bytes).to_bytes(), run_key: None }),
+            IdentityKey::Token { token, key, run, .. } => {
+                let signer = {
+                    let mut current = run.lock().expect("run key lock");
+                    if current.cert.not_after_ms < crate::now_ms() + RUN_KEY_LIFETIME_MS / 2 {
+                        *current = Arc::new(RunSigner::certify(token, *key, &self.node_id)?);
+                    }
+                    current.clone()
+                };
+                Ok(NodeSignature { signature: signer.key.sign(bytes).to_bytes(), run_key: Some(signer.cert) })
+            }
         }
     }
 
     pub(crate) fn kx_pair(&self) -> (&KxSecret, &KxPublic) {
         (&self.kx_secret, &self.kx_public)
+    }
+}
+
+/// The verifier [`NodeSignature::holds`] takes, for a node whose pinned
+/// identity key is `identity`.
+pub fn pinned(identity: &ed25519_dalek::VerifyingKey) -> impl Fn(Option<&[u8; 32]>, &[u8], &[u8; 64]) -> bool + '_ {
+    move |run_key, bytes, signature| {
+        let signature = ed25519_dalek::Signature::from_bytes(signature);
+        match run_key {
+            None => identity.verify_strict(bytes, &signature).is_ok(),
+            Some(key) => ed25519_dalek::VerifyingKey::from_bytes(key).is_ok_and(|key| key.verify_strict(bytes, &signature).is_ok()),
+        }
     }
 }
 

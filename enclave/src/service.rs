@@ -325,7 +325,10 @@ impl Enclave {
         let signature =
             self.keys.sign(&Endorsed::signing_bytes(&statement)).map_err(|e| RequestError::new(ErrorCode::Internal, format!("cannot sign the result: {e}")))?;
         let audit_head = Some(self.committed_head(request.body_hash()).await?);
-        Ok(Endorsed { statement, endorsements: vec![Endorsement { node: self.keys.node_id().clone(), signature, audit_head }] })
+        Ok(Endorsed {
+            statement,
+            endorsements: vec![Endorsement { node: self.keys.node_id().clone(), signature: signature.signature, run_key: signature.run_key, audit_head }],
+        })
     }
 
     /// Fencing: a request runs here at most one attempt at a time, in

@@ -6,14 +6,14 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(export) = AuditExport::decode(data) {
         for log in &export.nodes {
             // Every signature "verifies", so the checker reads every entry.
-            if let Err(fault) = check_log(&log.node, log, |_, _| true) {
+            if let Err(fault) = check_log(&log.node, log, |_, _, _| true) {
                 let _ = fault.to_string();
             }
             for entry in &log.entries {
                 let _ = entry.parse();
             }
         }
-        for result in check_export(&export, |_, _, _| true) {
+        for result in check_export(&export, |_, _, _, _| true) {
             let _ = result.map_err(|fault| fault.to_string());
         }
     }

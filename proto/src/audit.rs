@@ -20,6 +20,7 @@
 //! verification as a callback, and the signer signs [`SignedAuditEntry::signing_bytes`].
 
 use crate::codec::{self, DecodeError};
+use crate::run_key::NodeSignature;
 use crate::{ErrorCode, NodeId, RequestId, Scheme, WalletId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -230,10 +231,14 @@ pub enum AuditEvent {
 pub struct SignedAuditEntry {
     /// The [`AuditEntry`] as a JSON string, exactly as signed and hashed.
     pub entry: String,
-    /// The signer's Ed25519 signature, by its identity key, over
-    /// [`SignedAuditEntry::signing_bytes`].
+    /// The signer's Ed25519 signature, by its identity key or a run key,
+    /// over [`SignedAuditEntry::signing_bytes`].
     #[serde(with = "codec::hex_array")]
     pub signature: [u8; 64],
+    /// The run key that made `signature`, certified by the identity key
+    /// (hsm signers); absent: the identity key made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_key: Option<crate::run_key::RunKey>,
 }
 
 impl SignedAuditEntry {
@@ -241,6 +246,17 @@ impl SignedAuditEntry {
     /// entry string.
     pub fn signing_bytes(entry: &str) -> Vec<u8> {
         [AUDIT_SIGNING_CONTEXT, entry.as_bytes()].concat()
+    }
+
+    /// Whether it is `node`'s, signed by its identity key or by a run key
+    /// that key certified, valid when the entry says it was written (see
+    /// [`NodeSignature::holds`] for `verify`).
+    pub fn holds(&self, node: &NodeId, verify: impl Fn(Option<&[u8; 32]>, &[u8], &[u8; 64]) -> bool) -> bool {
+        let at_ms = match self.run_key {
+            Some(_) => self.parse().map_or(u64::MAX, |e| e.at_ms),
+            None => 0,
+        };
+        NodeSignature { signature: self.signature, run_key: self.run_key }.holds(node, &Self::signing_bytes(&self.entry), at_ms, verify)
     }
 
     /// Parses the entry: size, shape, version. The signature is *not*
@@ -310,10 +326,14 @@ pub fn head_for(node: &NodeId, last: Option<(NonZeroU64, [u8; 32])>, nonce: [u8;
 pub struct SignedAuditHead {
     /// The [`AuditHead`] as a JSON string, exactly as signed.
     pub head: String,
-    /// The signer's Ed25519 signature, by its identity key, over
-    /// [`SignedAuditHead::signing_bytes`].
+    /// The signer's Ed25519 signature, by its identity key or a run key,
+    /// over [`SignedAuditHead::signing_bytes`].
     #[serde(with = "codec::hex_array")]
     pub signature: [u8; 64],
+    /// The run key that made `signature`, certified by the identity key
+    /// (hsm signers); absent: the identity key made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_key: Option<crate::run_key::RunKey>,
 }
 
 impl SignedAuditHead {
@@ -321,6 +341,15 @@ impl SignedAuditHead {
     /// entries') followed by the head string.
     pub fn signing_bytes(head: &str) -> Vec<u8> {
         [AUDIT_HEAD_SIGNING_CONTEXT, head.as_bytes()].concat()
+    }
+
+    /// Whether it is `node`'s, as [`SignedAuditEntry::holds`] for an entry.
+    pub fn holds(&self, node: &NodeId, verify: impl Fn(Option<&[u8; 32]>, &[u8], &[u8; 64]) -> bool) -> bool {
+        let at_ms = match self.run_key {
+            Some(_) => self.parse().map_or(u64::MAX, |h| h.at_ms),
+            None => 0,
+        };
+        NodeSignature { signature: self.signature, run_key: self.run_key }.holds(node, &Self::signing_bytes(&self.head), at_ms, verify)
     }
 
     /// Parses the head: size, shape, version. The signature is *not*
@@ -552,13 +581,15 @@ impl FaultKind {
 
 /// Checks `node`'s log and stops at its first fault.
 ///
-/// `verify(signing_bytes, signature)` must check an Ed25519 signature by
-/// `node`'s pinned identity key (never a key the file or the host names).
+/// `verify(key, signing_bytes, signature)` must check an Ed25519 signature
+/// by `key`, or by `node`'s pinned identity key for `None` (never a key the
+/// file or the host names: the only other keys it is given are run keys
+/// that pinned key certified, [`NodeSignature::holds`]).
 /// In order, each entry: its signature; that it reads; that it names
 /// `node`; that its seq is the next (from 1); that it links to the entry
 /// before it. Then the head, if any: its signature, that it reads and names
 /// `node`, and that the log reaches it with the same hash.
-pub fn check_log(node: &NodeId, log: &NodeLog, verify: impl Fn(&[u8], &[u8; 64]) -> bool) -> Result<LogSummary, AuditFault> {
+pub fn check_log(node: &NodeId, log: &NodeLog, verify: impl Fn(Option<&[u8; 32]>, &[u8], &[u8; 64]) -> bool) -> Result<LogSummary, AuditFault> {
     let fault = |index: usize, seq: Option<u64>, kind: FaultKind| AuditFault { node: node.clone(), index, seq, kind };
     if log.node != *node {
         return Err(fault(0, None, FaultKind::Mislabelled { label: log.node.clone() }));
@@ -568,7 +599,7 @@ pub fn check_log(node: &NodeId, log: &NodeLog, verify: impl Fn(&[u8], &[u8; 64])
     // (seq, index in the file) of every entry that passed, seqs ascending.
     let mut seen: Vec<(u64, usize)> = Vec::new();
     for (index, signed) in log.entries.iter().enumerate() {
-        if !verify(&SignedAuditEntry::signing_bytes(&signed.entry), &signed.signature) {
+        if !signed.holds(node, &verify) {
             let claimed = signed.parse().ok().map(|e| e.seq.get());
             return Err(fault(index, claimed, FaultKind::BadSignature));
         }
@@ -585,10 +616,9 @@ pub fn check_log(node: &NodeId, log: &NodeLog, verify: impl Fn(&[u8], &[u8; 64])
             summary.lost.push((expected, seq - 1));
         } else if seq > expected {
             // Missing, or only moved: the next seq may come later.
-            let moved = log.entries[index + 1..].iter().any(|later| {
-                verify(&SignedAuditEntry::signing_bytes(&later.entry), &later.signature)
-                    && later.parse().is_ok_and(|e| e.node == *node && e.seq.get() == expected)
-            });
+            let moved = log.entries[index + 1..]
+                .iter()
+                .any(|later| later.holds(node, &verify) && later.parse().is_ok_and(|e| e.node == *node && e.seq.get() == expected));
             let kind = if moved { FaultKind::OutOfOrder { expected, found: seq } } else { FaultKind::Missing { expected, found: seq } };
             return Err(fault(kind));
         }
@@ -625,7 +655,7 @@ pub fn check_log(node: &NodeId, log: &NodeLog, verify: impl Fn(&[u8], &[u8; 64])
 
     if let Some(signed) = &log.head {
         let index = log.entries.len();
-        if !verify(&SignedAuditHead::signing_bytes(&signed.head), &signed.signature) {
+        if !signed.holds(node, &verify) {
             return Err(fault(index, signed.parse().ok().map(|h| h.seq), FaultKind::BadHeadSignature));
         }
         let head = signed.parse().map_err(|e| fault(index, None, FaultKind::MalformedHead(e.to_string())))?;
@@ -651,11 +681,12 @@ pub fn check_log(node: &NodeId, log: &NodeLog, verify: impl Fn(&[u8], &[u8; 64])
 }
 
 /// Checks every log of an export, each with its node's key:
-/// `verify_for(node, signing_bytes, signature)` checks a signature by
-/// `node`'s pinned key, and refuses for a node that has none. One result
+/// `verify_for(node, key, signing_bytes, signature)` checks a signature as
+/// [`check_log`]'s `verify` does for `node`, and refuses for a node that
+/// has no pinned key. One result
 /// per log, in the file's order. A node listed more than once fails at
 /// every listing.
-pub fn check_export(export: &AuditExport, verify_for: impl Fn(&NodeId, &[u8], &[u8; 64]) -> bool) -> Vec<Result<LogSummary, AuditFault>> {
+pub fn check_export(export: &AuditExport, verify_for: impl Fn(&NodeId, Option<&[u8; 32]>, &[u8], &[u8; 64]) -> bool) -> Vec<Result<LogSummary, AuditFault>> {
     let mut listings = BTreeMap::<&NodeId, usize>::new();
     for log in &export.nodes {
         *listings.entry(&log.node).or_default() += 1;
@@ -667,7 +698,7 @@ pub fn check_export(export: &AuditExport, verify_for: impl Fn(&NodeId, &[u8], &[
             if listings[&log.node] > 1 {
                 return Err(AuditFault { node: log.node.clone(), index: 0, seq: None, kind: FaultKind::ListedTwice });
             }
-            check_log(&log.node, log, |bytes, signature| verify_for(&log.node, bytes, signature))
+            check_log(&log.node, log, |key, bytes, signature| verify_for(&log.node, key, bytes, signature))
         })
         .collect()
 }
@@ -708,18 +739,22 @@ mod tests {
         sig
     }
 
-    fn verifier(key: &str) -> impl Fn(&[u8], &[u8; 64]) -> bool + '_ {
-        move |bytes, sig| fake_sign(key, bytes) == *sig
+    /// Checks fake signatures by `key`, or by a run key (its hex as the key).
+    fn verifier(key: &str) -> impl Fn(Option<&[u8; 32]>, &[u8], &[u8; 64]) -> bool + '_ {
+        move |run, bytes, sig| match run {
+            None => fake_sign(key, bytes) == *sig,
+            Some(run) => fake_sign(&hex::encode(run), bytes) == *sig,
+        }
     }
 
     fn sign_entry(key: &str, entry: String) -> SignedAuditEntry {
         let signature = fake_sign(key, &SignedAuditEntry::signing_bytes(&entry));
-        SignedAuditEntry { entry, signature }
+        SignedAuditEntry { entry, signature, run_key: None }
     }
 
     fn sign_head(key: &str, head: String) -> SignedAuditHead {
         let signature = fake_sign(key, &SignedAuditHead::signing_bytes(&head));
-        SignedAuditHead { head, signature }
+        SignedAuditHead { head, signature, run_key: None }
     }
 
     fn wallet() -> WalletId {
@@ -787,6 +822,37 @@ mod tests {
         }
         let (_, head) = head_for(&id, last, [8; 32], 1_700_000_001_000);
         NodeLog { node: id, entries, head: Some(sign_head(name, head)) }
+    }
+
+    /// `log` signed again by a run key `name`'s identity certified until
+    /// `not_after_ms`.
+    fn by_run_key(log: &mut NodeLog, not_after_ms: u64) {
+        let key = [3u8; 32];
+        let run_key = Some(crate::run_key::RunKey {
+            key,
+            not_after_ms,
+            signature: fake_sign(log.node.as_str(), &crate::run_key::RunKey::signing_bytes(&log.node, &key, not_after_ms)),
+        });
+        for e in &mut log.entries {
+            *e = SignedAuditEntry { signature: fake_sign(&hex::encode(key), &SignedAuditEntry::signing_bytes(&e.entry)), run_key, ..e.clone() };
+        }
+        let head = log.head.take().unwrap();
+        log.head = Some(SignedAuditHead { signature: fake_sign(&hex::encode(key), &SignedAuditHead::signing_bytes(&head.head)), run_key, ..head });
+    }
+
+    #[test]
+    fn entries_signed_by_a_certified_run_key_count_until_its_end() {
+        let mut log = self::log("node-2", 3);
+        by_run_key(&mut log, 1_700_000_001_000);
+        assert_eq!(check(&log).unwrap().entries, 3);
+        // Entries written after the key's end (and its skew) do not count.
+        let mut log = self::log("node-2", 3);
+        by_run_key(&mut log, 1_700_000_000_002 - crate::run_key::RUN_KEY_SKEW_MS);
+        assert_eq!(fault(&log), (2, Some(3), FaultKind::BadSignature));
+        // A run key certified by another node's identity is not node-2's.
+        let mut log = self::log("node-2", 1);
+        by_run_key(&mut log, u64::MAX);
+        assert!(check_log(&log.node, &log, verifier("node-1")).is_err());
     }
 
     fn check(log: &NodeLog) -> Result<LogSummary, AuditFault> {
@@ -952,7 +1018,7 @@ mod tests {
         log.head = Some(SignedAuditHead { signature: [0; 64], ..head.clone() });
         assert_eq!(fault(&log), (3, Some(3), FaultKind::BadHeadSignature));
         // An entry's signature does not make a head, nor a head's an entry.
-        log.head = Some(SignedAuditHead { head: head.head.clone(), signature: sign_entry("node-2", head.head.clone()).signature });
+        log.head = Some(SignedAuditHead { head: head.head.clone(), signature: sign_entry("node-2", head.head.clone()).signature, run_key: None });
         assert_eq!(fault(&log).2, FaultKind::BadHeadSignature);
         let mut swapped = self::log("node-2", 3);
         swapped.entries[1].signature = sign_head("node-2", swapped.entries[1].entry.clone()).signature;
@@ -1042,7 +1108,7 @@ mod tests {
         for (event, kind) in others.into_iter().zip(["key_created", "reshared", "policy_refused"]) {
             let (_, json) = next_entry(&node("node-1"), None, 1, event.clone());
             assert!(json.contains(&format!(r#""kind":"{kind}""#)), "{json}");
-            assert_eq!(SignedAuditEntry { entry: json, signature: [0; 64] }.parse().unwrap().event, event);
+            assert_eq!(SignedAuditEntry { entry: json, signature: [0; 64], run_key: None }.parse().unwrap().event, event);
         }
     }
 
@@ -1070,7 +1136,7 @@ mod tests {
         let export = AuditExport { v: 1, exported_at_ms: 5, nodes: vec![log("node-1", 3), log("node-2", 2)] };
         let decoded = AuditExport::decode(&export.encode()).unwrap();
         assert_eq!(decoded, export);
-        let verify_for = |node: &NodeId, bytes: &[u8], sig: &[u8; 64]| fake_sign(node.as_str(), bytes) == *sig;
+        let verify_for = |node: &NodeId, run: Option<&[u8; 32]>, bytes: &[u8], sig: &[u8; 64]| verifier(node.as_str())(run, bytes, sig);
         let results = check_export(&decoded, verify_for);
         assert_eq!(results.iter().map(|r| r.as_ref().unwrap().entries).collect::<Vec<_>>(), [3, 2]);
 

@@ -110,9 +110,13 @@ impl GovernAnswer {
 pub struct Said {
     /// The [`Saying`], exactly as signed.
     pub saying: String,
-    /// The signer's identity signature over [`Said::signing_bytes`].
+    /// The signer's signature over [`Said::signing_bytes`].
     #[serde(with = "codec::hex_array")]
     pub signature: [u8; 64],
+    /// The run key that made `signature`, certified by the identity key
+    /// (hsm signers); absent: the identity key made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_key: Option<crate::run_key::RunKey>,
 }
 
 impl Said {
@@ -187,7 +191,7 @@ mod tests {
         assert!(GovernQuery::decode(json.replacen(r#""v":1"#, r#""v":3"#, 1).as_bytes()).is_err());
 
         let saying = Saying { v: 1, node: NodeId::new("node-1").unwrap(), nonce: [2; 32], fact: Fact::Policy { admins: None, policy: None } };
-        let said = Said { saying: serde_json::to_string(&saying).unwrap(), signature: [0; 64] };
+        let said = Said { saying: serde_json::to_string(&saying).unwrap(), signature: [0; 64], run_key: None };
         assert!(said.saying.contains(r#""fact":"policy""#), "{}", said.saying);
         assert_eq!(said.parse().unwrap(), saying);
         assert!(Said::signing_bytes("{}").starts_with(b"conclave/saying/v1\n"));

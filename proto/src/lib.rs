@@ -29,6 +29,7 @@ pub mod presign;
 pub mod registry;
 pub mod request;
 pub mod result;
+pub mod run_key;
 pub mod sealed;
 pub mod statement;
 pub mod store;

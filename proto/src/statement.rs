@@ -47,7 +47,7 @@ impl Statement {
     }
 }
 
-/// One signer's Ed25519 signature, by its identity key, over
+/// One signer's Ed25519 signature, by its identity key or a run key, over
 /// [`Endorsed::signing_bytes`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endorsement {
@@ -56,6 +56,10 @@ pub struct Endorsement {
     /// The signature.
     #[serde(with = "codec::hex_array")]
     pub signature: [u8; 64],
+    /// The run key that made `signature`, certified by the identity key
+    /// (hsm signers); absent: the identity key made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_key: Option<crate::run_key::RunKey>,
     /// The head of the signer's audit trail once it recorded this request,
     /// signed over the request body's hash: how far its trail must reach.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,7 +138,7 @@ mod tests {
         assert!(matches!(big.parse(), Err(DecodeError::TooLarge { .. })));
         let crowded = Endorsed {
             statement: e.statement.clone(),
-            endorsements: vec![Endorsement { node: NodeId::new("a").unwrap(), signature: [0; 64], audit_head: None }; MAX_ENDORSEMENTS + 1],
+            endorsements: vec![Endorsement { node: NodeId::new("a").unwrap(), signature: [0; 64], run_key: None, audit_head: None }; MAX_ENDORSEMENTS + 1],
         };
         assert!(matches!(crowded.parse(), Err(DecodeError::TooLarge { .. })));
     }

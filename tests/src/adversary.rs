@@ -47,7 +47,10 @@ impl Adversary {
     fn endorse(&self, statement: Statement, as_nodes: &[NodeId]) -> Endorsed {
         let statement = serde_json::to_string(&statement).expect("serialises");
         let signature = self.key.sign(&Endorsed::signing_bytes(&statement)).to_bytes();
-        Endorsed { statement, endorsements: as_nodes.iter().map(|node| Endorsement { node: node.clone(), signature, audit_head: None }).collect() }
+        Endorsed {
+            statement,
+            endorsements: as_nodes.iter().map(|node| Endorsement { node: node.clone(), signature, run_key: None, audit_head: None }).collect(),
+        }
     }
 
     /// Answers the next keygen request it sees with a forged result, before

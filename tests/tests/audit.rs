@@ -103,6 +103,14 @@ async fn trails_record_every_decision_and_verify_names_the_first_bad_entry() {
     let reordered = tampered("reordered.json", &|e| e.nodes[busiest].entries.swap(1, 2));
     assert!(reordered.contains(&node.to_string()) && reordered.contains("reordered"), "{reordered}");
 
+    // hsm signers sign their trails with run keys their tokens certified;
+    // an entry signed by another node's run key, under its certificate, is
+    // refused at the certificate, before anything in it is read.
+    assert!(export.nodes.iter().all(|n| n.entries.iter().all(|e| e.run_key.is_some()) && n.head.as_ref().is_some_and(|h| h.run_key.is_some())));
+    let other = (busiest + 1) % export.nodes.len();
+    let borrowed = tampered("borrowed.json", &|e| e.nodes[busiest].entries[1] = e.nodes[other].entries[1].clone());
+    assert!(borrowed.contains(&format!("entry 2 (seq 2) of {node}: the signature does not verify")), "{borrowed}");
+
     // A host that cuts its node's trail short is caught by the signer's
     // fresh head.
     let host_copy = cluster.node_dir(busiest + 1).join("store/blobs/audit");

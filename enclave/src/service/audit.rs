@@ -117,7 +117,7 @@ impl Enclave {
                 .sign(&SignedAuditEntry::signing_bytes(&text))
                 .map_err(|e| RequestError::new(ErrorCode::Internal, format!("cannot sign an audit entry: {e}")))?;
             tail = Some((entry.seq, audit::entry_hash(&text)));
-            let signed = SignedAuditEntry { entry: text, signature };
+            let signed = SignedAuditEntry { entry: text, signature: signature.signature, run_key: signature.run_key };
             blobs.push(StoredBlob { version, sealed: serde_json::to_vec(&signed).expect("entries serialise") });
         }
         let Some((last_seq, _)) = tail else { return Ok(tail) };
@@ -160,7 +160,7 @@ impl Enclave {
             .keys
             .sign(&SignedAuditHead::signing_bytes(&text))
             .map_err(|e| RequestError::new(ErrorCode::Internal, format!("cannot sign an audit head: {e}")))?;
-        Ok(SignedAuditHead { head: text, signature })
+        Ok(SignedAuditHead { head: text, signature: signature.signature, run_key: signature.run_key })
     }
 
     /// The last entry as the host serves it: this signer's own, signed. If
@@ -191,8 +191,9 @@ impl Enclave {
         let signed: SignedAuditEntry = serde_json::from_slice(&blob.sealed).map_err(|e| bad(format!("entry {} does not decode: {e}", blob.version)))?;
         let mine = self.keys.identity().sign_key;
         let key = ed25519_dalek::VerifyingKey::from_bytes(&mine).map_err(|_| bad("this signer's key".into()))?;
-        key.verify_strict(&SignedAuditEntry::signing_bytes(&signed.entry), &ed25519_dalek::Signature::from_bytes(&signed.signature))
-            .map_err(|_| bad(format!("entry {} is not signed by this signer", blob.version)))?;
+        if !signed.holds(self.keys.node_id(), crate::identity::pinned(&key)) {
+            return Err(bad(format!("entry {} is not signed by this signer", blob.version)));
+        }
         let entry = signed.parse().map_err(|e| bad(e.to_string()))?;
         if entry.node != *self.keys.node_id() || entry.seq.get() != u64::from(blob.version) {
             return Err(bad(format!("the entry stored as {} is entry {} of {}", blob.version, entry.seq, entry.node)));

@@ -52,7 +52,7 @@ impl Enclave {
         let saying = serde_json::to_string(&saying).expect("sayings serialise");
         let signature =
             self.keys.sign(&Said::signing_bytes(&saying)).map_err(|e| RequestError::new(ErrorCode::Internal, format!("cannot sign the answer: {e}")))?;
-        Ok(Said { saying, signature })
+        Ok(Said { saying, signature: signature.signature, run_key: signature.run_key })
     }
 
     fn policy_fact(&self, active: Option<Arc<Active>>) -> Fact {

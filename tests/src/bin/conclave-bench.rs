@@ -448,7 +448,12 @@ fn bench_statements(count: usize, token: &Arc<Token>) {
         statement: statement.to_string(),
         endorsements: by
             .iter()
-            .map(|&i| Endorsement { node: nodes[i].clone(), signature: keys[i].sign(&Endorsed::signing_bytes(statement)).to_bytes(), audit_head: None })
+            .map(|&i| Endorsement {
+                node: nodes[i].clone(),
+                signature: keys[i].sign(&Endorsed::signing_bytes(statement)).to_bytes(),
+                run_key: None,
+                audit_head: None,
+            })
             .collect(),
     };
     let roster = conclave_client::Roster::new(
@@ -460,6 +465,16 @@ fn bench_statements(count: usize, token: &Arc<Token>) {
     )
     .expect("roster");
     let (record_endorsed, sign_endorsed) = (endorse(&keygen, &[0, 1, 2]), endorse(&sign, &[0]));
+    // As an hsm signer endorses: by a run key its identity key certified.
+    let run = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let run_key = {
+        use conclave_proto::run_key::RunKey;
+        let (key, not_after_ms) = (run.verifying_key().to_bytes(), u64::MAX / 2);
+        RunKey { key, not_after_ms, signature: keys[0].sign(&RunKey::signing_bytes(&nodes[0], &key, not_after_ms)).to_bytes() }
+    };
+    let mut by_run_key = sign_endorsed.clone();
+    by_run_key.endorsements[0].signature = run.sign(&Endorsed::signing_bytes(&sign)).to_bytes();
+    by_run_key.endorsements[0].run_key = Some(run_key);
     let time = |f: &mut dyn FnMut()| {
         let mut times = Vec::with_capacity(count);
         for _ in 0..count {
@@ -470,11 +485,11 @@ fn bench_statements(count: usize, token: &Arc<Token>) {
         Stats::of(times)
     };
     println!("signed results, {count} operations each");
-    println!("{:<52} {:>9} {:>9}", "what", "p50 µs", "p99 µs");
+    println!("{:<60} {:>9} {:>9}", "what", "p50 µs", "p99 µs");
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let rows: Vec<(&str, Stats)> = vec![
         (
-            "sign a statement, dev identity key",
+            "sign a statement, key in memory (dev, nitro; hsm run key)",
             time(&mut || {
                 std::hint::black_box(keys[0].sign(&Endorsed::signing_bytes(&keygen)));
             }),
@@ -505,9 +520,15 @@ fn bench_statements(count: usize, token: &Arc<Token>) {
                 std::hint::black_box(roster.sign_result(&sign_endorsed, body).expect("checks"));
             }),
         ),
+        (
+            "client: check a signature result by a run key",
+            time(&mut || {
+                std::hint::black_box(roster.sign_result(&by_run_key, body).expect("checks"));
+            }),
+        ),
     ];
     for (what, s) in rows {
-        println!("{what:<52} {:>9.0} {:>9.0}", us(s.p50), us(s.p99));
+        println!("{what:<60} {:>9.0} {:>9.0}", us(s.p50), us(s.p99));
     }
     println!();
 }
