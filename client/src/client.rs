@@ -34,10 +34,40 @@ pub struct Client {
     config: ClientConfig,
     /// Told each time a request is found waiting for approvals.
     on_pending: Option<Box<PendingHook>>,
-    /// The wallet records this client read and checked, by wallet and
-    /// scheme: [`Client::sign`] takes the key and version from here instead
-    /// of asking every host again for each signature.
-    records: std::sync::Mutex<HashMap<(WalletId, Scheme), KeygenResult>>,
+    /// The wallet records this client read and checked: [`Client::sign`]
+    /// takes the key and version from here instead of asking every host
+    /// again for each signature.
+    records: Records,
+}
+
+/// Most wallet records a client keeps ([`Records`]).
+const MAX_RECORDS: usize = 4096;
+
+/// Checked wallet records by wallet and scheme, at most [`MAX_RECORDS`]: a
+/// client that signs for more wallets than that drops one to keep another
+/// and reads the dropped one again when it next signs with it.
+#[derive(Default)]
+struct Records(std::sync::Mutex<HashMap<(WalletId, Scheme), KeygenResult>>);
+
+impl Records {
+    fn get(&self, wallet: &WalletId, scheme: Scheme) -> Option<KeygenResult> {
+        self.0.lock().expect("records").get(&(wallet.clone(), scheme)).cloned()
+    }
+
+    fn keep(&self, record: &KeygenResult) {
+        let mut records = self.0.lock().expect("records");
+        let key = (record.wallet.clone(), record.scheme);
+        if records.len() >= MAX_RECORDS && !records.contains_key(&key) {
+            if let Some(dropped) = records.keys().next().cloned() {
+                records.remove(&dropped);
+            }
+        }
+        records.insert(key, record.clone());
+    }
+
+    fn forget(&self, wallet: &WalletId, scheme: Scheme) {
+        self.0.lock().expect("records").remove(&(wallet.clone(), scheme));
+    }
 }
 
 /// What [`Client::on_pending`] calls.
@@ -487,7 +517,7 @@ impl Client {
             (Some(record), _, _) => Ok(Some(self.remember(record))),
             (None, Some(e), _) | (None, None, Some(e)) => Err(e),
             (None, None, None) => {
-                self.records.lock().expect("records").remove(&(wallet.clone(), scheme));
+                self.records.forget(wallet, scheme);
                 Ok(None)
             }
         }
@@ -495,7 +525,7 @@ impl Client {
 
     /// Keeps `record` (checked) as the wallet's current one for signing.
     fn remember(&self, record: KeygenResult) -> KeygenResult {
-        self.records.lock().expect("records").insert((record.wallet.clone(), record.scheme), record.clone());
+        self.records.keep(&record);
         record
     }
 
@@ -513,7 +543,7 @@ impl Client {
         path: Vec<u32>,
         signers: Option<Vec<NodeId>>,
     ) -> Result<SignResult, ClientError> {
-        let known = self.records.lock().expect("records").get(&(wallet.clone(), scheme)).cloned();
+        let known = self.records.get(wallet, scheme);
         if let Some(record) = known {
             match self.sign_with(&record, new_request_id(), payload.clone(), path.clone(), signers.clone()).await {
                 // The key moved on: read its record again, below.
@@ -603,5 +633,38 @@ impl Client {
             .collect();
         let ready = nodes.iter().filter(|n| n.ready).count();
         Ok(Status { total: nodes.len(), ready, nodes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: usize, version: u32) -> KeygenResult {
+        KeygenResult {
+            wallet: WalletId::new(format!("w-{i}")).unwrap(),
+            scheme: Scheme::Eddsa,
+            public_key: vec![7; 32],
+            xpub: None,
+            version,
+            threshold: 2,
+            committee: vec![NodeId::new("node-1").unwrap(), NodeId::new("node-2").unwrap()],
+        }
+    }
+
+    #[test]
+    fn the_record_cache_is_bounded_and_keeps_the_newest() {
+        let records = Records::default();
+        for i in 0..=MAX_RECORDS {
+            records.keep(&record(i, 1));
+        }
+        assert_eq!(records.0.lock().unwrap().len(), MAX_RECORDS);
+        assert!(records.get(&record(MAX_RECORDS, 1).wallet, Scheme::Eddsa).is_some(), "the newest is kept");
+        // A wallet already kept is replaced, nothing else dropped.
+        records.keep(&record(MAX_RECORDS, 2));
+        assert_eq!(records.0.lock().unwrap().len(), MAX_RECORDS);
+        assert_eq!(records.get(&record(MAX_RECORDS, 1).wallet, Scheme::Eddsa).unwrap().version, 2);
+        records.forget(&record(MAX_RECORDS, 1).wallet, Scheme::Eddsa);
+        assert!(records.get(&record(MAX_RECORDS, 1).wallet, Scheme::Eddsa).is_none());
     }
 }
