@@ -4,7 +4,8 @@
 //! used); a floor held where the host cannot roll it back makes that a
 //! refusal instead of a second use.
 //!
-//! - hsm: a private data object per slot in the PKCS#11 token.
+//! - hsm: private data objects in the PKCS#11 token (two copies per slot,
+//!   the version in their label: [`crate::hsm::Token::set_floor`]).
 //! - dev: a file in the signer's state directory (dev mode trusts its
 //!   disk; it is insecure by design).
 //! - nitro: in the enclave's memory only, so a restart forgets it: an
@@ -118,7 +119,7 @@ impl Floors {
             return Ok(floor);
         }
         let floor = match &self.kept {
-            Kept::Token(token) => token.floor(&label(slot))?,
+            Kept::Token(token) => token.floor(&name(slot))?,
             Kept::File(path) => read(path)?.get(slot).copied().unwrap_or(0),
             Kept::Memory => 0,
         };
@@ -129,7 +130,7 @@ impl Floors {
     /// Writes `version` as the floor of `slot` where the floors are kept.
     fn write(&self, slot: &str, version: u32) -> Result<(), FloorError> {
         match &self.kept {
-            Kept::Token(token) => Ok(token.set_floor(&label(slot), version)?),
+            Kept::Token(token) => Ok(token.set_floor(&name(slot), version)?),
             Kept::File(path) => {
                 let mut all = read(path)?;
                 all.insert(slot.to_string(), version);
@@ -143,9 +144,9 @@ impl Floors {
     }
 }
 
-/// Token object labels: slot paths are at most a few hundred bytes of
-/// `[A-Za-z0-9_/-]`.
-fn label(slot: &str) -> String {
+/// A floor's name in the token: slot paths are at most a few hundred bytes
+/// of `[A-Za-z0-9_/-]`.
+fn name(slot: &str) -> String {
     format!("conclave-floor:{slot}")
 }
 

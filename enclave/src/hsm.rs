@@ -27,6 +27,8 @@ const ED25519_PARAMS: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
 const TAG_BITS: u64 = 128;
 /// Sessions a token is opened with at most (one per core below that).
 const MAX_SESSIONS: usize = 8;
+/// Copies of each version floor (see [`Token::set_floor`]).
+const FLOOR_COPIES: usize = 2;
 /// A PIN longer than this is not a PIN but a misconfigured file.
 const MAX_PIN_BYTES: usize = 256;
 
@@ -91,7 +93,7 @@ pub enum HsmError {
     #[error("the PIN from {0} is empty or longer than 256 bytes")]
     PinShape(String),
     /// A version floor object holds something else.
-    #[error("the token's version floor {label:?} does not hold a 4-byte version")]
+    #[error("the token's version floor {label:?} does not hold a version")]
     BadFloor {
         /// Its label.
         label: String,
@@ -181,6 +183,22 @@ impl PinSource {
     }
 }
 
+/// The objects of one version floor in the token.
+struct FloorObjects {
+    /// Its copies (at most [`FLOOR_COPIES`]) and the version each holds.
+    copies: Vec<(ObjectHandle, u32)>,
+    /// Objects of the earlier layout, and the highest version among them.
+    legacy: Vec<ObjectHandle>,
+    legacy_value: Option<u32>,
+}
+
+impl FloorObjects {
+    /// The floor: the highest version any of its objects holds.
+    fn value(&self) -> u32 {
+        self.copies.iter().map(|(_, v)| *v).chain(self.legacy_value).max().unwrap_or(0)
+    }
+}
+
 /// Logged-in sessions with the token, one per core: a PKCS#11 session is
 /// not safe to share between threads, so each call takes a free one, and
 /// concurrent sessions of the signer (an Ed25519 signature here is half a
@@ -192,7 +210,7 @@ pub struct Token {
     next: AtomicUsize,
     /// The objects holding each floor, as last found or written by this
     /// process (its one writer), so that raising a floor needs no search.
-    floor_objects: Mutex<HashMap<String, Vec<ObjectHandle>>>,
+    floor_objects: Mutex<HashMap<String, FloorObjects>>,
     _context: Pkcs11,
 }
 
@@ -314,51 +332,84 @@ impl Token {
         Ok(Some((private, point)))
     }
 
-    /// The value of the version floor labelled `label` (0 if none): a
-    /// private data object in the token, which the host cannot roll back.
-    /// (If a raise was cut between writing the new value and deleting the
-    /// old one, both exist: the highest counts.)
-    pub fn floor(&self, label: &str) -> Result<u32, HsmError> {
-        let found = self.floors(label)?;
-        let floor = found.iter().map(|(_, v)| *v).max().unwrap_or(0);
-        self.floor_objects.lock().expect("floor objects").insert(label.to_string(), found.into_iter().map(|(o, _)| o).collect());
+    /// The value of the version floor named `name` (0 if none): private
+    /// data objects in the token, which the host cannot roll back.
+    pub fn floor(&self, name: &str) -> Result<u32, HsmError> {
+        let found = self.floor_copies(name)?;
+        let floor = found.value();
+        self.floor_objects.lock().expect("floor objects").insert(name.to_string(), found);
         Ok(floor)
     }
 
-    /// Sets the version floor labelled `label` to `version` (the caller
-    /// raises it only). Tokens do not let a data object's value change, so
-    /// the new value is written as a new object before the old ones go.
-    pub fn set_floor(&self, label: &str, version: u32) -> Result<(), HsmError> {
+    /// Sets the version floor named `name` to `version` (the caller raises
+    /// it only), durably before this returns.
+    ///
+    /// A token lets an application change a storage object's label
+    /// (PKCS#11 v2.40, CKA_LABEL is modifiable) but not a data object's
+    /// value, so the version is the label: changing it is one rewrite of
+    /// one object (SoftHSM2: ~0.5 ms) where writing a new object and
+    /// destroying the old one touches the token's object list (~5 ms). A
+    /// rewrite cut by a crash can lose the object it rewrites (SoftHSM2
+    /// skips an object file it cannot read), so a floor has two copies and
+    /// a raise rewrites the lower one: the other still holds the floor
+    /// before the raise, and nothing was done under the raised floor
+    /// before the raise returned.
+    pub fn set_floor(&self, name: &str, version: u32) -> Result<(), HsmError> {
         let mut objects = self.floor_objects.lock().expect("floor objects");
-        let old = match objects.remove(label) {
-            Some(old) => old,
-            None => self.floors(label)?.into_iter().map(|(o, _)| o).collect(),
+        let mut floor = match objects.remove(name) {
+            Some(known) => known,
+            None => self.floor_copies(name)?,
         };
-        let mut template = floor_template(label).to_vec();
-        template.extend([Attribute::Token(true), Attribute::Private(true), Attribute::Value(version.to_be_bytes().to_vec())]);
-        let new = self.session().create_object(&template).map_err(pkcs11("C_CreateObject"))?;
-        for object in old {
+        let label = version.to_string().into_bytes();
+        let full = floor.copies.len() >= FLOOR_COPIES;
+        match floor.copies.iter_mut().min_by_key(|(_, v)| *v).filter(|_| full) {
+            Some((object, value)) => {
+                self.session().update_attributes(*object, &[Attribute::Label(label)]).map_err(pkcs11("C_SetAttributeValue"))?;
+                *value = version;
+            }
+            None => {
+                let mut template = floor_template(name).to_vec();
+                template.extend([Attribute::Token(true), Attribute::Private(true), Attribute::Label(label)]);
+                let object = self.session().create_object(&template).map_err(pkcs11("C_CreateObject"))?;
+                floor.copies.push((object, version));
+            }
+        }
+        // Objects of the earlier layout go once the floor is held in the new.
+        for object in std::mem::take(&mut floor.legacy) {
             self.session().destroy_object(object).map_err(pkcs11("C_DestroyObject"))?;
         }
-        objects.insert(label.to_string(), vec![new]);
+        floor.legacy_value = None;
+        objects.insert(name.to_string(), floor);
         Ok(())
     }
 
-    fn floors(&self, label: &str) -> Result<Vec<(ObjectHandle, u32)>, HsmError> {
-        let objects = self.session().find_objects(&floor_template(label)).map_err(pkcs11("C_FindObjects"))?;
-        let mut floors = Vec::with_capacity(objects.len());
-        for object in objects {
-            let attrs = self.session().get_attributes(object, &[AttributeType::Value]).map_err(pkcs11("C_GetAttributeValue"))?;
-            let value = attrs
-                .into_iter()
-                .find_map(|a| match a {
-                    Attribute::Value(v) => v.try_into().ok().map(u32::from_be_bytes),
-                    _ => None,
-                })
-                .ok_or_else(|| HsmError::BadFloor { label: label.to_string() })?;
-            floors.push((object, value));
-        }
-        Ok(floors)
+    /// The objects of the floor named `name`, searched for in the token.
+    fn floor_copies(&self, name: &str) -> Result<FloorObjects, HsmError> {
+        let bad = || HsmError::BadFloor { label: name.to_string() };
+        let read = |template: &[Attribute], attribute: AttributeType, parse: fn(Vec<u8>) -> Option<u32>| -> Result<Vec<(ObjectHandle, u32)>, HsmError> {
+            let session = self.session();
+            let objects = session.find_objects(template).map_err(pkcs11("C_FindObjects"))?;
+            let mut found = Vec::with_capacity(objects.len());
+            for object in objects {
+                let attrs = session.get_attributes(object, &[attribute]).map_err(pkcs11("C_GetAttributeValue"))?;
+                let value = attrs
+                    .into_iter()
+                    .find_map(|a| match a {
+                        Attribute::Label(bytes) | Attribute::Value(bytes) => parse(bytes),
+                        _ => None,
+                    })
+                    .ok_or_else(bad)?;
+                found.push((object, value));
+            }
+            Ok(found)
+        };
+        let copies = read(&floor_template(name), AttributeType::Label, |label| {
+            let digits = String::from_utf8(label).ok().filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))?;
+            digits.parse().ok()
+        })?;
+        let legacy = read(&legacy_floor_template(name), AttributeType::Value, |value| value.try_into().ok().map(u32::from_be_bytes))?;
+        let legacy_value = legacy.iter().map(|(_, v)| *v).max();
+        Ok(FloorObjects { copies, legacy: legacy.into_iter().map(|(o, _)| o).collect(), legacy_value })
     }
 
     /// Generates the Ed25519 identity key pair inside the token; the
@@ -434,8 +485,15 @@ impl Token {
 
 /// CKA_EC_POINT of an Ed25519 key: a DER OCTET STRING around the 32-byte
 /// encoding (PKCS#11 3.0), or the raw 32 bytes (some tokens).
-fn floor_template(label: &str) -> [Attribute; 3] {
-    [Attribute::Class(ObjectClass::DATA), Attribute::Application(b"conclave-floor".to_vec()), Attribute::Label(label.into())]
+fn floor_template(name: &str) -> [Attribute; 3] {
+    [Attribute::Class(ObjectClass::DATA), Attribute::Application(b"conclave-floor/2".to_vec()), Attribute::ObjectId(name.into())]
+}
+
+/// A floor as earlier builds kept it: one object labelled with its name,
+/// the version as CKA_VALUE (4 bytes, big-endian). Read, and destroyed
+/// at the floor's next raise.
+fn legacy_floor_template(name: &str) -> [Attribute; 3] {
+    [Attribute::Class(ObjectClass::DATA), Attribute::Application(b"conclave-floor".to_vec()), Attribute::Label(name.into())]
 }
 
 fn ed25519_point(bytes: &[u8]) -> Option<[u8; 32]> {

@@ -222,6 +222,88 @@ fn a_version_floor_in_the_token_only_rises_and_outlives_the_session() {
 }
 
 #[test]
+fn a_floor_kept_by_an_earlier_build_counts_and_is_replaced_at_its_next_raise() {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::object::{Attribute, ObjectClass};
+    let dir = tempfile::tempdir().unwrap();
+    let pin = softhsm::create_token(dir.path(), "earlier");
+    std::env::set_var(softhsm::CONF_ENV, softhsm::conf(dir.path()));
+    // The earlier layout: one object labelled with the floor's name, the
+    // version as a 4-byte big-endian value.
+    let legacy =
+        [Attribute::Class(ObjectClass::DATA), Attribute::Application(b"conclave-floor".to_vec()), Attribute::Label(b"conclave-floor:share/w/ecdsa".to_vec())];
+    let with_raw_session = |act: &dyn Fn(&cryptoki::session::Session)| {
+        let pkcs11 = Pkcs11::new(softhsm::MODULE).unwrap();
+        pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).unwrap();
+        let slot = pkcs11.get_slots_with_token().unwrap().into_iter().find(|s| pkcs11.get_token_info(*s).unwrap().label().trim_end() == "earlier").unwrap();
+        let session = pkcs11.open_rw_session(slot).unwrap();
+        let user_pin = std::fs::read_to_string(&pin).unwrap();
+        session.login(cryptoki::session::UserType::User, Some(&cryptoki::types::AuthPin::from(user_pin))).unwrap();
+        act(&session);
+    };
+    with_raw_session(&|session| {
+        let mut template = legacy.to_vec();
+        template.extend([Attribute::Token(true), Attribute::Private(true), Attribute::Value(7u32.to_be_bytes().to_vec())]);
+        session.create_object(&template).unwrap();
+    });
+    let open = || Arc::new(Token::open(&hsm_config("earlier", pin.clone())).unwrap());
+    let floors = Floors::token(open());
+    assert_eq!(floors.get("share/w/ecdsa").unwrap(), 7, "an earlier build's floor counts");
+    assert!(!floors.take("share/w/ecdsa", 6).unwrap(), "below it nothing is taken");
+    floors.raise("share/w/ecdsa", 8).unwrap();
+    drop(floors);
+    assert_eq!(Floors::token(open()).get("share/w/ecdsa").unwrap(), 8);
+    with_raw_session(&|session| assert!(session.find_objects(&legacy).unwrap().is_empty(), "the earlier layout's object is gone"));
+}
+
+#[test]
+fn a_floor_object_lost_in_a_crash_mid_raise_leaves_at_least_the_floor_before_that_raise() {
+    let dir = tempfile::tempdir().unwrap();
+    let pin = softhsm::create_token(dir.path(), "torn");
+    std::env::set_var(softhsm::CONF_ENV, softhsm::conf(dir.path()));
+    let open = || Arc::new(Token::open(&hsm_config("torn", pin.clone())).unwrap());
+    let floors = Floors::token(open());
+    for version in 1..=4 {
+        floors.raise("presig/w/p", version).unwrap();
+    }
+    drop(floors);
+    // SoftHSM2 keeps each object in a file of its own and skips a file it
+    // cannot read: what a rewrite cut by kill -9 or a power cut leaves.
+    let tokens = dir.path().join("softhsm/tokens");
+    let token_dir = std::fs::read_dir(&tokens).unwrap().next().unwrap().unwrap().path();
+    let floor_files: Vec<PathBuf> = std::fs::read_dir(&token_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "object") && p.file_name().is_some_and(|n| n != "token.object"))
+        .collect();
+    assert_eq!(floor_files.len(), 2, "{floor_files:?}");
+    let saved = dir.path().join("saved");
+    std::fs::create_dir(&saved).unwrap();
+    for f in &floor_files {
+        std::fs::copy(f, saved.join(f.file_name().unwrap())).unwrap();
+    }
+    let mut seen = Vec::new();
+    for lost in &floor_files {
+        for f in &floor_files {
+            std::fs::copy(saved.join(f.file_name().unwrap()), f).unwrap();
+        }
+        std::fs::write(lost, b"").unwrap();
+        let floors = Floors::token(open());
+        let floor = floors.get("presig/w/p").unwrap();
+        assert!(!floors.take("presig/w/p", 2).unwrap(), "a presignature taken before the last raise stays taken");
+        seen.push(floor);
+        drop(floors);
+    }
+    seen.sort();
+    assert_eq!(seen, [3, 4], "losing either object leaves the floor of the last raise or the one before");
+    // The floor goes on rising from what is left.
+    let floors = Floors::token(open());
+    floors.raise("presig/w/p", 9).unwrap();
+    drop(floors);
+    assert_eq!(Floors::token(open()).get("presig/w/p").unwrap(), 9);
+}
+
+#[test]
 fn threads_that_use_the_token_at_once_each_get_their_own_answer() {
     let dir = tempfile::tempdir().unwrap();
     let pin = softhsm::create_token(dir.path(), "busy");
