@@ -7,28 +7,29 @@
 //! KMS data key in the host's store (an enclave has no disk). HSM mode keeps the Ed25519 key in the
 //! token (CKM_EDDSA) and the X25519 key sealed by the token's seal key:
 //! SoftHSM2's CKM_ECDH1_DERIVE has no X25519 and accepts only CKD_NULL, and
-//! HPKE needs the raw shared secret in its own KDF, so the channel key must
-//! be usable in this process. Sealing it under the token's key keeps it
+//! the channel needs the raw shared secret in its own KDF, so the channel
+//! key must be usable in this process. Sealing it under the token's key keeps it
 //! unreadable outside the signer; the identity key in the token certifies
 //! it through the roster. SECURITY.md has the reasoning.
 
+use crate::channel::PairKeys;
 use crate::hsm::{HsmError, Token};
 use crate::seal::{SealContext, SealError, Sealer};
 use conclave_proto::link::{Mode, NodeIdentity};
 use conclave_proto::run_key::{NodeSignature, RunKey, RUN_KEY_LIFETIME_MS};
 use conclave_proto::NodeId;
 use ed25519_dalek::{Signer as _, SigningKey};
-use hpke::{kem::X25519HkdfSha256, Deserializable, Kem, Serializable};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-/// The KEM of the end-to-end channel.
-pub type ChannelKem = X25519HkdfSha256;
-/// A peer's channel public key.
-pub type KxPublic = <ChannelKem as Kem>::PublicKey;
-type KxSecret = <ChannelKem as Kem>::PrivateKey;
+/// A peer's channel public key (X25519).
+pub type KxPublic = x25519_dalek::PublicKey;
+type KxSecret = x25519_dalek::StaticSecret;
+/// A peer and its channel key, as the roster names them.
+type PeerKey = (NodeId, [u8; 32]);
 
 /// Why the identity could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,10 @@ pub enum IdentityError {
     /// The token failed.
     #[error(transparent)]
     Token(#[from] HsmError),
+    /// A peer's channel key gives no shared secret (a low-order point):
+    /// nothing can be sealed for it.
+    #[error("the channel key of {0} is not usable")]
+    PeerKey(NodeId),
 }
 
 /// Where the Ed25519 identity key is and how it signs.
@@ -106,6 +111,10 @@ pub struct NodeKeys {
     sign: IdentityKey,
     kx_secret: KxSecret,
     kx_public: KxPublic,
+    /// The channel keys shared with each peer key met so far (peers come
+    /// from the roster, so this holds a few entries), derived once: the
+    /// X25519 computation is most of a message's cost.
+    pairs: Mutex<HashMap<PeerKey, Arc<PairKeys>>>,
 }
 
 #[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
@@ -144,7 +153,7 @@ impl NodeKeys {
     /// store.
     pub fn new_secrets() -> Zeroizing<Vec<u8>> {
         let sign = SigningKey::generate(&mut rand_core::OsRng);
-        let (kx_secret, _) = ChannelKem::gen_keypair(&mut rand_core::OsRng);
+        let kx_secret = KxSecret::random_from_rng(rand_core::OsRng);
         let file = DevKeyFile { sign_seed: hex::encode(sign.to_bytes()), kx_secret: hex::encode(kx_secret.to_bytes()) };
         Zeroizing::new(serde_json::to_vec(&file).expect("serialisable"))
     }
@@ -155,10 +164,9 @@ impl NodeKeys {
         let file: DevKeyFile = serde_json::from_slice(secrets).ok()?;
         let mut seed = Zeroizing::new([0u8; 32]);
         hex::decode_to_slice(&file.sign_seed, seed.as_mut()).ok()?;
-        let kx = Zeroizing::new(hex::decode(&file.kx_secret).ok()?);
-        let kx_secret = KxSecret::from_bytes(&kx).ok()?;
-        let kx_public = ChannelKem::sk_to_pk(&kx_secret);
-        Some(NodeKeys { node_id, mode, sign: IdentityKey::File(SigningKey::from_bytes(&seed)), kx_secret, kx_public })
+        let mut kx = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(&file.kx_secret, kx.as_mut()).ok()?;
+        Some(NodeKeys::with(node_id, mode, IdentityKey::File(SigningKey::from_bytes(&seed)), KxSecret::from(*kx)))
     }
 
     /// HSM mode: the identity key pair `label` in the token, and the
@@ -189,18 +197,22 @@ impl NodeKeys {
                 return Err(IdentityError::Missing { path });
             }
             std::fs::create_dir_all(state_dir).map_err(io)?;
-            let (kx_secret, _) = ChannelKem::gen_keypair(&mut rand_core::OsRng);
+            let kx_secret = KxSecret::random_from_rng(rand_core::OsRng);
             let plaintext = Zeroizing::new(kx_secret.to_bytes().to_vec());
             let sealed = sealer.seal(&ctx, &plaintext).map_err(|source| IdentityError::Sealed { path: path.clone(), source })?;
             crate::seal::write_private_file(&path, &sealed).map_err(io)?;
         }
         let sealed = std::fs::read(&path).map_err(io)?;
         let plaintext = sealer.open(&ctx, &sealed).map_err(|source| IdentityError::Sealed { path: path.clone(), source })?;
-        let kx_secret = KxSecret::from_bytes(&plaintext).map_err(|_| IdentityError::Corrupt { path: path.clone() })?;
-        let kx_public = ChannelKem::sk_to_pk(&kx_secret);
+        let kx: [u8; 32] = plaintext.as_slice().try_into().map_err(|_| IdentityError::Corrupt { path: path.clone() })?;
         let (key, public) = identity;
         let run = Mutex::new(Arc::new(RunSigner::certify(&token, key, &node_id)?));
-        Ok(NodeKeys { node_id, mode: Mode::Hsm, sign: IdentityKey::Token { token, key, public, run }, kx_secret, kx_public })
+        Ok(NodeKeys::with(node_id, Mode::Hsm, IdentityKey::Token { token, key, public, run }, KxSecret::from(kx)))
+    }
+
+    fn with(node_id: NodeId, mode: Mode, sign: IdentityKey, kx_secret: KxSecret) -> NodeKeys {
+        let kx_public = KxPublic::from(&kx_secret);
+        NodeKeys { node_id, mode, sign, kx_secret, kx_public, pairs: Mutex::default() }
     }
 
     /// This node's id.
@@ -217,7 +229,7 @@ impl NodeKeys {
                 IdentityKey::File(key) => key.verifying_key().to_bytes(),
                 IdentityKey::Token { public, .. } => *public,
             },
-            kx_key: self.kx_public.to_bytes().into(),
+            kx_key: self.kx_public.to_bytes(),
         }
     }
 
@@ -239,8 +251,17 @@ impl NodeKeys {
         }
     }
 
-    pub(crate) fn kx_pair(&self) -> (&KxSecret, &KxPublic) {
-        (&self.kx_secret, &self.kx_public)
+    /// The channel keys between this node and `peer`, whose channel key is
+    /// `peer_kx`: derived at the first message, then kept.
+    pub(crate) fn pair_keys(&self, peer: &NodeId, peer_kx: &KxPublic) -> Result<Arc<PairKeys>, IdentityError> {
+        let mut pairs = self.pairs.lock().expect("channel keys lock");
+        if let Some(keys) = pairs.get(&(peer.clone(), peer_kx.to_bytes())) {
+            return Ok(keys.clone());
+        }
+        let keys =
+            Arc::new(PairKeys::derive((&self.node_id, &self.kx_secret, &self.kx_public), (peer, peer_kx)).ok_or_else(|| IdentityError::PeerKey(peer.clone()))?);
+        pairs.insert((peer.clone(), peer_kx.to_bytes()), keys.clone());
+        Ok(keys)
     }
 }
 
@@ -256,9 +277,12 @@ pub fn pinned(identity: &ed25519_dalek::VerifyingKey) -> impl Fn(Option<&[u8; 32
     }
 }
 
-/// Parses a roster entry's channel key.
+/// Parses a roster entry's channel key: `None` for a point of small order,
+/// which every clamped scalar maps to zero (RFC 7748, section 6.1), so that
+/// no shared secret would come of it.
 pub fn kx_public(bytes: &[u8; 32]) -> Option<KxPublic> {
-    KxPublic::from_bytes(bytes).ok()
+    let key = KxPublic::from(*bytes);
+    KxSecret::from([1; 32]).diffie_hellman(&key).was_contributory().then_some(key)
 }
 
 #[cfg(test)]
@@ -272,5 +296,30 @@ mod tests {
         let a = NodeKeys::load_or_create_dev(d.path(), id.clone()).unwrap().identity();
         let b = NodeKeys::load_or_create_dev(d.path(), id).unwrap().identity();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_channel_key_of_small_order_is_refused() {
+        // The identity and a point of order 8 (RFC 7748 implementations'
+        // usual list): every secret maps them to the zero shared secret.
+        let mut order_eight = [0u8; 32];
+        hex::decode_to_slice("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800", &mut order_eight).unwrap();
+        for bad in [
+            [0u8; 32],
+            {
+                let mut one = [0u8; 32];
+                one[0] = 1;
+                one
+            },
+            order_eight,
+        ] {
+            assert!(kx_public(&bad).is_none());
+        }
+        let d = tempfile::tempdir().unwrap();
+        let me = NodeKeys::load_or_create_dev(d.path(), NodeId::new("node-1").unwrap()).unwrap();
+        let peer = NodeId::new("node-2").unwrap();
+        assert!(matches!(me.pair_keys(&peer, &KxPublic::from([0u8; 32])), Err(IdentityError::PeerKey(p)) if p == peer));
+        let good = kx_public(&me.identity().kx_key).expect("a node's own key");
+        assert!(Arc::ptr_eq(&me.pair_keys(&peer, &good).unwrap(), &me.pair_keys(&peer, &good).unwrap()), "derived once, then kept");
     }
 }

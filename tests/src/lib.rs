@@ -47,9 +47,29 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A TCP port on 127.0.0.1 for a server a test starts, free until this
+/// process ends. Taken below the kernel's ephemeral range, which outgoing
+/// connections draw from (a port found by binding port 0 could be taken by
+/// any connection before the server bound it: seen as a host's `Address
+/// already in use`), and claimed by a lock file that this process holds,
+/// so that no other test process takes it meanwhile.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local addr").port()
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let ephemeral =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok().and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok()).unwrap_or(32768);
+    let (low, high) = (ephemeral.saturating_sub(12_000).max(1024), ephemeral);
+    let locks = std::env::temp_dir().join("conclave-test-ports");
+    std::fs::create_dir_all(&locks).expect("port lock directory");
+    let start = rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u16 % (high - low);
+    for offset in 0..high - low {
+        let port = low + (start + offset) % (high - low);
+        let lock = std::fs::File::create(locks.join(format!("{port}.lock"))).expect("port lock file");
+        if lock.try_lock().is_ok() && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD.lock().expect("held ports").push(lock);
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between {low} and {high}");
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
