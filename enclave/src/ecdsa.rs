@@ -108,16 +108,13 @@ pub struct CoreShare(IncompleteKeyShare<Secp256k1>);
 /// seals it again as the core share alone).
 pub fn core_share(stored: &[u8]) -> Result<(CoreShare, bool), RequestError> {
     #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Stored {
-        WithAux { core: DirtyIncompleteKeyShare<Secp256k1> },
-        Core(DirtyIncompleteKeyShare<Secp256k1>),
+    struct WithAux {
+        core: DirtyIncompleteKeyShare<Secp256k1>,
     }
-    let (core, legacy) = match serde_json::from_slice(stored).map_err(|e| internal("sealed share does not decode", e))? {
-        Stored::WithAux { core } => (core, true),
-        Stored::Core(core) => (core, false),
-    };
-    Ok((CoreShare(core.validate().map_err(|e| internal("sealed share is not valid", e))?), legacy))
+    match serde_json::from_slice::<WithAux>(stored) {
+        Ok(WithAux { core }) => Ok((CoreShare(core.validate().map_err(|e| internal("sealed share is not valid", e))?), true)),
+        Err(_) => Ok((CoreShare(crate::key_shares::decode(stored).map_err(|e| internal("sealed share", e))?), false)),
+    }
 }
 
 /// The core share in the format this release stores.

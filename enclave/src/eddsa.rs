@@ -44,7 +44,7 @@ pub async fn keygen(seat: Seat<'_>, threshold: u16) -> Result<KeygenOutput, Requ
 /// Signs `message` from `seat` (parties in keygen-index order,
 /// `indexes_at_keygen` their keygen indexes). Returns R||S and the public key.
 pub async fn sign(seat: Seat<'_>, indexes_at_keygen: Vec<u16>, share: &[u8], message: Vec<u8>) -> Result<(Vec<u8>, Vec<u8>), RequestError> {
-    let share: givre::KeyShare<Curve> = serde_json::from_slice(share).map_err(|e| internal("sealed share does not decode", e))?;
+    let share: givre::KeyShare<Curve> = crate::key_shares::decode(share).map_err(|e| internal("sealed share", e))?;
     let public_key = Ed25519::normalize_point(share.shared_public_key);
     let public_key = Ed25519::serialize_normalized_point(&public_key).as_ref().to_vec();
     let i = seat.index();
@@ -98,7 +98,7 @@ pub enum ShareMsg {
 /// `indexes_at_keygen` ascending): each signer draws nonces and broadcasts
 /// their commitments. Returns the record to seal.
 pub async fn commit_nonces(seat: Seat<'_>, indexes_at_keygen: Vec<u16>, share: &[u8]) -> Result<Zeroizing<Vec<u8>>, RequestError> {
-    let share: givre::KeyShare<Curve> = serde_json::from_slice(share).map_err(|e| internal("sealed share does not decode", e))?;
+    let share: givre::KeyShare<Curve> = crate::key_shares::decode(share).map_err(|e| internal("sealed share", e))?;
     let (i, n) = (seat.index(), seat.parties());
     seat.run(move |party: Party<CommitMsg>| {
         futures::executor::block_on(async {
@@ -123,7 +123,7 @@ pub async fn sign_committed(
     message: Vec<u8>,
     tamper: bool,
 ) -> Result<Result<(Vec<u8>, Vec<u8>), PresignedError>, RequestError> {
-    let share: givre::KeyShare<Curve> = serde_json::from_slice(share).map_err(|e| internal("sealed share does not decode", e))?;
+    let share: givre::KeyShare<Curve> = crate::key_shares::decode(share).map_err(|e| internal("sealed share", e))?;
     let record: NoncesRecord = serde_json::from_slice(&record).map_err(|e| internal("sealed nonces do not decode", e))?;
     let (i, n) = (seat.index(), seat.parties());
     if record.commitments.len() != usize::from(n) {

@@ -25,6 +25,7 @@ pub mod fault;
 pub mod floor;
 pub mod hsm;
 pub mod identity;
+pub mod key_shares;
 pub mod kms;
 pub mod link;
 pub mod nitro;

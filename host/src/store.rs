@@ -128,10 +128,13 @@ fn io(e: std::io::Error) -> StoreError {
     StoreError::Io { detail: e.to_string() }
 }
 
-/// Writes `blob` to a synced temporary file in `dir` (created if missing).
+/// Writes `blob` to a synced temporary file in `dir` (created if missing),
+/// named for this write alone: writes of one version may run at once.
 fn write_tmp(dir: &Path, blob: &StoredBlob) -> Result<PathBuf, StoreError> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join(format!(".{:010}.{}.tmp", blob.version, std::process::id()));
+    let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{:010}.{}.{write}.tmp", blob.version, std::process::id()));
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(&blob.sealed).map_err(io)?;
     f.sync_all().map_err(io)?;
