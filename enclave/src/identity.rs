@@ -204,10 +204,10 @@ impl NodeKeys {
         }
         let sealed = std::fs::read(&path).map_err(io)?;
         let plaintext = sealer.open(&ctx, &sealed).map_err(|source| IdentityError::Sealed { path: path.clone(), source })?;
-        let kx: [u8; 32] = plaintext.as_slice().try_into().map_err(|_| IdentityError::Corrupt { path: path.clone() })?;
+        let kx = Zeroizing::new(<[u8; 32]>::try_from(plaintext.as_slice()).map_err(|_| IdentityError::Corrupt { path: path.clone() })?);
         let (key, public) = identity;
         let run = Mutex::new(Arc::new(RunSigner::certify(&token, key, &node_id)?));
-        Ok(NodeKeys::with(node_id, Mode::Hsm, IdentityKey::Token { token, key, public, run }, KxSecret::from(kx)))
+        Ok(NodeKeys::with(node_id, Mode::Hsm, IdentityKey::Token { token, key, public, run }, KxSecret::from(*kx)))
     }
 
     fn with(node_id: NodeId, mode: Mode, sign: IdentityKey, kx_secret: KxSecret) -> NodeKeys {

@@ -384,18 +384,31 @@ impl Enclave {
     }
 
     /// Handles `Abort`: ends the attempt if it runs here, and makes sure it
-    /// never starts here later.
-    pub fn abort(&self, request: &RequestId, attempt: u32) {
+    /// never starts here later. If the request was `answered` and this
+    /// attempt's share of the signature already left, the attempt runs on
+    /// to its end (the peers' last messages are on their way: another
+    /// signer completed the request with them), so that this signer
+    /// records the signature it released; its round timeout still ends it
+    /// if they never come. (An attempt replaced after a failure ends at
+    /// once: its peers may be gone, and it would hold its turn.)
+    pub fn abort(&self, request: &RequestId, attempt: u32, answered: bool) {
         let mut started = self.started.lock().expect("started lock");
-        match started.by_request.get_mut(request) {
+        let released = match started.by_request.get_mut(request) {
             Some(claim) => {
+                let released = answered && claim.released && claim.attempt == attempt;
                 claim.attempt = claim.attempt.max(attempt);
                 claim.ended = claim.ended.max(attempt);
+                released
             }
-            None => started.insert(request, Claim { attempt, ended: attempt, at: Instant::now(), completed: false, released: false }),
-        }
+            None => {
+                started.insert(request, Claim { attempt, ended: attempt, at: Instant::now(), completed: false, released: false });
+                false
+            }
+        };
         drop(started);
-        self.end_sessions(request, attempt);
+        if !released {
+            self.end_sessions(request, attempt);
+        }
     }
 
     /// Opens the inbox of a session of `spec`'s attempt, if the attempt may
@@ -592,7 +605,7 @@ mod tests {
         // An attempt aborted between its claim and its session.
         assert!(enclave.claim(&RequestId::new("r-2").unwrap(), 1));
         let aborted = SessionPlan { request_id: RequestId::new("r-2").unwrap(), ..plan(1) };
-        enclave.abort(&aborted.request_id, 1);
+        enclave.abort(&aborted.request_id, 1, false);
         assert!(enclave.inbox(&spec(&aborted)).is_err());
 
         // An attempt whose signature share left: no later attempt here,
@@ -603,6 +616,26 @@ mod tests {
         assert!(!enclave.claim(&released.request_id, 2));
         // A superseded attempt cannot give its share away.
         assert!(enclave.release(&one.request_id, 1).is_err());
+
+        // An abort because another signer answered the request ends a
+        // running attempt, unless its share left: that one runs on to
+        // record the signature it released.
+        let sessions = |name: &str| {
+            let plan = SessionPlan { request_id: RequestId::new(name).unwrap(), ..plan(1) };
+            assert!(enclave.claim(&plan.request_id, 1));
+            let inbox = enclave.inbox(&spec(&plan)).unwrap();
+            (plan, inbox)
+        };
+        let (gave, _gave_inbox) = sessions("r-5");
+        let (kept, _kept_inbox) = sessions("r-6");
+        enclave.release(&gave.request_id, 1).unwrap();
+        enclave.abort(&gave.request_id, 1, true);
+        assert_eq!(enclave.router.live_sessions(), 2, "the attempt whose share left runs on");
+        enclave.abort(&kept.request_id, 1, true);
+        assert_eq!(enclave.router.live_sessions(), 1, "the other ends at once");
+        // Replaced after a failure, even an attempt whose share left ends.
+        enclave.abort(&gave.request_id, 1, false);
+        assert_eq!(enclave.router.live_sessions(), 0);
 
         // A request that completed runs no further attempt.
         let done = SessionPlan { request_id: RequestId::new("r-3").unwrap(), ..plan(1) };

@@ -36,6 +36,27 @@ use conclave_proto::request::{RequestBody, SignedRequest};
 use conclave_proto::result::Outcome;
 use conclave_proto::{ErrorCode, NodeId, PoolId, RequestError, RequestId, SessionId, PROTOCOL_VERSION};
 use std::sync::Arc;
+
+/// Why this host ends its signer's attempt at a request.
+#[derive(Clone, Copy)]
+enum Ended {
+    /// Another signer answered the request.
+    Answered,
+    /// A later attempt replaced it.
+    Replaced,
+    /// This host stopped following the request.
+    Unfollowed,
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Ended::Answered => "the request was answered",
+            Ended::Replaced => "a later attempt replaced it",
+            Ended::Unfollowed => "this host stopped following the request",
+        })
+    }
+}
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -168,13 +189,13 @@ impl Host {
                 // Waiting for approvals: a new attempt, or the deadline.
                 SessionState::Pending { .. } => {}
                 SessionState::Done | SessionState::Failed { .. } => {
-                    self.abort_mine(id, &mut running, req, "the request was answered");
+                    self.abort_mine(id, &mut running, req, Ended::Answered);
                     break;
                 }
             }
             let plan = &record.plan;
             if running.as_ref().is_some_and(|(attempt, _)| *attempt < plan.attempt) {
-                self.abort_mine(id, &mut running, req, "a later attempt replaced it");
+                self.abort_mine(id, &mut running, req, Ended::Replaced);
             }
             if record.state == SessionState::Running && running.is_none() && plan.participants.contains(self.me()) && plan.attempt > started {
                 started = plan.attempt;
@@ -231,7 +252,7 @@ impl Host {
             }
         }
         // However following ended, this node's signer drops what it still runs.
-        self.abort_mine(id, &mut running, req, "this host stopped following the request");
+        self.abort_mine(id, &mut running, req, Ended::Unfollowed);
     }
 
     /// This host's signer reported. Returns whether the request is settled.
@@ -425,10 +446,10 @@ impl Host {
         rx
     }
 
-    fn abort_mine(&self, id: &RequestId, running: &mut Option<(u32, oneshot::Receiver<Outcome>)>, req: &Followed, why: &str) {
+    fn abort_mine(&self, id: &RequestId, running: &mut Option<(u32, oneshot::Receiver<Outcome>)>, req: &Followed, why: Ended) {
         if let Some((attempt, _)) = running.take() {
             self.finish(id, attempt);
-            self.link.send(ToEnclave::Abort { request_id: id.clone(), attempt });
+            self.link.send(ToEnclave::Abort { request_id: id.clone(), attempt, answered: matches!(why, Ended::Answered) });
             self.metrics.inc("conclave_session_transitions_total", Phase::Aborted.as_str());
             tracing::info!(parent: &req.span, state = Phase::Aborted.as_str(), attempt, "{why}");
         }

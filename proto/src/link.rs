@@ -414,6 +414,11 @@ pub enum ToEnclave {
         request_id: RequestId,
         /// The attempt to drop.
         attempt: u32,
+        /// The request was answered (another signer completed it): a
+        /// session whose share already left runs on to its end, so that
+        /// its signer records the signature too.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        answered: bool,
     },
     /// A message from a peer.
     Deliver {

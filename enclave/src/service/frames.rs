@@ -16,7 +16,7 @@ impl Enclave {
             ToEnclave::Presign { plan } => {
                 tokio::spawn(self.clone().presign(plan));
             }
-            ToEnclave::Abort { request_id, attempt } => self.abort(&request_id, attempt),
+            ToEnclave::Abort { request_id, attempt, answered } => self.abort(&request_id, attempt, answered),
             ToEnclave::Attest { call, nonce } => {
                 self.host.send(FromEnclave::Attested { call, result: self.attest(&nonce) });
             }
