@@ -187,15 +187,14 @@ impl PinSource {
 struct FloorObjects {
     /// Its copies (at most [`FLOOR_COPIES`]) and the version each holds.
     copies: Vec<(ObjectHandle, u32)>,
-    /// Objects of the earlier layout, and the highest version among them.
-    legacy: Vec<ObjectHandle>,
-    legacy_value: Option<u32>,
+    /// Objects of the earlier layout and the version each holds.
+    legacy: Vec<(ObjectHandle, u32)>,
 }
 
 impl FloorObjects {
     /// The floor: the highest version any of its objects holds.
     fn value(&self) -> u32 {
-        self.copies.iter().map(|(_, v)| *v).chain(self.legacy_value).max().unwrap_or(0)
+        self.copies.iter().chain(&self.legacy).map(|(_, v)| *v).max().unwrap_or(0)
     }
 }
 
@@ -375,10 +374,9 @@ impl Token {
             }
         }
         // Objects of the earlier layout go once the floor is held in the new.
-        for object in std::mem::take(&mut floor.legacy) {
+        for (object, _) in std::mem::take(&mut floor.legacy) {
             self.session().destroy_object(object).map_err(pkcs11("C_DestroyObject"))?;
         }
-        floor.legacy_value = None;
         objects.insert(name.to_string(), floor);
         Ok(())
     }
@@ -408,8 +406,7 @@ impl Token {
             digits.parse().ok()
         })?;
         let legacy = read(&legacy_floor_template(name), AttributeType::Value, |value| value.try_into().ok().map(u32::from_be_bytes))?;
-        let legacy_value = legacy.iter().map(|(_, v)| *v).max();
-        Ok(FloorObjects { copies, legacy: legacy.into_iter().map(|(o, _)| o).collect(), legacy_value })
+        Ok(FloorObjects { copies, legacy })
     }
 
     /// Generates the Ed25519 identity key pair inside the token; the

@@ -28,8 +28,8 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 /// A peer's channel public key (X25519).
 pub type KxPublic = x25519_dalek::PublicKey;
 type KxSecret = x25519_dalek::StaticSecret;
-/// A peer and its channel key, as the roster names them.
-type PeerKey = (NodeId, [u8; 32]);
+/// Channel keys with a peer, and the peer's channel key they are for.
+type DerivedFor = ([u8; 32], Arc<PairKeys>);
 
 /// Why the identity could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -111,10 +111,11 @@ pub struct NodeKeys {
     sign: IdentityKey,
     kx_secret: KxSecret,
     kx_public: KxPublic,
-    /// The channel keys shared with each peer key met so far (peers come
-    /// from the roster, so this holds a few entries), derived once: the
-    /// X25519 computation is most of a message's cost.
-    pairs: Mutex<HashMap<PeerKey, Arc<PairKeys>>>,
+    /// The channel keys shared with each peer, and the peer's channel key
+    /// they were derived for (peers come from the roster, so this holds a
+    /// few entries), derived once: the X25519 computation is most of a
+    /// message's cost.
+    pairs: Mutex<HashMap<NodeId, DerivedFor>>,
 }
 
 #[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
@@ -255,12 +256,12 @@ impl NodeKeys {
     /// `peer_kx`: derived at the first message, then kept.
     pub(crate) fn pair_keys(&self, peer: &NodeId, peer_kx: &KxPublic) -> Result<Arc<PairKeys>, IdentityError> {
         let mut pairs = self.pairs.lock().expect("channel keys lock");
-        if let Some(keys) = pairs.get(&(peer.clone(), peer_kx.to_bytes())) {
+        if let Some((_, keys)) = pairs.get(peer).filter(|(derived_for, _)| derived_for == peer_kx.as_bytes()) {
             return Ok(keys.clone());
         }
         let keys =
             Arc::new(PairKeys::derive((&self.node_id, &self.kx_secret, &self.kx_public), (peer, peer_kx)).ok_or_else(|| IdentityError::PeerKey(peer.clone()))?);
-        pairs.insert((peer.clone(), peer_kx.to_bytes()), keys.clone());
+        pairs.insert(peer.clone(), (peer_kx.to_bytes(), keys.clone()));
         Ok(keys)
     }
 }

@@ -198,12 +198,21 @@ async fn tampered_swapped_or_rolled_back_blobs_are_refused_and_nothing_is_overwr
     }
 }
 
+/// A new token labelled `label` in a directory of its own, with SoftHSM2
+/// pointed at it (each test is its own process under nextest, and this
+/// runs before any other thread starts): the directory, the PIN file, and
+/// a way to open the token (a restarted signer opens it again).
+fn fresh_token(label: &'static str) -> (tempfile::TempDir, PathBuf, impl Fn() -> Arc<Token>) {
+    let dir = tempfile::tempdir().unwrap();
+    let pin = softhsm::create_token(dir.path(), label);
+    std::env::set_var(softhsm::CONF_ENV, softhsm::conf(dir.path()));
+    let pin_file = pin.clone();
+    (dir, pin, move || Arc::new(Token::open(&hsm_config(label, pin_file.clone())).unwrap()))
+}
+
 #[test]
 fn a_version_floor_in_the_token_only_rises_and_outlives_the_session() {
-    let dir = tempfile::tempdir().unwrap();
-    let pin = softhsm::create_token(dir.path(), "floors");
-    std::env::set_var(softhsm::CONF_ENV, softhsm::conf(dir.path()));
-    let open = || Arc::new(Token::open(&hsm_config("floors", pin.clone())).unwrap());
+    let (_dir, _, open) = fresh_token("floors");
     let floors = Floors::token(open());
     assert_eq!(floors.get("share/w/ecdsa").unwrap(), 0);
     floors.raise("share/w/ecdsa", 2).unwrap();
@@ -225,9 +234,7 @@ fn a_version_floor_in_the_token_only_rises_and_outlives_the_session() {
 fn a_floor_kept_by_an_earlier_build_counts_and_is_replaced_at_its_next_raise() {
     use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
     use cryptoki::object::{Attribute, ObjectClass};
-    let dir = tempfile::tempdir().unwrap();
-    let pin = softhsm::create_token(dir.path(), "earlier");
-    std::env::set_var(softhsm::CONF_ENV, softhsm::conf(dir.path()));
+    let (_dir, pin, open) = fresh_token("earlier");
     // The earlier layout: one object labelled with the floor's name, the
     // version as a 4-byte big-endian value.
     let legacy =
@@ -246,7 +253,6 @@ fn a_floor_kept_by_an_earlier_build_counts_and_is_replaced_at_its_next_raise() {
         template.extend([Attribute::Token(true), Attribute::Private(true), Attribute::Value(7u32.to_be_bytes().to_vec())]);
         session.create_object(&template).unwrap();
     });
-    let open = || Arc::new(Token::open(&hsm_config("earlier", pin.clone())).unwrap());
     let floors = Floors::token(open());
     assert_eq!(floors.get("share/w/ecdsa").unwrap(), 7, "an earlier build's floor counts");
     assert!(!floors.take("share/w/ecdsa", 6).unwrap(), "below it nothing is taken");
@@ -258,10 +264,7 @@ fn a_floor_kept_by_an_earlier_build_counts_and_is_replaced_at_its_next_raise() {
 
 #[test]
 fn a_floor_object_lost_in_a_crash_mid_raise_leaves_at_least_the_floor_before_that_raise() {
-    let dir = tempfile::tempdir().unwrap();
-    let pin = softhsm::create_token(dir.path(), "torn");
-    std::env::set_var(softhsm::CONF_ENV, softhsm::conf(dir.path()));
-    let open = || Arc::new(Token::open(&hsm_config("torn", pin.clone())).unwrap());
+    let (dir, _, open) = fresh_token("torn");
     let floors = Floors::token(open());
     for version in 1..=4 {
         floors.raise("presig/w/p", version).unwrap();
