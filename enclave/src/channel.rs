@@ -159,7 +159,14 @@ pub fn open(me: &NodeKeys, envelope: &Envelope, sender_kx: &KxPublic, sender_sig
         }
         _ => return Err(bad()),
     };
-    if !signed.holds(&h.sender, &h.broadcast_signing_bytes(rest), crate::now_ms(), crate::identity::pinned(sender_sign)) {
+    let pinned = crate::identity::pinned(sender_sign);
+    // With a run key, the one signature under the identity key is the run
+    // key's certificate: checked once per certificate.
+    let verify = |key: Option<&[u8; 32]>, bytes: &[u8], signature: &[u8; 64]| match (key, signed.run_key.is_some()) {
+        (None, true) => me.peer_certified(&h.sender, sender_sign, bytes, signature),
+        _ => pinned(key, bytes, signature),
+    };
+    if !signed.holds(&h.sender, &h.broadcast_signing_bytes(rest), crate::now_ms(), verify) {
         return Err(bad());
     }
     Ok(Zeroizing::new(rest.to_vec()))
@@ -250,19 +257,31 @@ mod tests {
         let (b_kx, _) = pubs(&b);
         let run = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
         let key = run.verifying_key().to_bytes();
-        // A broadcast from `a` by the run key, certified by `certifier`.
-        let broadcast = |certifier: &NodeKeys, not_after_ms: u64| {
+        // A broadcast from `a`, signed by `signer` as the run key `key`,
+        // certified by `certifier` (its signature passed through `cert`).
+        let broadcast_by = |certifier: &NodeKeys, not_after_ms: u64, cert: fn([u8; 64]) -> [u8; 64], signer: &ed25519_dalek::SigningKey| {
             let header = header("a", "b", true);
-            let cert = certifier.sign(&RunKey::signing_bytes(&NodeId::new("a").unwrap(), &key, not_after_ms)).unwrap().signature;
+            let signature = cert(certifier.sign(&RunKey::signing_bytes(&NodeId::new("a").unwrap(), &key, not_after_ms)).unwrap().signature);
             let mut plaintext = vec![2];
-            plaintext.extend_from_slice(&RunKey { key, not_after_ms, signature: cert }.to_bytes());
-            plaintext.extend_from_slice(&run.sign(&header.broadcast_signing_bytes(b"round one")).to_bytes());
+            plaintext.extend_from_slice(&RunKey { key, not_after_ms, signature }.to_bytes());
+            plaintext.extend_from_slice(&signer.sign(&header.broadcast_signing_bytes(b"round one")).to_bytes());
             plaintext.extend_from_slice(b"round one");
             seal_plaintext(&a, header, &b_kx, &plaintext).unwrap()
         };
+        let broadcast = |certifier: &NodeKeys, not_after_ms: u64| broadcast_by(certifier, not_after_ms, |s| s, &run);
         let later = crate::now_ms() + 60_000;
         assert_eq!(&**open(&b, &broadcast(&a, later), &a_kx, &a_sign).unwrap(), b"round one");
+        // Its certificate, checked once, is remembered: what it certifies
+        // is still checked, and so is any other signature on it.
+        assert_eq!(&**open(&b, &broadcast(&a, later), &a_kx, &a_sign).unwrap(), b"round one");
         let bad = ChannelError::BadBroadcast(NodeId::new("a").unwrap());
+        let other = ed25519_dalek::SigningKey::from_bytes(&[6; 32]);
+        assert_eq!(open(&b, &broadcast_by(&a, later, |s| s, &other), &a_kx, &a_sign).unwrap_err(), bad, "signed by a key the certificate does not name");
+        let flipped = |mut s: [u8; 64]| {
+            s[0] ^= 1;
+            s
+        };
+        assert_eq!(open(&b, &broadcast_by(&a, later, flipped, &run), &a_kx, &a_sign).unwrap_err(), bad, "the remembered certificate with another signature");
         let past = crate::now_ms() - 2 * conclave_proto::run_key::RUN_KEY_SKEW_MS;
         assert_eq!(open(&b, &broadcast(&a, past), &a_kx, &a_sign).unwrap_err(), bad, "its certificate ended");
         assert_eq!(open(&b, &broadcast(&b, later), &a_kx, &a_sign).unwrap_err(), bad, "certified by another node's key");

@@ -116,7 +116,16 @@ pub struct NodeKeys {
     /// few entries), derived once: the X25519 computation is most of a
     /// message's cost.
     pairs: Mutex<HashMap<NodeId, DerivedFor>>,
+    /// The run-key certificate each peer last presented, once its identity
+    /// key's signature on it was checked: every broadcast carries its
+    /// sender's certificate, and checking it each time was half of what
+    /// checking a broadcast cost.
+    certificates: Mutex<HashMap<NodeId, Checked>>,
 }
+
+/// An identity-key signature checked: the key, the signed bytes, the
+/// signature.
+type Checked = ([u8; 32], Vec<u8>, [u8; 64]);
 
 #[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 struct DevKeyFile {
@@ -213,7 +222,7 @@ impl NodeKeys {
 
     fn with(node_id: NodeId, mode: Mode, sign: IdentityKey, kx_secret: KxSecret) -> NodeKeys {
         let kx_public = KxPublic::from(&kx_secret);
-        NodeKeys { node_id, mode, sign, kx_secret, kx_public, pairs: Mutex::default() }
+        NodeKeys { node_id, mode, sign, kx_secret, kx_public, pairs: Mutex::default(), certificates: Mutex::default() }
     }
 
     /// This node's id.
@@ -263,6 +272,22 @@ impl NodeKeys {
             Arc::new(PairKeys::derive((&self.node_id, &self.kx_secret, &self.kx_public), (peer, peer_kx)).ok_or_else(|| IdentityError::PeerKey(peer.clone()))?);
         pairs.insert(peer.clone(), (peer_kx.to_bytes(), keys.clone()));
         Ok(keys)
+    }
+
+    /// Whether `signature` over `bytes` (a run-key certificate) is
+    /// `peer`'s, by its pinned identity key: checked the first time, then
+    /// answered from memory while the peer presents the same certificate.
+    pub(crate) fn peer_certified(&self, peer: &NodeId, identity: &ed25519_dalek::VerifyingKey, bytes: &[u8], signature: &[u8; 64]) -> bool {
+        let key = identity.to_bytes();
+        let mut certificates = self.certificates.lock().expect("certificates lock");
+        if certificates.get(peer).is_some_and(|(k, b, s)| *k == key && b == bytes && s == signature) {
+            return true;
+        }
+        let holds = identity.verify_strict(bytes, &ed25519_dalek::Signature::from_bytes(signature)).is_ok();
+        if holds {
+            certificates.insert(peer.clone(), (key, bytes.to_vec(), *signature));
+        }
+        holds
     }
 }
 

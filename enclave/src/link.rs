@@ -125,12 +125,14 @@ impl HostLink {
         self.store_as(slot, blob, true).await
     }
 
+    /// Stores `blobs`, versions of `slot`, each replacing the version if
+    /// the host has it (as [`HostLink::replace`]), in one call.
+    pub async fn replace_all(&self, slot: BlobSlot, blobs: Vec<StoredBlob>) -> Result<(), HostCallError> {
+        stored(self.call(|call| FromEnclave::ReplaceAll { call, slot, blobs }).await?)
+    }
+
     async fn store_as(&self, slot: BlobSlot, blob: StoredBlob, replace: bool) -> Result<(), HostCallError> {
-        match self.call(|call| FromEnclave::Store { call, slot, blob, replace }).await? {
-            ToEnclave::Stored { error: None, .. } => Ok(()),
-            ToEnclave::Stored { error: Some(e), .. } => Err(HostCallError::Refused(e)),
-            _ => Err(HostCallError::Confused),
-        }
+        stored(self.call(|call| FromEnclave::Store { call, slot, blob, replace }).await?)
     }
 
     /// Asks `peer`, through the hosts, for a document answering `nonce`.
@@ -222,11 +224,16 @@ impl HostConnection {
 
     /// Stores a new version in `slot`.
     pub async fn store(&mut self, slot: BlobSlot, blob: StoredBlob) -> Result<(), HostCallError> {
-        match self.call(|call| FromEnclave::Store { call, slot, blob, replace: false }).await? {
-            ToEnclave::Stored { error: None, .. } => Ok(()),
-            ToEnclave::Stored { error: Some(e), .. } => Err(HostCallError::Refused(e)),
-            _ => Err(HostCallError::Confused),
-        }
+        stored(self.call(|call| FromEnclave::Store { call, slot, blob, replace: false }).await?)
+    }
+}
+
+/// What the host's answer to a store says.
+fn stored(answer: ToEnclave) -> Result<(), HostCallError> {
+    match answer {
+        ToEnclave::Stored { error: None, .. } => Ok(()),
+        ToEnclave::Stored { error: Some(e), .. } => Err(HostCallError::Refused(e)),
+        _ => Err(HostCallError::Confused),
     }
 }
 

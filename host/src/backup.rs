@@ -147,7 +147,9 @@ async fn check_with_signer(config: &HostConfig, backup: &Backup) -> Result<(), R
                     Some(reason) => return Err(RestoreError::Unopenable { path: b.path.clone(), version: b.version, reason }),
                 },
                 FromEnclave::Load { call, slot, .. } => ToEnclave::Loaded { call, blob: latest(backup, &slot) },
-                FromEnclave::Store { call, .. } => ToEnclave::Stored { call, error: Some(StoreError::Io { detail: "a restore is in progress".into() }) },
+                FromEnclave::Store { call, .. } | FromEnclave::ReplaceAll { call, .. } => {
+                    ToEnclave::Stored { call, error: Some(StoreError::Io { detail: "a restore is in progress".into() }) }
+                }
                 _ => continue,
             };
             w.write_all(&link::encode_frame(&answer)).await.map_err(|e| link_err(e.to_string()))?;

@@ -13,7 +13,7 @@ use crate::store::BlobStore;
 use crate::view::RegistryView;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use conclave_proto::envelope::Envelope;
-use conclave_proto::link::{BlobSlot, FromEnclave, Purpose, SessionPlan, StoredBlob, ToEnclave};
+use conclave_proto::link::{BlobSlot, FromEnclave, Purpose, SessionPlan, StoreError, StoredBlob, ToEnclave};
 use conclave_proto::registry::{NodeRecord, ReadyRecord};
 use conclave_proto::request::{RequestBody, ReshareRequest, SignedRequest};
 use conclave_proto::result::{KeygenResult, Outcome, RequestResult};
@@ -255,7 +255,14 @@ impl Host {
             }
             RequestBody::Reshare(r) => self.propose_reshare(r, now).await,
             RequestBody::Sign(s) => {
-                let wallet = self.wallet_record(&s.wallet, s.scheme).await?;
+                // The view's record, unless the request names a later
+                // version than it holds (a reshare the watch has not
+                // brought yet): then the registry's.
+                let seen = self.view.wallet(&wallet_key(&s.wallet, s.scheme)).filter(|w| w.version >= s.version);
+                let wallet = match seen {
+                    Some(wallet) => wallet,
+                    None => self.wallet_record(&s.wallet, s.scheme).await?,
+                };
                 if !wallet.committee.contains(self.me()) {
                     return Ok(None);
                 }
@@ -343,6 +350,37 @@ impl Host {
         ToEnclave::Loaded { call, blob }
     }
 
+    /// Answers the enclave's [`FromEnclave::ReplaceAll`]: each blob staged
+    /// on the blocking pool at once (their syncs overlap), then all put in
+    /// place with one directory sync.
+    async fn answer_replace_all(self: &Arc<Self>, call: u64, slot: BlobSlot, blobs: Vec<StoredBlob>) -> ToEnclave {
+        let staging = blobs.into_iter().map(|blob| {
+            let (host, slot) = (self.clone(), slot.clone());
+            tokio::task::spawn_blocking(move || host.store.stage(&slot, &blob))
+        });
+        let mut staged = Vec::new();
+        let mut failed = None;
+        for result in futures::future::join_all(staging).await {
+            match result {
+                Ok(Ok(s)) => staged.push(s),
+                Ok(Err(e)) => failed = Some(e),
+                Err(e) => failed = Some(StoreError::Io { detail: format!("the store task failed: {e}") }),
+            }
+        }
+        let error = match failed {
+            // What was staged is dropped, and its temporary files with it.
+            Some(e) => Some(e),
+            None => {
+                let host = self.clone();
+                tokio::task::spawn_blocking(move || host.store.put_in_place(&slot, staged))
+                    .await
+                    .unwrap_or_else(|e| Err(StoreError::Io { detail: format!("the store task failed: {e}") }))
+                    .err()
+            }
+        };
+        ToEnclave::Stored { call, error }
+    }
+
     /// Answers the enclave's [`FromEnclave::Store`].
     pub(crate) fn answer_store(&self, call: u64, slot: &BlobSlot, blob: &StoredBlob, replace: bool) -> ToEnclave {
         let stored = if replace { self.store.replace(slot, blob) } else { self.store.store(slot, blob) };
@@ -377,6 +415,13 @@ impl Host {
                 let host = self.clone();
                 tokio::task::spawn_blocking(move || {
                     let answer = host.answer_store(call, &slot, &blob, replace);
+                    host.link.send(answer);
+                });
+            }
+            FromEnclave::ReplaceAll { call, slot, blobs } => {
+                let host = self.clone();
+                tokio::spawn(async move {
+                    let answer = host.answer_replace_all(call, slot, blobs).await;
                     host.link.send(answer);
                 });
             }

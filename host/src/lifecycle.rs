@@ -28,7 +28,7 @@
 
 use crate::coordinator::Host;
 use crate::quorum::{self, Quorum};
-use crate::registry::{Bucket, RegistryError};
+use crate::registry::{Bucket, Entry, RecordWatch, RegistryError, Unknown};
 use conclave_proto::ids::SessionKind;
 use conclave_proto::link::{Purpose, SessionPlan, ToEnclave};
 use conclave_proto::registry::{SessionRecord, SessionState};
@@ -145,14 +145,25 @@ impl Host {
             // whose record this is takes one.
             state: if pool.is_some() { SessionState::Planning } else { SessionState::Running },
         };
+        // Watched before the create, so that no change after it is missed
+        // when the record this host wrote is taken as read (below).
+        let watch = self.registry.watch_request(id).await;
         // Tried again across a registry outage (a conflict, another host's
         // record, is final): if no host's create got through, no host would
         // follow the request.
         let created = crate::nats::retrying("create the session record", || self.registry.create(Bucket::Sessions, id.as_str(), encode(&first))).await;
-        if created.is_ok() {
-            self.transition(req, Phase::Created, Some(&first.plan), format!("with {:?}", first.plan.participants));
-        }
-        let watch = self.registry.watch_request(id).await;
+        // What this host knows of the record (read, written, or delivered
+        // by the watch) while nothing of its own may have moved it since:
+        // the record it created, at the revision the registry gave it, or
+        // the one another host created, as the watch delivered it, needs
+        // no read.
+        let mut known = match &created {
+            Ok(revision) => {
+                self.transition(req, Phase::Created, Some(&first.plan), format!("with {:?}", first.plan.participants));
+                revision.map(|revision| (revision, first.clone()))
+            }
+            Err(_) => watch.newer_than(0).ok().flatten().and_then(decoded),
+        };
         // This host's signer: the attempt it runs and where its outcome lands,
         // and the latest attempt it started (never start one twice).
         let mut running: Option<(u32, oneshot::Receiver<Outcome>)> = None;
@@ -160,10 +171,11 @@ impl Host {
         let mut tick = tokio::time::interval(self.config.heartbeat);
         let mut missed: Vec<NodeId> = Vec::new();
         loop {
-            let Some((revision, record)) = self.read_record(id).await else {
+            let Some((revision, record)) = self.current_record(id, &watch, known.take()).await else {
                 tracing::warn!(parent: &req.span, "session record unreadable; stopping");
                 break;
             };
+            known = Some((revision, record.clone()));
             match &record.state {
                 SessionState::Running => {}
                 // Only the host whose create wrote the record takes a
@@ -183,6 +195,7 @@ impl Host {
                     // Lost only to a host that moved the record on (a
                     // failover): its record wins.
                     let _ = self.registry.update(Bucket::Sessions, id.as_str(), encode(&running), revision).await;
+                    known = None;
                     continue;
                 }
                 SessionState::Planning => {}
@@ -208,6 +221,7 @@ impl Host {
             tokio::select! {
                 outcome = async { (&mut running.as_mut().expect("guarded").1).await }, if running.is_some() => {
                     let attempt = running.take().expect("guarded").0;
+                    known = None;
                     match outcome {
                         Ok(outcome) => {
                             if self.settle(id, revision, &record, quorum, request, outcome, req).await {
@@ -236,6 +250,7 @@ impl Host {
                         let error = RequestError::new(ErrorCode::PeerUnavailable, format!("{} stopped heartbeating", names.join(", ")))
                             .blaming(gone);
                         self.replace_attempt(id, revision, &record, quorum, error, req).await;
+                        known = None;
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
@@ -248,6 +263,7 @@ impl Host {
                         _ => RequestError::new(ErrorCode::Timeout, format!("no answer by the deadline (attempt {})", plan.attempt)),
                     };
                     self.fail(id, revision, &record, error, req).await;
+                    known = None;
                 }
             }
         }
@@ -421,6 +437,24 @@ impl Host {
         }
     }
 
+    /// The request's record as it stands: `known` if nothing newer came
+    /// since (on NATS the watch says so, and delivers what is newer),
+    /// else read from the registry.
+    async fn current_record(&self, id: &RequestId, watch: &RecordWatch, known: Option<(u64, SessionRecord)>) -> Option<(u64, SessionRecord)> {
+        if let Some((revision, record)) = known {
+            match watch.newer_than(revision) {
+                Ok(None) => return Some((revision, record)),
+                Ok(Some(entry)) => {
+                    if let Some(newer) = decoded(entry) {
+                        return Some(newer);
+                    }
+                }
+                Err(Unknown) => {}
+            }
+        }
+        self.read_record(id).await
+    }
+
     async fn read_record(&self, id: &RequestId) -> Option<(u64, SessionRecord)> {
         // The record exists (this host created it or found it), but a read
         // served by a replica that has not caught up yet may not show it.
@@ -428,9 +462,7 @@ impl Host {
             let missing = || RegistryError::Unavailable { op: "get", bucket: Bucket::Sessions.name(), detail: "not visible here yet".into() };
             self.registry.get(Bucket::Sessions, id.as_str()).await?.ok_or_else(missing)
         });
-        let entry = read.await.ok()?;
-        let record = serde_json::from_slice(&entry.value).ok()?;
-        Some((entry.revision, record))
+        decoded(read.await.ok()?)
     }
 
     fn start_signer(&self, request: &SignedRequest, plan: SessionPlan, req: &Followed) -> oneshot::Receiver<Outcome> {
@@ -490,6 +522,11 @@ impl Host {
         }
         self.metrics.inc("conclave_session_transitions_total", to.as_str());
     }
+}
+
+/// A session record as the registry delivered it, with its revision.
+fn decoded(entry: Entry) -> Option<(u64, SessionRecord)> {
+    Some((entry.revision, serde_json::from_slice(&entry.value).ok()?))
 }
 
 pub(crate) fn encode(record: &SessionRecord) -> bytes::Bytes {

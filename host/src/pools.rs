@@ -89,7 +89,7 @@ impl Host {
             let key = pool.to_string();
             let written = match revision {
                 Some(revision) => self.registry.update(Bucket::Pools, &key, encode(&record), revision).await,
-                None => self.registry.create(Bucket::Pools, &key, encode(&record)).await,
+                None => self.registry.create(Bucket::Pools, &key, encode(&record)).await.map(drop),
             };
             if written.is_ok() {
                 return;

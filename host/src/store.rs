@@ -51,10 +51,32 @@ impl BlobStore {
     /// asks for this only for a version it never committed to). Atomic: a
     /// crash leaves the old blob or the new one.
     pub fn replace(&self, slot: &BlobSlot, blob: &StoredBlob) -> Result<(), StoreError> {
+        let staged = self.stage(slot, blob)?;
+        self.put_in_place(slot, vec![staged])
+    }
+
+    /// The first half of [`BlobStore::replace`]: `blob` written and synced
+    /// beside its place in `slot`. Versions of one slot can be staged at
+    /// once, then put in place together.
+    pub fn stage(&self, slot: &BlobSlot, blob: &StoredBlob) -> Result<Staged, StoreError> {
         let dir = self.root.join(slot.path());
         let tmp = write_tmp(&dir, blob)?;
-        std::fs::rename(&tmp, dir.join(store::blob_file_name(blob.version))).map_err(io)?;
-        std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io)
+        Ok(Staged { tmp: Some(tmp), target: dir.join(store::blob_file_name(blob.version)) })
+    }
+
+    /// The second half of [`BlobStore::replace`]: staged versions of `slot`
+    /// moved into place, each replacing what was there, with one sync of
+    /// the slot's directory for all.
+    pub fn put_in_place(&self, slot: &BlobSlot, staged: Vec<Staged>) -> Result<(), StoreError> {
+        // One that fails stops the rest, whose temporary files go with them.
+        for mut staged in staged {
+            let tmp = staged.tmp.take().expect("staged once");
+            std::fs::rename(&tmp, &staged.target).map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                io(e)
+            })?;
+        }
+        std::fs::File::open(self.root.join(slot.path())).and_then(|d| d.sync_all()).map_err(io)
     }
 
     /// Keeps this node's copy of a wallet record (the committee's signed
@@ -84,6 +106,22 @@ impl BlobStore {
     /// slots); refuses to overwrite.
     pub fn store_at(&self, path: &str, blob: &StoredBlob) -> Result<(), StoreError> {
         write_once(&self.root.join(path), &store::blob_file_name(blob.version), blob)
+    }
+}
+
+/// A blob written and synced beside its place ([`BlobStore::stage`]); its
+/// temporary file is removed if it is dropped before it is put in place.
+pub struct Staged {
+    /// `None` once in place.
+    tmp: Option<PathBuf>,
+    target: PathBuf,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(tmp) = &self.tmp {
+            let _ = std::fs::remove_file(tmp);
+        }
     }
 }
 
@@ -181,5 +219,24 @@ mod tests {
         reopened.replace(&slot, &StoredBlob { version: 2, sealed: b"two again".to_vec() }).unwrap();
         assert_eq!(reopened.load_latest(&slot).unwrap().unwrap().sealed, b"two again");
         assert_eq!(std::fs::read_dir(d.path().join("blobs/share/w/ecdsa")).unwrap().count(), 2, "no temporary file left");
+    }
+
+    #[test]
+    fn staged_versions_are_invisible_until_put_in_place_and_leave_nothing_if_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(d.path()).unwrap();
+        let slot = BlobSlot::Audit;
+        store.store(&slot, &StoredBlob { version: 1, sealed: b"one, never committed".to_vec() }).unwrap();
+        let staged: Vec<Staged> =
+            [(1, "one"), (2, "two")].into_iter().map(|(version, text)| store.stage(&slot, &StoredBlob { version, sealed: text.into() }).unwrap()).collect();
+        assert_eq!(store.versions(&slot).unwrap(), vec![1], "staged, not stored");
+        assert_eq!(store.load_version(&slot, 1).unwrap().unwrap().sealed, b"one, never committed");
+        store.put_in_place(&slot, staged).unwrap();
+        assert_eq!(store.versions(&slot).unwrap(), vec![1, 2]);
+        assert_eq!(store.load_version(&slot, 1).unwrap().unwrap().sealed, b"one", "replaced");
+        assert_eq!(store.load_latest(&slot).unwrap().unwrap().sealed, b"two");
+        // A batch given up (another of its blobs failed) leaves no file.
+        drop(store.stage(&slot, &StoredBlob { version: 3, sealed: b"three".to_vec() }).unwrap());
+        assert_eq!(std::fs::read_dir(d.path().join("blobs").join(slot.path())).unwrap().count(), 2, "no temporary file left");
     }
 }

@@ -9,6 +9,8 @@
 
 use crate::registry::{Bucket, Change, Registry};
 use conclave_proto::registry::{NodeRecord, ReadyRecord};
+use conclave_proto::result::KeygenResult;
+use conclave_proto::statement::Endorsed;
 use conclave_proto::NodeId;
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -26,12 +28,15 @@ pub struct RegistryView {
     ttl: Duration,
     ready: Mutex<HashMap<NodeId, (Instant, ReadyRecord)>>,
     members: Mutex<HashMap<NodeId, NodeRecord>>,
+    /// Wallet records by registry key (`<wallet>.<scheme>`), unverified:
+    /// for routing, like the registry's.
+    wallets: Mutex<HashMap<String, KeygenResult>>,
 }
 
 impl RegistryView {
     /// An empty view for node `me`, whose heartbeats count for `ttl`.
     pub fn new(me: NodeId, ttl: Duration) -> std::sync::Arc<RegistryView> {
-        std::sync::Arc::new(RegistryView { me, ttl, ready: Mutex::default(), members: Mutex::default() })
+        std::sync::Arc::new(RegistryView { me, ttl, ready: Mutex::default(), members: Mutex::default(), wallets: Mutex::default() })
     }
 
     /// Nodes whose heartbeat arrived within the TTL, if the view is current.
@@ -81,6 +86,11 @@ impl RegistryView {
             .collect();
         nodes.sort_by(|a, b| a.0.cmp(&b.0));
         nodes
+    }
+
+    /// The wallet record under registry key `key`, as last seen.
+    pub fn wallet(&self, key: &str) -> Option<KeygenResult> {
+        self.wallets.lock().expect("view lock").get(key).cloned()
     }
 
     /// Nodes that are ready, waiting up to `patience` for the view to
@@ -133,7 +143,21 @@ impl RegistryView {
                 }
             }
         });
-        tokio::join!(ready, members);
+        let wallets = keep(registry, Bucket::Wallets, |change| {
+            let mut wallets = self.wallets.lock().expect("view lock");
+            match change {
+                Change::Put { key, value } => match serde_json::from_slice::<Endorsed>(&value).ok().and_then(|e| e.unverified_record()) {
+                    Some(record) => {
+                        wallets.insert(key, record);
+                    }
+                    None => tracing::warn!(key, "ignoring an unreadable wallet record"),
+                },
+                Change::Delete { key } => {
+                    wallets.remove(&key);
+                }
+            }
+        });
+        tokio::join!(ready, members, wallets);
     }
 }
 

@@ -439,7 +439,7 @@ pub enum ToEnclave {
         /// The blob, if the slot has any.
         blob: Option<StoredBlob>,
     },
-    /// Answer to [`FromEnclave::Store`].
+    /// Answer to [`FromEnclave::Store`] and [`FromEnclave::ReplaceAll`].
     Stored {
         /// The call this answers.
         call: u64,
@@ -555,6 +555,18 @@ pub enum FromEnclave {
         /// acknowledged, then retried).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         replace: bool,
+    },
+    /// Persist several versions of one slot, each replacing the version if
+    /// it exists (as [`FromEnclave::Store`] with `replace`), answered once
+    /// all are stored: a batch of audit entries costs the host one sync of
+    /// the slot's directory, not one per entry.
+    ReplaceAll {
+        /// Correlates the answer.
+        call: u64,
+        /// Which slot.
+        slot: BlobSlot,
+        /// The blobs, each its own version.
+        blobs: Vec<StoredBlob>,
     },
     /// A session ended.
     Finished {

@@ -7,7 +7,10 @@ use conclave_host::registry::{Bucket, Change, Registry, RegistryError};
 use conclave_host::view::RegistryView;
 use conclave_proto::link::Mode;
 use conclave_proto::registry::ReadyRecord;
-use conclave_proto::{NodeId, RequestId, PROTOCOL_VERSION};
+use conclave_proto::result::{Completed, KeygenResult};
+use conclave_proto::statement::{Endorsed, Statement};
+use conclave_proto::subjects::wallet_key;
+use conclave_proto::{NodeId, RequestId, Scheme, WalletId, PROTOCOL_VERSION};
 use conclave_tests::consul::ConsulAgent;
 use conclave_tests::{eventually, NatsServer};
 use futures::StreamExt;
@@ -72,6 +75,7 @@ on_both_backends!(watchers_see_the_contents_then_every_change);
 on_both_backends!(a_request_watch_wakes_on_its_records_changes);
 on_both_backends!(a_restarted_node_heartbeats_at_once);
 on_both_backends!(a_listing_holds_every_key_of_its_bucket_and_nothing_else);
+on_both_backends!(a_hosts_view_holds_each_wallets_latest_record);
 
 fn bytes(text: &str) -> Bytes {
     Bytes::copy_from_slice(text.as_bytes())
@@ -89,14 +93,19 @@ async fn a_fencing_record_is_taken_by_one_writer_only(b: Backend) {
     let mut won = Vec::new();
     for (i, racer) in racers.into_iter().enumerate() {
         match racer.await.unwrap() {
-            Ok(()) => won.push(i),
+            Ok(revision) => won.push((i, revision)),
             Err(RegistryError::Conflict { .. }) => {}
             Err(e) => panic!("coordinator {i}: {e}"),
         }
     }
     assert_eq!(won.len(), 1, "exactly one coordinator creates the record, not {won:?}");
     let first = b.registry.get(Bucket::Sessions, key).await.unwrap().expect("the record exists");
-    assert_eq!(first.value, bytes(&format!("plan of coordinator {}", won[0])));
+    assert_eq!(first.value, bytes(&format!("plan of coordinator {}", won[0].0)));
+    // A revision the create gives (NATS) is the one a read gives: the
+    // winner moves the record on without reading it.
+    if let Some(revision) = won[0].1 {
+        assert_eq!(revision, first.revision);
+    }
 
     // Moving it on needs the revision read; a writer with an older one loses.
     b.registry.update(Bucket::Sessions, key, bytes("attempt 2"), first.revision).await.unwrap();
@@ -163,6 +172,42 @@ async fn a_heartbeat_that_is_not_renewed_expires(b: Backend) {
     watching.abort();
 }
 
+/// A wallet's record as hosts put it into the wallets bucket (unsigned
+/// here: the view routes by it, and clients check the signatures).
+fn wallet_record(version: u32) -> (KeygenResult, Bytes) {
+    let record = KeygenResult {
+        wallet: WalletId::new("treasury").unwrap(),
+        scheme: Scheme::Eddsa,
+        public_key: vec![7; 32],
+        xpub: None,
+        version,
+        threshold: 2,
+        committee: vec![NodeId::new("node-1").unwrap(), NodeId::new("node-2").unwrap()],
+    };
+    let statement = Statement { v: PROTOCOL_VERSION, request: [version as u8; 32], result: Completed::Keygen(record.clone()) };
+    let endorsed = Endorsed { statement: serde_json::to_string(&statement).unwrap(), endorsements: Vec::new() };
+    (record, serde_json::to_vec(&endorsed).unwrap().into())
+}
+
+async fn a_hosts_view_holds_each_wallets_latest_record(b: Backend) {
+    let key = wallet_key(&WalletId::new("treasury").unwrap(), Scheme::Eddsa);
+    let (first, value) = wallet_record(1);
+    b.registry.put(Bucket::Wallets, &key, value).await.unwrap();
+    b.registry.put(Bucket::Wallets, "unreadable.eddsa", bytes("not a record")).await.unwrap();
+    let view = RegistryView::new(NodeId::new("node-1").unwrap(), READY_TTL);
+    let watching = tokio::spawn({
+        let (view, registry) = (view.clone(), b.registry.clone());
+        async move { view.run(&registry).await }
+    });
+    let wait = Duration::from_secs(30);
+    assert_eq!(eventually("the record in the view", wait, || async { view.wallet(&key) }).await, first, "what was there before the view started");
+    let (reshared, value) = wallet_record(2);
+    b.peer.put(Bucket::Wallets, &key, value).await.unwrap();
+    eventually("the new version in the view", wait, || async { view.wallet(&key).filter(|w| *w == reshared).map(drop) }).await;
+    assert!(view.wallet("unreadable.eddsa").is_none(), "an unreadable record is not taken");
+    watching.abort();
+}
+
 async fn next(watch: &mut futures::stream::BoxStream<'static, Change>) -> Change {
     tokio::time::timeout(Duration::from_secs(30), watch.next()).await.expect("a change in time").expect("the watch goes on")
 }
@@ -190,11 +235,26 @@ async fn a_request_watch_wakes_on_its_records_changes(b: Backend) {
     b.registry.create(Bucket::Sessions, id.as_str(), bytes("attempt 1")).await.unwrap();
     assert!(changed().await, "the follower wakes when the record is created");
     let entry = b.registry.get(Bucket::Sessions, id.as_str()).await.unwrap().unwrap();
+    // What the watch delivered, where it can tell (NATS): the record as
+    // created, and nothing newer than that.
+    let seen = |revision| watch.newer_than(revision).map(|newer| newer.map(|e| (e.revision, e.value)));
+    if let Ok(delivered) = seen(0) {
+        assert_eq!(delivered, Some((entry.revision, bytes("attempt 1"))));
+        assert_eq!(seen(entry.revision).unwrap(), None);
+    }
     b.registry.update(Bucket::Sessions, id.as_str(), bytes("attempt 2"), entry.revision).await.unwrap();
     assert!(changed().await, "the follower wakes on the new attempt");
-    // A keygen confirmation is one of the request's records too.
+    let moved = b.registry.get(Bucket::Sessions, id.as_str()).await.unwrap().unwrap();
+    if let Ok(delivered) = seen(entry.revision) {
+        assert_eq!(delivered, Some((moved.revision, bytes("attempt 2"))));
+    }
+    // A keygen confirmation is one of the request's records too; it wakes
+    // the follower and is not taken for the request's record.
     b.registry.put(Bucket::Sessions, "req-watched.stored.node-1", bytes("stored")).await.unwrap();
     assert!(changed().await, "the follower wakes on a confirmation");
+    if let Ok(delivered) = seen(0) {
+        assert_eq!(delivered, Some((moved.revision, bytes("attempt 2"))));
+    }
 }
 
 /// Our side of an ACL refusal: a typed error naming the agent's answer,

@@ -104,7 +104,7 @@ impl Enclave {
         }
     }
 
-    /// Writes `events` after `last`, stored concurrently, then raises the
+    /// Writes `events` after `last`, stored in one call, then raises the
     /// floor once to the last; returns the new tail.
     async fn append(&self, last: Tail, events: Vec<AuditEvent>) -> Result<Tail, RequestError> {
         let mut tail = last;
@@ -123,8 +123,7 @@ impl Enclave {
         let Some((last_seq, _)) = tail else { return Ok(tail) };
         // Not committed until the floor rises: entries a host kept from a
         // try that never got that far are this signer's to replace.
-        let stored = futures::future::join_all(blobs.into_iter().map(|blob| self.host.replace(BlobSlot::Audit, blob))).await;
-        stored.into_iter().collect::<Result<Vec<()>, _>>()?;
+        self.host.replace_all(BlobSlot::Audit, blobs).await?;
         self.raise_floor(&BlobSlot::Audit, last_seq.get() as u32)?;
         Ok(tail)
     }

@@ -345,7 +345,7 @@ impl ConsulKv {
                 watch.known.clear();
             }
         });
-        RecordWatch { notify, guard: WatchGuard::Own(task.abort_handle()) }
+        RecordWatch { notify, seen: None, guard: WatchGuard::Own(task.abort_handle()) }
     }
 }
 

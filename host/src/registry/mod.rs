@@ -214,10 +214,12 @@ impl Registry {
     }
 
     /// Writes `key` only if it does not exist: exactly one writer wins.
-    pub async fn create(&self, bucket: Bucket, key: &str, value: Bytes) -> Result<(), RegistryError> {
+    /// Returns the written revision where the backend says it (NATS KV;
+    /// Consul's check-and-set answers only whether it wrote).
+    pub async fn create(&self, bucket: Bucket, key: &str, value: Bytes) -> Result<Option<u64>, RegistryError> {
         match self {
-            Registry::Nats(r) => r.create(bucket, key, value).await,
-            Registry::Consul(r) => r.update(bucket, key, value, 0).await,
+            Registry::Nats(r) => r.create(bucket, key, value).await.map(Some),
+            Registry::Consul(r) => r.update(bucket, key, value, 0).await.map(|()| None),
         }
     }
 
@@ -274,6 +276,9 @@ impl Registry {
 /// A follower's interest in one request's records; dropping it ends it.
 pub struct RecordWatch {
     notify: Arc<Notify>,
+    /// The newest version of the request's record that the shared watch
+    /// delivered since this follower registered (NATS only).
+    seen: Option<Arc<Mutex<Option<Entry>>>>,
     guard: WatchGuard,
 }
 
@@ -290,7 +295,19 @@ impl RecordWatch {
     pub async fn changed(&self) {
         self.notify.notified().await
     }
+
+    /// The request's record as the watch last delivered it, if newer than
+    /// `revision`; `Err` if this watch cannot tell (Consul: the follower
+    /// reads the registry).
+    pub fn newer_than(&self, revision: u64) -> Result<Option<Entry>, Unknown> {
+        let seen = self.seen.as_ref().ok_or(Unknown)?;
+        Ok(seen.lock().expect("seen lock").as_ref().filter(|e| e.revision > revision).cloned())
+    }
 }
+
+/// What a [`RecordWatch`] cannot tell: read the registry instead.
+#[derive(Debug)]
+pub struct Unknown;
 
 impl Drop for RecordWatch {
     fn drop(&mut self) {
@@ -304,35 +321,50 @@ impl Drop for RecordWatch {
 /// Followers of requests, woken by one shared watch of the records.
 #[derive(Default)]
 pub struct RequestWaiters {
-    /// Per request: who to wake, and how many watches share it (a keygen's
-    /// follower and its confirmation watch the same request).
-    waiting: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
+    /// Per request: who to wake, the newest version of its record seen
+    /// since, and how many watches share it (a keygen's follower and its
+    /// confirmation watch the same request).
+    waiting: Mutex<HashMap<String, Waiting>>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    notify: Arc<Notify>,
+    seen: Arc<Mutex<Option<Entry>>>,
+    watches: usize,
 }
 
 impl RequestWaiters {
     fn register(self: &Arc<Self>, key: &str) -> RecordWatch {
         let mut waiting = self.waiting.lock().expect("waiters lock");
-        let slot = waiting.entry(key.to_owned()).or_insert_with(|| (Arc::default(), 0));
-        slot.1 += 1;
-        RecordWatch { notify: slot.0.clone(), guard: WatchGuard::Shared { requests: self.clone(), key: key.to_owned() } }
+        let slot = waiting.entry(key.to_owned()).or_default();
+        slot.watches += 1;
+        RecordWatch { notify: slot.notify.clone(), seen: Some(slot.seen.clone()), guard: WatchGuard::Shared { requests: self.clone(), key: key.to_owned() } }
     }
 
     fn unregister(&self, key: &str) {
         let mut waiting = self.waiting.lock().expect("waiters lock");
         if let Some(slot) = waiting.get_mut(key) {
-            slot.1 -= 1;
-            if slot.1 == 0 {
+            slot.watches -= 1;
+            if slot.watches == 0 {
                 waiting.remove(key);
             }
         }
     }
 
-    /// A record under `key` changed: wake its request's followers. Record
-    /// keys are `<request>` and `<request>.stored.<node>`.
-    fn wake(&self, key: &str) {
+    /// A record under `key` changed (`put`: its new value): wake its
+    /// request's followers. Record keys are `<request>` and
+    /// `<request>.stored.<node>`; only the first is kept as seen.
+    fn wake(&self, key: &str, put: Option<Entry>) {
         let request = key.split('.').next().unwrap_or_default();
-        if let Some((notify, _)) = self.waiting.lock().expect("waiters lock").get(request) {
-            notify.notify_one();
+        if let Some(slot) = self.waiting.lock().expect("waiters lock").get(request) {
+            if let Some(entry) = put.filter(|_| key == request) {
+                let mut seen = slot.seen.lock().expect("seen lock");
+                if seen.as_ref().is_none_or(|s| s.revision < entry.revision) {
+                    *seen = Some(entry);
+                }
+            }
+            slot.notify.notify_one();
         }
     }
 }

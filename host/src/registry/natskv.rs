@@ -79,9 +79,9 @@ impl NatsKv {
         self.store(bucket).delete(key).await.map_err(|e| unavailable("delete", bucket, e))
     }
 
-    pub(super) async fn create(&self, bucket: Bucket, key: &str, value: Bytes) -> Result<(), RegistryError> {
+    pub(super) async fn create(&self, bucket: Bucket, key: &str, value: Bytes) -> Result<u64, RegistryError> {
         match self.store(bucket).create(key, value).await {
-            Ok(_) => Ok(()),
+            Ok(revision) => Ok(revision),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Err(RegistryError::Conflict { bucket: bucket.name(), key: key.into() }),
             Err(e) => Err(unavailable("create", bucket, e)),
         }
@@ -121,7 +121,8 @@ fn unavailable(op: &'static str, bucket: Bucket, e: impl std::fmt::Display) -> R
 async fn wake_followers(sessions: kv::Store, mut watch: kv::Watch, requests: Arc<RequestWaiters>) {
     loop {
         while let Some(Ok(entry)) = watch.next().await {
-            requests.wake(&entry.key);
+            let put = (entry.operation == kv::Operation::Put).then(|| Entry { value: entry.value, revision: entry.revision });
+            requests.wake(&entry.key, put);
         }
         tracing::warn!("registry watch ended; reopening it");
         watch = loop {
