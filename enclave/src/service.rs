@@ -45,9 +45,18 @@ struct Claim {
     /// An attempt gave away this signer's share of the signature: no later
     /// attempt runs here, or the request could be signed twice.
     released: bool,
+    /// The audit entry of the latest attempt's decision while it is being
+    /// written: the attempt's rounds run meanwhile, and its share of the
+    /// signature waits for it ([`Enclave::decision_written`]).
+    decision: Option<tokio::sync::oneshot::Receiver<Result<(), RequestError>>>,
 }
 
 impl Claim {
+    /// A claim of `attempt`, made `at`, with attempts up to `ended` over.
+    fn new(attempt: u32, ended: u32, at: Instant) -> Claim {
+        Claim { attempt, ended, at, completed: false, released: false, decision: None }
+    }
+
     /// Whether `attempt` may still run here: it is the latest, it was not
     /// ended, and no attempt completed.
     fn allows(&self, attempt: u32) -> bool {
@@ -375,7 +384,7 @@ impl Enclave {
             Some(claim) => Some(claim.attempt),
             None => None,
         };
-        started.insert(request, Claim { attempt, ended: previous.unwrap_or(0), at: now, completed: false, released: false });
+        started.insert(request, Claim::new(attempt, previous.unwrap_or(0), now));
         drop(started);
         if let Some(previous) = previous {
             self.end_sessions(request, previous);
@@ -401,7 +410,7 @@ impl Enclave {
                 released
             }
             None => {
-                started.insert(request, Claim { attempt, ended: attempt, at: Instant::now(), completed: false, released: false });
+                started.insert(request, Claim::new(attempt, attempt, Instant::now()));
                 false
             }
         };
@@ -425,6 +434,26 @@ impl Enclave {
             ));
         }
         self.router.register(spec.id)
+    }
+
+    /// Keeps the audit entry of `attempt`'s decision, being written, with
+    /// the attempt's claim.
+    fn deciding(&self, request: &RequestId, attempt: u32, written: tokio::sync::oneshot::Receiver<Result<(), RequestError>>) {
+        if let Some(claim) = self.started.lock().expect("started lock").by_request.get_mut(request).filter(|c| c.attempt == attempt) {
+            claim.decision = Some(written);
+        }
+    }
+
+    /// Waits until the audit entry of `attempt`'s decision is written (at
+    /// once if it was, or if the attempt made none): what precedes
+    /// [`Enclave::release`], so that no share of a signature leaves before
+    /// the decision that allowed it is on record.
+    pub async fn decision_written(&self, request: &RequestId, attempt: u32) -> Result<(), RequestError> {
+        let written = self.started.lock().expect("started lock").by_request.get_mut(request).filter(|c| c.attempt == attempt).and_then(|c| c.decision.take());
+        match written {
+            None => Ok(()),
+            Some(written) => written.await.unwrap_or_else(|_| Err(RequestError::new(ErrorCode::Internal, "the audit writer went away"))),
+        }
     }
 
     /// Called before this signer's share of a signature leaves in
@@ -648,7 +677,7 @@ mod tests {
     fn claims_are_forgotten_in_the_order_they_were_last_made() {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
-        let claim = |s: u64| Claim { attempt: 1, ended: 0, at: at(s), completed: false, released: false };
+        let claim = |s: u64| Claim::new(1, 0, at(s));
         let (a, b, c) = (RequestId::new("a").unwrap(), RequestId::new("b").unwrap(), RequestId::new("c").unwrap());
         let mut claims = Claims::default();
         claims.insert(&a, claim(0));

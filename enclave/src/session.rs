@@ -347,8 +347,13 @@ where
         Cost::Light => None,
         Cost::Heavy => Some(wait_turn(enclave, spec, &mut inbox, &mut held).await?),
     };
-    let release = |msg: &M| match releases {
-        Some(releases) if releases(msg) => enclave.release(&spec.request, spec.attempt),
+    // Before this party's share of the signature leaves: the decision that
+    // allowed it is on record, and the attempt may still release.
+    let release = async |msg: &M| match releases {
+        Some(releases) if releases(msg) => {
+            enclave.decision_written(&spec.request, spec.attempt).await?;
+            enclave.release(&spec.request, spec.attempt)
+        }
         _ => Ok(()),
     };
     let me = enclave.keys.node_id().clone();
@@ -380,7 +385,7 @@ where
             Some(out) = out_rx.next() => {
                 seq += 1;
                 rounds.sent(out.msg.round());
-                release(&out.msg)?;
+                release(&out.msg).await?;
                 send_outgoing(enclave, spec, &me, seq, out)?;
             }
             result = &mut done_rx => {
@@ -388,7 +393,7 @@ where
                 // is queued already.
                 while let Ok(out) = out_rx.try_recv() {
                     seq += 1;
-                    release(&out.msg)?;
+                    release(&out.msg).await?;
                     send_outgoing(enclave, spec, &me, seq, out)?;
                 }
                 return match result {

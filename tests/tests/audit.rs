@@ -148,9 +148,9 @@ async fn a_signer_that_cannot_write_its_decision_to_the_trail_gives_no_share() {
     sign(b"first").await.expect("signs while the trail can be written");
 
     // Node-1's host can no longer store audit entries (a file where the
-    // trail's directory was): node-1 writes its decision to the trail
-    // before anything runs, that fails, and it gives no share; node-2's
-    // share alone makes no signature.
+    // trail's directory was): node-1's decision must be in its trail before
+    // its share of the signature leaves, the write fails, and it gives no
+    // share; node-2's share alone makes no signature.
     let trail = cluster.node_dir(1).join("store/blobs/audit");
     let aside = trail.with_extension("aside");
     std::fs::rename(&trail, &aside).unwrap();

@@ -43,6 +43,17 @@ impl Enclave {
         written.await.unwrap_or_else(|_| Err(RequestError::new(ErrorCode::Internal, "the audit writer went away")))
     }
 
+    /// Starts appending `event`, written by a task of its own (with
+    /// whatever else waits), and returns what tells when it is stored and
+    /// the floor raised: for a decision whose effect can wait for it, while
+    /// the work before the effect goes on.
+    pub(super) fn audit_soon(self: &Arc<Self>, event: AuditEvent) -> tokio::sync::oneshot::Receiver<Result<(), RequestError>> {
+        let written = self.queue(event);
+        let me = self.clone();
+        tokio::spawn(async move { me.flush().await });
+        written
+    }
+
     /// Appends `event`, logging instead of failing, for entries recorded
     /// after the decision took effect (a signature already given away): it
     /// is queued before this returns, so that it comes before any entry
