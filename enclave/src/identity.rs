@@ -279,13 +279,13 @@ impl NodeKeys {
     /// answered from memory while the peer presents the same certificate.
     pub(crate) fn peer_certified(&self, peer: &NodeId, identity: &ed25519_dalek::VerifyingKey, bytes: &[u8], signature: &[u8; 64]) -> bool {
         let key = identity.to_bytes();
-        let mut certificates = self.certificates.lock().expect("certificates lock");
-        if certificates.get(peer).is_some_and(|(k, b, s)| *k == key && b == bytes && s == signature) {
+        let known = |(k, b, s): &Checked| *k == key && b == bytes && s == signature;
+        if self.certificates.lock().expect("certificates lock").get(peer).is_some_and(known) {
             return true;
         }
-        let holds = identity.verify_strict(bytes, &ed25519_dalek::Signature::from_bytes(signature)).is_ok();
+        let holds = pinned(identity)(None, bytes, signature);
         if holds {
-            certificates.insert(peer.clone(), (key, bytes.to_vec(), *signature));
+            self.certificates.lock().expect("certificates lock").insert(peer.clone(), (key, bytes.to_vec(), *signature));
         }
         holds
     }

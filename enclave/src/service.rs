@@ -48,7 +48,7 @@ struct Claim {
     /// The audit entry of the latest attempt's decision while it is being
     /// written: the attempt's rounds run meanwhile, and its share of the
     /// signature waits for it ([`Enclave::decision_written`]).
-    decision: Option<tokio::sync::oneshot::Receiver<Result<(), RequestError>>>,
+    decision: Option<audit::Written>,
 }
 
 impl Claim {
@@ -438,7 +438,7 @@ impl Enclave {
 
     /// Keeps the audit entry of `attempt`'s decision, being written, with
     /// the attempt's claim.
-    fn deciding(&self, request: &RequestId, attempt: u32, written: tokio::sync::oneshot::Receiver<Result<(), RequestError>>) {
+    fn deciding(&self, request: &RequestId, attempt: u32, written: audit::Written) {
         if let Some(claim) = self.started.lock().expect("started lock").by_request.get_mut(request).filter(|c| c.attempt == attempt) {
             claim.decision = Some(written);
         }
@@ -452,7 +452,7 @@ impl Enclave {
         let written = self.started.lock().expect("started lock").by_request.get_mut(request).filter(|c| c.attempt == attempt).and_then(|c| c.decision.take());
         match written {
             None => Ok(()),
-            Some(written) => written.await.unwrap_or_else(|_| Err(RequestError::new(ErrorCode::Internal, "the audit writer went away"))),
+            Some(written) => written.wait().await,
         }
     }
 

@@ -316,10 +316,9 @@ impl Host {
         let key = wallet_key(wallet, scheme);
         let read = crate::nats::retrying("read the wallet record", || self.registry.get(Bucket::Wallets, &key));
         match read.await {
-            Ok(Some(entry)) => serde_json::from_slice::<Endorsed>(&entry.value)
-                .ok()
-                .and_then(|e| e.unverified_record())
-                .ok_or_else(|| RequestError::new(ErrorCode::Internal, format!("wallet record {key} is corrupt"))),
+            Ok(Some(entry)) => {
+                crate::view::routing_record(&entry.value).ok_or_else(|| RequestError::new(ErrorCode::Internal, format!("wallet record {key} is corrupt")))
+            }
             Ok(None) => Err(RequestError::new(ErrorCode::UnknownWallet, format!("no {scheme} key for wallet {wallet}"))),
             Err(e) => Err(RequestError::new(ErrorCode::Internal, format!("registry: {e}"))),
         }
@@ -358,13 +357,13 @@ impl Host {
             let (host, slot) = (self.clone(), slot.clone());
             tokio::task::spawn_blocking(move || host.store.stage(&slot, &blob))
         });
+        let task_failed = |e: tokio::task::JoinError| StoreError::Io { detail: format!("the store task failed: {e}") };
         let mut staged = Vec::new();
         let mut failed = None;
         for result in futures::future::join_all(staging).await {
-            match result {
-                Ok(Ok(s)) => staged.push(s),
-                Ok(Err(e)) => failed = Some(e),
-                Err(e) => failed = Some(StoreError::Io { detail: format!("the store task failed: {e}") }),
+            match result.unwrap_or_else(|e| Err(task_failed(e))) {
+                Ok(s) => staged.push(s),
+                Err(e) => failed = Some(e),
             }
         }
         let error = match failed {
@@ -372,10 +371,7 @@ impl Host {
             Some(e) => Some(e),
             None => {
                 let host = self.clone();
-                tokio::task::spawn_blocking(move || host.store.put_in_place(&slot, staged))
-                    .await
-                    .unwrap_or_else(|e| Err(StoreError::Io { detail: format!("the store task failed: {e}") }))
-                    .err()
+                tokio::task::spawn_blocking(move || host.store.put_in_place(&slot, staged)).await.unwrap_or_else(|e| Err(task_failed(e))).err()
             }
         };
         ToEnclave::Stored { call, error }

@@ -146,7 +146,7 @@ impl RegistryView {
         let wallets = keep(registry, Bucket::Wallets, |change| {
             let mut wallets = self.wallets.lock().expect("view lock");
             match change {
-                Change::Put { key, value } => match serde_json::from_slice::<Endorsed>(&value).ok().and_then(|e| e.unverified_record()) {
+                Change::Put { key, value } => match routing_record(&value) {
                     Some(record) => {
                         wallets.insert(key, record);
                     }
@@ -159,6 +159,13 @@ impl RegistryView {
         });
         tokio::join!(ready, members, wallets);
     }
+}
+
+/// A wallet record as the registry stores it (the committee's endorsed
+/// statement), read without checking its signatures: hosts route by it,
+/// signers and clients check it.
+pub(crate) fn routing_record(value: &[u8]) -> Option<KeygenResult> {
+    serde_json::from_slice::<Endorsed>(value).ok()?.unverified_record()
 }
 
 /// Applies every change of `bucket` (its current contents first),

@@ -20,6 +20,17 @@ type Tail = Option<(NonZeroU64, [u8; 32])>;
 /// An entry waiting to be written, and who waits for it.
 type Waiting = (AuditEvent, tokio::sync::oneshot::Sender<Result<(), RequestError>>);
 
+/// An entry queued for the trail: resolves once it is stored and the
+/// floor raised, or with why not.
+pub(super) struct Written(tokio::sync::oneshot::Receiver<Result<(), RequestError>>);
+
+impl Written {
+    /// Waits until the entry is written.
+    pub(super) async fn wait(self) -> Result<(), RequestError> {
+        self.0.await.unwrap_or_else(|_| Err(RequestError::new(ErrorCode::Internal, "the audit writer went away")))
+    }
+}
+
 /// The audit state of a signer.
 #[derive(Default)]
 pub(crate) struct AuditLog {
@@ -40,14 +51,14 @@ impl Enclave {
     pub(super) async fn audit(&self, event: AuditEvent) -> Result<(), RequestError> {
         let written = self.queue(event);
         self.flush().await;
-        written.await.unwrap_or_else(|_| Err(RequestError::new(ErrorCode::Internal, "the audit writer went away")))
+        written.wait().await
     }
 
     /// Starts appending `event`, written by a task of its own (with
     /// whatever else waits), and returns what tells when it is stored and
     /// the floor raised: for a decision whose effect can wait for it, while
     /// the work before the effect goes on.
-    pub(super) fn audit_soon(self: &Arc<Self>, event: AuditEvent) -> tokio::sync::oneshot::Receiver<Result<(), RequestError>> {
+    pub(super) fn audit_soon(self: &Arc<Self>, event: AuditEvent) -> Written {
         let written = self.queue(event);
         let me = self.clone();
         tokio::spawn(async move { me.flush().await });
@@ -66,11 +77,11 @@ impl Enclave {
         let mut written = self.queue(event);
         let me = self.clone();
         tokio::spawn(async move {
-            let answer = match tokio::time::timeout(AFTER_WINDOW, &mut written).await {
+            let answer = match tokio::time::timeout(AFTER_WINDOW, &mut written.0).await {
                 Ok(answer) => answer,
                 Err(_) => {
                     me.flush().await;
-                    written.await
+                    written.0.await
                 }
             };
             if let Ok(Err(e)) = answer {
@@ -79,10 +90,10 @@ impl Enclave {
         });
     }
 
-    fn queue(&self, event: AuditEvent) -> tokio::sync::oneshot::Receiver<Result<(), RequestError>> {
+    fn queue(&self, event: AuditEvent) -> Written {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.audit_log.waiting.lock().expect("audit queue").push((event, tx));
-        rx
+        Written(rx)
     }
 
     /// Writes every queued entry (none if the writer before took them
