@@ -248,6 +248,7 @@ pub struct Seat<'a> {
     spec: &'a SessionSpec,
     index: u16,
     cost: Cost,
+    background: bool,
 }
 
 /// What a session's rounds cost this signer's CPU.
@@ -265,7 +266,7 @@ impl<'a> Seat<'a> {
     /// (the policy checked that before).
     pub fn take(enclave: &'a Arc<Enclave>, spec: &'a SessionSpec) -> Result<Seat<'a>, RequestError> {
         let index = spec.index_of(enclave.keys.node_id()).ok_or_else(|| RequestError::new(ErrorCode::Internal, "this node is not a party of the session"))?;
-        Ok(Seat { enclave, spec, index, cost: Cost::Light })
+        Ok(Seat { enclave, spec, index, cost: Cost::Light, background: false })
     }
 
     /// This seat for a protocol whose rounds are heavy (ECDSA's Paillier
@@ -273,6 +274,13 @@ impl<'a> Seat<'a> {
     /// that an overloaded signer finishes sessions instead of slowing all.
     pub fn heavy(self) -> Self {
         Seat { cost: Cost::Heavy, ..self }
+    }
+
+    /// This seat for work nobody waits for (a pool's refill): its thread
+    /// runs at the lowest CPU priority, so that requests take the CPU
+    /// first and the pool fills in what they leave.
+    pub fn background(self) -> Self {
+        Seat { background: true, ..self }
     }
 
     /// This party's index in the session.
@@ -333,6 +341,14 @@ impl<'a> Seat<'a> {
     }
 }
 
+/// The lowest CPU priority (nice 19) for the calling thread only: Linux
+/// keeps a nice value per thread, and this one ends with its session.
+fn lowest_priority() {
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
+        tracing::warn!(error = %e, "cannot lower a background session's priority");
+    }
+}
+
 async fn run_releasing<M, T, E, F>(seat: &Seat<'_>, mut inbox: Inbox, releases: Option<fn(&M) -> bool>, protocol: F) -> Result<T, RequestError>
 where
     M: ProtocolMessage + Serialize + DeserializeOwned + Send + 'static,
@@ -357,6 +373,7 @@ where
         _ => Ok(()),
     };
     let me = enclave.keys.node_id().clone();
+    let background = seat.background;
     let (in_tx, in_rx) = fmpsc::unbounded::<Result<Incoming<M>, Infallible>>();
     let (out_tx, mut out_rx) = fmpsc::unbounded::<Outgoing<M>>();
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
@@ -365,6 +382,9 @@ where
         .spawn(move || {
             // The turn ends with the thread, when the protocol's CPU is spent.
             let _turn = turn;
+            if background {
+                lowest_priority();
+            }
             let party = MpcParty::connected((in_rx, out_tx));
             let _ = done_tx.send(protocol(party).map_err(|e| e.to_string()));
         })
@@ -664,6 +684,20 @@ mod tests {
             broadcast: false,
         };
         Opened { header, message: zeroize::Zeroizing::new(vec![0; len]) }
+    }
+
+    #[test]
+    fn a_background_session_lowers_its_own_thread_only() {
+        let nice = || rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        let before = nice();
+        let background = std::thread::spawn(move || {
+            lowest_priority();
+            nice()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(background, 19);
+        assert_eq!(nice(), before, "the calling thread keeps its priority");
     }
 
     #[test]

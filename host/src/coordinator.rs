@@ -61,6 +61,8 @@ pub struct Host {
     pub(crate) following: Mutex<std::collections::HashSet<RequestId>>,
     /// Presignatures this host's keeper asked for, and who waits for each.
     pub(crate) presigning: Mutex<HashMap<RequestId, tokio::sync::oneshot::Sender<Option<RequestError>>>>,
+    /// The counts of the pools this host keeps.
+    pub(crate) pools: crate::pools::Ledger,
     /// Envelopes to publish, in the order the enclave sent them: receivers
     /// refuse reordered envelopes, so they must leave in sequence.
     outbox: tokio::sync::mpsc::UnboundedSender<Envelope>,
@@ -92,6 +94,7 @@ impl Host {
             attested_peers: Mutex::default(),
             following: Mutex::default(),
             presigning: Mutex::default(),
+            pools: crate::pools::Ledger::default(),
             outbox,
         }
     }

@@ -135,34 +135,59 @@ impl Host {
     }
 
     async fn drive(self: Arc<Self>, id: &RequestId, request: &SignedRequest, proposal: SessionPlan, quorum: &Quorum, pool: Option<PoolId>, req: &Followed) {
+        // A request that may use a presignature is planned by the keeper
+        // of its signers' pool (the host of the set's first member), the
+        // one host that hands out that pool's numbers; the others give it
+        // a heartbeat period to write the record before they write one of
+        // their own, for the full protocol (the keeper may be gone).
+        let keeper = pool.filter(|_| proposal.participants.first() == Some(self.me()));
+        let taken = match keeper {
+            Some(pool) => self.take_presignature(pool).await,
+            None => None,
+        };
         let first = SessionRecord {
             v: PROTOCOL_VERSION,
             request_id: id.clone(),
             coordinator: self.me().clone(),
-            plan: proposal,
+            plan: SessionPlan { purpose: taken.map_or(Purpose::Request, |seq| Purpose::Presigned { seq }), ..proposal },
             excluded: Vec::new(),
-            // A request that may use a presignature waits while the host
-            // whose record this is takes one.
-            state: if pool.is_some() { SessionState::Planning } else { SessionState::Running },
+            state: SessionState::Running,
         };
         // Watched before the create, so that no change after it is missed
         // when the record this host wrote is taken as read (below).
         let watch = self.registry.watch_request(id).await;
+        if pool.is_some() && keeper.is_none() {
+            let _ = tokio::time::timeout(self.config.heartbeat, watch.changed()).await;
+        }
         // Tried again across a registry outage (a conflict, another host's
         // record, is final): if no host's create got through, no host would
-        // follow the request.
-        let created = crate::nats::retrying("create the session record", || self.registry.create(Bucket::Sessions, id.as_str(), encode(&first))).await;
+        // follow the request. Not tried when the watch brought the record.
+        let created = match watch.newer_than(0) {
+            Ok(Some(_)) => None,
+            _ => Some(crate::nats::retrying("create the session record", || self.registry.create(Bucket::Sessions, id.as_str(), encode(&first))).await),
+        };
+        if let Some(pool) = keeper {
+            match (&created, taken) {
+                (Some(Ok(_)), Some(_)) => self.metrics.inc("conclave_pool_plans_total", "presigned"),
+                (Some(Ok(_)), None) => {
+                    self.metrics.inc("conclave_pool_plans_total", "full");
+                    self.metrics.inc("conclave_presign_fallbacks_total", "empty");
+                }
+                (_, Some(seq)) => self.give_back_presignature(pool, seq),
+                (_, None) => {}
+            }
+        }
         // What this host knows of the record (read, written, or delivered
         // by the watch) while nothing of its own may have moved it since:
         // the record it created, at the revision the registry gave it, or
         // the one another host created, as the watch delivered it, needs
         // no read.
         let mut known = match &created {
-            Ok(revision) => {
+            Some(Ok(revision)) => {
                 self.transition(req, Phase::Created, Some(&first.plan), format!("with {:?}", first.plan.participants));
                 revision.map(|revision| (revision, first.clone()))
             }
-            Err(_) => watch.newer_than(0).ok().flatten().and_then(decoded),
+            _ => watch.newer_than(0).ok().flatten().and_then(decoded),
         };
         // This host's signer: the attempt it runs and where its outcome lands,
         // and the latest attempt it started (never start one twice).
@@ -178,26 +203,8 @@ impl Host {
             known = Some((revision, record.clone()));
             match &record.state {
                 SessionState::Running => {}
-                // Only the host whose create wrote the record takes a
-                // presignature for it: one taken by any other would be
-                // taken for a plan nobody runs.
-                SessionState::Planning if created.is_ok() && record.coordinator == *self.me() => {
-                    let purpose = match pool {
-                        Some(pool) => self.take_presignature(pool).await.map(|seq| Purpose::Presigned { seq }),
-                        None => None,
-                    };
-                    self.metrics.inc("conclave_pool_plans_total", if purpose.is_some() { "presigned" } else { "full" });
-                    if purpose.is_none() {
-                        self.metrics.inc("conclave_presign_fallbacks_total", "empty");
-                    }
-                    let plan = SessionPlan { purpose: purpose.unwrap_or_default(), ..record.plan.clone() };
-                    let running = SessionRecord { state: SessionState::Running, plan, ..record.clone() };
-                    // Lost only to a host that moved the record on (a
-                    // failover): its record wins.
-                    let _ = self.registry.update(Bucket::Sessions, id.as_str(), encode(&running), revision).await;
-                    known = None;
-                    continue;
-                }
+                // Written by releases before keepers planned their pooled
+                // requests: its creator moves it on.
                 SessionState::Planning => {}
                 // Waiting for approvals: a new attempt, or the deadline.
                 SessionState::Pending { .. } => {}
@@ -516,7 +523,12 @@ impl Host {
         match plan {
             Some(plan) => {
                 let session = SessionId::derive(req.kind, &plan.request_id, plan.attempt);
-                tracing::info!(parent: &req.span, state = to.as_str(), attempt = plan.attempt, %session, "{why}");
+                match plan.purpose {
+                    Purpose::Presigned { seq } => {
+                        tracing::info!(parent: &req.span, state = to.as_str(), attempt = plan.attempt, %session, presignature = seq, "{why}")
+                    }
+                    _ => tracing::info!(parent: &req.span, state = to.as_str(), attempt = plan.attempt, %session, "{why}"),
+                }
             }
             None => tracing::info!(parent: &req.span, state = to.as_str(), "{why}"),
         }

@@ -133,6 +133,7 @@ async fn run(config: PathBuf) -> Result<(), String> {
     let approvals = tokio::spawn(host.clone().answer_approvals(approvals));
     let presign_plans = tokio::spawn(host.clone().carry_presign_plans(presign_plans));
     tokio::spawn(host.clone().keep_pools());
+    tokio::spawn(host.clone().save_pools());
     let http = tokio::spawn(http::serve(host));
     tokio::select! {
         r = envelopes => Err(format!("envelope subscription ended: {r:?}")),

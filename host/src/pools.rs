@@ -1,9 +1,10 @@
-//! Presignature pools (ECDSA presignatures, EdDSA FROST nonces), the hosts' part: which presignature a sign request
-//! takes (each pool's counters in the registry, moved by compare-and-set),
-//! and the keeper that asks the signers of each set for more while this
-//! node is idle. The signers trust none of it: a wrong count costs a
-//! fallback to the full protocol, never a presignature used twice (each
-//! signer takes a presignature once, under its own floor).
+//! Presignature pools (ECDSA presignatures, EdDSA FROST nonces), the
+//! hosts' part: the keeper of each signer set (the host of its first
+//! member) asks the set's signers for more while this node is idle, and
+//! hands them out to the sign requests it plans, from its own counts. The
+//! signers trust none of it: a wrong count costs a fallback to the full
+//! protocol, never a presignature used twice (each signer takes a
+//! presignature once, under its own floor).
 
 use crate::coordinator::Host;
 use crate::quorum;
@@ -16,17 +17,19 @@ use conclave_proto::statement::Endorsed;
 use conclave_proto::subjects::presign_subject;
 use conclave_proto::{NodeId, PoolId, RequestError, RequestId, Scheme};
 use futures::StreamExt;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// A presignature plan is a few hundred bytes.
 const MAX_PLAN_BYTES: usize = 4096;
 /// How long one presignature may take (three protocol rounds, a store and
 /// an acknowledgement; seconds of CPU on a busy machine).
 const PRESIGN_DEADLINE: Duration = Duration::from_secs(60);
-/// Compare-and-set tries before a request signs without a presignature.
-const TAKE_TRIES: usize = 3;
+/// Compare-and-set tries of one copy of a pool's counts.
+const SAVE_TRIES: usize = 3;
 
 /// The pool a sign request may take from, if any: a wallet with pools, the
 /// root key or a path declared for it (ECDSA), for a message the signers
@@ -49,52 +52,144 @@ fn encode(record: &PoolRecord) -> bytes::Bytes {
     serde_json::to_vec(record).expect("pool records serialise").into()
 }
 
+/// The counts of the pools this host keeps. A set's keeper (the host of
+/// its first member) is the only host that makes or hands out its
+/// presignatures, so its memory leads and the registry holds a copy for
+/// its next start, written in the background: a copy that lags after a
+/// crash costs fallbacks to the full protocol, never a presignature used
+/// twice (the signers' floors refuse it).
+#[derive(Default)]
+pub(crate) struct Ledger {
+    books: Mutex<Books>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct Books {
+    counts: HashMap<PoolId, PoolRecord>,
+    unsaved: HashSet<PoolId>,
+}
+
+impl Ledger {
+    /// Changes the counts of a pool this ledger holds; nothing for one it
+    /// has not loaded.
+    fn update<T>(&self, pool: PoolId, change: impl FnOnce(&mut PoolRecord) -> T) -> Option<T> {
+        let mut books = self.books.lock().expect("ledger lock");
+        let record = books.counts.get_mut(&pool)?;
+        let before = *record;
+        let out = change(record);
+        if *record != before {
+            books.unsaved.insert(pool);
+            self.changed.notify_one();
+        }
+        Some(out)
+    }
+
+    /// The next unused presignature of `pool`, now handed out.
+    fn take(&self, pool: PoolId) -> Option<u32> {
+        self.update(pool, |record| {
+            (record.used < record.made).then(|| {
+                record.used += 1;
+                record.used
+            })
+        })
+        .flatten()
+    }
+
+    /// Presignature `seq` went to no request: handed out again, unless a
+    /// later one went since (whose take a signer's floor raised past it).
+    fn give_back(&self, pool: PoolId, seq: u32) {
+        self.update(pool, |record| {
+            if record.used == seq {
+                record.used -= 1;
+            }
+        });
+    }
+
+    /// Every signer of `pool`'s set stored presignature `seq`.
+    fn made(&self, pool: PoolId, seq: u32) {
+        self.update(pool, |record| record.made = record.made.max(seq));
+    }
+
+    /// The counts changed since the last call.
+    fn unsaved(&self) -> Vec<(PoolId, PoolRecord)> {
+        let mut books = self.books.lock().expect("ledger lock");
+        let pools: Vec<PoolId> = books.unsaved.drain().collect();
+        pools.into_iter().map(|pool| (pool, books.counts[&pool])).collect()
+    }
+}
+
 impl Host {
-    /// Takes a presignature of `pool` for one request (its number), or none
-    /// if the pool is empty or keeps changing under this host.
+    /// The counts of `pool` (zero for a pool never filled): this host's,
+    /// or the registry's copy when this host has not seen the pool since
+    /// it started.
+    async fn pool_counts(&self, pool: PoolId) -> Option<PoolRecord> {
+        if let Some(record) = self.pools.books.lock().expect("ledger lock").counts.get(&pool) {
+            return Some(*record);
+        }
+        let stored = match self.registry.get(Bucket::Pools, &pool.to_string()).await {
+            Ok(Some(entry)) => serde_json::from_slice(&entry.value).ok()?,
+            Ok(None) => PoolRecord::default(),
+            Err(_) => return None,
+        };
+        Some(*self.pools.books.lock().expect("ledger lock").counts.entry(pool).or_insert(stored))
+    }
+
+    /// Hands out the next presignature of `pool`, a pool this host keeps
+    /// (its number), or none if it is empty.
     pub(crate) async fn take_presignature(&self, pool: PoolId) -> Option<u32> {
+        self.pool_counts(pool).await?;
+        self.pools.take(pool)
+    }
+
+    /// Presignature `seq` of `pool` went to no request (another host's
+    /// record won).
+    pub(crate) fn give_back_presignature(&self, pool: PoolId, seq: u32) {
+        self.pools.give_back(pool, seq);
+    }
+
+    /// Copies the pools' counts to the registry as they change (and again
+    /// each heartbeat period while a copy fails). A copy never lowers a
+    /// count: a number handed out once stays handed out.
+    pub async fn save_pools(self: Arc<Self>) {
+        if !self.config.presign_pools.any() {
+            return;
+        }
+        let mut tick = tokio::time::interval(self.config.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.pools.changed.notified() => {}
+                _ = tick.tick() => {}
+            }
+            for (pool, record) in self.pools.unsaved() {
+                if !self.save_pool(pool, record).await {
+                    self.pools.books.lock().expect("ledger lock").unsaved.insert(pool);
+                }
+            }
+        }
+    }
+
+    async fn save_pool(&self, pool: PoolId, record: PoolRecord) -> bool {
         let key = pool.to_string();
-        for _ in 0..TAKE_TRIES {
-            let entry = self.registry.get(Bucket::Pools, &key).await.ok()??;
-            let mut record: PoolRecord = serde_json::from_slice(&entry.value).ok()?;
-            if record.used >= record.made {
-                return None;
-            }
-            record.used += 1;
-            if self.registry.update(Bucket::Pools, &key, encode(&record), entry.revision).await.is_ok() {
-                return Some(record.used);
-            }
-        }
-        None
-    }
-
-    /// The pool's counters (zero for a pool never filled).
-    async fn pool_record(&self, pool: PoolId) -> Option<(PoolRecord, Option<u64>)> {
-        match self.registry.get(Bucket::Pools, &pool.to_string()).await {
-            Ok(Some(entry)) => Some((serde_json::from_slice(&entry.value).ok()?, Some(entry.revision))),
-            Ok(None) => Some((PoolRecord::default(), None)),
-            Err(_) => None,
-        }
-    }
-
-    /// Every signer of `pool`'s set stored presignature `seq`: `made` rises
-    /// to it (never falls).
-    async fn record_made(&self, pool: PoolId, seq: u32) {
-        for _ in 0..TAKE_TRIES {
-            let Some((mut record, revision)) = self.pool_record(pool).await else { return };
-            if record.made >= seq {
-                return;
-            }
-            record.made = seq;
-            let key = pool.to_string();
-            let written = match revision {
-                Some(revision) => self.registry.update(Bucket::Pools, &key, encode(&record), revision).await,
-                None => self.registry.create(Bucket::Pools, &key, encode(&record)).await.map(drop),
+        for _ in 0..SAVE_TRIES {
+            let written = match self.registry.get(Bucket::Pools, &key).await {
+                Ok(Some(entry)) => {
+                    let Ok(stored) = serde_json::from_slice::<PoolRecord>(&entry.value) else { return false };
+                    let merged = PoolRecord { made: stored.made.max(record.made), used: stored.used.max(record.used) };
+                    if merged == stored {
+                        return true;
+                    }
+                    self.registry.update(Bucket::Pools, &key, encode(&merged), entry.revision).await
+                }
+                Ok(None) => self.registry.create(Bucket::Pools, &key, encode(&record)).await.map(drop),
+                Err(_) => return false,
             };
             if written.is_ok() {
-                return;
+                return true;
             }
         }
+        false
     }
 
     /// Subscribes to the presignature plans addressed to this node.
@@ -173,7 +268,7 @@ impl Host {
                 }
                 for path in &paths {
                     let pool = PoolId::of(&wallet.wallet, wallet.scheme, wallet.version, &set, path);
-                    let Some((record, _)) = self.pool_record(pool).await else { return false };
+                    let Some(record) = self.pool_counts(pool).await else { return false };
                     let level = record.made.saturating_sub(record.used);
                     let names: Vec<&str> = set.iter().map(NodeId::as_str).collect();
                     let at: String = path.iter().map(|i| format!("/{i}")).collect();
@@ -225,7 +320,7 @@ impl Host {
         self.presigning.lock().expect("presigning lock").remove(&request_id);
         match outcome {
             Ok(Ok(None)) => {
-                self.record_made(pool, seq).await;
+                self.pools.made(pool, seq);
                 self.metrics.inc("conclave_presignatures_total", "made");
                 true
             }
@@ -234,5 +329,49 @@ impl Host {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loaded(made: u32, used: u32) -> (Ledger, PoolId) {
+        let ledger = Ledger::default();
+        let pool = PoolId::of(&conclave_proto::WalletId::new("w").unwrap(), Scheme::Ecdsa, 1, &[NodeId::new("a").unwrap()], &[]);
+        ledger.books.lock().unwrap().counts.insert(pool, PoolRecord { made, used });
+        (ledger, pool)
+    }
+
+    #[test]
+    fn numbers_go_out_once_in_order_up_to_what_was_made() {
+        let (ledger, pool) = loaded(2, 0);
+        assert_eq!((ledger.take(pool), ledger.take(pool), ledger.take(pool)), (Some(1), Some(2), None));
+        ledger.made(pool, 3);
+        assert_eq!(ledger.take(pool), Some(3));
+        assert_eq!(ledger.unsaved(), vec![(pool, PoolRecord { made: 3, used: 3 })]);
+        assert_eq!(ledger.unsaved(), vec![], "saved once");
+        let (empty, pool) = loaded(0, 0);
+        assert_eq!(empty.take(pool), None);
+        assert_eq!(empty.unsaved(), vec![], "nothing changed");
+    }
+
+    #[test]
+    fn a_number_comes_back_only_while_no_later_one_went() {
+        let (ledger, pool) = loaded(3, 0);
+        assert_eq!((ledger.take(pool), ledger.take(pool)), (Some(1), Some(2)));
+        ledger.give_back(pool, 1);
+        assert_eq!(ledger.take(pool), Some(3), "1 is passed over: a signer's floor rose past it with 2");
+        ledger.give_back(pool, 3);
+        assert_eq!(ledger.take(pool), Some(3), "the last one comes back");
+    }
+
+    #[test]
+    fn a_pool_not_loaded_is_left_alone() {
+        let (ledger, _) = loaded(1, 0);
+        let other = PoolId::of(&conclave_proto::WalletId::new("v").unwrap(), Scheme::Eddsa, 1, &[NodeId::new("a").unwrap()], &[]);
+        assert_eq!(ledger.take(other), None);
+        ledger.made(other, 5);
+        assert_eq!(ledger.unsaved(), vec![]);
     }
 }

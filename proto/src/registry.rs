@@ -67,8 +67,9 @@ pub struct SessionRecord {
     pub state: SessionState,
 }
 
-/// A presignature pool's counters, changed only by compare-and-set. Hosts
-/// keep them; signers trust none of it (a wrong count costs a fallback to
+/// A presignature pool's counters, as the pool's keeper (the host of the
+/// set's first member) last copied them; never lowered, changed only by
+/// compare-and-set. Signers trust none of it (a wrong count costs a fallback to
 /// the full protocol, never a presignature used twice).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolRecord {
@@ -86,7 +87,11 @@ pub enum SessionState {
     #[default]
     Running,
     /// The host that created the record is choosing the attempt's
-    /// presignature; nobody starts until it is `Running`.
+    /// presignature; nobody starts until it is `Running`. Written only by
+    /// releases before pooled requests were planned by their pool's
+    /// keeper (which writes the record `Running`, its presignature
+    /// chosen); read so that a cluster part-way through an upgrade waits
+    /// for such a record to move on.
     Planning,
     /// The signers want approvals (a policy rule); the request waits
     /// until enough arrive (each moves it to a new attempt) or the plan's

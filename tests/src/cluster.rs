@@ -129,7 +129,12 @@ impl Cluster {
     /// presignatures per pool (the product's default is 4; other test
     /// clusters keep none).
     pub async fn start_with_pools(n: usize, pool: u32) -> Cluster {
-        Self::start_with(Mode::Dev, n, Topology { presign_pool: pool, ..Topology::default() }).await
+        Self::start_with_pools_in(Mode::Dev, n, pool).await
+    }
+
+    /// [`Cluster::start_with_pools`] in `mode`.
+    pub async fn start_with_pools_in(mode: Mode, n: usize, pool: u32) -> Cluster {
+        Self::start_with(mode, n, Topology { presign_pool: pool, ..Topology::default() }).await
     }
 
     /// As [`Cluster::start_with_pools`], with pools also for the paths that

@@ -1,6 +1,7 @@
 //! Presignature pools (ECDSA, CGGMP24; EdDSA: FROST nonces): filled in the background for every
 //! signer set the rotation chooses, serving message signatures in one
-//! round, never a digest, never twice (a registry that hands one out again,
+//! round, never a digest, never twice (a keeper's host that starts again
+//! on a registry that hands one out again,
 //! a signer killed between taking one and sending its partial), a bad
 //! partial blamed, and the full protocol whenever none can serve. Real
 //! node processes (dev mode, so that the tests can read the pools).
@@ -36,6 +37,17 @@ async fn made(cluster: &Cluster) -> f64 {
 
 async fn wait_made(cluster: &Cluster, at_least: f64) {
     eventually(&format!("{at_least} presignatures made"), Duration::from_secs(300), || async { (made(cluster).await >= at_least).then_some(()) }).await;
+}
+
+/// Kills the host of node `keeper` (the keeper of `pool`: the host of its
+/// set's first member), sets the registry's copy of the pool's counts to
+/// `record` and starts the host again, as a host that starts on a
+/// rolled-back registry finds it.
+async fn restart_keeper_on(cluster: &mut Cluster, keeper: usize, adversary: &Adversary, pool: &PoolId, record: PoolRecord) {
+    cluster.kill_host(keeper);
+    adversary.set_pool_record(pool, record).await;
+    cluster.start_host(keeper);
+    cluster.wait_ready(3).await;
 }
 
 fn verify(public_key: &[u8], message: &[u8], signature: &[u8]) {
@@ -134,13 +146,18 @@ async fn a_presignature_serves_once_whatever_the_registry_or_a_crash_does() {
 
     let sig = sign(b"first").await.unwrap();
     verify(&key.public_key, b"first", &sig.signature);
-    assert_eq!(adversary.pool_record(&pool).await, PoolRecord { made: 1, used: 1 });
+    // The keeper (node-1's host) copies its counts to the registry.
+    eventually("the pool's counts copied", Duration::from_secs(30), || async {
+        (adversary.pool_record(&pool).await == PoolRecord { made: 1, used: 1 }).then_some(())
+    })
+    .await;
 
-    // A lying registry hands presignature 1 out again: both signers refuse
-    // it before anything leaves, and the request signs by the full protocol.
+    // A lying registry hands presignature 1 out again to the keeper's host
+    // when it starts again: both signers refuse it before anything leaves,
+    // and the request signs by the full protocol.
     let unavailable = "conclave_presign_fallbacks_total{reason=\"unavailable\"}";
+    restart_keeper_on(&mut cluster, 1, &adversary, &pool, PoolRecord { made: 1, used: 0 }).await;
     let refused_before = total(&cluster, unavailable).await;
-    adversary.set_pool_record(&pool, PoolRecord { made: 1, used: 0 }).await;
     let sig = sign(b"second").await.expect("signs all the same");
     verify(&key.public_key, b"second", &sig.signature);
     assert_eq!(total(&cluster, unavailable).await, refused_before + 1.0, "refused, then the full protocol");
@@ -148,9 +165,7 @@ async fn a_presignature_serves_once_whatever_the_registry_or_a_crash_does() {
     // node-2 dies (kill -9 by its fault hook) right after taking the next
     // presignature, before its partial leaves: the request fails over to
     // the other pair; that presignature never serves again.
-    wait_made(&cluster, (PAIRS + 1) as f64).await;
-    let taken = adversary.pool_record(&pool).await;
-    assert_eq!(taken.made, 2);
+    eventually("presignature 2 of (1, 2)", Duration::from_secs(300), || async { (adversary.pool_record(&pool).await.made == 2).then_some(()) }).await;
     cluster.restart_signer_with(2, &[(conclave_enclave::fault::Hook::PresignCrashAfterTake.env(), "1")]).await;
     cluster.wait_ready(3).await;
     let refused = sign(b"third").await.expect_err("named signers cannot fail over");
@@ -158,7 +173,7 @@ async fn a_presignature_serves_once_whatever_the_registry_or_a_crash_does() {
     cluster.wait_unready(2).await;
     cluster.start_signer(2);
     cluster.wait_ready(3).await;
-    adversary.set_pool_record(&pool, PoolRecord { made: 2, used: 1 }).await;
+    restart_keeper_on(&mut cluster, 1, &adversary, &pool, PoolRecord { made: 2, used: 1 }).await;
     let refused_before = total(&cluster, unavailable).await;
     let sig = sign(b"fourth").await.expect("signs by the full protocol");
     verify(&key.public_key, b"fourth", &sig.signature);
@@ -223,21 +238,26 @@ async fn eddsa_signs_in_one_round_with_pooled_nonces_each_used_once_and_a_bad_sh
     let sig = client.sign(&w, Scheme::Eddsa, SignPayload::Digest([3; 32].to_vec()), vec![], Some(pair.clone())).await.unwrap();
     verify(&[3; 32], &sig.signature);
     assert_eq!(total(&cluster, presigned).await, before + 1.0, "one round with pooled nonces");
-    assert_eq!(adversary.pool_record(&pool).await, PoolRecord { made: 1, used: 1 });
+    eventually("the pool's counts copied", Duration::from_secs(30), || async {
+        (adversary.pool_record(&pool).await == PoolRecord { made: 1, used: 1 }).then_some(())
+    })
+    .await;
 
-    // Handed out again by a lying registry: refused, then the full protocol.
+    // Handed out again by a lying registry to the keeper's host (node-2's)
+    // when it starts again: refused, then the full protocol.
     let unavailable = "conclave_presign_fallbacks_total{reason=\"unavailable\"}";
+    restart_keeper_on(&mut cluster, 2, &adversary, &pool, PoolRecord { made: 1, used: 0 }).await;
     let refused_before = total(&cluster, unavailable).await;
-    adversary.set_pool_record(&pool, PoolRecord { made: 1, used: 0 }).await;
     let sig = client.sign(&w, Scheme::Eddsa, SignPayload::Message(b"again".to_vec()), vec![], Some(pair.clone())).await.unwrap();
     verify(b"again", &sig.signature);
     assert_eq!(total(&cluster, unavailable).await, refused_before + 1.0, "the nonces serve once");
 
     // node-3 sends signature shares that do not fit its nonces: checked
     // one by one (RFC 9591's verify_signature_share), it is named.
-    eventually("an unused presignature of (2, 3)", Duration::from_secs(300), || async {
+    // Number 2 (1 went to "again"), as the keeper's copy shows it.
+    eventually("presignature 2 of (2, 3)", Duration::from_secs(300), || async {
         let record = adversary.pool_record(&pool).await;
-        (record.made > record.used).then_some(())
+        (record.made >= 2 && record.made > record.used).then_some(())
     })
     .await;
     cluster.restart_signer_with(3, &[(conclave_enclave::fault::Hook::PresignTamper.env(), "1")]).await;

@@ -73,6 +73,7 @@ on_both_backends!(a_fencing_record_is_taken_by_one_writer_only);
 on_both_backends!(a_heartbeat_that_is_not_renewed_expires);
 on_both_backends!(watchers_see_the_contents_then_every_change);
 on_both_backends!(a_request_watch_wakes_on_its_records_changes);
+on_both_backends!(a_watch_begun_after_a_record_was_written_finds_it);
 on_both_backends!(a_restarted_node_heartbeats_at_once);
 on_both_backends!(a_listing_holds_every_key_of_its_bucket_and_nothing_else);
 on_both_backends!(a_hosts_view_holds_each_wallets_latest_record);
@@ -254,6 +255,27 @@ async fn a_request_watch_wakes_on_its_records_changes(b: Backend) {
     assert!(changed().await, "the follower wakes on a confirmation");
     if let Ok(delivered) = seen(0) {
         assert_eq!(delivered, Some((moved.revision, bytes("attempt 2"))));
+    }
+}
+
+/// A host that takes a request after another host wrote its record (the
+/// pool's keeper plans pooled requests; the others wait for its record).
+async fn a_watch_begun_after_a_record_was_written_finds_it(b: Backend) {
+    let early = RequestId::new("req-early").unwrap();
+    let fence = RequestId::new("req-fence").unwrap();
+    b.registry.create(Bucket::Sessions, early.as_str(), bytes("planned by the keeper")).await.unwrap();
+    // Changes arrive in the order they were made: once a watch of a later
+    // record has woken, the earlier record went by unwatched.
+    let fenced = b.registry.watch_request(&fence).await;
+    b.registry.create(Bucket::Sessions, fence.as_str(), bytes("later")).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), fenced.changed()).await.expect("the later record is delivered");
+
+    let watch = b.registry.watch_request(&early).await;
+    tokio::time::timeout(Duration::from_secs(30), watch.changed()).await.expect("the record is there at once");
+    let entry = b.registry.get(Bucket::Sessions, early.as_str()).await.unwrap().unwrap();
+    // Where the watch can tell (NATS), it holds the record as written.
+    if let Ok(delivered) = watch.newer_than(0) {
+        assert_eq!(delivered.map(|e| (e.revision, e.value)), Some((entry.revision, bytes("planned by the keeper"))));
     }
 }
 

@@ -83,9 +83,9 @@ impl Enclave {
                     RequestError::new(ErrorCode::AuxInfoStale, format!("node {me} holds no CGGMP24 aux info for the committee of {}", plan.wallet))
                 })?;
                 let (core, _) = ecdsa::core_share(record.secret.expose())?;
-                ecdsa::presign(Seat::take(self, &spec)?, indexes, core, &aux, plan.path.clone()).await?
+                ecdsa::presign(Seat::take(self, &spec)?.background(), indexes, core, &aux, plan.path.clone()).await?
             }
-            Scheme::Eddsa => eddsa::commit_nonces(Seat::take(self, &spec)?, indexes, record.secret.expose()).await?,
+            Scheme::Eddsa => eddsa::commit_nonces(Seat::take(self, &spec)?.background(), indexes, record.secret.expose()).await?,
         };
         // Sealed after the run it serves (zeros where floors are durable).
         let mut sealed_record = Zeroizing::new(self.presign_run.unwrap_or_default().to_vec());

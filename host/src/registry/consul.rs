@@ -320,15 +320,21 @@ impl ConsulKv {
     }
 
     /// Reads the request's records once before returning (the baseline
-    /// against which later answers are changes), then follows them.
+    /// against which later answers are changes; records found there count
+    /// as one change, so that a host that takes a request after another
+    /// wrote its record wakes at once), then follows them.
     pub(super) async fn watch_request(&self, id: &str) -> RecordWatch {
         let mut watch = self.new_watch(Bucket::Sessions, id);
         if let Err(e) = watch.next_answer().await {
             // Then the first answer the task gets counts as a change.
             tracing::warn!(error = %e, "cannot read a request's records yet");
         }
+        let found = !watch.pending.is_empty();
         watch.pending.clear();
         let notify = Arc::new(tokio::sync::Notify::new());
+        if found {
+            notify.notify_one();
+        }
         let wake = notify.clone();
         let task = tokio::spawn(async move {
             loop {

@@ -325,6 +325,35 @@ pub struct RequestWaiters {
     /// since, and how many watches share it (a keygen's follower and its
     /// confirmation watch the same request).
     waiting: Mutex<HashMap<String, Waiting>>,
+    /// The latest records of requests nobody here watched yet: a host that
+    /// takes a request after another host created its record finds the
+    /// record as the watch delivered it, rather than waiting for a change.
+    recent: Mutex<Recent>,
+}
+
+/// How many unwatched requests' records [`RequestWaiters`] keeps: at a few
+/// hundred requests a second, the last seconds' worth, where hosts take the
+/// same request within milliseconds of one another.
+const RECENT_RECORDS: usize = 4096;
+
+/// Records by request, forgotten oldest first.
+#[derive(Default)]
+struct Recent {
+    records: HashMap<String, Entry>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Recent {
+    fn keep(&mut self, request: &str, entry: Entry) {
+        if self.records.insert(request.to_owned(), entry).is_none() {
+            self.order.push_back(request.to_owned());
+            if self.order.len() > RECENT_RECORDS {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.records.remove(&oldest);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -339,6 +368,15 @@ impl RequestWaiters {
         let mut waiting = self.waiting.lock().expect("waiters lock");
         let slot = waiting.entry(key.to_owned()).or_default();
         slot.watches += 1;
+        // Taken out (the slot keeps what comes next); the lock order is
+        // `waiting`, then `recent`, as in `wake`.
+        if let Some(entry) = self.recent.lock().expect("recent lock").records.remove(key) {
+            let mut seen = slot.seen.lock().expect("seen lock");
+            if seen.as_ref().is_none_or(|s| s.revision < entry.revision) {
+                *seen = Some(entry);
+                slot.notify.notify_one();
+            }
+        }
         RecordWatch { notify: slot.notify.clone(), seen: Some(slot.seen.clone()), guard: WatchGuard::Shared { requests: self.clone(), key: key.to_owned() } }
     }
 
@@ -357,14 +395,27 @@ impl RequestWaiters {
     /// `<request>.stored.<node>`; only the first is kept as seen.
     fn wake(&self, key: &str, put: Option<Entry>) {
         let request = key.split('.').next().unwrap_or_default();
-        if let Some(slot) = self.waiting.lock().expect("waiters lock").get(request) {
-            if let Some(entry) = put.filter(|_| key == request) {
-                let mut seen = slot.seen.lock().expect("seen lock");
-                if seen.as_ref().is_none_or(|s| s.revision < entry.revision) {
-                    *seen = Some(entry);
+        let waiting = self.waiting.lock().expect("waiters lock");
+        let record = put.filter(|_| key == request);
+        match waiting.get(request) {
+            Some(slot) => {
+                if let Some(entry) = record {
+                    let mut seen = slot.seen.lock().expect("seen lock");
+                    if seen.as_ref().is_none_or(|s| s.revision < entry.revision) {
+                        *seen = Some(entry);
+                    }
+                }
+                slot.notify.notify_one();
+            }
+            None => {
+                let mut recent = self.recent.lock().expect("recent lock");
+                match record {
+                    Some(entry) => recent.keep(request, entry),
+                    // Deleted: nothing to find.
+                    None if key == request => drop(recent.records.remove(request)),
+                    None => {}
                 }
             }
-            slot.notify.notify_one();
         }
     }
 }

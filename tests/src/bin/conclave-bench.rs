@@ -29,8 +29,8 @@
 //!    `--heavy-sessions N` sets the signers' `heavy_sessions` (default:
 //!    theirs, twice the cores).
 //!
-//! 6. Pools (`--only presigned`), per scheme: a 2-of-3 dev cluster with
-//!    pools of N/3 per pair (ECDSA presignatures, EdDSA FROST nonces): how
+//! 6. Pools (`--only presigned`), per scheme, on a 2-of-3 dev cluster and
+//!    on a 2-of-3 hsm cluster with pools of N/3 per pair (ECDSA presignatures, EdDSA FROST nonces): how
 //!    long filling them takes and its CPU per presignature, then N message
 //!    signatures that each take one (p50, p99); for ECDSA, N digest
 //!    signatures (the full protocol) beside them.
@@ -165,12 +165,13 @@ async fn total(cluster: &Cluster, sample: &str) -> f64 {
 async fn bench_presigned(count: usize) {
     let per_pair = count.div_ceil(3).max(1) as u32;
     let presignatures = 3 * per_pair as usize;
-    println!("presignature pools, 2-of-3 dev cluster, {per_pair} per pair (3 pairs) and scheme");
+    println!("presignature pools, 2-of-3 clusters (dev, hsm), {per_pair} per pair (3 pairs) and scheme");
     println!("{:<7} {:<28} {:>9} {:>9} {:>8}", "scheme", "where", "p50 ms", "p99 ms", "sig/s");
     let mut notes = Vec::new();
-    for scheme in [Scheme::Ecdsa, Scheme::Eddsa] {
-        eprintln!("starting a 3-node dev cluster with {scheme} pools of {per_pair} per pair");
-        let cluster = Cluster::start_with_pools(3, per_pair).await;
+    for (mode, scheme) in [(Mode::Dev, Scheme::Ecdsa), (Mode::Dev, Scheme::Eddsa), (Mode::Hsm, Scheme::Ecdsa), (Mode::Hsm, Scheme::Eddsa)] {
+        let mode_name = if mode == Mode::Dev { "dev" } else { "hsm" };
+        eprintln!("starting a 3-node {mode_name} cluster with {scheme} pools of {per_pair} per pair");
+        let cluster = Cluster::start_with_pools_in(mode, 3, per_pair).await;
         let client = cluster.client().await;
         let wallet = WalletId::new(format!("bench-presigned-{scheme}")).expect("wallet id");
         let cpu_before: Vec<(Duration, Duration)> = (1..=3).map(|i| cluster.cpu_time(i)).collect();
@@ -191,7 +192,7 @@ async fn bench_presigned(count: usize) {
             })
             .collect();
         notes.push(format!(
-            "{scheme}: filled {presignatures} (keygen included) in {:.1} s, {:.2} s each; CPU ms per presignature per signer taking part, signer+host, node-1 node-2 node-3: {}",
+            "{scheme} {mode_name}: filled {presignatures} (keygen included) in {:.1} s, {:.2} s each; CPU ms per presignature per signer taking part, signer+host, node-1 node-2 node-3: {}",
             fill.as_secs_f64(),
             fill.as_secs_f64() / presignatures as f64,
             cpu.join("  ")
@@ -208,7 +209,7 @@ async fn bench_presigned(count: usize) {
             times.push(t.elapsed());
         }
         let took = total(&cluster, presigned).await - before;
-        Stats::of(times).print(scheme, &format!("pooled ({took:.0} of {presignatures})"));
+        Stats::of(times).print(scheme, &format!("{mode_name}, pooled ({took:.0} of {presignatures})"));
         // The full protocol beside it: ECDSA with a digest (never pooled).
         // (EdDSA's full protocol: `--only signing`.)
         if scheme == Scheme::Ecdsa {
@@ -218,7 +219,7 @@ async fn bench_presigned(count: usize) {
                 client.sign(&wallet, scheme, SignPayload::Digest([k as u8; 32].to_vec()), vec![], None).await.expect("signs");
                 times.push(t.elapsed());
             }
-            Stats::of(times).print(scheme, "full protocol (a digest)");
+            Stats::of(times).print(scheme, &format!("{mode_name}, full protocol (a digest)"));
         }
     }
     println!();
