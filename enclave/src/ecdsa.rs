@@ -394,25 +394,25 @@ where
     }
     let others = crate::broadcast::exchange(party, i, n, mine).await.map_err(|e| PresignedError::Transport(e.to_string()))?;
     let partials = others.into_vec_including_me(mine);
-    // sigma_j * Gamma = m * tilde_Delta_j + r * tilde_S_j for each signer j
-    // (what cggmp24's `combine` checks, here one by one to name the cheat).
-    let r = gamma.x().to_scalar();
-    let m = data.to_scalar();
-    for (j, (partial, (delta, s))) in partials.iter().zip(&commitments).enumerate() {
-        if partial.sigma * gamma != m * delta + r * s {
-            return Err(PresignedError::BadPartial(j as u16));
-        }
-    }
     let public = cggmp24::signing::PresignaturePublicData {
         Gamma: gamma,
         commitments: commitments.iter().map(|(d, s)| cggmp24::signing::PresignatureCommitment { tilde_Delta: *d, tilde_S: *s }).collect(),
     };
-    let signature = cggmp24::signing::PartialSignature::combine(&partials, &public, data).ok_or(PresignedError::Unusable("partials do not combine"))?;
-    let public_key = Point::<Secp256k1>::from_bytes(&record.public_key).map_err(|_| PresignedError::Unusable("public key"))?;
-    signature.verify(&public_key, &data).map_err(|_| PresignedError::Unusable("the combined signature does not verify"))?;
+    // `combine` checks sigma_j * Gamma = m * tilde_Delta_j + r * tilde_S_j
+    // for each signer j; only when that fails are they checked one by one,
+    // to name the cheat.
+    let Some(signature) = cggmp24::signing::PartialSignature::combine(&partials, &public, data) else {
+        let (r, m) = (gamma.x().to_scalar(), data.to_scalar());
+        return Err(match partials.iter().zip(&commitments).position(|(partial, (delta, s))| partial.sigma * gamma != m * delta + r * s) {
+            Some(j) => PresignedError::BadPartial(j as u16),
+            None => PresignedError::Unusable("partials do not combine"),
+        });
+    };
     let mut rs = vec![0u8; 64];
     signature.write_to_slice(&mut rs);
-    let recovery_id = recovery_id(&record.public_key, &digest, &rs).map_err(|_| PresignedError::Unusable("recovery id"))?;
+    // Recovering the key from the signature is its verification: a
+    // signature that does not verify under the key recovers no id.
+    let recovery_id = recovery_id(&record.public_key, &digest, &rs).map_err(|_| PresignedError::Unusable("the combined signature does not verify"))?;
     Ok(SignOutput { signature: rs, recovery_id, public_key: record.public_key })
 }
 

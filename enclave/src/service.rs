@@ -45,16 +45,37 @@ struct Claim {
     /// An attempt gave away this signer's share of the signature: no later
     /// attempt runs here, or the request could be signed twice.
     released: bool,
-    /// The audit entry of the latest attempt's decision while it is being
-    /// written: the attempt's rounds run meanwhile, and its share of the
-    /// signature waits for it ([`Enclave::decision_written`]).
-    decision: Option<audit::Written>,
+    /// Writes of the latest attempt under way (its decision's audit entry,
+    /// its presignature's floor): the attempt's rounds run meanwhile, and
+    /// its share of the signature waits for them ([`Enclave::durable`]).
+    writes: Vec<Durable>,
+}
+
+/// A write under way that must last before an attempt's share of a
+/// signature leaves: resolves once it is durable, or with why not.
+pub(super) struct Durable {
+    done: tokio::sync::oneshot::Receiver<Result<(), RequestError>>,
+    /// Who writes it, for the error if the writer goes away.
+    writer: &'static str,
+}
+
+impl Durable {
+    /// A write that `writer` reports to the sender.
+    pub(super) fn new(writer: &'static str) -> (tokio::sync::oneshot::Sender<Result<(), RequestError>>, Durable) {
+        let (tx, done) = tokio::sync::oneshot::channel();
+        (tx, Durable { done, writer })
+    }
+
+    /// Waits until the write is durable.
+    pub(super) async fn wait(self) -> Result<(), RequestError> {
+        self.done.await.unwrap_or_else(|_| Err(RequestError::new(ErrorCode::Internal, format!("{} went away", self.writer))))
+    }
 }
 
 impl Claim {
     /// A claim of `attempt`, made `at`, with attempts up to `ended` over.
     fn new(attempt: u32, ended: u32, at: Instant) -> Claim {
-        Claim { attempt, ended, at, completed: false, released: false, decision: None }
+        Claim { attempt, ended, at, completed: false, released: false, writes: Vec::new() }
     }
 
     /// Whether `attempt` may still run here: it is the latest, it was not
@@ -436,24 +457,25 @@ impl Enclave {
         self.router.register(spec.id)
     }
 
-    /// Keeps the audit entry of `attempt`'s decision, being written, with
-    /// the attempt's claim.
-    fn deciding(&self, request: &RequestId, attempt: u32, written: audit::Written) {
+    /// Keeps a write of `attempt` under way with the attempt's claim
+    /// (forgotten with it).
+    fn before_release(&self, request: &RequestId, attempt: u32, write: Durable) {
         if let Some(claim) = self.started.lock().expect("started lock").by_request.get_mut(request).filter(|c| c.attempt == attempt) {
-            claim.decision = Some(written);
+            claim.writes.push(write);
         }
     }
 
-    /// Waits until the audit entry of `attempt`'s decision is written (at
-    /// once if it was, or if the attempt made none): what precedes
-    /// [`Enclave::release`], so that no share of a signature leaves before
-    /// the decision that allowed it is on record.
-    pub async fn decision_written(&self, request: &RequestId, attempt: u32) -> Result<(), RequestError> {
-        let written = self.started.lock().expect("started lock").by_request.get_mut(request).filter(|c| c.attempt == attempt).and_then(|c| c.decision.take());
-        match written {
-            None => Ok(()),
-            Some(written) => written.wait().await,
+    /// Waits until every write of `attempt` under way is durable (at once
+    /// if there are none): what precedes [`Enclave::release`], so that no
+    /// share of a signature leaves before the decision that allowed it is
+    /// on record and the presignature it used is spent.
+    pub async fn durable(&self, request: &RequestId, attempt: u32) -> Result<(), RequestError> {
+        let writes =
+            self.started.lock().expect("started lock").by_request.get_mut(request).filter(|c| c.attempt == attempt).map(|c| std::mem::take(&mut c.writes));
+        for write in writes.unwrap_or_default() {
+            write.wait().await?;
         }
+        Ok(())
     }
 
     /// Called before this signer's share of a signature leaves in

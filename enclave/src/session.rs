@@ -363,11 +363,12 @@ where
         Cost::Light => None,
         Cost::Heavy => Some(wait_turn(enclave, spec, &mut inbox, &mut held).await?),
     };
-    // Before this party's share of the signature leaves: the decision that
-    // allowed it is on record, and the attempt may still release.
+    // Before this party's share of the signature leaves: the writes it
+    // waits for are durable (the decision that allowed it on record, the
+    // presignature it used spent), and the attempt may still release.
     let release = async |msg: &M| match releases {
         Some(releases) if releases(msg) => {
-            enclave.decision_written(&spec.request, spec.attempt).await?;
+            enclave.durable(&spec.request, spec.attempt).await?;
             enclave.release(&spec.request, spec.attempt)
         }
         _ => Ok(()),

@@ -28,7 +28,7 @@ impl Quorum {
 }
 
 /// A sign request's first signers: the ones it names, which must be exactly
-/// `threshold` members of the committee, or else `threshold` ready members
+/// `threshold` distinct members of the committee, or else `threshold` ready members
 /// taken in turn from a place in the ready list that the request id picks,
 /// so that every ready member carries its share of the signatures (always
 /// the first `threshold` would leave the others idle). Returned in
@@ -45,7 +45,9 @@ pub fn first_signers(
         if named.len() != threshold || distinct.len() != named.len() || named.iter().any(|n| !committee.contains(n)) {
             return Err(RequestError::new(ErrorCode::InvalidSigners, format!("signers must be exactly {threshold} members of the committee {committee:?}")));
         }
-        return Ok(named.to_vec());
+        let mut named = named.to_vec();
+        named.sort_by_key(|n| committee.iter().position(|c| c == n));
+        return Ok(named);
     }
     let live: Vec<&NodeId> = committee.iter().filter(|n| ready.contains(*n)).collect();
     if live.len() < threshold {
@@ -214,8 +216,10 @@ mod tests {
     #[test]
     fn named_signers_must_be_exactly_threshold_distinct_members() {
         let committee = nodes(&[1, 2, 3]);
-        // Named signers are taken as named, ready or not: the request said so.
-        assert_eq!(first_signers(&committee, 2, Some(&nodes(&[3, 1])), &set(&[]), &request(0)).unwrap(), nodes(&[3, 1]));
+        // Named signers are taken, ready or not (the request said so), in
+        // committee order: the protocol's, and the order a pool's signer
+        // set is named in (its keeper is the first).
+        assert_eq!(first_signers(&committee, 2, Some(&nodes(&[3, 1])), &set(&[]), &request(0)).unwrap(), nodes(&[1, 3]));
         for named in [nodes(&[1]), nodes(&[1, 2, 3]), nodes(&[1, 4]), nodes(&[2, 2])] {
             let e = first_signers(&committee, 2, Some(&named), &set(&[1, 2, 3, 4]), &request(0)).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidSigners, "{named:?}");

@@ -20,17 +20,6 @@ type Tail = Option<(NonZeroU64, [u8; 32])>;
 /// An entry waiting to be written, and who waits for it.
 type Waiting = (AuditEvent, tokio::sync::oneshot::Sender<Result<(), RequestError>>);
 
-/// An entry queued for the trail: resolves once it is stored and the
-/// floor raised, or with why not.
-pub(super) struct Written(tokio::sync::oneshot::Receiver<Result<(), RequestError>>);
-
-impl Written {
-    /// Waits until the entry is written.
-    pub(super) async fn wait(self) -> Result<(), RequestError> {
-        self.0.await.unwrap_or_else(|_| Err(RequestError::new(ErrorCode::Internal, "the audit writer went away")))
-    }
-}
-
 /// The audit state of a signer.
 #[derive(Default)]
 pub(crate) struct AuditLog {
@@ -58,7 +47,7 @@ impl Enclave {
     /// whatever else waits), and returns what tells when it is stored and
     /// the floor raised: for a decision whose effect can wait for it, while
     /// the work before the effect goes on.
-    pub(super) fn audit_soon(self: &Arc<Self>, event: AuditEvent) -> Written {
+    pub(super) fn audit_soon(self: &Arc<Self>, event: AuditEvent) -> Durable {
         let written = self.queue(event);
         let me = self.clone();
         tokio::spawn(async move { me.flush().await });
@@ -77,11 +66,11 @@ impl Enclave {
         let mut written = self.queue(event);
         let me = self.clone();
         tokio::spawn(async move {
-            let answer = match tokio::time::timeout(AFTER_WINDOW, &mut written.0).await {
+            let answer = match tokio::time::timeout(AFTER_WINDOW, &mut written.done).await {
                 Ok(answer) => answer,
                 Err(_) => {
                     me.flush().await;
-                    written.0.await
+                    written.done.await
                 }
             };
             if let Ok(Err(e)) = answer {
@@ -90,10 +79,10 @@ impl Enclave {
         });
     }
 
-    fn queue(&self, event: AuditEvent) -> Written {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+    fn queue(&self, event: AuditEvent) -> Durable {
+        let (tx, written) = Durable::new("the audit writer");
         self.audit_log.waiting.lock().expect("audit queue").push((event, tx));
-        Written(rx)
+        written
     }
 
     /// Writes every queued entry (none if the writer before took them

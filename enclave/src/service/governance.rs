@@ -203,7 +203,7 @@ impl Enclave {
                 // Written while the share loads and the rounds before the
                 // release run: the signature share waits for it.
                 let written = self.audit_soon(event);
-                self.deciding(&req.request_id, attempt.plan.attempt, written);
+                self.before_release(&req.request_id, attempt.plan.attempt, written);
             }
             Err(e) if matches!(e.code, ErrorCode::PolicyDenied | ErrorCode::ApprovalExpired) => {
                 let event = AuditEvent::Denied {

@@ -104,10 +104,10 @@ impl Enclave {
         Ok(())
     }
 
-    /// Signs `message` with presignature `seq` of the signers' pool: taken
-    /// (its floor raised, durably) before anything else, so that it never
-    /// serves twice; `presignature_unavailable` if it cannot serve, before
-    /// anything leaves.
+    /// Signs `message` with presignature `seq` of the signers' pool: spent
+    /// (its floor raised, durably) before this signer's partial signature
+    /// leaves, so that it never serves twice; `presignature_unavailable` if
+    /// it cannot serve, before anything leaves.
     pub(super) async fn sign_presigned(
         self: &Arc<Self>,
         req: &SignRequest,
@@ -115,9 +115,10 @@ impl Enclave {
         signers: &[NodeId],
         seq: u32,
         spec: &SessionSpec,
+        prefetched: Option<(PoolId, Result<Option<StoredBlob>, crate::link::HostCallError>)>,
     ) -> Result<Signed, RequestError> {
         let version = record.public.version;
-        let unavailable = |why: &str| RequestError::new(ErrorCode::PresignatureUnavailable, format!("presignature {seq}: {why}"));
+        let unavailable = |why: &str| unavailable(seq, why);
         // EdDSA signs the bytes themselves; ECDSA only what this signer hashed.
         let to_sign = match (&req.payload, req.scheme) {
             (SignPayload::Message(m) | SignPayload::Digest(m), Scheme::Eddsa) => Ok(m.clone()),
@@ -128,18 +129,16 @@ impl Enclave {
             return Err(unavailable("no pool is declared for this path"));
         }
         let me = self.keys.node_id();
-        let slot = BlobSlot::Presignatures { wallet: req.wallet.clone(), pool: PoolId::of(&req.wallet, req.scheme, version, signers, &req.path) };
-        let Some(blob) = self.host.load_version(slot.clone(), seq).await? else {
+        let pool = PoolId::of(&req.wallet, req.scheme, version, signers, &req.path);
+        let slot = BlobSlot::Presignatures { wallet: req.wallet.clone(), pool };
+        let loaded = match prefetched {
+            Some((prefetched, loaded)) if prefetched == pool => loaded,
+            _ => self.host.load_version(slot.clone(), seq).await,
+        };
+        let Some(blob) = loaded? else {
             return Err(unavailable("not held here"));
         };
-        let taken = self.floors.take(&slot.path(), seq).map_err(|e| RequestError::new(ErrorCode::Storage, format!("presignature floor: {e}")))?;
-        if !taken {
-            return Err(unavailable("used already"));
-        }
-        if crate::fault::ENABLED && self.crashes_after_presignature_taken {
-            tracing::warn!("FAULT INJECTION: stopping after taking a presignature, before its partial signature leaves");
-            std::process::exit(70);
-        }
+        self.spend(&slot, seq, spec);
         let opened = self.sealer.open(&SealContext::blob(me, &slot, seq), &blob.sealed).map_err(storage)?;
         // A floor in memory (nitro) forgets what an earlier run took: only
         // this run's presignatures serve, so none serves twice.
@@ -164,6 +163,36 @@ impl Enclave {
             }
             Err(e) => Err(RequestError::new(ErrorCode::ProtocolAbort, format!("presigned signing: {e}"))),
         }
+    }
+}
+
+/// Why presignature `seq` cannot serve.
+fn unavailable(seq: u32, why: &str) -> RequestError {
+    RequestError::new(ErrorCode::PresignatureUnavailable, format!("presignature {seq}: {why}"))
+}
+
+impl Enclave {
+    /// Spends presignature `seq` of `slot` for the attempt of `spec`: its
+    /// floor rises past it while the presignature opens and this signer's
+    /// partial is computed, and the partial waits for that at the release
+    /// ([`Enclave::durable`]); one used already fails the attempt there,
+    /// before anything leaves.
+    fn spend(self: &Arc<Self>, slot: &BlobSlot, seq: u32, spec: &SessionSpec) {
+        let (tx, spent) = Durable::new("the presignature's floor writer");
+        self.before_release(&spec.request, spec.attempt, spent);
+        let (enclave, path) = (self.clone(), slot.path());
+        tokio::task::spawn_blocking(move || {
+            let spent = match enclave.floors.take(&path, seq) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(unavailable(seq, "used already")),
+                Err(e) => Err(RequestError::new(ErrorCode::Storage, format!("presignature floor: {e}"))),
+            };
+            if crate::fault::ENABLED && enclave.crashes_after_presignature_taken && spent.is_ok() {
+                tracing::warn!("FAULT INJECTION: stopping after taking a presignature, before its partial signature leaves");
+                std::process::exit(70);
+            }
+            let _ = tx.send(spent);
+        });
     }
 }
 

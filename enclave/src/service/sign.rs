@@ -2,13 +2,27 @@
 //! order, then the protocol under the fencing of `Enclave::release`.
 
 use super::*;
+use conclave_proto::PoolId;
 
 impl Enclave {
     pub(super) async fn sign(self: &Arc<Self>, req: &SignRequest, attempt: &Attempt<'_>) -> Result<SignResult, RequestError> {
         let slot = BlobSlot::Share { wallet: req.wallet.clone(), scheme: req.scheme };
+        // A presignature loads beside the share, from the pool of the
+        // plan's signers as listed (hosts list them in committee order;
+        // `sign_presigned` loads again if the share says otherwise).
+        let prefetch = async {
+            match attempt.plan.purpose {
+                Purpose::Presigned { seq } => {
+                    let pool = PoolId::of(&req.wallet, req.scheme, req.version, &attempt.plan.participants, &req.path);
+                    Some((pool, self.host.load_version(BlobSlot::Presignatures { wallet: req.wallet.clone(), pool }, seq).await))
+                }
+                _ => None,
+            }
+        };
         // Exactly the version the request names (the initiator read it from
         // the committee's signed record), and none this signer replaced.
-        let blob = match self.host.load_version(slot.clone(), req.version).await? {
+        let (share, prefetched) = tokio::join!(self.host.load_version(slot.clone(), req.version), prefetch);
+        let blob = match share? {
             Some(blob) => blob,
             None => {
                 let held = self.host.load(slot.clone()).await?.map(|b| b.version);
@@ -47,7 +61,7 @@ impl Enclave {
         let signers: Vec<NodeId> = indexes.iter().map(|&i| committee[usize::from(i)].clone()).collect();
         let spec = attempt.spec(SessionKind::Sign, signers.clone(), record.public.version);
         let (signature, recovery_id, public_key) = match (&attempt.plan.purpose, req.scheme) {
-            (Purpose::Presigned { seq }, _) => self.sign_presigned(req, &record, &signers, *seq, &spec).await?,
+            (Purpose::Presigned { seq }, _) => self.sign_presigned(req, &record, &signers, *seq, &spec, prefetched).await?,
             (_, Scheme::Ecdsa) => {
                 let out = self.sign_full(req, &slot, &record, indexes, &spec).await?;
                 (out.signature, Some(out.recovery_id), out.public_key)
