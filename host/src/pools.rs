@@ -148,15 +148,21 @@ impl Host {
         self.pools.give_back(pool, seq);
     }
 
+    /// A tick each heartbeat period for the pools' background tasks, none
+    /// when this host keeps no pools.
+    fn pools_tick(&self) -> Option<tokio::time::Interval> {
+        self.config.presign_pools.any().then(|| {
+            let mut tick = tokio::time::interval(self.config.heartbeat);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick
+        })
+    }
+
     /// Copies the pools' counts to the registry as they change (and again
     /// each heartbeat period while a copy fails). A copy never lowers a
     /// count: a number handed out once stays handed out.
     pub async fn save_pools(self: Arc<Self>) {
-        if !self.config.presign_pools.any() {
-            return;
-        }
-        let mut tick = tokio::time::interval(self.config.heartbeat);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let Some(mut tick) = self.pools_tick() else { return };
         loop {
             tokio::select! {
                 _ = self.pools.changed.notified() => {}
@@ -230,11 +236,7 @@ impl Host {
     /// presignature at a time, whenever this node runs no attempt and
     /// follows no request.
     pub async fn keep_pools(self: Arc<Self>) {
-        if !self.config.presign_pools.any() {
-            return;
-        }
-        let mut tick = tokio::time::interval(self.config.heartbeat);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let Some(mut tick) = self.pools_tick() else { return };
         loop {
             tick.tick().await;
             // While idle, one after the other; else at the next tick.
