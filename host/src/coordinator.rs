@@ -352,13 +352,31 @@ impl Host {
         ToEnclave::Loaded { call, blob }
     }
 
-    /// Answers the enclave's [`FromEnclave::ReplaceAll`]: every blob
-    /// written and synced, then all put in place with one directory sync,
-    /// in one task on the blocking pool.
+    /// Answers the enclave's [`FromEnclave::ReplaceAll`]: each blob staged
+    /// on the blocking pool at once (their syncs overlap), then all put in
+    /// place with one directory sync.
     async fn answer_replace_all(self: &Arc<Self>, call: u64, slot: BlobSlot, blobs: Vec<StoredBlob>) -> ToEnclave {
-        let host = self.clone();
-        let stored = tokio::task::spawn_blocking(move || host.store.replace_all(&slot, &blobs)).await;
-        let error = stored.unwrap_or_else(|e| Err(StoreError::Io { detail: format!("the store task failed: {e}") })).err();
+        let staging = blobs.into_iter().map(|blob| {
+            let (host, slot) = (self.clone(), slot.clone());
+            tokio::task::spawn_blocking(move || host.store.stage(&slot, &blob))
+        });
+        let task_failed = |e: tokio::task::JoinError| StoreError::Io { detail: format!("the store task failed: {e}") };
+        let mut staged = Vec::new();
+        let mut failed = None;
+        for result in futures::future::join_all(staging).await {
+            match result.unwrap_or_else(|e| Err(task_failed(e))) {
+                Ok(s) => staged.push(s),
+                Err(e) => failed = Some(e),
+            }
+        }
+        let error = match failed {
+            // What was staged is dropped, and its temporary files with it.
+            Some(e) => Some(e),
+            None => {
+                let host = self.clone();
+                tokio::task::spawn_blocking(move || host.store.put_in_place(&slot, staged)).await.unwrap_or_else(|e| Err(task_failed(e))).err()
+            }
+        };
         ToEnclave::Stored { call, error }
     }
 

@@ -51,21 +51,14 @@ impl BlobStore {
     /// asks for this only for a version it never committed to). Atomic: a
     /// crash leaves the old blob or the new one.
     pub fn replace(&self, slot: &BlobSlot, blob: &StoredBlob) -> Result<(), StoreError> {
-        self.replace_all(slot, std::slice::from_ref(blob))
-    }
-
-    /// [`BlobStore::replace`] for several versions of `slot` at once, with
-    /// one sync of the slot's directory: each is in place, or none if one
-    /// could not be written.
-    pub fn replace_all(&self, slot: &BlobSlot, blobs: &[StoredBlob]) -> Result<(), StoreError> {
-        let staged = blobs.iter().map(|blob| self.stage(slot, blob)).collect::<Result<Vec<_>, _>>()?;
-        self.put_in_place(slot, staged)
+        let staged = self.stage(slot, blob)?;
+        self.put_in_place(slot, vec![staged])
     }
 
     /// The first half of [`BlobStore::replace`]: `blob` written and synced
     /// beside its place in `slot`. Versions of one slot can be staged at
     /// once, then put in place together.
-    fn stage(&self, slot: &BlobSlot, blob: &StoredBlob) -> Result<Staged, StoreError> {
+    pub fn stage(&self, slot: &BlobSlot, blob: &StoredBlob) -> Result<Staged, StoreError> {
         let dir = self.root.join(slot.path());
         let tmp = write_tmp(&dir, blob)?;
         Ok(Staged { tmp: Some(tmp), target: dir.join(store::blob_file_name(blob.version)) })
@@ -74,7 +67,7 @@ impl BlobStore {
     /// The second half of [`BlobStore::replace`]: staged versions of `slot`
     /// moved into place, each replacing what was there, with one sync of
     /// the slot's directory for all.
-    fn put_in_place(&self, slot: &BlobSlot, staged: Vec<Staged>) -> Result<(), StoreError> {
+    pub fn put_in_place(&self, slot: &BlobSlot, staged: Vec<Staged>) -> Result<(), StoreError> {
         // One that fails stops the rest, whose temporary files go with them.
         for mut staged in staged {
             let tmp = staged.tmp.take().expect("staged once");
@@ -118,7 +111,7 @@ impl BlobStore {
 
 /// A blob written and synced beside its place ([`BlobStore::stage`]); its
 /// temporary file is removed if it is dropped before it is put in place.
-struct Staged {
+pub struct Staged {
     /// `None` once in place.
     tmp: Option<PathBuf>,
     target: PathBuf,
