@@ -523,12 +523,11 @@ impl Host {
         match plan {
             Some(plan) => {
                 let session = SessionId::derive(req.kind, &plan.request_id, plan.attempt);
-                match plan.purpose {
-                    Purpose::Presigned { seq } => {
-                        tracing::info!(parent: &req.span, state = to.as_str(), attempt = plan.attempt, %session, presignature = seq, "{why}")
-                    }
-                    _ => tracing::info!(parent: &req.span, state = to.as_str(), attempt = plan.attempt, %session, "{why}"),
-                }
+                let presignature = match plan.purpose {
+                    Purpose::Presigned { seq } => Some(seq),
+                    _ => None,
+                };
+                tracing::info!(parent: &req.span, state = to.as_str(), attempt = plan.attempt, %session, presignature, "{why}");
             }
             None => tracing::info!(parent: &req.span, state = to.as_str(), "{why}"),
         }

@@ -363,6 +363,18 @@ struct Waiting {
     watches: usize,
 }
 
+impl Waiting {
+    /// Keeps `entry` as the record seen if it is newer; whether it was.
+    fn see(&self, entry: Entry) -> bool {
+        let mut seen = self.seen.lock().expect("seen lock");
+        let newer = seen.as_ref().is_none_or(|s| s.revision < entry.revision);
+        if newer {
+            *seen = Some(entry);
+        }
+        newer
+    }
+}
+
 impl RequestWaiters {
     fn register(self: &Arc<Self>, key: &str) -> RecordWatch {
         let mut waiting = self.waiting.lock().expect("waiters lock");
@@ -371,9 +383,7 @@ impl RequestWaiters {
         // Taken out (the slot keeps what comes next); the lock order is
         // `waiting`, then `recent`, as in `wake`.
         if let Some(entry) = self.recent.lock().expect("recent lock").records.remove(key) {
-            let mut seen = slot.seen.lock().expect("seen lock");
-            if seen.as_ref().is_none_or(|s| s.revision < entry.revision) {
-                *seen = Some(entry);
+            if slot.see(entry) {
                 slot.notify.notify_one();
             }
         }
@@ -400,10 +410,7 @@ impl RequestWaiters {
         match waiting.get(request) {
             Some(slot) => {
                 if let Some(entry) = record {
-                    let mut seen = slot.seen.lock().expect("seen lock");
-                    if seen.as_ref().is_none_or(|s| s.revision < entry.revision) {
-                        *seen = Some(entry);
-                    }
+                    slot.see(entry);
                 }
                 slot.notify.notify_one();
             }
