@@ -13,7 +13,7 @@ use crate::session::{Router, Seat, SessionSpec};
 use crate::share::{storage, SecretShare, ShareRecord};
 use crate::{ecdsa, eddsa, policy, reshare, session};
 use conclave_proto::ids::SessionKind;
-use conclave_proto::link::{BlobSlot, FromEnclave, NodeIdentity, Purpose, SessionPlan, StoredBlob};
+use conclave_proto::link::{BlobSlot, FromEnclave, NodeIdentity, Purpose, SessionPlan, SlotBlob, StoredBlob};
 use conclave_proto::request::{KeygenRequest, RequestBody, ReshareRequest, SignPayload, SignRequest, SignedRequest};
 use conclave_proto::result::{Completed, KeygenResult, Outcome, SignResult};
 use conclave_proto::statement::{Endorsed, Endorsement, Statement};
@@ -131,7 +131,7 @@ pub struct Enclave {
     /// Sealing backend.
     pub sealer: Box<dyn Sealer>,
     /// The lowest version of each slot this signer opens.
-    pub floors: Floors,
+    pub floors: Arc<Floors>,
     /// The link to the host.
     pub host: HostLink,
     /// Incoming envelopes to sessions.
@@ -224,7 +224,7 @@ impl Enclave {
             config,
             keys,
             sealer,
-            floors,
+            floors: Arc::new(floors),
             host: HostLink::default(),
             router: Arc::default(),
             primes: PrimePool::default(),
@@ -304,7 +304,7 @@ impl Enclave {
     }
 
     /// Handles a `Start` frame to its end, reporting `Finished` to the host.
-    pub async fn start(self: Arc<Self>, request: SignedRequest, plan: SessionPlan) {
+    pub async fn start(self: Arc<Self>, request: SignedRequest, plan: SessionPlan, blobs: Vec<SlotBlob>) {
         let request_id = plan.request_id.clone();
         if !self.claim(&request_id, plan.attempt) {
             tracing::warn!(request = %request_id, attempt = plan.attempt, "refusing a request attempt: a later one ran here, or one completed");
@@ -348,7 +348,7 @@ impl Enclave {
         };
         let (session, result) = match authorised {
             Ok(RequestBody::Keygen(k)) => (attempt.session(SessionKind::Keygen), self.keygen(&k, &attempt).await.map(Completed::Keygen)),
-            Ok(RequestBody::Sign(s)) => (attempt.session(SessionKind::Sign), self.sign(&s, &attempt).await.map(Completed::Sign)),
+            Ok(RequestBody::Sign(s)) => (attempt.session(SessionKind::Sign), self.sign(&s, &attempt, blobs).await.map(Completed::Sign)),
             Ok(RequestBody::Reshare(r)) => (attempt.session(SessionKind::Reshare), self.reshare(&r, &attempt).await.map(Completed::Reshare)),
             Err(e) => (attempt.session(SessionKind::Sign), Err(e)),
         };
@@ -506,7 +506,7 @@ impl Enclave {
     }
 
     fn floor(&self, slot: &BlobSlot) -> Result<u32, RequestError> {
-        self.floors.get(&slot.path()).map_err(|e| RequestError::new(ErrorCode::Storage, format!("version floor: {e}")))
+        self.floors.get(&slot.path()).map_err(floor_error)
     }
 
     /// Refuses a blob of `slot` older than this signer's floor for it: the
@@ -523,8 +523,13 @@ impl Enclave {
     }
 
     fn raise_floor(&self, slot: &BlobSlot, version: u32) -> Result<(), RequestError> {
-        self.floors.raise(&slot.path(), version).map_err(|e| RequestError::new(ErrorCode::Storage, format!("version floor: {e}")))
+        self.floors.raise(&slot.path(), version).map_err(floor_error)
     }
+}
+
+/// A floor that cannot be read or written: this signer's storage fails.
+fn floor_error(e: crate::floor::FloorError) -> RequestError {
+    RequestError::new(ErrorCode::Storage, format!("version floor: {e}"))
 }
 
 /// What the audit trail records of a completed request.

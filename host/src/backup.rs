@@ -12,7 +12,7 @@ use crate::config::HostConfig;
 use crate::store::BlobStore;
 use conclave_proto::backup::{BackedUpBlob, Backup, BackupError};
 use conclave_proto::link::{self, BlobSlot, FromEnclave, StoreError, StoredBlob, ToEnclave};
-use conclave_proto::store::{blob_file_name, list_blobs};
+use conclave_proto::store::list_blobs;
 use conclave_proto::{NodeId, RequestError, PROTOCOL_VERSION};
 use std::path::PathBuf;
 use tokio::io::AsyncWriteExt;
@@ -47,6 +47,15 @@ pub enum RestoreError {
         path: String,
         /// The version.
         version: u32,
+    },
+    /// The store's audit trail goes past an entry of the backup that it
+    /// does not hold (its journal only grows).
+    #[error("the store's audit trail goes to entry {tail} without entry {version} of the backup; restore onto an empty store or move it aside")]
+    AuditBehind {
+        /// The backup's entry.
+        version: u32,
+        /// The store's last entry.
+        tail: u32,
     },
     /// The signer cannot be reached.
     #[error("cannot reach this node's signer at {link}: {reason} (it must be running, and this node's host stopped)")]
@@ -91,6 +100,14 @@ pub fn take(store: &BlobStore, node: &NodeId) -> Result<Backup, RestoreError> {
         let sealed = std::fs::read(&f.file).map_err(io(&f.file))?;
         blobs.push(BackedUpBlob { path: f.path, version: f.version, sealed });
     }
+    let audit = BlobSlot::Audit.path();
+    store
+        .audit()
+        .read_from(0, &mut |b| {
+            blobs.push(BackedUpBlob { path: audit.clone(), version: b.version, sealed: b.sealed });
+            true
+        })
+        .map_err(io(store.root().join(&audit)))?;
     Ok(Backup::new(node.clone(), crate::now_ms(), blobs))
 }
 
@@ -101,13 +118,18 @@ pub async fn restore(config: &HostConfig, store: &BlobStore, bytes: &[u8]) -> Re
         return Err(RestoreError::OtherNode { backup: backup.node_id, node: config.node_id.clone() });
     }
     let mut missing = Vec::new();
+    let audit_tail = store.audit().latest().map_err(io(store.root().join(BlobSlot::Audit.path())))?.map_or(0, |b| b.version);
     for b in &backup.blobs {
-        let file = store.root().join(&b.path).join(blob_file_name(b.version));
-        match std::fs::read(&file) {
-            Ok(existing) if existing == b.sealed => {}
-            Ok(_) => return Err(RestoreError::Conflict { path: b.path.clone(), version: b.version }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(b),
-            Err(e) => return Err(io(file)(e)),
+        match store.load_version_at(&b.path, b.version) {
+            Ok(Some(existing)) if existing.sealed == b.sealed => {}
+            Ok(Some(_)) => return Err(RestoreError::Conflict { path: b.path.clone(), version: b.version }),
+            // The journal only grows: an entry missing below its last one
+            // cannot go in.
+            Ok(None) if b.path == BlobSlot::Audit.path() && b.version <= audit_tail => {
+                return Err(RestoreError::AuditBehind { version: b.version, tail: audit_tail });
+            }
+            Ok(None) => missing.push(b),
+            Err(e) => return Err(io(store.root().join(&b.path))(e)),
         }
     }
     check_with_signer(config, &backup).await?;

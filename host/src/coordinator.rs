@@ -352,30 +352,13 @@ impl Host {
         ToEnclave::Loaded { call, blob }
     }
 
-    /// Answers the enclave's [`FromEnclave::ReplaceAll`]: each blob staged
-    /// on the blocking pool at once (their syncs overlap), then all put in
-    /// place with one directory sync.
-    async fn answer_replace_all(self: &Arc<Self>, call: u64, slot: BlobSlot, blobs: Vec<StoredBlob>) -> ToEnclave {
-        let staging = blobs.into_iter().map(|blob| {
-            let (host, slot) = (self.clone(), slot.clone());
-            tokio::task::spawn_blocking(move || host.store.stage(&slot, &blob))
-        });
-        let task_failed = |e: tokio::task::JoinError| StoreError::Io { detail: format!("the store task failed: {e}") };
-        let mut staged = Vec::new();
-        let mut failed = None;
-        for result in futures::future::join_all(staging).await {
-            match result.unwrap_or_else(|e| Err(task_failed(e))) {
-                Ok(s) => staged.push(s),
-                Err(e) => failed = Some(e),
-            }
-        }
-        let error = match failed {
-            // What was staged is dropped, and its temporary files with it.
-            Some(e) => Some(e),
-            None => {
-                let host = self.clone();
-                tokio::task::spawn_blocking(move || host.store.put_in_place(&slot, staged)).await.unwrap_or_else(|e| Err(task_failed(e))).err()
-            }
+    /// Answers the enclave's [`FromEnclave::ReplaceAll`]: a batch of audit
+    /// entries, appended to the journal with one write and one sync.
+    fn answer_replace_all(&self, call: u64, slot: &BlobSlot, blobs: &[StoredBlob]) -> ToEnclave {
+        let error = if *slot == BlobSlot::Audit {
+            self.store.audit().append(blobs, true).err()
+        } else {
+            Some(StoreError::Io { detail: format!("only audit entries are written in batches, not {}", slot.path()) })
         };
         ToEnclave::Stored { call, error }
     }
@@ -419,8 +402,8 @@ impl Host {
             }
             FromEnclave::ReplaceAll { call, slot, blobs } => {
                 let host = self.clone();
-                tokio::spawn(async move {
-                    let answer = host.answer_replace_all(call, slot, blobs).await;
+                tokio::task::spawn_blocking(move || {
+                    let answer = host.answer_replace_all(call, &slot, &blobs);
                     host.link.send(answer);
                 });
             }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod coordinator;
 pub mod http;
 pub mod http_client;
+pub mod journal;
 pub mod lifecycle;
 pub mod link;
 pub mod metrics;

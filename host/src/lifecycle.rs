@@ -30,11 +30,11 @@ use crate::coordinator::Host;
 use crate::quorum::{self, Quorum};
 use crate::registry::{Bucket, Entry, RecordWatch, RegistryError, Unknown};
 use conclave_proto::ids::SessionKind;
-use conclave_proto::link::{Purpose, SessionPlan, ToEnclave};
+use conclave_proto::link::{BlobSlot, Purpose, SessionPlan, SlotBlob, ToEnclave};
 use conclave_proto::registry::{SessionRecord, SessionState};
 use conclave_proto::request::{RequestBody, SignedRequest};
 use conclave_proto::result::Outcome;
-use conclave_proto::{ErrorCode, NodeId, PoolId, RequestError, RequestId, SessionId, PROTOCOL_VERSION};
+use conclave_proto::{ErrorCode, NodeId, PoolId, RequestError, RequestId, Scheme, SessionId, WalletId, PROTOCOL_VERSION};
 use std::sync::Arc;
 
 /// Why this host ends its signer's attempt at a request.
@@ -109,6 +109,16 @@ impl Phase {
 pub(crate) struct Followed {
     span: tracing::Span,
     kind: SessionKind,
+    /// A sign request's key: whose blobs go with each of its attempts.
+    key: Option<SignedKey>,
+}
+
+/// The key a sign request names.
+struct SignedKey {
+    wallet: WalletId,
+    scheme: Scheme,
+    version: u32,
+    path: Vec<u32>,
 }
 
 impl Host {
@@ -125,7 +135,11 @@ impl Host {
             RequestBody::Sign(_) => SessionKind::Sign,
             RequestBody::Reshare(_) => SessionKind::Reshare,
         };
-        let followed = Followed { span: tracing::info_span!("request", request = %id, wallet = %wallet), kind };
+        let key = match &body {
+            RequestBody::Sign(s) => Some(SignedKey { wallet: s.wallet.clone(), scheme: s.scheme, version: s.version, path: s.path.clone() }),
+            _ => None,
+        };
+        let followed = Followed { span: tracing::info_span!("request", request = %id, wallet = %wallet), kind, key };
         self.metrics.following.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pool = proposal.purpose.is_request().then(|| crate::pools::eligible(&self.config.presign_pools, &body, &proposal.participants)).flatten();
         self.clone().drive(&id, &request, proposal, &quorum, pool, &followed).await;
@@ -478,11 +492,24 @@ impl Host {
         self.pending.lock().expect("pending lock").insert((plan.request_id.clone(), attempt), tx);
         self.metrics.sessions_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.transition(req, Phase::Running, Some(&plan), format!("with {:?}", plan.participants));
-        if !self.link.send(ToEnclave::Start { request: request.clone(), plan: plan.clone() }) {
+        let blobs = req.key.as_ref().map(|key| self.blobs_for(key, &plan)).unwrap_or_default();
+        if !self.link.send(ToEnclave::Start { request: request.clone(), plan: plan.clone(), blobs }) {
             let error = RequestError::new(ErrorCode::PeerUnavailable, format!("{} has no enclave link", self.me())).blaming(vec![self.me().clone()]);
             self.deliver_outcome(&plan.request_id, attempt, Outcome::Error { error });
         }
         rx
+    }
+
+    /// What a signing attempt will load, from this node's store: the share
+    /// of the key, and the presignature the plan names. What cannot be
+    /// read is left out (the signer asks for it).
+    fn blobs_for(&self, key: &SignedKey, plan: &SessionPlan) -> Vec<SlotBlob> {
+        let mut wanted = vec![(BlobSlot::Share { wallet: key.wallet.clone(), scheme: key.scheme }, key.version)];
+        if let Purpose::Presigned { seq } = plan.purpose {
+            let pool = PoolId::of(&key.wallet, key.scheme, key.version, &plan.participants, &key.path);
+            wanted.push((BlobSlot::Presignatures { wallet: key.wallet.clone(), pool }, seq));
+        }
+        wanted.into_iter().filter_map(|(slot, version)| Some(SlotBlob { blob: self.store.load_version(&slot, version).ok()??, slot })).collect()
     }
 
     fn abort_mine(&self, id: &RequestId, running: &mut Option<(u32, oneshot::Receiver<Outcome>)>, req: &Followed, why: Ended) {

@@ -8,7 +8,6 @@ use crate::registry::Bucket;
 use conclave_proto::attestation::{attest_subject, AskError, AttestAnswer, AttestQuery, Document};
 use conclave_proto::audit::SignedAuditEntry;
 use conclave_proto::govern::{govern_subject, AuditPage, GovernAnswer, GovernAsk, GovernQuery, MAX_GOVERN_BYTES};
-use conclave_proto::link::BlobSlot;
 use conclave_proto::registry::{Answer, Ask, NodeEntry, Query, MAX_ANSWER_BYTES};
 use conclave_proto::result::KeygenResult;
 use conclave_proto::statement::Endorsed;
@@ -87,17 +86,22 @@ impl Host {
         let storage = |e: std::io::Error| RequestError::new(ErrorCode::Storage, format!("audit trail: {e}"));
         let mut entries = Vec::new();
         let mut size = 0;
-        for version in self.store.versions(&BlobSlot::Audit).map_err(storage)?.into_iter().filter(|v| u64::from(*v) >= from_seq) {
-            let Some(blob) = self.store.load_version(&BlobSlot::Audit, version).map_err(storage)? else { break };
-            // Entries go out unchecked (the asker checks them); a file that is
-            // no entry ends the page, and the asker's check names the gap.
-            let Ok(entry) = serde_json::from_slice::<SignedAuditEntry>(&blob.sealed) else { break };
-            size += blob.sealed.len() + 64;
-            if size > AUDIT_PAGE_BYTES {
-                break;
-            }
-            entries.push(entry);
-        }
+        let from = u32::try_from(from_seq).unwrap_or(u32::MAX);
+        self.store
+            .audit()
+            .read_from(from, &mut |blob| {
+                // Entries go out unchecked (the asker checks them); a record
+                // that is no entry ends the page, and the asker's check names
+                // the gap.
+                let Ok(entry) = serde_json::from_slice::<SignedAuditEntry>(&blob.sealed) else { return false };
+                size += blob.sealed.len() + 64;
+                if size > AUDIT_PAGE_BYTES {
+                    return false;
+                }
+                entries.push(entry);
+                true
+            })
+            .map_err(storage)?;
         Ok(entries)
     }
 

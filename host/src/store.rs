@@ -6,8 +6,11 @@
 //! `<dir>/records/<wallet>/<scheme>/<version, 10 digits>.json`. A version
 //! is written to a temporary file, synced, and hard-linked into place: the
 //! link fails if the version exists, so nothing is ever overwritten, and a
-//! crash leaves either the whole blob or none.
+//! crash leaves either the whole blob or none. The audit trail is the
+//! exception: its entries are records of one journal,
+//! `<dir>/blobs/audit/journal` ([`crate::journal`]).
 
+use crate::journal::Journal;
 use conclave_proto::link::{BlobSlot, StoreError, StoredBlob};
 use conclave_proto::store;
 use conclave_proto::{Scheme, WalletId};
@@ -18,6 +21,7 @@ use std::path::{Path, PathBuf};
 pub struct BlobStore {
     root: PathBuf,
     records: PathBuf,
+    audit: Journal,
 }
 
 impl BlobStore {
@@ -25,22 +29,35 @@ impl BlobStore {
     pub fn open(dir: &Path) -> std::io::Result<BlobStore> {
         let root = dir.join("blobs");
         std::fs::create_dir_all(&root)?;
-        Ok(BlobStore { root, records: dir.join("records") })
+        let audit = Journal::open(&root.join(BlobSlot::Audit.path()))?;
+        Ok(BlobStore { root, records: dir.join("records"), audit })
+    }
+
+    /// The audit trail's journal.
+    pub fn audit(&self) -> &Journal {
+        &self.audit
     }
 
     /// The highest version in `slot`.
     pub fn load_latest(&self, slot: &BlobSlot) -> std::io::Result<Option<StoredBlob>> {
+        if *slot == BlobSlot::Audit {
+            return self.audit.latest();
+        }
         latest(&self.root.join(slot.path()), store::parse_blob_file_name, store::blob_file_name)
-    }
-
-    /// The versions stored in `slot`, ascending.
-    pub fn versions(&self, slot: &BlobSlot) -> std::io::Result<Vec<u32>> {
-        versions(&self.root.join(slot.path()), store::parse_blob_file_name)
     }
 
     /// Version `version` of `slot`, if stored.
     pub fn load_version(&self, slot: &BlobSlot, version: u32) -> std::io::Result<Option<StoredBlob>> {
-        match std::fs::read(self.root.join(slot.path()).join(store::blob_file_name(version))) {
+        self.load_version_at(&slot.path(), version)
+    }
+
+    /// Version `version` at a slot path (a restore knows paths, not
+    /// slots), if stored.
+    pub fn load_version_at(&self, path: &str, version: u32) -> std::io::Result<Option<StoredBlob>> {
+        if path == BlobSlot::Audit.path() {
+            return self.audit.get(version);
+        }
+        match std::fs::read(self.root.join(path).join(store::blob_file_name(version))) {
             Ok(sealed) => Ok(Some(StoredBlob { version, sealed })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -51,32 +68,16 @@ impl BlobStore {
     /// asks for this only for a version it never committed to). Atomic: a
     /// crash leaves the old blob or the new one.
     pub fn replace(&self, slot: &BlobSlot, blob: &StoredBlob) -> Result<(), StoreError> {
-        let staged = self.stage(slot, blob)?;
-        self.put_in_place(slot, vec![staged])
-    }
-
-    /// The first half of [`BlobStore::replace`]: `blob` written and synced
-    /// beside its place in `slot`. Versions of one slot can be staged at
-    /// once, then put in place together.
-    pub fn stage(&self, slot: &BlobSlot, blob: &StoredBlob) -> Result<Staged, StoreError> {
+        if *slot == BlobSlot::Audit {
+            return self.audit.append(std::slice::from_ref(blob), true);
+        }
         let dir = self.root.join(slot.path());
         let tmp = write_tmp(&dir, blob)?;
-        Ok(Staged { tmp: Some(tmp), target: dir.join(store::blob_file_name(blob.version)) })
-    }
-
-    /// The second half of [`BlobStore::replace`]: staged versions of `slot`
-    /// moved into place, each replacing what was there, with one sync of
-    /// the slot's directory for all.
-    pub fn put_in_place(&self, slot: &BlobSlot, staged: Vec<Staged>) -> Result<(), StoreError> {
-        // One that fails stops the rest, whose temporary files go with them.
-        for mut staged in staged {
-            let tmp = staged.tmp.take().expect("staged once");
-            std::fs::rename(&tmp, &staged.target).map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                io(e)
-            })?;
-        }
-        std::fs::File::open(self.root.join(slot.path())).and_then(|d| d.sync_all()).map_err(io)
+        std::fs::rename(&tmp, dir.join(store::blob_file_name(blob.version))).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io(e)
+        })?;
+        std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io)
     }
 
     /// Keeps this node's copy of a wallet record (the committee's signed
@@ -105,23 +106,10 @@ impl BlobStore {
     /// Writes a new version at a slot path (a restore knows paths, not
     /// slots); refuses to overwrite.
     pub fn store_at(&self, path: &str, blob: &StoredBlob) -> Result<(), StoreError> {
-        write_once(&self.root.join(path), &store::blob_file_name(blob.version), blob)
-    }
-}
-
-/// A blob written and synced beside its place ([`BlobStore::stage`]); its
-/// temporary file is removed if it is dropped before it is put in place.
-pub struct Staged {
-    /// `None` once in place.
-    tmp: Option<PathBuf>,
-    target: PathBuf,
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if let Some(tmp) = &self.tmp {
-            let _ = std::fs::remove_file(tmp);
+        if path == BlobSlot::Audit.path() {
+            return self.audit.append(std::slice::from_ref(blob), false);
         }
+        write_once(&self.root.join(path), &store::blob_file_name(blob.version), blob)
     }
 }
 
@@ -222,21 +210,17 @@ mod tests {
     }
 
     #[test]
-    fn staged_versions_are_invisible_until_put_in_place_and_leave_nothing_if_dropped() {
+    fn the_audit_trail_is_kept_in_its_journal_not_in_files() {
         let d = tempfile::tempdir().unwrap();
         let store = BlobStore::open(d.path()).unwrap();
-        let slot = BlobSlot::Audit;
-        store.store(&slot, &StoredBlob { version: 1, sealed: b"one, never committed".to_vec() }).unwrap();
-        let staged: Vec<Staged> =
-            [(1, "one"), (2, "two")].into_iter().map(|(version, text)| store.stage(&slot, &StoredBlob { version, sealed: text.into() }).unwrap()).collect();
-        assert_eq!(store.versions(&slot).unwrap(), vec![1], "staged, not stored");
-        assert_eq!(store.load_version(&slot, 1).unwrap().unwrap().sealed, b"one, never committed");
-        store.put_in_place(&slot, staged).unwrap();
-        assert_eq!(store.versions(&slot).unwrap(), vec![1, 2]);
-        assert_eq!(store.load_version(&slot, 1).unwrap().unwrap().sealed, b"one", "replaced");
-        assert_eq!(store.load_latest(&slot).unwrap().unwrap().sealed, b"two");
-        // A batch given up (another of its blobs failed) leaves no file.
-        drop(store.stage(&slot, &StoredBlob { version: 3, sealed: b"three".to_vec() }).unwrap());
-        assert_eq!(std::fs::read_dir(d.path().join("blobs").join(slot.path())).unwrap().count(), 2, "no temporary file left");
+        let entry = |version, text: &str| StoredBlob { version, sealed: text.into() };
+        store.store(&BlobSlot::Audit, &entry(1, "one, never committed")).unwrap();
+        store.replace(&BlobSlot::Audit, &entry(1, "one")).unwrap();
+        store.store_at("audit", &entry(2, "two")).unwrap();
+        assert_eq!(store.store_at("audit", &entry(2, "again")), Err(StoreError::Exists));
+        assert_eq!(store.load_version_at("audit", 1).unwrap().unwrap().sealed, b"one");
+        assert_eq!(store.load_latest(&BlobSlot::Audit).unwrap().unwrap().sealed, b"two");
+        let files: Vec<_> = std::fs::read_dir(d.path().join("blobs/audit")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(files, vec![std::ffi::OsString::from("journal")]);
     }
 }

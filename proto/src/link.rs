@@ -247,6 +247,15 @@ impl BlobSlot {
     }
 }
 
+/// A blob and the slot it is from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotBlob {
+    /// The slot.
+    pub slot: BlobSlot,
+    /// The blob.
+    pub blob: StoredBlob,
+}
+
 /// A sealed blob and its version. The host cannot open `sealed`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredBlob {
@@ -377,6 +386,12 @@ pub enum ToEnclave {
         request: SignedRequest,
         /// Who takes part and until when.
         plan: SessionPlan,
+        /// Blobs the attempt will load, sent with it so that the signer
+        /// need not ask (a sign request's share, and its presignature):
+        /// checked as every blob it loads is. Hosts of earlier releases
+        /// send none.
+        #[serde(default)]
+        blobs: Vec<SlotBlob>,
     },
     /// Can this node's signer open this blob? Asked by `conclave-host
     /// restore` for every blob of a backup before it writes any. The

@@ -1,9 +1,96 @@
 //! The layout of a sealed blob store on disk, shared by the host (which
 //! writes it), `conclave-host backup` (which reads it) and
 //! `conclave-enclave reseal` (which rewrites it in place):
-//! `<blob root>/<slot path>/<version, 10 digits>.blob`.
+//! `<blob root>/<slot path>/<version, 10 digits>.blob`, except the audit
+//! trail, whose entries are records of one append-only journal,
+//! `<blob root>/audit/journal` (see [`journal_record`]).
 
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+
+/// The name of the audit trail's journal in the slot's directory.
+pub const JOURNAL_FILE: &str = "journal";
+
+/// Bytes before each record's content in the journal.
+pub const JOURNAL_HEADER: usize = 16;
+
+/// Most bytes of one journal record's content (an audit entry is a few
+/// hundred): a length above it is damage, not a record.
+pub const MAX_JOURNAL_RECORD: usize = 1 << 20;
+
+/// Version `version`'s record in the audit journal: content length (u32
+/// LE), version (u32 LE), the first 8 bytes of a SHA-256 over the three,
+/// then the content. The check tells a record cut by a crash from a whole
+/// one.
+pub fn journal_record(version: u32, content: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(content.len()).expect("records are size-limited");
+    let mut record = Vec::with_capacity(JOURNAL_HEADER + content.len());
+    record.extend_from_slice(&len.to_le_bytes());
+    record.extend_from_slice(&version.to_le_bytes());
+    record.extend_from_slice(&journal_check(len, version, content));
+    record.extend_from_slice(content);
+    record
+}
+
+fn journal_check(len: u32, version: u32, content: &[u8]) -> [u8; 8] {
+    let mut h = Sha256::new();
+    h.update(b"conclave/audit-journal/v1");
+    h.update(len.to_le_bytes());
+    h.update(version.to_le_bytes());
+    h.update(content);
+    h.finalize()[..8].try_into().expect("8 bytes")
+}
+
+/// A journal record's header, read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalHeader {
+    /// Bytes of content after the header.
+    pub len: usize,
+    /// The version (audit sequence number) it holds.
+    pub version: u32,
+    check: [u8; 8],
+}
+
+impl JournalHeader {
+    /// Reads a header; `None` if its length is beyond any record's.
+    pub fn parse(bytes: &[u8; JOURNAL_HEADER]) -> Option<JournalHeader> {
+        let len = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
+        let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+        (len <= MAX_JOURNAL_RECORD).then(|| JournalHeader { len, version, check: bytes[8..].try_into().expect("8 bytes") })
+    }
+
+    /// Whether `content` is what this header was written with.
+    pub fn holds(&self, content: &[u8]) -> bool {
+        content.len() == self.len && journal_check(self.len as u32, self.version, content) == self.check
+    }
+}
+
+/// Reads the records of a journal from `r`, at most `limit` bytes, handing
+/// each to `each` with its offset, in order, until `each` returns false.
+/// Returns the offset after the last record read: `limit` if every byte is
+/// in a whole record, else where the first record that does not read (cut
+/// short by a crash while appending, or damaged) begins.
+pub fn read_journal(r: &mut dyn std::io::Read, limit: u64, each: &mut dyn FnMut(u64, u32, Vec<u8>) -> bool) -> std::io::Result<u64> {
+    let mut at = 0u64;
+    while limit - at >= JOURNAL_HEADER as u64 {
+        let mut header = [0u8; JOURNAL_HEADER];
+        r.read_exact(&mut header)?;
+        let Some(parsed) = JournalHeader::parse(&header).filter(|h| (JOURNAL_HEADER + h.len) as u64 <= limit - at) else {
+            break;
+        };
+        let mut content = vec![0u8; parsed.len];
+        r.read_exact(&mut content)?;
+        if !parsed.holds(&content) {
+            break;
+        }
+        let next = at + (JOURNAL_HEADER + parsed.len) as u64;
+        if !each(at, parsed.version, content) {
+            return Ok(next);
+        }
+        at = next;
+    }
+    Ok(at)
+}
 
 /// The file name of version `version` of a slot.
 pub fn blob_file_name(version: u32) -> String {

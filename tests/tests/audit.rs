@@ -113,9 +113,15 @@ async fn trails_record_every_decision_and_verify_names_the_first_bad_entry() {
 
     // A host that cuts its node's trail short is caught by the signer's
     // fresh head.
-    let host_copy = cluster.node_dir(busiest + 1).join("store/blobs/audit");
-    let newest = std::fs::read_dir(&host_copy).unwrap().map(|e| e.unwrap().path()).max().unwrap();
-    std::fs::remove_file(&newest).unwrap();
+    let journal = cluster.node_dir(busiest + 1).join("store/blobs/audit").join(conclave_proto::store::JOURNAL_FILE);
+    let bytes = std::fs::read(&journal).unwrap();
+    let mut newest = 0;
+    conclave_proto::store::read_journal(&mut bytes.as_slice(), bytes.len() as u64, &mut |at, _, _| {
+        newest = at;
+        true
+    })
+    .unwrap();
+    std::fs::OpenOptions::new().write(true).open(&journal).unwrap().set_len(newest).unwrap();
     let (cut, _) = export_trails(&cluster, "audit-cut.json");
     let (code, out) = verify(&cluster, &cut);
     assert_eq!(code, 1, "{out}");

@@ -104,8 +104,9 @@ async fn a_signer_killed_mid_signing_is_replaced_by_another_quorum(registry: Reg
     client.keygen(&w, Scheme::Ecdsa, 2, None).await.unwrap();
 
     // Requests take turns over the ready members; node-2 runs at least one
-    // of them when it is killed.
-    let requests = sign_concurrently(&client, &w, 4);
+    // of them when it is killed (each quorum misses it with odds 1 in 3:
+    // all six, 1 in 729).
+    let requests = sign_concurrently(&client, &w, 6);
     until_signing(&cluster, 2).await;
     cluster.kill_node(2);
     let node2 = cluster.node_ids()[1].clone();
@@ -302,8 +303,9 @@ async fn a_cut_off_node_fails_fast_the_majority_signs_and_it_rejoins_when_healed
     client.keygen(&w, Scheme::Ecdsa, 2, None).await.unwrap();
     let ids = cluster.node_ids();
 
-    // Cut node-2 off while it runs at least one of the requests.
-    let requests = sign_concurrently(&client, &w, 3);
+    // Cut node-2 off while it runs at least one of the requests (each
+    // quorum misses it with odds 1 in 3: all six, 1 in 729).
+    let requests = sign_concurrently(&client, &w, 6);
     until_signing(&cluster, 2).await;
     cluster.link(2).cut();
     for request in requests {

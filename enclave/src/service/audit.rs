@@ -132,10 +132,17 @@ impl Enclave {
             blobs.push(StoredBlob { version, sealed: serde_json::to_vec(&signed).expect("entries serialise") });
         }
         let Some((last_seq, _)) = tail else { return Ok(tail) };
-        // Not committed until the floor rises: entries a host kept from a
-        // try that never got that far are this signer's to replace.
-        self.host.replace_all(BlobSlot::Audit, blobs).await?;
-        self.raise_floor(&BlobSlot::Audit, last_seq.get() as u32)?;
+        // Not committed until both are done: entries a host kept from a try
+        // that never got that far are this signer's to replace (under the
+        // same numbers, so a floor raised by that try is not passed). The
+        // floor is written beside the store: a signer that stops between
+        // the two finds a floor above the host's tail at its next start and
+        // declares the gap ([`Enclave::audit_tail`]).
+        let floors = self.floors.clone();
+        let raise = tokio::task::spawn_blocking(move || floors.raise(&BlobSlot::Audit.path(), last_seq.get() as u32));
+        let (stored, raised) = tokio::join!(self.host.replace_all(BlobSlot::Audit, blobs), raise);
+        stored?;
+        raised.map_err(|e| RequestError::new(ErrorCode::Storage, format!("the audit floor's task: {e}")))?.map_err(floor_error)?;
         Ok(tail)
     }
 

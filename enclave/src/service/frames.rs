@@ -10,8 +10,8 @@ impl Enclave {
     pub fn on_frame(self: &Arc<Self>, frame: ToEnclave) {
         match frame {
             ToEnclave::Hello { .. } => {}
-            ToEnclave::Start { request, plan } => {
-                tokio::spawn(self.clone().start(request, plan));
+            ToEnclave::Start { request, plan, blobs } => {
+                tokio::spawn(self.clone().start(request, plan, blobs));
             }
             ToEnclave::Presign { plan } => {
                 tokio::spawn(self.clone().presign(plan));

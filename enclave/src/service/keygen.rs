@@ -67,7 +67,7 @@ impl Enclave {
         // Peers whose primes are ready first start at once: their messages
         // must wait here for as long as this node's primes take.
         let inbox = self.inbox(&spec)?;
-        let primes = PrimePool::take(self).await.map_err(|e| RequestError::new(ErrorCode::Storage, format!("version floor: {e}")))?;
+        let primes = PrimePool::take(self).await.map_err(floor_error)?;
         let aux = ecdsa::aux_info(Seat::take(self, &spec)?, inbox, primes).await?;
         let held = self.host.load(slot.clone()).await?.map(|b| b.version);
         let version = held.unwrap_or(0).max(self.floor(&slot)?) + 1;

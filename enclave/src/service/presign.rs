@@ -104,7 +104,23 @@ impl Enclave {
         Ok(())
     }
 
-    /// Signs `message` with presignature `seq` of the signers' pool: spent
+    /// What a pooled request signs with presignature `seq`: the message
+    /// itself (EdDSA) or its hash by this signer (ECDSA);
+    /// `presignature_unavailable` for anything else, or a path without a
+    /// pool.
+    pub(super) fn presigned_payload(&self, req: &SignRequest, seq: u32) -> Result<ToSign, RequestError> {
+        let to_sign = match (&req.payload, req.scheme) {
+            (SignPayload::Message(m) | SignPayload::Digest(m), Scheme::Eddsa) => ToSign::Message(m.clone()),
+            (SignPayload::EthEip1559(_), Scheme::Eddsa) => return Err(unavailable(seq, "an Ethereum transaction is not an EdDSA payload")),
+            (payload, Scheme::Ecdsa) => ToSign::Hashed(ecdsa::Hashed::of(payload).ok_or_else(|| unavailable(seq, "a digest never signs with a presignature"))?),
+        };
+        if !self.config.presign_pools.serves(&req.wallet, &req.path) {
+            return Err(unavailable(seq, "no pool is declared for this path"));
+        }
+        Ok(to_sign)
+    }
+
+    /// Signs `to_sign` with presignature `seq` of the signers' pool: spent
     /// (its floor raised, durably) before this signer's partial signature
     /// leaves, so that it never serves twice; `presignature_unavailable` if
     /// it cannot serve, before anything leaves.
@@ -113,32 +129,26 @@ impl Enclave {
         req: &SignRequest,
         record: &ShareRecord,
         signers: &[NodeId],
-        seq: u32,
+        presigning: Presigning,
+        attempt: &Attempt<'_>,
         spec: &SessionSpec,
-        prefetched: Option<(PoolId, Result<Option<StoredBlob>, crate::link::HostCallError>)>,
     ) -> Result<Signed, RequestError> {
+        let Presigning { seq, to_sign, pool: planned, loaded } = presigning;
         let version = record.public.version;
         let unavailable = |why: &str| unavailable(seq, why);
-        // EdDSA signs the bytes themselves; ECDSA only what this signer hashed.
-        let to_sign = match (&req.payload, req.scheme) {
-            (SignPayload::Message(m) | SignPayload::Digest(m), Scheme::Eddsa) => Ok(m.clone()),
-            (SignPayload::EthEip1559(_), Scheme::Eddsa) => return Err(unavailable("an Ethereum transaction is not an EdDSA payload")),
-            (payload, Scheme::Ecdsa) => Err(ecdsa::Hashed::of(payload).ok_or_else(|| unavailable("a digest never signs with a presignature"))?),
-        };
-        if !self.config.presign_pools.serves(&req.wallet, &req.path) {
-            return Err(unavailable("no pool is declared for this path"));
-        }
         let me = self.keys.node_id();
         let pool = PoolId::of(&req.wallet, req.scheme, version, signers, &req.path);
         let slot = BlobSlot::Presignatures { wallet: req.wallet.clone(), pool };
-        let loaded = match prefetched {
-            Some((prefetched, loaded)) if prefetched == pool => loaded,
-            _ => self.host.load_version(slot.clone(), seq).await,
+        let loaded = match loaded {
+            loaded if planned == pool => loaded,
+            _ => {
+                self.spend(&slot, seq, attempt);
+                self.host.load_version(slot.clone(), seq).await
+            }
         };
         let Some(blob) = loaded? else {
             return Err(unavailable("not held here"));
         };
-        self.spend(&slot, seq, spec);
         let opened = self.sealer.open(&SealContext::blob(me, &slot, seq), &blob.sealed).map_err(storage)?;
         // A floor in memory (nitro) forgets what an earlier run took: only
         // this run's presignatures serve, so none serves twice.
@@ -148,10 +158,10 @@ impl Enclave {
         }
         let presignature = Zeroizing::new(made.to_vec());
         let signed = match to_sign {
-            Ok(message) => eddsa::sign_committed(Seat::take(self, spec)?, presignature, record.secret.expose(), message, self.tampers_partials)
+            ToSign::Message(message) => eddsa::sign_committed(Seat::take(self, spec)?, presignature, record.secret.expose(), message, self.tampers_partials)
                 .await?
                 .map(|(signature, public_key)| (signature, None, public_key)),
-            Err(hashed) => ecdsa::sign_presigned(Seat::take(self, spec)?, presignature, hashed, req.path.clone(), self.tampers_partials)
+            ToSign::Hashed(hashed) => ecdsa::sign_presigned(Seat::take(self, spec)?, presignature, hashed, req.path.clone(), self.tampers_partials)
                 .await?
                 .map(|out| (out.signature, Some(out.recovery_id), out.public_key)),
         };
@@ -166,20 +176,38 @@ impl Enclave {
     }
 }
 
+/// A pooled request's presignature as the plan named it: spent, and
+/// loaded beside the share.
+pub(super) struct Presigning {
+    pub seq: u32,
+    pub to_sign: ToSign,
+    /// The pool of the plan's signers as listed.
+    pub pool: PoolId,
+    pub loaded: Result<Option<StoredBlob>, crate::link::HostCallError>,
+}
+
+/// What a presignature signs.
+pub(super) enum ToSign {
+    /// EdDSA: the bytes themselves.
+    Message(Vec<u8>),
+    /// ECDSA: what this signer hashed.
+    Hashed(ecdsa::Hashed),
+}
+
 /// Why presignature `seq` cannot serve.
 fn unavailable(seq: u32, why: &str) -> RequestError {
     RequestError::new(ErrorCode::PresignatureUnavailable, format!("presignature {seq}: {why}"))
 }
 
 impl Enclave {
-    /// Spends presignature `seq` of `slot` for the attempt of `spec`: its
-    /// floor rises past it while the presignature opens and this signer's
+    /// Spends presignature `seq` of `slot` for `attempt`: its floor rises
+    /// past it while the presignature loads and opens and this signer's
     /// partial is computed, and the partial waits for that at the release
     /// ([`Enclave::durable`]); one used already fails the attempt there,
     /// before anything leaves.
-    fn spend(self: &Arc<Self>, slot: &BlobSlot, seq: u32, spec: &SessionSpec) {
+    pub(super) fn spend(self: &Arc<Self>, slot: &BlobSlot, seq: u32, attempt: &Attempt<'_>) {
         let (tx, spent) = Durable::new("the presignature's floor writer");
-        self.before_release(&spec.request, spec.attempt, spent);
+        self.before_release(&attempt.plan.request_id, attempt.plan.attempt, spent);
         let (enclave, path) = (self.clone(), slot.path());
         tokio::task::spawn_blocking(move || {
             let spent = match enclave.floors.take(&path, seq) {

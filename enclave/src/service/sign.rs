@@ -1,27 +1,44 @@
 //! Signing on this signer: the checked key version, the signers in keygen
 //! order, then the protocol under the fencing of `Enclave::release`.
 
+use super::presign::Presigning;
 use super::*;
 use conclave_proto::PoolId;
 
 impl Enclave {
-    pub(super) async fn sign(self: &Arc<Self>, req: &SignRequest, attempt: &Attempt<'_>) -> Result<SignResult, RequestError> {
+    /// `blobs` came with the attempt from the host: what it expects to be
+    /// loaded (see [`Enclave::load_given`]).
+    pub(super) async fn sign(self: &Arc<Self>, req: &SignRequest, attempt: &Attempt<'_>, mut blobs: Vec<SlotBlob>) -> Result<SignResult, RequestError> {
         let slot = BlobSlot::Share { wallet: req.wallet.clone(), scheme: req.scheme };
-        // A presignature loads beside the share, from the pool of the
-        // plan's signers as listed (hosts list them in committee order;
-        // `sign_presigned` loads again if the share says otherwise).
+        // A pooled request that can use its presignature spends it at once
+        // and loads it beside the share, from the pool of the plan's
+        // signers as listed (hosts list them in committee order;
+        // `sign_presigned` spends and loads again if the share says
+        // otherwise): the floor's write is then under way while the share
+        // loads and opens.
+        let presigned = match attempt.plan.purpose {
+            Purpose::Presigned { seq } => {
+                let to_sign = self.presigned_payload(req, seq)?;
+                let pool = PoolId::of(&req.wallet, req.scheme, req.version, &attempt.plan.participants, &req.path);
+                let pool_slot = BlobSlot::Presignatures { wallet: req.wallet.clone(), pool };
+                self.spend(&pool_slot, seq, attempt);
+                Some((seq, to_sign, pool, pool_slot))
+            }
+            _ => None,
+        };
+        let given_presignature = presigned.as_ref().and_then(|(seq, _, _, pool_slot)| given(&mut blobs, pool_slot, *seq));
         let prefetch = async {
-            match attempt.plan.purpose {
-                Purpose::Presigned { seq } => {
-                    let pool = PoolId::of(&req.wallet, req.scheme, req.version, &attempt.plan.participants, &req.path);
-                    Some((pool, self.host.load_version(BlobSlot::Presignatures { wallet: req.wallet.clone(), pool }, seq).await))
+            match presigned {
+                Some((seq, to_sign, pool, pool_slot)) => {
+                    Some(Presigning { seq, to_sign, pool, loaded: self.load_given(given_presignature, pool_slot, seq).await })
                 }
-                _ => None,
+                None => None,
             }
         };
         // Exactly the version the request names (the initiator read it from
         // the committee's signed record), and none this signer replaced.
-        let (share, prefetched) = tokio::join!(self.host.load_version(slot.clone(), req.version), prefetch);
+        let given_share = given(&mut blobs, &slot, req.version);
+        let (share, prefetched) = tokio::join!(self.load_given(given_share, slot.clone(), req.version), prefetch);
         let blob = match share? {
             Some(blob) => blob,
             None => {
@@ -61,7 +78,10 @@ impl Enclave {
         let signers: Vec<NodeId> = indexes.iter().map(|&i| committee[usize::from(i)].clone()).collect();
         let spec = attempt.spec(SessionKind::Sign, signers.clone(), record.public.version);
         let (signature, recovery_id, public_key) = match (&attempt.plan.purpose, req.scheme) {
-            (Purpose::Presigned { seq }, _) => self.sign_presigned(req, &record, &signers, *seq, &spec, prefetched).await?,
+            (Purpose::Presigned { .. }, _) => {
+                let presigning = prefetched.expect("a presigned plan spends and loads first");
+                self.sign_presigned(req, &record, &signers, presigning, attempt, &spec).await?
+            }
             (_, Scheme::Ecdsa) => {
                 let out = self.sign_full(req, &slot, &record, indexes, &spec).await?;
                 (out.signature, Some(out.recovery_id), out.public_key)
@@ -91,7 +111,24 @@ impl Enclave {
     }
 }
 
+/// The blob of `slot` at `version` among those the host sent with the
+/// attempt, taken out.
+fn given(blobs: &mut Vec<SlotBlob>, slot: &BlobSlot, version: u32) -> Option<StoredBlob> {
+    let i = blobs.iter().position(|b| b.slot == *slot && b.blob.version == version)?;
+    Some(blobs.swap_remove(i).blob)
+}
+
 impl Enclave {
+    /// Version `version` of `slot`: the blob the host sent with the attempt,
+    /// else asked for. Either way only what the host says; the caller checks
+    /// it (floor, seal) as it would any blob loaded.
+    async fn load_given(&self, given: Option<StoredBlob>, slot: BlobSlot, version: u32) -> Result<Option<StoredBlob>, crate::link::HostCallError> {
+        match given {
+            Some(blob) => Ok(Some(blob)),
+            None => self.host.load_version(slot, version).await,
+        }
+    }
+
     /// ECDSA by the full interactive protocol: the core share joined with
     /// the committee's aux info (a CGGMP21 share is sealed again first).
     async fn sign_full(
