@@ -204,6 +204,11 @@ impl Enclave {
                 // release run: the signature share waits for it.
                 let written = self.audit_soon(event);
                 self.before_release(&req.request_id, attempt.plan.attempt, written);
+                // The writer was spawned onto this worker, where it waits
+                // for this task to yield (no other worker takes it): let it
+                // sign the entry and send it to the host now, not after the
+                // share and the presignature have opened.
+                tokio::task::yield_now().await;
             }
             Err(e) if matches!(e.code, ErrorCode::PolicyDenied | ErrorCode::ApprovalExpired) => {
                 let event = AuditEvent::Denied {
