@@ -10,9 +10,11 @@
 //! call (none before the first append: an empty trail) and read again
 //! when its length is not the one last seen, so what is on disk is what
 //! is served. A record that does not read (a crash
-//! while appending, or damage) ends the journal: the bytes from it on are
-//! kept aside in `journal.<offset>.damaged` and the signer, finding a
-//! shorter trail than its floor, declares the gap.
+//! while appending, or damage) ends the journal. Reading changes nothing
+//! (a backup may read while the host appends); the next append keeps the
+//! bytes from it on aside in `journal.<offset>.damaged` and cuts them off,
+//! and the signer, finding a shorter trail than its floor, declares the
+//! gap.
 
 use conclave_proto::link::{StoreError, StoredBlob};
 use conclave_proto::store::{self, read_journal, JOURNAL_FILE};
@@ -36,6 +38,8 @@ pub struct Journal {
 #[derive(Default)]
 struct State {
     /// Its length.
+    len: u64,
+    /// Where its whole records end (below `len` if its tail does not read).
     end: u64,
     /// The version and offset of every [`MARK_EVERY`]th record.
     marks: Vec<Mark>,
@@ -137,6 +141,9 @@ impl Journal {
             }
         }
         let state = guard.as_mut().expect("read above");
+        if state.end < state.len {
+            self.set_aside(&mut file, state).map_err(io)?;
+        }
         let mut bytes = Vec::new();
         let mut at = state.end;
         let mut appended = Vec::with_capacity(blobs.len());
@@ -155,7 +162,7 @@ impl Journal {
         for (version, offset) in appended {
             state.noted(version, offset);
         }
-        state.end = at;
+        (state.end, state.len) = (at, at);
         Ok(())
     }
 
@@ -180,7 +187,7 @@ impl Journal {
             Err(e) => return Err(e),
         };
         let len = file.metadata()?.len();
-        if state.as_ref().is_none_or(|s| s.end != len) {
+        if state.as_ref().is_none_or(|s| s.len != len) {
             *state = Some(self.scan(&mut file, len)?);
         }
         Ok(Some(file))
@@ -198,27 +205,32 @@ impl Journal {
         Ok(file)
     }
 
-    /// Reads the whole journal; a tail that is no whole record is moved
-    /// aside.
+    /// Reads the whole journal. Changes nothing: a tail that is no whole
+    /// record may be another process's append under way (a backup reads
+    /// while the host writes); the host sets it aside before it appends.
     fn scan(&self, file: &mut std::fs::File, len: u64) -> std::io::Result<State> {
-        let mut state = State::default();
+        let mut state = State { len, ..State::default() };
         file.seek(SeekFrom::Start(0))?;
-        let end = read_journal(&mut std::io::BufReader::new(&mut *file), len, &mut |offset, version, _| {
+        state.end = read_journal(&mut std::io::BufReader::new(&mut *file), len, &mut |offset, version, _| {
             state.noted(version, offset);
             true
         })?;
-        if end < len {
-            let aside = self.dir.join(format!("{JOURNAL_FILE}.{end}.damaged"));
-            let mut tail = Vec::new();
-            file.seek(SeekFrom::Start(end))?;
-            file.read_to_end(&mut tail)?;
-            write_synced(&aside, &tail)?;
-            file.set_len(end)?;
-            file.sync_all()?;
-            tracing::warn!(journal = %self.file.display(), at = end, kept = %aside.display(), "the audit journal ends in a record that does not read; its bytes from there on are kept aside");
-        }
-        state.end = end;
         Ok(state)
+    }
+
+    /// Moves the journal's tail that is no whole record (a crash while
+    /// appending) aside, into `journal.<offset>.damaged`, and cuts it off.
+    fn set_aside(&self, file: &mut std::fs::File, state: &mut State) -> std::io::Result<()> {
+        let aside = self.dir.join(format!("{JOURNAL_FILE}.{}.damaged", state.end));
+        let mut tail = Vec::new();
+        file.seek(SeekFrom::Start(state.end))?;
+        file.read_to_end(&mut tail)?;
+        write_synced(&aside, &tail)?;
+        file.set_len(state.end)?;
+        file.sync_all()?;
+        state.len = state.end;
+        tracing::warn!(journal = %self.file.display(), at = state.end, kept = %aside.display(), "the audit journal ended in a record that does not read; its bytes from there on are kept aside");
+        Ok(())
     }
 
     /// Moves the entries of an earlier release's store (a file per entry)
@@ -390,10 +402,12 @@ mod tests {
         let torn = &store::journal_record(3, b"c, cut")[..10];
         std::fs::OpenOptions::new().append(true).open(d.path().join(JOURNAL_FILE)).unwrap().write_all(torn).unwrap();
         assert_eq!(journal.latest().unwrap().unwrap().version, 2);
+        let file = d.path().join(JOURNAL_FILE);
+        assert!(std::fs::read(&file).unwrap().ends_with(torn), "reading changes nothing (a backup may read while the host appends)");
+        journal.append(&[entry(3, "c")], true).unwrap();
         let aside: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().ends_with(".damaged")).collect();
         assert_eq!(aside.len(), 1);
         assert_eq!(std::fs::read(&aside[0]).unwrap(), torn);
-        journal.append(&[entry(3, "c")], true).unwrap();
         assert_eq!(all(&Journal::open(d.path()).unwrap()), vec![(1, "a".into()), (2, "b".into()), (3, "c".into())]);
     }
 

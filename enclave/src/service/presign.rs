@@ -139,12 +139,11 @@ impl Enclave {
         let me = self.keys.node_id();
         let pool = PoolId::of(&req.wallet, req.scheme, version, signers, &req.path);
         let slot = BlobSlot::Presignatures { wallet: req.wallet.clone(), pool };
-        let loaded = match loaded {
-            loaded if planned == pool => loaded,
-            _ => {
-                self.spend(&slot, seq, attempt);
-                self.host.load_version(slot.clone(), seq).await
-            }
+        let loaded = if planned == pool {
+            loaded
+        } else {
+            self.spend(&slot, seq, attempt);
+            self.host.load_version(slot.clone(), seq).await
         };
         let Some(blob) = loaded? else {
             return Err(unavailable("not held here"));
