@@ -15,9 +15,12 @@
 //! This process is the one writer of its floors, so each floor is read
 //! from where it is kept once and then answered from memory: a signature
 //! checks several floors, and a token read costs a search of the token's
-//! objects. Every raise is written through before it returns.
+//! objects. Every raise is written through before it returns, with only
+//! its own slot's lock held: a presignature spent, the audit trail's floor
+//! raised and a share's floor checked do not wait for each other's token
+//! writes.
 
-use crate::hsm::{HsmError, Token};
+use crate::hsm::{FloorObjects, HsmError, Token};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -42,18 +45,27 @@ pub enum FloorError {
 enum Kept {
     /// In the PKCS#11 token.
     Token(Arc<Token>),
-    /// In a file of the state directory (dev).
-    File(PathBuf),
+    /// In a file of the state directory (dev), rewritten whole under the
+    /// lock.
+    File(PathBuf, Mutex<()>),
     /// Nowhere but memory (nitro).
     Memory,
 }
 
 /// This signer's floors: where they are kept, and those read or raised so
-/// far. The lock is held across a read or write of the kept copy, so a
-/// check and a raise ([`Floors::take`]) have nothing between them.
+/// far, each behind its own lock. A slot's lock is held across a read or
+/// write of its kept copy, so a check and a raise ([`Floors::take`]) have
+/// nothing between them.
 pub struct Floors {
     kept: Kept,
-    known: Mutex<HashMap<String, u32>>,
+    slots: Mutex<HashMap<String, Arc<Mutex<Option<Known>>>>>,
+}
+
+/// A slot's floor as read or last raised.
+struct Known {
+    floor: u32,
+    /// Where the token holds it (token floors only).
+    objects: Option<FloorObjects>,
 }
 
 impl Floors {
@@ -64,7 +76,7 @@ impl Floors {
 
     /// Floors in a dev signer's state directory.
     pub fn file(state_dir: &std::path::Path) -> Floors {
-        Floors::kept(Kept::File(state_dir.join("version-floors.json")))
+        Floors::kept(Kept::File(state_dir.join("version-floors.json"), Mutex::default()))
     }
 
     /// Floors in memory.
@@ -73,7 +85,7 @@ impl Floors {
     }
 
     fn kept(kept: Kept) -> Floors {
-        Floors { kept, known: Mutex::default() }
+        Floors { kept, slots: Mutex::default() }
     }
 
     /// Whether the floors are forgotten when this process ends (nitro).
@@ -83,12 +95,16 @@ impl Floors {
 
     /// The floor of `slot` (a slot path): 0 if never raised.
     pub fn get(&self, slot: &str) -> Result<u32, FloorError> {
-        self.known_floor(&mut self.known.lock().expect("floor lock"), slot)
+        let lock = self.slot(slot);
+        let mut known = lock.lock().expect("floor lock");
+        Ok(self.known(&mut known, slot)?.floor)
     }
 
     /// Raises the floor of `slot` to `version`; never lowers it.
     pub fn raise(&self, slot: &str, version: u32) -> Result<(), FloorError> {
-        self.raise_known(&mut self.known.lock().expect("floor lock"), slot, version)
+        let lock = self.slot(slot);
+        let mut known = lock.lock().expect("floor lock");
+        self.raise_known(self.known(&mut known, slot)?, slot, version)
     }
 
     /// Takes version `seq` of `slot` for one use: refused (`false`) if the
@@ -97,50 +113,68 @@ impl Floors {
     /// whatever the host serves or however often the signer restarts
     /// (nitro: within one run; see SECURITY.md).
     pub fn take(&self, slot: &str, seq: u32) -> Result<bool, FloorError> {
-        let mut known = self.known.lock().expect("floor lock");
-        if self.known_floor(&mut known, slot)? > seq {
+        let lock = self.slot(slot);
+        let mut known = lock.lock().expect("floor lock");
+        let known = self.known(&mut known, slot)?;
+        if known.floor > seq {
             return Ok(false);
         }
-        self.raise_known(&mut known, slot, seq + 1)?;
+        self.raise_known(known, slot, seq + 1)?;
         Ok(true)
     }
 
-    /// [`Floors::raise`] under the lock the caller holds.
-    fn raise_known(&self, known: &mut HashMap<String, u32>, slot: &str, version: u32) -> Result<(), FloorError> {
-        if self.known_floor(known, slot)? < version {
-            self.write(slot, version)?;
-            known.insert(slot.to_string(), version);
-        }
-        Ok(())
+    /// The lock of `slot`'s floor.
+    fn slot(&self, slot: &str) -> Arc<Mutex<Option<Known>>> {
+        self.slots.lock().expect("floor slots").entry(slot.to_string()).or_default().clone()
     }
 
-    fn known_floor(&self, known: &mut HashMap<String, u32>, slot: &str) -> Result<u32, FloorError> {
-        if let Some(&floor) = known.get(slot) {
-            return Ok(floor);
+    /// `slot`'s floor, read from where it is kept if not known yet.
+    fn known<'a>(&self, known: &'a mut Option<Known>, slot: &str) -> Result<&'a mut Known, FloorError> {
+        if known.is_none() {
+            *known = Some(match &self.kept {
+                Kept::Token(token) => {
+                    let objects = token.floor(&name(slot))?;
+                    Known { floor: objects.value(), objects: Some(objects) }
+                }
+                Kept::File(path, lock) => {
+                    let _file = lock.lock().expect("floor file lock");
+                    Known { floor: read(path)?.get(slot).copied().unwrap_or(0), objects: None }
+                }
+                Kept::Memory => Known { floor: 0, objects: None },
+            });
         }
-        let floor = match &self.kept {
-            Kept::Token(token) => token.floor(&name(slot))?,
-            Kept::File(path) => read(path)?.get(slot).copied().unwrap_or(0),
-            Kept::Memory => 0,
-        };
-        known.insert(slot.to_string(), floor);
-        Ok(floor)
+        Ok(known.as_mut().expect("read above"))
     }
 
-    /// Writes `version` as the floor of `slot` where the floors are kept.
-    fn write(&self, slot: &str, version: u32) -> Result<(), FloorError> {
+    /// Writes `version` as the floor of `slot` where the floors are kept,
+    /// if it is higher.
+    fn raise_known(&self, known: &mut Known, slot: &str, version: u32) -> Result<(), FloorError> {
+        if known.floor >= version {
+            return Ok(());
+        }
         match &self.kept {
-            Kept::Token(token) => Ok(token.set_floor(&name(slot), version)?),
-            Kept::File(path) => {
+            Kept::Token(token) => {
+                let mut objects = match known.objects.take() {
+                    Some(objects) => objects,
+                    None => token.floor(&name(slot))?,
+                };
+                let raised = token.set_floor(&name(slot), &mut objects, version);
+                known.objects = Some(objects);
+                raised?;
+            }
+            Kept::File(path, lock) => {
+                let _file = lock.lock().expect("floor file lock");
                 let mut all = read(path)?;
                 all.insert(slot.to_string(), version);
                 let file_error = |e: std::io::Error| FloorError::File { path: path.clone(), detail: e.to_string() };
                 let tmp = path.with_extension("tmp");
                 std::fs::write(&tmp, serde_json::to_vec(&all).expect("floors serialise")).map_err(file_error)?;
-                std::fs::rename(&tmp, path).map_err(file_error)
+                std::fs::rename(&tmp, path).map_err(file_error)?;
             }
-            Kept::Memory => Ok(()),
+            Kept::Memory => {}
         }
+        known.floor = version;
+        Ok(())
     }
 }
 

@@ -15,7 +15,6 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -183,8 +182,9 @@ impl PinSource {
     }
 }
 
-/// The objects of one version floor in the token.
-struct FloorObjects {
+/// The objects of one version floor in the token, as last found or written
+/// by this process (its one writer), so that raising it needs no search.
+pub struct FloorObjects {
     /// Its copies (at most [`FLOOR_COPIES`]) and the version each holds.
     copies: Vec<(ObjectHandle, u32)>,
     /// Objects of the earlier layout and the version each holds.
@@ -193,7 +193,7 @@ struct FloorObjects {
 
 impl FloorObjects {
     /// The floor: the highest version any of its objects holds.
-    fn value(&self) -> u32 {
+    pub fn value(&self) -> u32 {
         self.copies.iter().chain(&self.legacy).map(|(_, v)| *v).max().unwrap_or(0)
     }
 }
@@ -207,9 +207,6 @@ pub struct Token {
     sessions: Vec<Mutex<Session>>,
     /// Where the next call starts looking for a free session.
     next: AtomicUsize,
-    /// The objects holding each floor, as last found or written by this
-    /// process (its one writer), so that raising a floor needs no search.
-    floor_objects: Mutex<HashMap<String, FloorObjects>>,
     _context: Pkcs11,
 }
 
@@ -249,7 +246,7 @@ impl Token {
         for _ in 1..cores {
             sessions.push(Mutex::new(context.open_rw_session(slot).map_err(pkcs11("C_OpenSession"))?));
         }
-        Ok(Token { sessions, next: AtomicUsize::new(0), floor_objects: Mutex::default(), _context: context })
+        Ok(Token { sessions, next: AtomicUsize::new(0), _context: context })
     }
 
     /// A free session, or if none is free, the next in turn once it is.
@@ -331,58 +328,9 @@ impl Token {
         Ok(Some((private, point)))
     }
 
-    /// The value of the version floor named `name` (0 if none): private
-    /// data objects in the token, which the host cannot roll back.
-    pub fn floor(&self, name: &str) -> Result<u32, HsmError> {
-        let found = self.floor_copies(name)?;
-        let floor = found.value();
-        self.floor_objects.lock().expect("floor objects").insert(name.to_string(), found);
-        Ok(floor)
-    }
-
-    /// Sets the version floor named `name` to `version` (the caller raises
-    /// it only), durably before this returns.
-    ///
-    /// A token lets an application change a storage object's label
-    /// (PKCS#11 v2.40, CKA_LABEL is modifiable) but not a data object's
-    /// value, so the version is the label: changing it is one rewrite of
-    /// one object (SoftHSM2: ~0.5 ms) where writing a new object and
-    /// destroying the old one touches the token's object list (~5 ms). A
-    /// rewrite cut by a crash can lose the object it rewrites (SoftHSM2
-    /// skips an object file it cannot read), so a floor has two copies and
-    /// a raise rewrites the lower one: the other still holds the floor
-    /// before the raise, and nothing was done under the raised floor
-    /// before the raise returned.
-    pub fn set_floor(&self, name: &str, version: u32) -> Result<(), HsmError> {
-        let mut objects = self.floor_objects.lock().expect("floor objects");
-        let mut floor = match objects.remove(name) {
-            Some(known) => known,
-            None => self.floor_copies(name)?,
-        };
-        let label = version.to_string().into_bytes();
-        let full = floor.copies.len() >= FLOOR_COPIES;
-        match floor.copies.iter_mut().min_by_key(|(_, v)| *v).filter(|_| full) {
-            Some((object, value)) => {
-                self.session().update_attributes(*object, &[Attribute::Label(label)]).map_err(pkcs11("C_SetAttributeValue"))?;
-                *value = version;
-            }
-            None => {
-                let mut template = floor_template(name).to_vec();
-                template.extend([Attribute::Token(true), Attribute::Private(true), Attribute::Label(label)]);
-                let object = self.session().create_object(&template).map_err(pkcs11("C_CreateObject"))?;
-                floor.copies.push((object, version));
-            }
-        }
-        // Objects of the earlier layout go once the floor is held in the new.
-        for (object, _) in std::mem::take(&mut floor.legacy) {
-            self.session().destroy_object(object).map_err(pkcs11("C_DestroyObject"))?;
-        }
-        objects.insert(name.to_string(), floor);
-        Ok(())
-    }
-
-    /// The objects of the floor named `name`, searched for in the token.
-    fn floor_copies(&self, name: &str) -> Result<FloorObjects, HsmError> {
+    /// The version floor named `name` (value 0 if none): private data
+    /// objects in the token, which the host cannot roll back.
+    pub fn floor(&self, name: &str) -> Result<FloorObjects, HsmError> {
         let bad = || HsmError::BadFloor { label: name.to_string() };
         let read = |template: &[Attribute], attribute: AttributeType, parse: fn(Vec<u8>) -> Option<u32>| -> Result<Vec<(ObjectHandle, u32)>, HsmError> {
             let session = self.session();
@@ -407,6 +355,43 @@ impl Token {
         })?;
         let legacy = read(&legacy_floor_template(name), AttributeType::Value, |value| value.try_into().ok().map(u32::from_be_bytes))?;
         Ok(FloorObjects { copies, legacy })
+    }
+
+    /// Sets the version floor named `name`, held in `floor` (as
+    /// [`Token::floor`] found it or this call last left it), to `version`
+    /// (the caller raises it only), durably before this returns. The
+    /// caller keeps one raise of a floor at a time.
+    ///
+    /// A token lets an application change a storage object's label
+    /// (PKCS#11 v2.40, CKA_LABEL is modifiable) but not a data object's
+    /// value, so the version is the label: changing it is one rewrite of
+    /// one object (SoftHSM2: ~0.5 ms) where writing a new object and
+    /// destroying the old one touches the token's object list (~5 ms). A
+    /// rewrite cut by a crash can lose the object it rewrites (SoftHSM2
+    /// skips an object file it cannot read), so a floor has two copies and
+    /// a raise rewrites the lower one: the other still holds the floor
+    /// before the raise, and nothing was done under the raised floor
+    /// before the raise returned.
+    pub fn set_floor(&self, name: &str, floor: &mut FloorObjects, version: u32) -> Result<(), HsmError> {
+        let label = version.to_string().into_bytes();
+        let full = floor.copies.len() >= FLOOR_COPIES;
+        match floor.copies.iter_mut().min_by_key(|(_, v)| *v).filter(|_| full) {
+            Some((object, value)) => {
+                self.session().update_attributes(*object, &[Attribute::Label(label)]).map_err(pkcs11("C_SetAttributeValue"))?;
+                *value = version;
+            }
+            None => {
+                let mut template = floor_template(name).to_vec();
+                template.extend([Attribute::Token(true), Attribute::Private(true), Attribute::Label(label)]);
+                let object = self.session().create_object(&template).map_err(pkcs11("C_CreateObject"))?;
+                floor.copies.push((object, version));
+            }
+        }
+        // Objects of the earlier layout go once the floor is held in the new.
+        for (object, _) in std::mem::take(&mut floor.legacy) {
+            self.session().destroy_object(object).map_err(pkcs11("C_DestroyObject"))?;
+        }
+        Ok(())
     }
 
     /// Generates the Ed25519 identity key pair inside the token; the
