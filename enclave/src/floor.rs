@@ -64,7 +64,8 @@ pub struct Floors {
 /// A slot's floor as read or last raised.
 struct Known {
     floor: u32,
-    /// Where the token holds it (token floors only).
+    /// Where the token holds it: `Some` for token floors, read with the
+    /// floor.
     objects: Option<FloorObjects>,
 }
 
@@ -104,7 +105,7 @@ impl Floors {
     pub fn raise(&self, slot: &str, version: u32) -> Result<(), FloorError> {
         let lock = self.slot(slot);
         let mut known = lock.lock().expect("floor lock");
-        self.raise_known(self.known(&mut known, slot)?, slot, version)
+        self.raise_known(&mut known, slot, version)
     }
 
     /// Takes version `seq` of `slot` for one use: refused (`false`) if the
@@ -115,17 +116,20 @@ impl Floors {
     pub fn take(&self, slot: &str, seq: u32) -> Result<bool, FloorError> {
         let lock = self.slot(slot);
         let mut known = lock.lock().expect("floor lock");
-        let known = self.known(&mut known, slot)?;
-        if known.floor > seq {
+        if self.known(&mut known, slot)?.floor > seq {
             return Ok(false);
         }
-        self.raise_known(known, slot, seq + 1)?;
+        self.raise_known(&mut known, slot, seq + 1)?;
         Ok(true)
     }
 
     /// The lock of `slot`'s floor.
     fn slot(&self, slot: &str) -> Arc<Mutex<Option<Known>>> {
-        self.slots.lock().expect("floor slots").entry(slot.to_string()).or_default().clone()
+        let mut slots = self.slots.lock().expect("floor slots");
+        match slots.get(slot) {
+            Some(lock) => lock.clone(),
+            None => slots.entry(slot.to_string()).or_default().clone(),
+        }
     }
 
     /// `slot`'s floor, read from where it is kept if not known yet.
@@ -146,21 +150,27 @@ impl Floors {
         Ok(known.as_mut().expect("read above"))
     }
 
-    /// Writes `version` as the floor of `slot` where the floors are kept,
-    /// if it is higher.
-    fn raise_known(&self, known: &mut Known, slot: &str, version: u32) -> Result<(), FloorError> {
-        if known.floor >= version {
+    /// Raises `slot`'s floor to `version` where the floors are kept, if it
+    /// is higher. A write that fails forgets what was known of the slot: it
+    /// may have changed part of the kept copy, so the next use reads it
+    /// again.
+    fn raise_known(&self, known: &mut Option<Known>, slot: &str, version: u32) -> Result<(), FloorError> {
+        let floor = self.known(known, slot)?;
+        if floor.floor >= version {
             return Ok(());
         }
+        let written = self.write(floor, slot, version);
+        if written.is_err() {
+            *known = None;
+        }
+        written
+    }
+
+    fn write(&self, known: &mut Known, slot: &str, version: u32) -> Result<(), FloorError> {
         match &self.kept {
             Kept::Token(token) => {
-                let mut objects = match known.objects.take() {
-                    Some(objects) => objects,
-                    None => token.floor(&name(slot))?,
-                };
-                let raised = token.set_floor(&name(slot), &mut objects, version);
-                known.objects = Some(objects);
-                raised?;
+                let objects = known.objects.as_mut().expect("a token floor is read with its objects");
+                token.set_floor(&name(slot), objects, version)?;
             }
             Kept::File(path, lock) => {
                 let _file = lock.lock().expect("floor file lock");
