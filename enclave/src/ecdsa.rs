@@ -14,7 +14,7 @@
 
 use crate::reshare::{self, ReshareError};
 use crate::session::{self, Party, Seat};
-use cggmp24::generic_ec::{Point, Scalar};
+use cggmp24::generic_ec::{NonZero, Point, Scalar};
 use cggmp24::hd_wallet::Slip10;
 use cggmp24::key_share::{AuxInfo, DirtyIncompleteKeyShare, IncompleteKeyShare, Validate};
 use cggmp24::security_level::SecurityLevel128;
@@ -394,25 +394,26 @@ where
     }
     let others = crate::broadcast::exchange(party, i, n, mine).await.map_err(|e| PresignedError::Transport(e.to_string()))?;
     let partials = others.into_vec_including_me(mine);
-    let public = cggmp24::signing::PresignaturePublicData {
-        Gamma: gamma,
-        commitments: commitments.iter().map(|(d, s)| cggmp24::signing::PresignatureCommitment { tilde_Delta: *d, tilde_S: *s }).collect(),
-    };
-    // `combine` checks sigma_j * Gamma = m * tilde_Delta_j + r * tilde_S_j
-    // for each signer j; only when that fails are they checked one by one,
-    // to name the cheat.
-    let Some(signature) = cggmp24::signing::PartialSignature::combine(&partials, &public, data) else {
-        let (r, m) = (gamma.x().to_scalar(), data.to_scalar());
+    // The partials' sum is the signature, and recovering the key from it
+    // is its verification (a signature that does not verify under the key
+    // recovers no id): one recovery where `combine` would first check
+    // sigma_j * Gamma = m * tilde_Delta_j + r * tilde_S_j for every signer
+    // j (three multiplications each). The partials are checked one by one
+    // only when the sum does not verify, to name the cheat; a sum that
+    // verifies is the signature every partial was for.
+    let (r, m) = (gamma.x().to_scalar(), data.to_scalar());
+    let sigma: Scalar<Secp256k1> = partials.iter().map(|p| &p.sigma).sum();
+    let verified = NonZero::from_scalar(r).zip(NonZero::from_scalar(sigma)).and_then(|(r, s)| {
+        let mut rs = vec![0u8; 64];
+        cggmp24::signing::Signature::from_raw_parts(r, s).normalize_s().write_to_slice(&mut rs);
+        recovery_id(&record.public_key, &digest, &rs).ok().map(|id| (rs, id))
+    });
+    let Some((rs, recovery_id)) = verified else {
         return Err(match partials.iter().zip(&commitments).position(|(partial, (delta, s))| partial.sigma * gamma != m * delta + r * s) {
             Some(j) => PresignedError::BadPartial(j as u16),
-            None => PresignedError::Unusable("partials do not combine"),
+            None => PresignedError::Unusable("the combined signature does not verify"),
         });
     };
-    let mut rs = vec![0u8; 64];
-    signature.write_to_slice(&mut rs);
-    // Recovering the key from the signature is its verification: a
-    // signature that does not verify under the key recovers no id.
-    let recovery_id = recovery_id(&record.public_key, &digest, &rs).map_err(|_| PresignedError::Unusable("the combined signature does not verify"))?;
     Ok(SignOutput { signature: rs, recovery_id, public_key: record.public_key })
 }
 

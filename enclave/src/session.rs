@@ -341,11 +341,21 @@ impl<'a> Seat<'a> {
     }
 }
 
-/// The lowest CPU priority (nice 19) for the calling thread only: Linux
-/// keeps a nice value per thread, and this one ends with its session.
+/// The lowest CPU priority for the calling thread only (Linux schedules
+/// each thread by its own policy; this one ends with its session):
+/// `SCHED_IDLE`, which runs only on a core nothing else wants and gives it
+/// up the moment a request's thread wakes. Nice 19 is not enough: the
+/// kernel lets a running thread finish its slice (milliseconds) before a
+/// waking one of higher weight, which put a refill's slice in front of
+/// every hop of a presigned signature. Nice 19 stays as a fallback where
+/// the policy is refused.
 fn lowest_priority() {
-    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
-        tracing::warn!(error = %e, "cannot lower a background session's priority");
+    use thread_priority::{set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+    let me = thread_native_id();
+    let idle = set_thread_priority_and_policy(me, ThreadPriority::Min, ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle));
+    if let Err(idle) = idle {
+        let nice = set_thread_priority_and_policy(me, ThreadPriority::Min, ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other));
+        tracing::warn!(error = %idle, fallback = ?nice, "cannot give a background session the idle policy");
     }
 }
 
@@ -689,16 +699,17 @@ mod tests {
 
     #[test]
     fn a_background_session_lowers_its_own_thread_only() {
-        let nice = || rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
-        let before = nice();
+        use thread_priority::{thread_schedule_policy, NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+        let before = thread_schedule_policy().unwrap();
         let background = std::thread::spawn(move || {
             lowest_priority();
-            nice()
+            thread_schedule_policy().unwrap()
         })
         .join()
         .unwrap();
-        assert_eq!(background, 19);
-        assert_eq!(nice(), before, "the calling thread keeps its priority");
+        assert_eq!(background, ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle));
+        assert_eq!(thread_schedule_policy().unwrap(), before, "the calling thread keeps its policy");
+        assert_ne!(before, background);
     }
 
     #[test]
