@@ -396,9 +396,9 @@ where
     let partials = others.into_vec_including_me(mine);
     // The partials' sum is the signature, and recovering the key from it
     // is its verification (a signature that does not verify under the key
-    // recovers no id): one recovery where `combine` would first check
-    // sigma_j * Gamma = m * tilde_Delta_j + r * tilde_S_j for every signer
-    // j (three multiplications each). The partials are checked one by one
+    // recovers no id), where `combine` would first check sigma_j * Gamma =
+    // m * tilde_Delta_j + r * tilde_S_j for every signer j (three
+    // multiplications each). The partials are checked one by one
     // only when the sum does not verify, to name the cheat; a sum that
     // verifies is the signature every partial was for.
     let (r, m) = (gamma.x().to_scalar(), data.to_scalar());
