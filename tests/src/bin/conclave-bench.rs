@@ -33,7 +33,10 @@
 //!    on a 2-of-3 hsm cluster with pools of N/3 per pair (ECDSA presignatures, EdDSA FROST nonces): how
 //!    long filling them takes and its CPU per presignature, then N message
 //!    signatures that each take one (p50, p99); for ECDSA, N digest
-//!    signatures (the full protocol) beside them.
+//!    signatures (the full protocol) beside them. With `--concurrency`,
+//!    the hsm clusters then sign at each level from full pools (deep
+//!    enough for twice the highest level), quorum chosen by the cluster,
+//!    in throughput's columns.
 //!
 //! 7. Policy (`--only policy`): EdDSA signatures (the cheapest protocol,
 //!    where the policy's work shows most) on a 2-of-3 hsm cluster, the
@@ -98,10 +101,10 @@ fn main() {
     }
     // Not in the default run: it takes minutes at high concurrency.
     if only.as_deref() == Some("throughput") {
-        runtime.block_on(bench_throughput(count, &concurrency, heavy_sessions));
+        runtime.block_on(bench_throughput(count, concurrency.as_deref().unwrap_or(&[1, 4, 16, 64]), heavy_sessions));
     }
     if only.as_deref() == Some("presigned") {
-        runtime.block_on(bench_presigned(count));
+        runtime.block_on(bench_presigned(count, concurrency.as_deref()));
     }
     if only.as_deref() == Some("policy") {
         runtime.block_on(bench_policy(count));
@@ -162,8 +165,10 @@ async fn total(cluster: &Cluster, sample: &str) -> f64 {
     sum
 }
 
-async fn bench_presigned(count: usize) {
-    let per_pair = count.div_ceil(3).max(1) as u32;
+async fn bench_presigned(count: usize, levels: Option<&[usize]>) {
+    // Pools deep enough for the largest level's signatures, if any.
+    let most = levels.unwrap_or_default().iter().map(|&c| count.max(2 * c)).max().unwrap_or(count);
+    let per_pair = most.div_ceil(3).max(1) as u32;
     let presignatures = 3 * per_pair as usize;
     println!("presignature pools, 2-of-3 clusters (dev, hsm), {per_pair} per pair (3 pairs) and scheme");
     println!("{:<7} {:<28} {:>9} {:>9} {:>8}", "scheme", "where", "p50 ms", "p99 ms", "sig/s");
@@ -201,20 +206,39 @@ async fn bench_presigned(count: usize) {
         let before = total(&cluster, presigned).await;
         let pairs = [[1usize, 2], [1, 3], [2, 3]];
         let node = |i: usize| cluster.node_ids()[i - 1].clone();
-        let mut times = Vec::with_capacity(presignatures);
-        for k in 0..presignatures {
+        let mut times = Vec::with_capacity(count);
+        for k in 0..count {
             let signers = pairs[k % 3].iter().map(|&i| node(i)).collect();
             let t = Instant::now();
             client.sign(&wallet, scheme, SignPayload::Message(format!("bench {k}").into_bytes()), vec![], Some(signers)).await.expect("signs");
             times.push(t.elapsed());
         }
         let took = total(&cluster, presigned).await - before;
-        Stats::of(times).print(scheme, &format!("{mode_name}, pooled ({took:.0} of {presignatures})"));
+        Stats::of(times).print(scheme, &format!("{mode_name}, pooled ({took:.0} of {count})"));
+        // At each level, from full pools, the quorum chosen by the cluster
+        // (which spreads requests over the pairs): hsm only.
+        if let Some(levels) = levels.filter(|_| mode == Mode::Hsm) {
+            let client = Arc::new(cluster.client().await);
+            level_header();
+            for &c in levels {
+                let full = || async {
+                    let level = total(&cluster, made).await - total(&cluster, presigned).await;
+                    (level >= presignatures as f64).then_some(())
+                };
+                conclave_tests::eventually("the pools full again", Duration::from_secs(1800), full).await;
+                let before = total(&cluster, presigned).await;
+                let n = count.max(2 * c);
+                let payload = |k: usize| SignPayload::Message(format!("bench at {c}: {k}").into_bytes());
+                sign_at(&cluster, &client, &wallet, scheme, c, n, payload).await;
+                let took = total(&cluster, presigned).await - before;
+                println!("{:<7} {:>5} {:>6}   ({took:.0} of {n} from a pool)", "", "", "");
+            }
+        }
         // The full protocol beside it: ECDSA with a digest (never pooled).
         // (EdDSA's full protocol: `--only signing`.)
         if scheme == Scheme::Ecdsa {
-            let mut times = Vec::with_capacity(presignatures);
-            for k in 0..presignatures {
+            let mut times = Vec::with_capacity(count);
+            for k in 0..count {
                 let t = Instant::now();
                 client.sign(&wallet, scheme, SignPayload::Digest([k as u8; 32].to_vec()), vec![], None).await.expect("signs");
                 times.push(t.elapsed());
@@ -229,7 +253,6 @@ async fn bench_presigned(count: usize) {
 }
 
 async fn bench_throughput(count: usize, levels: &[usize], heavy_sessions: Option<usize>) {
-    use futures::StreamExt;
     eprintln!("starting a 3-node hsm cluster (the first run of a build makes its template: primes and aux info, minutes)");
     let cluster = match heavy_sessions {
         Some(limit) => Cluster::start_with_heavy_sessions(Mode::Hsm, 3, limit).await,
@@ -237,10 +260,7 @@ async fn bench_throughput(count: usize, levels: &[usize], heavy_sessions: Option
     };
     let client = Arc::new(cluster.client().await);
     println!("throughput, 2-of-3 hsm cluster, quorum chosen by the cluster; at least {count} signatures (and twice the concurrency) per row");
-    println!(
-        "{:<7} {:>5} {:>6} {:>9} {:>9} {:>8}   CPU ms per signature, signer+host, node-1 node-2 node-3",
-        "scheme", "conc", "sigs", "p50 ms", "p99 ms", "sig/s"
-    );
+    level_header();
     for scheme in [Scheme::Eddsa, Scheme::Ecdsa] {
         let wallet = WalletId::new(format!("bench-throughput-{scheme}")).expect("wallet id");
         client.keygen(&wallet, scheme, 2, None).await.expect("keygen");
@@ -250,58 +270,81 @@ async fn bench_throughput(count: usize, levels: &[usize], heavy_sessions: Option
         };
         client.sign(&wallet, scheme, payload(), vec![], None).await.expect("warm-up signature");
         for &c in levels {
-            let n = count.max(2 * c);
-            let cpu_before: Vec<(Duration, Duration)> = (1..=3).map(|i| cluster.cpu_time(i)).collect();
-            let started = Instant::now();
-            let outcomes: Vec<(Duration, Result<(), String>)> = futures::stream::iter((0..n).map(|_| {
-                let (client, wallet) = (client.clone(), wallet.clone());
-                async move {
-                    let t = Instant::now();
-                    let signed = client.sign(&wallet, scheme, payload(), vec![], None).await;
-                    (t.elapsed(), signed.map(drop).map_err(|e| e.code().map_or_else(|| e.to_string(), |c| c.to_string())))
-                }
-            }))
-            .buffer_unordered(c)
-            .collect()
-            .await;
-            // Beyond what the CPU signs within a request's deadline, requests
-            // fail (`timeout`): counted, not hidden.
-            let mut failed = std::collections::BTreeMap::<String, usize>::new();
-            let mut times = Vec::with_capacity(n);
-            for (took, outcome) in outcomes {
-                match outcome {
-                    Ok(()) => times.push(took),
-                    Err(code) => *failed.entry(code).or_default() += 1,
-                }
-            }
-            let wall = started.elapsed();
-            let cpu: Vec<String> = (1..=3)
-                .map(|i| {
-                    let (signer, host) = cluster.cpu_time(i);
-                    let per = |now: Duration, before: Duration| now.saturating_sub(before).as_secs_f64() * 1000.0 / n as f64;
-                    format!("{:.1}+{:.1}", per(signer, cpu_before[i - 1].0), per(host, cpu_before[i - 1].1))
-                })
-                .collect();
-            let signed = times.len();
-            let failures = if failed.is_empty() { String::new() } else { format!("   failed: {failed:?}") };
-            if signed == 0 {
-                println!("{:<7} {:>5} {:>6}   no signature{failures}", scheme.to_string(), c, n);
-                continue;
-            }
-            let stats = Stats::of(times);
-            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-            println!(
-                "{:<7} {:>5} {:>6} {:>9.1} {:>9.1} {:>8.1}   {}{failures}",
-                scheme.to_string(),
-                c,
-                n,
-                ms(stats.p50),
-                ms(stats.p99),
-                signed as f64 / wall.as_secs_f64(),
-                cpu.join("  ")
-            );
+            sign_at(&cluster, &client, &wallet, scheme, c, count.max(2 * c), move |_| payload()).await;
         }
     }
+}
+
+/// The header of [`sign_at`]'s rows.
+fn level_header() {
+    println!(
+        "{:<7} {:>5} {:>6} {:>9} {:>9} {:>8}   CPU ms per signature, signer+host, node-1 node-2 node-3",
+        "scheme", "conc", "sigs", "p50 ms", "p99 ms", "sig/s"
+    );
+}
+
+/// Signs `n` requests for `wallet` at concurrency `c` (quorum chosen by
+/// the cluster) and prints its row: p50, p99, signatures per second of
+/// wall time, and CPU per signature of each node's signer and host (from
+/// `/proc`). Beyond what the CPU signs within a request's
+/// deadline, requests fail (`timeout`): counted by code, not hidden.
+async fn sign_at(
+    cluster: &Cluster,
+    client: &Arc<conclave_client::Client>,
+    wallet: &WalletId,
+    scheme: Scheme,
+    c: usize,
+    n: usize,
+    payload: impl Fn(usize) -> SignPayload,
+) {
+    use futures::StreamExt;
+    let cpu_before: Vec<(Duration, Duration)> = (1..=3).map(|i| cluster.cpu_time(i)).collect();
+    let started = Instant::now();
+    let outcomes: Vec<(Duration, Result<(), String>)> = futures::stream::iter((0..n).map(|k| {
+        let (client, wallet, payload) = (client.clone(), wallet.clone(), payload(k));
+        async move {
+            let t = Instant::now();
+            let signed = client.sign(&wallet, scheme, payload, vec![], None).await;
+            (t.elapsed(), signed.map(drop).map_err(|e| e.code().map_or_else(|| e.to_string(), |c| c.to_string())))
+        }
+    }))
+    .buffer_unordered(c)
+    .collect()
+    .await;
+    let mut failed = std::collections::BTreeMap::<String, usize>::new();
+    let mut times = Vec::with_capacity(n);
+    for (took, outcome) in outcomes {
+        match outcome {
+            Ok(()) => times.push(took),
+            Err(code) => *failed.entry(code).or_default() += 1,
+        }
+    }
+    let wall = started.elapsed();
+    let cpu: Vec<String> = (1..=3)
+        .map(|i| {
+            let (signer, host) = cluster.cpu_time(i);
+            let per = |now: Duration, before: Duration| now.saturating_sub(before).as_secs_f64() * 1000.0 / n as f64;
+            format!("{:.1}+{:.1}", per(signer, cpu_before[i - 1].0), per(host, cpu_before[i - 1].1))
+        })
+        .collect();
+    let signed = times.len();
+    let failures = if failed.is_empty() { String::new() } else { format!("   failed: {failed:?}") };
+    if signed == 0 {
+        println!("{:<7} {:>5} {:>6}   no signature{failures}", scheme.to_string(), c, n);
+        return;
+    }
+    let stats = Stats::of(times);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{:<7} {:>5} {:>6} {:>9.1} {:>9.1} {:>8.1}   {}{failures}",
+        scheme.to_string(),
+        c,
+        n,
+        ms(stats.p50),
+        ms(stats.p99),
+        signed as f64 / wall.as_secs_f64(),
+        cpu.join("  ")
+    );
 }
 
 async fn bench_reshare(count: usize) {
@@ -338,7 +381,8 @@ async fn bench_reshare(count: usize) {
 struct Args {
     count: usize,
     only: Option<String>,
-    concurrency: Vec<usize>,
+    /// As given (`--concurrency`); throughput runs 1, 4, 16, 64 without.
+    concurrency: Option<Vec<usize>>,
     heavy_sessions: Option<usize>,
 }
 
@@ -346,14 +390,14 @@ const SECTIONS: [&str; 8] = ["sealing", "statements", "signing", "registry", "re
 
 fn parse_args() -> Args {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut parsed = Args { count: 20, only: None, concurrency: vec![1, 4, 16, 64], heavy_sessions: None };
+    let mut parsed = Args { count: 20, only: None, concurrency: None, heavy_sessions: None };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         match (flag.as_str(), args.next()) {
             ("--count", Some(n)) => parsed.count = n.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| usage()),
             ("--only", Some(s)) if SECTIONS.contains(&s.as_str()) => parsed.only = Some(s.clone()),
             ("--concurrency", Some(list)) => {
-                parsed.concurrency = list.split(',').map(|c| c.parse().ok().filter(|c| *c > 0).unwrap_or_else(|| usage())).collect()
+                parsed.concurrency = Some(list.split(',').map(|c| c.parse().ok().filter(|c| *c > 0).unwrap_or_else(|| usage())).collect())
             }
             ("--heavy-sessions", Some(n)) => parsed.heavy_sessions = Some(n.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| usage())),
             _ => usage(),
