@@ -21,7 +21,7 @@
 //! writes.
 
 use crate::hsm::{FloorObjects, HsmError, Token};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -61,9 +61,19 @@ pub struct Floors {
     slots: Mutex<HashMap<String, Arc<Mutex<Option<Known>>>>>,
 }
 
+/// How many passed-over versions a slot remembers (a pool holds at most
+/// 1024 presignatures).
+const MAX_PASSED: usize = 1024;
+
 /// A slot's floor as read or last raised.
 struct Known {
     floor: u32,
+    /// Versions below the floor that no take used: passed over when a
+    /// later one was taken first (concurrent requests reach the signer in
+    /// any order). Each may still be taken once, in this run only: the
+    /// kept floor is above them, so after a restart (or a failed write,
+    /// which forgets this) they are refused.
+    passed: BTreeSet<u32>,
     /// Where the token holds it: `Some` for token floors, read with the
     /// floor.
     objects: Option<FloorObjects>,
@@ -108,18 +118,28 @@ impl Floors {
         self.raise_known(&mut known, slot, version)
     }
 
-    /// Takes version `seq` of `slot` for one use: refused (`false`) if the
-    /// floor is past it already, else the floor rises past it, durably,
-    /// before this returns. Two takes of one version never both succeed,
-    /// whatever the host serves or however often the signer restarts
-    /// (nitro: within one run; see SECURITY.md).
+    /// Takes version `seq` of `slot` for one use: at or above the floor,
+    /// the floor rises past it, durably, before this returns, and the
+    /// versions it passed over stay takeable in this run; below the floor,
+    /// only a version passed over so, once. Two takes of one version never
+    /// both succeed, whatever the host serves or however often the signer
+    /// restarts (nitro: within one run; see SECURITY.md).
     pub fn take(&self, slot: &str, seq: u32) -> Result<bool, FloorError> {
         let lock = self.slot(slot);
         let mut known = lock.lock().expect("floor lock");
-        if self.known(&mut known, slot)?.floor > seq {
-            return Ok(false);
-        }
+        let from = {
+            let known = self.known(&mut known, slot)?;
+            if known.floor > seq {
+                return Ok(known.passed.remove(&seq));
+            }
+            known.floor
+        };
         self.raise_known(&mut known, slot, seq + 1)?;
+        let passed = &mut known.as_mut().expect("raised above").passed;
+        passed.extend(from.max(seq.saturating_sub(MAX_PASSED as u32))..seq);
+        while passed.len() > MAX_PASSED {
+            passed.pop_first();
+        }
         Ok(true)
     }
 
@@ -138,13 +158,13 @@ impl Floors {
             *known = Some(match &self.kept {
                 Kept::Token(token) => {
                     let objects = token.floor(&name(slot))?;
-                    Known { floor: objects.value(), objects: Some(objects) }
+                    Known { floor: objects.value(), passed: BTreeSet::new(), objects: Some(objects) }
                 }
                 Kept::File(path, lock) => {
                     let _file = lock.lock().expect("floor file lock");
-                    Known { floor: read(path)?.get(slot).copied().unwrap_or(0), objects: None }
+                    Known { floor: read(path)?.get(slot).copied().unwrap_or(0), passed: BTreeSet::new(), objects: None }
                 }
-                Kept::Memory => Known { floor: 0, objects: None },
+                Kept::Memory => Known { floor: 0, passed: BTreeSet::new(), objects: None },
             });
         }
         Ok(known.as_mut().expect("read above"))
@@ -220,21 +240,31 @@ mod tests {
     }
 
     #[test]
-    fn a_version_is_taken_once_and_nothing_below_it_after() {
+    fn a_version_is_taken_once_in_any_order_and_a_restart_refuses_what_was_passed() {
         let d = tempfile::tempdir().unwrap();
         for floors in [Floors::file(d.path()), Floors::memory()] {
             assert!(floors.take("presig/w/p", 3).unwrap());
             assert!(!floors.take("presig/w/p", 3).unwrap(), "never twice");
-            assert!(!floors.take("presig/w/p", 2).unwrap(), "nor one below it");
             assert!(floors.take("presig/w/p", 5).unwrap());
+            // 4 was passed over, never taken: once, later, out of order.
+            assert!(floors.take("presig/w/p", 4).unwrap(), "passed over");
+            assert!(!floors.take("presig/w/p", 4).unwrap(), "and then never again");
+            assert!(floors.take("presig/w/p", 9).unwrap());
         }
-        assert!(!Floors::file(d.path()).take("presig/w/p", 5).unwrap(), "a restart remembers");
-        // Racing takes of one version: exactly one wins.
+        let restarted = Floors::file(d.path());
+        assert!(!restarted.take("presig/w/p", 9).unwrap(), "a restart remembers");
+        assert!(!restarted.take("presig/w/p", 7).unwrap(), "and refuses what the last run passed over");
+        assert!(!restarted.take("presig/w/p", 2).unwrap(), "or passed over before that");
+        // Racing takes of one version, at the floor or passed over: exactly
+        // one wins.
         let floors = std::sync::Arc::new(Floors::memory());
-        let won: usize = std::thread::scope(|s| {
-            let racers: Vec<_> = (0..8).map(|_| s.spawn(|| floors.take("presig/w/q", 1).unwrap())).collect();
-            racers.into_iter().map(|r| r.join().unwrap() as usize).sum()
-        });
-        assert_eq!(won, 1);
+        floors.take("presig/w/r", 5).unwrap();
+        for (slot, seq) in [("presig/w/q", 1), ("presig/w/r", 3)] {
+            let won: usize = std::thread::scope(|s| {
+                let racers: Vec<_> = (0..8).map(|_| s.spawn(|| floors.take(slot, seq).unwrap())).collect();
+                racers.into_iter().map(|r| r.join().unwrap() as usize).sum()
+            });
+            assert_eq!(won, 1, "{slot} {seq}");
+        }
     }
 }
