@@ -387,7 +387,6 @@ where
     let digest = message.digest();
     let data = message.data();
     let gamma = record.gamma;
-    let commitments = record.commitments.clone();
     let mut mine = record.presignature.issue_partial_signature(data);
     if tamper {
         mine.sigma += Scalar::one();
@@ -409,7 +408,7 @@ where
         recovery_id(&record.public_key, &digest, &rs).ok().map(|id| (rs, id))
     });
     let Some((rs, recovery_id)) = verified else {
-        return Err(match partials.iter().zip(&commitments).position(|(partial, (delta, s))| partial.sigma * gamma != m * delta + r * s) {
+        return Err(match partials.iter().zip(&record.commitments).position(|(partial, (delta, s))| partial.sigma * gamma != m * delta + r * s) {
             Some(j) => PresignedError::BadPartial(j as u16),
             None => PresignedError::Unusable("the combined signature does not verify"),
         });

@@ -177,7 +177,7 @@ async fn bench_presigned(count: usize, levels: Option<&[usize]>) {
         let mode_name = if mode == Mode::Dev { "dev" } else { "hsm" };
         eprintln!("starting a 3-node {mode_name} cluster with {scheme} pools of {per_pair} per pair");
         let cluster = Cluster::start_with_pools_in(mode, 3, per_pair).await;
-        let client = cluster.client().await;
+        let client = Arc::new(cluster.client().await);
         let wallet = WalletId::new(format!("bench-presigned-{scheme}")).expect("wallet id");
         let cpu_before: Vec<(Duration, Duration)> = (1..=3).map(|i| cluster.cpu_time(i)).collect();
         let started = Instant::now();
@@ -218,7 +218,6 @@ async fn bench_presigned(count: usize, levels: Option<&[usize]>) {
         // At each level, from full pools, the quorum chosen by the cluster
         // (which spreads requests over the pairs): hsm only.
         if let Some(levels) = levels.filter(|_| mode == Mode::Hsm) {
-            let client = Arc::new(cluster.client().await);
             level_header();
             for &c in levels {
                 let full = || async {
