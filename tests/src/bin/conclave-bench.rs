@@ -35,8 +35,10 @@
 //!    signatures that each take one (p50, p99); for ECDSA, N digest
 //!    signatures (the full protocol) beside them. With `--concurrency`,
 //!    the hsm clusters then sign at each level from full pools (deep
-//!    enough for twice the highest level), quorum chosen by the cluster,
-//!    in throughput's columns.
+//!    enough for twice the highest level, with room for the cluster's
+//!    uneven choice of pairs), quorum chosen by the cluster, in
+//!    throughput's columns. Under each row, the machine's speed before
+//!    and after it (an ed25519 signature in this process).
 //!
 //! 7. Policy (`--only policy`): EdDSA signatures (the cheapest protocol,
 //!    where the policy's work shows most) on a 2-of-3 hsm cluster, the
@@ -166,9 +168,17 @@ async fn total(cluster: &Cluster, sample: &str) -> f64 {
 }
 
 async fn bench_presigned(count: usize, levels: Option<&[usize]>) {
-    // Pools deep enough for the largest level's signatures, if any.
-    let most = levels.unwrap_or_default().iter().map(|&c| count.max(2 * c)).max().unwrap_or(count);
-    let per_pair = most.div_ceil(3).max(1) as u32;
+    // Pools deep enough for the largest level's signatures, if any. The
+    // sequential rows name the pairs in turn (a third each); at the levels
+    // the cluster picks a pair by a hash of the request id, so a pair's
+    // share of n requests varies (standard deviation sqrt(2n)/3): three of
+    // them more keep a level's requests on warm pools.
+    let most = levels.unwrap_or_default().iter().map(|&c| count.max(2 * c)).max();
+    let per_pair = match most {
+        Some(n) => n.div_ceil(3) + (2.0 * n as f64).sqrt().ceil() as usize,
+        None => count.div_ceil(3),
+    }
+    .max(1) as u32;
     let presignatures = 3 * per_pair as usize;
     println!("presignature pools, 2-of-3 clusters (dev, hsm), {per_pair} per pair (3 pairs) and scheme");
     println!("{:<7} {:<28} {:>9} {:>9} {:>8}", "scheme", "where", "p50 ms", "p99 ms", "sig/s");
@@ -206,6 +216,7 @@ async fn bench_presigned(count: usize, levels: Option<&[usize]>) {
         let before = total(&cluster, presigned).await;
         let pairs = [[1usize, 2], [1, 3], [2, 3]];
         let node = |i: usize| cluster.node_ids()[i - 1].clone();
+        let speed = machine_speed();
         let mut times = Vec::with_capacity(count);
         for k in 0..count {
             let signers = pairs[k % 3].iter().map(|&i| node(i)).collect();
@@ -215,6 +226,7 @@ async fn bench_presigned(count: usize, levels: Option<&[usize]>) {
         }
         let took = total(&cluster, presigned).await - before;
         Stats::of(times).print(scheme, &format!("{mode_name}, pooled ({took:.0} of {count})"));
+        println!("{:<7} {}", "", speed.around(machine_speed()));
         // At each level, from full pools, the quorum chosen by the cluster
         // (which spreads requests over the pairs): hsm only.
         if let Some(levels) = levels.filter(|_| mode == Mode::Hsm) {
@@ -228,9 +240,10 @@ async fn bench_presigned(count: usize, levels: Option<&[usize]>) {
                 let before = total(&cluster, presigned).await;
                 let n = count.max(2 * c);
                 let payload = |k: usize| SignPayload::Message(format!("bench at {c}: {k}").into_bytes());
+                let speed = machine_speed();
                 sign_at(&cluster, &client, &wallet, scheme, c, n, payload).await;
                 let took = total(&cluster, presigned).await - before;
-                println!("{:<7} {:>5} {:>6}   ({took:.0} of {n} from a pool)", "", "", "");
+                println!("{:<7} {:>5} {:>6}   ({took:.0} of {n} from a pool; {})", "", "", "", speed.around(machine_speed()));
             }
         }
         // The full protocol beside it: ECDSA with a digest (never pooled).
@@ -248,6 +261,31 @@ async fn bench_presigned(count: usize, levels: Option<&[usize]>) {
     println!();
     for note in notes {
         println!("{note}");
+    }
+}
+
+/// The machine's speed at a moment: µs per ed25519 signature in this
+/// process, the mean of 2000 (40-60 ms). This machine's cores run at one
+/// of two speeds, switching within seconds (17.3 or about 29 µs, the
+/// second presumably while a neighbour shares the physical core), and
+/// spells of the slow one last hours: a row compares with another only
+/// beside the speed before and after it.
+struct Speed(f64);
+
+fn machine_speed() -> Speed {
+    use ed25519_dalek::Signer;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let t = Instant::now();
+    for i in 0..2000u32 {
+        std::hint::black_box(key.sign(&i.to_le_bytes()));
+    }
+    Speed(t.elapsed().as_secs_f64() * 1e6 / 2000.0)
+}
+
+impl Speed {
+    /// Both ends of a row, as its footnote.
+    fn around(&self, after: Speed) -> String {
+        format!("machine before / after: {:.1} / {:.1} µs per ed25519 signature", self.0, after.0)
     }
 }
 
