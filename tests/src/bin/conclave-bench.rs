@@ -267,9 +267,11 @@ async fn bench_presigned(count: usize, levels: Option<&[usize]>) {
 /// The machine's speed at a moment: µs per ed25519 signature in this
 /// process, the mean of 2000 (40-60 ms). This machine's cores run at one
 /// of two speeds, switching within seconds (17.3 or about 29 µs, the
-/// second presumably while a neighbour shares the physical core), and
-/// spells of the slow one last hours: a row compares with another only
-/// beside the speed before and after it.
+/// second presumably while a neighbour shares the physical core), so a
+/// row compares with another only beside the speed before and after
+/// it. It does not see every slow spell: big-integer work (the full
+/// protocol's row, a presignature's CPU) has run a third slower while
+/// this read 18 µs.
 struct Speed(f64);
 
 fn machine_speed() -> Speed {
