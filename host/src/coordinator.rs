@@ -60,7 +60,7 @@ pub struct Host {
     /// Requests a follower runs for on this host.
     pub(crate) following: Mutex<std::collections::HashSet<RequestId>>,
     /// Presignatures this host's keeper asked for, and who waits for each.
-    pub(crate) presigning: Mutex<HashMap<RequestId, tokio::sync::oneshot::Sender<Option<RequestError>>>>,
+    pub(crate) presigning: Mutex<HashMap<RequestId, tokio::sync::oneshot::Sender<crate::pools::Made>>>,
     /// The counts of the pools this host keeps.
     pub(crate) pools: crate::pools::Ledger,
     /// Envelopes to publish, in the order the enclave sent them: receivers
@@ -415,7 +415,7 @@ impl Host {
                 });
             }
             FromEnclave::Finished { request_id, attempt, outcome, .. } => self.deliver_outcome(&request_id, attempt, outcome),
-            FromEnclave::Presigned { request_id, error, .. } => self.presigned(&request_id, error),
+            FromEnclave::Presigned { request_id, error, window, .. } => self.presigned(&request_id, crate::pools::Made { error, window }),
             // Only `conclave-host restore` asks the signer to check blobs.
             FromEnclave::Checked { call, .. } => {
                 tracing::warn!(call, "unexpected check answer from the enclave")

@@ -9,7 +9,7 @@
 use crate::coordinator::Host;
 use crate::quorum;
 use crate::registry::Bucket;
-use conclave_proto::link::{PresignPlan, ToEnclave};
+use conclave_proto::link::{PresignPlan, PresignWindow, ToEnclave};
 use conclave_proto::presign::PoolSizes;
 use conclave_proto::registry::PoolRecord;
 use conclave_proto::request::{RequestBody, SignPayload};
@@ -42,6 +42,15 @@ pub(crate) fn eligible(sizes: &PoolSizes, body: &RequestBody, signers: &[NodeId]
         }
         _ => None,
     }
+}
+
+/// What this node's signer answered to a presignature plan.
+pub(crate) struct Made {
+    /// Why it was not made.
+    pub error: Option<RequestError>,
+    /// The signer's window for the pool, when the plan's number lay
+    /// outside it.
+    pub window: Option<PresignWindow>,
 }
 
 /// The emptiest pool below its target: level, pool, wallet, scheme, key
@@ -109,6 +118,27 @@ impl Ledger {
     /// Every signer of `pool`'s set stored presignature `seq`.
     fn made(&self, pool: PoolId, seq: u32) {
         self.update(pool, |record| record.made = record.made.max(seq));
+    }
+
+    /// This node's signer refused number `seq` of `pool` as outside its
+    /// `window`. Counts behind the floor (a registry restored from a
+    /// backup) or made past the window's end (a nitro signer's floors
+    /// start again from 1) would ask for numbers refused for ever: they
+    /// move to the floor, up or down (nothing below it serves, nothing
+    /// above it is known to be made; a number made again replaces what a
+    /// signer holds of it). A full pool whose next number is the window's
+    /// end (a signer configured with a smaller pool than its host) stays:
+    /// moving it would make the same presignatures again and again. The
+    /// registry's copy keeps its higher counts (a copy never lowers one),
+    /// so a keeper that starts on counts ahead moves again, after one
+    /// refused refill.
+    fn realign(&self, pool: PoolId, seq: u32, window: PresignWindow) {
+        let spent = window.floor.saturating_sub(1);
+        self.update(pool, |record| {
+            if seq < window.floor || record.made >= window.end {
+                *record = PoolRecord { made: spent, used: spent };
+            }
+        });
     }
 
     /// The counts changed since the last call.
@@ -217,15 +247,15 @@ impl Host {
     }
 
     /// This node's signer finished a presignature.
-    pub(crate) fn presigned(&self, request: &RequestId, error: Option<RequestError>) {
+    pub(crate) fn presigned(&self, request: &RequestId, made: Made) {
         let waiter = self.presigning.lock().expect("presigning lock").remove(request);
         match waiter {
             Some(waiter) => {
-                let _ = waiter.send(error);
+                let _ = waiter.send(made);
             }
             // A set this node is in but does not keep: its keeper counts.
             None => {
-                if let Some(e) = error {
+                if let Some(e) = made.error {
                     tracing::warn!(request = %request, code = %e.code, reason = %e.reason, "presignature not made");
                 }
             }
@@ -321,12 +351,16 @@ impl Host {
         let outcome = tokio::time::timeout(PRESIGN_DEADLINE, rx).await;
         self.presigning.lock().expect("presigning lock").remove(&request_id);
         match outcome {
-            Ok(Ok(None)) => {
+            Ok(Ok(Made { error: None, .. })) => {
                 self.pools.made(pool, seq);
                 self.metrics.inc("conclave_presignatures_total", "made");
                 true
             }
-            _ => {
+            failed => {
+                if let Ok(Ok(Made { window: Some(window), .. })) = failed {
+                    tracing::warn!(%pool, seq, floor = window.floor, end = window.end, "number outside the signer's window for the pool");
+                    self.pools.realign(pool, seq, window);
+                }
                 self.metrics.inc("conclave_presignatures_total", "failed");
                 false
             }
@@ -366,6 +400,24 @@ mod tests {
         assert_eq!(ledger.take(pool), Some(3), "1 is passed over: a signer's floor rose past it with 2");
         ledger.give_back(pool, 3);
         assert_eq!(ledger.take(pool), Some(3), "the last one comes back");
+    }
+
+    #[test]
+    fn counts_move_to_the_signers_floor_down_or_up_but_a_full_pool_stays() {
+        let window = |floor, end| PresignWindow { floor, end };
+        let (ledger, pool) = loaded(40, 40);
+        ledger.realign(pool, 41, window(6, 10));
+        assert_eq!(ledger.take(pool), None, "nothing is known to be made at or above the floor");
+        ledger.made(pool, 6);
+        assert_eq!(ledger.take(pool), Some(6));
+        ledger.realign(pool, 7, window(20, 24));
+        ledger.made(pool, 20);
+        assert_eq!(ledger.take(pool), Some(20), "up past the numbers a restore forgot");
+        assert_eq!(ledger.unsaved(), vec![(pool, PoolRecord { made: 20, used: 20 })]);
+        // Made up to the signer's end, the next number refused: kept.
+        let (full, pool) = loaded(23, 21);
+        full.realign(pool, 24, window(21, 24));
+        assert_eq!((full.take(pool), full.take(pool), full.take(pool)), (Some(22), Some(23), None));
     }
 
     #[test]

@@ -334,6 +334,23 @@ pub struct PresignPlan {
     pub round_timeout_ms: u64,
 }
 
+/// The numbers a signer makes for a pool: from its floor (the lowest
+/// still usable) up to, not including, `end` (the pool's size above it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresignWindow {
+    /// The lowest number still usable.
+    pub floor: u32,
+    /// One past the highest number it makes now.
+    pub end: u32,
+}
+
+impl PresignWindow {
+    /// Whether `seq` is in the window.
+    pub fn holds(&self, seq: u32) -> bool {
+        (self.floor..self.end).contains(&seq)
+    }
+}
+
 /// What an attempt does.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
@@ -605,6 +622,12 @@ pub enum FromEnclave {
         seq: u32,
         /// Why it was not made.
         error: Option<RequestError>,
+        /// This signer's window for the pool, when `seq` lies outside it:
+        /// a keeper whose counts a registry restore left behind the
+        /// signers' floors (or ahead of a nitro signer's, which starts
+        /// again from 1) moves to it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window: Option<PresignWindow>,
     },
     /// Answer to [`ToEnclave::Check`].
     Checked {

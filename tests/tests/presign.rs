@@ -50,6 +50,16 @@ async fn restart_keeper_on(cluster: &mut Cluster, keeper: usize, adversary: &Adv
     cluster.wait_ready(3).await;
 }
 
+/// Until the keeper's copy of `pool` counts presignature `made` made and
+/// one unused.
+async fn refilled_to(adversary: &Adversary, pool: &PoolId, made: u32) {
+    eventually(&format!("presignature {made} of {pool} in the keeper's copy"), Duration::from_secs(300), || async {
+        let record = adversary.pool_record(pool).await;
+        (record.made >= made && record.made > record.used).then_some(())
+    })
+    .await;
+}
+
 fn verify(public_key: &[u8], message: &[u8], signature: &[u8]) {
     use k256::ecdsa::signature::Verifier;
     let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(public_key).unwrap();
@@ -255,11 +265,7 @@ async fn eddsa_signs_in_one_round_with_pooled_nonces_each_used_once_and_a_bad_sh
     // node-3 sends signature shares that do not fit its nonces: checked
     // one by one (RFC 9591's verify_signature_share), it is named.
     // Number 2 (1 went to "again"), as the keeper's copy shows it.
-    eventually("presignature 2 of (2, 3)", Duration::from_secs(300), || async {
-        let record = adversary.pool_record(&pool).await;
-        (record.made >= 2 && record.made > record.used).then_some(())
-    })
-    .await;
+    refilled_to(&adversary, &pool, 2).await;
     cluster.restart_signer_with(3, &[(conclave_enclave::fault::Hook::PresignTamper.env(), "1")]).await;
     cluster.wait_ready(3).await;
     let before = total(&cluster, presigned).await;
@@ -272,4 +278,36 @@ async fn eddsa_signs_in_one_round_with_pooled_nonces_each_used_once_and_a_bad_sh
         }
         other => panic!("{other}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keeper_whose_counts_a_restore_set_back_refills_from_the_signers_floor() {
+    let mut cluster = Cluster::start_with_pools(3, 1).await;
+    let client = cluster.client().await;
+    let adversary = Adversary::connect(&cluster.nats_url()).await;
+    let w = WalletId::new("restored").unwrap();
+    let key = client.keygen(&w, Scheme::Eddsa, 2, None).await.unwrap();
+    wait_made(&cluster, PAIRS as f64).await;
+    let pair = ids(&cluster, &[2, 3]);
+    let pool = PoolId::of(&w, Scheme::Eddsa, 1, &pair, &[]);
+    let sign = |m: &'static [u8]| client.sign(&w, Scheme::Eddsa, SignPayload::Message(m.to_vec()), vec![], Some(pair.clone()));
+    // Two signatures take numbers 1 and 2: the signers' floor is 3.
+    sign(b"one").await.unwrap();
+    refilled_to(&adversary, &pool, 2).await;
+    sign(b"two").await.unwrap();
+    refilled_to(&adversary, &pool, 3).await;
+
+    // The registry is restored from a backup taken before the pool
+    // existed: the keeper (node-2's host) starts on counts of zero. Its
+    // signer refuses number 1 (below the floor) and says where the window
+    // starts; the keeper moves there and the pool fills and serves again
+    // (before, it asked for number 1 at every tick, forever).
+    restart_keeper_on(&mut cluster, 2, &adversary, &pool, PoolRecord { made: 0, used: 0 }).await;
+    refilled_to(&adversary, &pool, 3).await;
+    let presigned = "conclave_pool_plans_total{protocol=\"presigned\"}";
+    let before = total(&cluster, presigned).await;
+    let sig = sign(b"three").await.unwrap();
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(key.public_key.as_slice().try_into().unwrap()).unwrap();
+    vk.verify_strict(b"three", &ed25519_dalek::Signature::from_slice(&sig.signature).unwrap()).expect("verifies strictly");
+    assert_eq!(total(&cluster, presigned).await, before + 1.0, "from the pool again");
 }

@@ -3,7 +3,7 @@
 //! or store without bound), and taking one, once, for a sign request.
 
 use super::*;
-use conclave_proto::link::PresignPlan;
+use conclave_proto::link::{PresignPlan, PresignWindow};
 use conclave_proto::PoolId;
 
 /// The run id sealed before each presignature record.
@@ -21,7 +21,16 @@ impl Enclave {
             Ok(()) => tracing::info!(request = %plan.request_id, %pool, seq = plan.seq, "presignature made"),
             Err(e) => tracing::warn!(request = %plan.request_id, %pool, seq = plan.seq, code = %e.code, reason = %e.reason, "presignature not made"),
         }
-        self.host.send(FromEnclave::Presigned { request_id: plan.request_id, pool, seq: plan.seq, error: made.err() });
+        let window = made.is_err().then(|| self.window(&plan, pool).ok().filter(|w| !w.holds(plan.seq))).flatten();
+        self.host.send(FromEnclave::Presigned { request_id: plan.request_id, pool, seq: plan.seq, error: made.err(), window });
+    }
+
+    /// The numbers this signer makes for `pool`: at most the pool's size
+    /// of unused presignatures above the floor, never one that exists
+    /// already.
+    fn window(&self, plan: &PresignPlan, pool: PoolId) -> Result<PresignWindow, RequestError> {
+        let floor = self.floor(&BlobSlot::Presignatures { wallet: plan.wallet.clone(), pool })?.max(1);
+        Ok(PresignWindow { floor, end: floor + self.config.presign_pools.of(&plan.wallet) })
     }
 
     async fn make_presignature(self: &Arc<Self>, plan: &PresignPlan, pool: PoolId) -> Result<(), RequestError> {
@@ -34,7 +43,6 @@ impl Enclave {
             return Err(bad("round timeout out of range".into()));
         }
         policy::planned_in_the_past(plan.planned_ms, now).map_err(bad)?;
-        let size = self.config.presign_pools.of(&plan.wallet);
         if !self.config.presign_pools.serves(&plan.wallet, &plan.path) || (plan.scheme == Scheme::Eddsa && !plan.path.is_empty()) {
             return Err(RequestError::new(ErrorCode::Unsupported, format!("this signer keeps no presignatures for {} at {:?}", plan.wallet, plan.path)));
         }
@@ -53,12 +61,10 @@ impl Enclave {
         let record = ShareRecord::open(self.sealer.as_ref(), me, &share_slot, &blob)?;
         let indexes = set_indexes(&record.public.committee, record.public.threshold, &plan.signers)?;
 
-        // The window: at most the pool's size of unused presignatures above the
-        // floor (the lowest still usable), never one that exists already.
         let slot = BlobSlot::Presignatures { wallet: plan.wallet.clone(), pool };
-        let floor = self.floor(&slot)?.max(1);
-        if plan.seq < floor || plan.seq >= floor + size {
-            return Err(bad(format!("presignature {} is outside this pool's window {floor}..{}", plan.seq, floor + size)));
+        let window = self.window(plan, pool)?;
+        if !window.holds(plan.seq) {
+            return Err(bad(format!("presignature {} is outside this pool's window {}..{}", plan.seq, window.floor, window.end)));
         }
         if !self.claim(&plan.request_id, 1) {
             return Err(bad(format!("run {} ran here already", plan.request_id)));
