@@ -9,6 +9,7 @@
 use conclave_client::ClientError;
 use conclave_proto::registry::PoolRecord;
 use conclave_proto::request::SignPayload;
+use conclave_proto::result::KeygenResult;
 use conclave_proto::{ErrorCode, NodeId, PoolId, Scheme, WalletId};
 use conclave_tests::adversary::Adversary;
 use conclave_tests::{eventually, Cluster};
@@ -37,6 +38,17 @@ async fn made(cluster: &Cluster) -> f64 {
 
 async fn wait_made(cluster: &Cluster, at_least: f64) {
     eventually(&format!("{at_least} presignatures made"), Duration::from_secs(300), || async { (made(cluster).await >= at_least).then_some(()) }).await;
+}
+
+/// A 2-of-3 cluster with pools of one presignature per pair, a client,
+/// and a `scheme` key of wallet `name`, once every pair's pool is full.
+async fn pooled(name: &str, scheme: Scheme) -> (Cluster, conclave_client::Client, WalletId, KeygenResult) {
+    let cluster = Cluster::start_with_pools(3, 1).await;
+    let client = cluster.client().await;
+    let w = WalletId::new(name).unwrap();
+    let key = client.keygen(&w, scheme, 2, None).await.unwrap();
+    wait_made(&cluster, PAIRS as f64).await;
+    (cluster, client, w, key)
 }
 
 /// Kills the host of node `keeper` (the keeper of `pool`: the host of its
@@ -144,12 +156,8 @@ async fn a_declared_path_has_pools_of_its_own_and_other_paths_sign_in_full() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_presignature_serves_once_whatever_the_registry_or_a_crash_does() {
-    let mut cluster = Cluster::start_with_pools(3, 1).await;
-    let client = cluster.client().await;
+    let (mut cluster, client, w, key) = pooled("once", Scheme::Ecdsa).await;
     let adversary = Adversary::connect(&cluster.nats_url()).await;
-    let w = WalletId::new("once").unwrap();
-    let key = client.keygen(&w, Scheme::Ecdsa, 2, None).await.unwrap();
-    wait_made(&cluster, PAIRS as f64).await;
     let pair = ids(&cluster, &[1, 2]);
     let pool = PoolId::of(&w, Scheme::Ecdsa, 1, &pair, &[]);
     let sign = |m: &'static [u8]| client.sign(&w, Scheme::Ecdsa, SignPayload::Message(m.to_vec()), vec![], Some(pair.clone()));
@@ -192,11 +200,7 @@ async fn a_presignature_serves_once_whatever_the_registry_or_a_crash_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_requests_share_out_the_last_presignature_and_a_bad_partial_is_blamed() {
-    let mut cluster = Cluster::start_with_pools(3, 1).await;
-    let client = cluster.client().await;
-    let w = WalletId::new("race").unwrap();
-    let key = client.keygen(&w, Scheme::Ecdsa, 2, None).await.unwrap();
-    wait_made(&cluster, PAIRS as f64).await;
+    let (mut cluster, client, w, key) = pooled("race", Scheme::Ecdsa).await;
     let presigned = "conclave_pool_plans_total{protocol=\"presigned\"}";
     let full = "conclave_pool_plans_total{protocol=\"full\"}";
     let (p0, f0) = (total(&cluster, presigned).await, total(&cluster, full).await);
@@ -229,12 +233,8 @@ async fn racing_requests_share_out_the_last_presignature_and_a_bad_partial_is_bl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eddsa_signs_in_one_round_with_pooled_nonces_each_used_once_and_a_bad_share_is_blamed() {
-    let mut cluster = Cluster::start_with_pools(3, 1).await;
-    let client = cluster.client().await;
+    let (mut cluster, client, w, key) = pooled("frost", Scheme::Eddsa).await;
     let adversary = Adversary::connect(&cluster.nats_url()).await;
-    let w = WalletId::new("frost").unwrap();
-    let key = client.keygen(&w, Scheme::Eddsa, 2, None).await.unwrap();
-    wait_made(&cluster, PAIRS as f64).await;
     let pair = ids(&cluster, &[2, 3]);
     let pool = PoolId::of(&w, Scheme::Eddsa, 1, &pair, &[]);
     let presigned = "conclave_pool_plans_total{protocol=\"presigned\"}";
@@ -282,12 +282,8 @@ async fn eddsa_signs_in_one_round_with_pooled_nonces_each_used_once_and_a_bad_sh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keeper_whose_counts_a_restore_set_back_refills_from_the_signers_floor() {
-    let mut cluster = Cluster::start_with_pools(3, 1).await;
-    let client = cluster.client().await;
+    let (mut cluster, client, w, key) = pooled("restored", Scheme::Eddsa).await;
     let adversary = Adversary::connect(&cluster.nats_url()).await;
-    let w = WalletId::new("restored").unwrap();
-    let key = client.keygen(&w, Scheme::Eddsa, 2, None).await.unwrap();
-    wait_made(&cluster, PAIRS as f64).await;
     let pair = ids(&cluster, &[2, 3]);
     let pool = PoolId::of(&w, Scheme::Eddsa, 1, &pair, &[]);
     let sign = |m: &'static [u8]| client.sign(&w, Scheme::Eddsa, SignPayload::Message(m.to_vec()), vec![], Some(pair.clone()));
