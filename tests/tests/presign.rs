@@ -72,6 +72,13 @@ async fn refilled_to(adversary: &Adversary, pool: &PoolId, made: u32) {
     .await;
 }
 
+/// An Ed25519 signature, checked strictly.
+fn verify_eddsa(public_key: &[u8], message: &[u8], signature: &[u8]) {
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(public_key.try_into().unwrap()).unwrap();
+    vk.verify_strict(message, &ed25519_dalek::Signature::from_slice(signature).unwrap()).expect("verifies strictly");
+}
+
+/// An ECDSA signature over `message` (SHA-256) under `public_key` (SEC1).
 fn verify(public_key: &[u8], message: &[u8], signature: &[u8]) {
     use k256::ecdsa::signature::Verifier;
     let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(public_key).unwrap();
@@ -238,10 +245,7 @@ async fn eddsa_signs_in_one_round_with_pooled_nonces_each_used_once_and_a_bad_sh
     let pair = ids(&cluster, &[2, 3]);
     let pool = PoolId::of(&w, Scheme::Eddsa, 1, &pair, &[]);
     let presigned = "conclave_pool_plans_total{protocol=\"presigned\"}";
-    let verify = |message: &[u8], signature: &[u8]| {
-        let vk = ed25519_dalek::VerifyingKey::from_bytes(key.public_key.as_slice().try_into().unwrap()).unwrap();
-        vk.verify_strict(message, &ed25519_dalek::Signature::from_slice(signature).unwrap()).expect("verifies strictly");
-    };
+    let verify = |message: &[u8], signature: &[u8]| verify_eddsa(&key.public_key, message, signature);
 
     // Digests too: FROST binds the nonces to whatever it signs.
     let before = total(&cluster, presigned).await;
@@ -303,7 +307,6 @@ async fn a_keeper_whose_counts_a_restore_set_back_refills_from_the_signers_floor
     let presigned = "conclave_pool_plans_total{protocol=\"presigned\"}";
     let before = total(&cluster, presigned).await;
     let sig = sign(b"three").await.unwrap();
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(key.public_key.as_slice().try_into().unwrap()).unwrap();
-    vk.verify_strict(b"three", &ed25519_dalek::Signature::from_slice(&sig.signature).unwrap()).expect("verifies strictly");
+    verify_eddsa(&key.public_key, b"three", &sig.signature);
     assert_eq!(total(&cluster, presigned).await, before + 1.0, "from the pool again");
 }
